@@ -1,0 +1,178 @@
+"""Every port the use cases talk to, in one place. Adapters in ``infrastructure`` implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, BinaryIO, Literal, Protocol, Self
+
+from aiservice.domain.events import DomainEvent
+from aiservice.domain.models import Alias, Framework, Model, ModelVersion, Stage
+from aiservice.domain.pagination import Page
+from aiservice.domain.tenancy import Principal, Tenant
+
+Clock = Callable[[], datetime]
+
+ModelSort = Literal["createdAt", "-createdAt", "updatedAt", "-updatedAt", "name", "-name"]
+
+
+@dataclass(frozen=True)
+class ModelQuery:
+    framework: Framework | None = None
+    category: str | None = None
+    tag: str | None = None
+    text: str | None = None
+    sort: ModelSort = "-createdAt"
+    limit: int = 50
+    cursor: str | None = None
+
+
+class ModelRepository(Protocol):
+    """Models of the unit of work's tenant; soft-deleted models are invisible."""
+
+    def add(self, model: Model) -> None: ...
+    def save(self, model: Model) -> None: ...
+    def get(self, model_id: str) -> Model | None: ...
+    def get_by_name(self, name: str) -> Model | None: ...
+    def search(self, query: ModelQuery) -> Page[Model]: ...
+    def next_version_number(self, model_id: str) -> int:
+        """Atomically bump the model's version counter, holding it until commit."""
+        ...
+
+
+class VersionRepository(Protocol):
+    def add(self, version: ModelVersion) -> None: ...
+    def get(self, model_id: str, number: int) -> ModelVersion | None: ...
+    def page(self, model_id: str, limit: int, cursor: str | None) -> Page[ModelVersion]: ...
+    def in_stage(self, model_id: str, stage: Stage) -> list[ModelVersion]: ...
+    def set_stage(self, version: ModelVersion) -> None: ...
+
+
+class AliasRepository(Protocol):
+    def get(self, model_id: str, name: str) -> Alias | None: ...
+    def set(self, alias: Alias) -> None: ...
+    def delete(self, model_id: str, name: str) -> None: ...
+    def for_model(self, model_id: str) -> list[Alias]: ...
+
+
+class TenantRepository(Protocol):
+    """Tenants are platform-wide, so this repository is not tenant-scoped."""
+
+    def get(self, tenant_id: str) -> Tenant | None: ...
+    def add(self, tenant: Tenant) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction for one tenant: its repositories add the tenant to every query.
+
+    Leaving the block without ``commit()`` rolls back. ``commit()`` writes the changed rows and the
+    outbox rows of every recorded event atomically.
+    """
+
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def models(self) -> ModelRepository: ...
+    @property
+    def versions(self) -> VersionRepository: ...
+    @property
+    def aliases(self) -> AliasRepository: ...
+    @property
+    def tenants(self) -> TenantRepository: ...
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    def record(self, *events: DomainEvent) -> None: ...
+    def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, tenant_id: str, *, writes: bool = True) -> UnitOfWork: ...
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """An event as stored in the outbox, ready for delivery."""
+
+    position: int
+    event_id: str
+    event_type: str
+    tenant_id: str
+    aggregate_type: str
+    aggregate_id: str
+    occurred_at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Outbox(Protocol):
+    def pending(self, limit: int) -> list[OutboxMessage]: ...
+    def mark_published(self, positions: list[int]) -> None: ...
+    def mark_failed(self, position: int, error: str) -> None: ...
+
+
+EventHandler = Callable[[OutboxMessage], None]
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    key: str
+    digest: str
+    size_bytes: int
+
+
+class ArtifactWriter(Protocol):
+    """An artifact being written: bytes are hashed and counted as they arrive."""
+
+    def write(self, chunk: bytes) -> None:
+        """Append bytes; raises ``PayloadTooLarge`` past the writer's limit."""
+        ...
+
+    def commit(self) -> StoredArtifact: ...
+    def abort(self) -> None: ...
+
+
+class ArtifactStore(Protocol):
+    def writer(self, key: str, max_bytes: int) -> ArtifactWriter: ...
+    def open(self, key: str, digest: str) -> BinaryIO:
+        """Open verified bytes; raises ``ArtifactCorrupt`` if they do not hash to ``digest``."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+    def check_writable(self) -> None: ...
+
+
+class DatabaseProbe(Protocol):
+    def ping(self) -> float:
+        """Round-trip latency in milliseconds; raises if the database is unreachable."""
+        ...
+
+    def migrations_current(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    subject: str
+    tenant_id: str
+    roles: tuple[str, ...]
+    expires_at: datetime
+
+
+class TokenService(Protocol):
+    def issue(self, subject: str, tenant_id: str, roles: list[str], ttl_seconds: int) -> str: ...
+    def verify(self, token: str) -> TokenClaims:
+        """Raises ``Unauthenticated`` for a bad, expired or malformed token."""
+        ...
+
+
+class Authenticator(Protocol):
+    def authenticate(self, authorization: str | None, tenant_header: str | None) -> Principal: ...
+
+
+def chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    """Read a binary stream in fixed-size chunks, so nothing holds a whole artifact in memory."""
+    while chunk := stream.read(size):
+        yield chunk

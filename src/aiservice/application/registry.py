@@ -1,0 +1,105 @@
+"""Model use cases: register, find, list, change and delete models of the caller's tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiservice.application.ports import Clock, ModelQuery, UnitOfWork, UnitOfWorkFactory
+from aiservice.domain.errors import Conflict, NotFound
+from aiservice.domain.models import UUID_SHAPE, Framework, JsonObject, Model
+from aiservice.domain.pagination import Page
+from aiservice.domain.tenancy import Permission, Principal
+
+
+@dataclass(frozen=True)
+class NewModel:
+    name: str
+    framework: Framework
+    description: str = ""
+    category: str | None = None
+    configuration: JsonObject = field(default_factory=dict)
+    input_schema: JsonObject = field(default_factory=dict)
+    output_schema: JsonObject = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+
+
+def find_model(uow: UnitOfWork, ident: str) -> Model:
+    """A model by id or by name, within the unit of work's tenant; NotFound otherwise.
+
+    Another tenant's model is NotFound too, so ids never leak across tenants.
+    """
+    model = uow.models.get(ident) if UUID_SHAPE.match(ident) else uow.models.get_by_name(ident)
+    if model is None:
+        raise NotFound(f"No model {ident!r} exists.", extra={"model": ident})
+    return model
+
+
+class ModelRegistry:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    def create_model(self, principal: Principal, spec: NewModel) -> Model:
+        principal.require(Permission.MODEL_WRITE)
+        with self._uow(principal.tenant_id) as uow:
+            existing = uow.models.get_by_name(spec.name)
+            if existing is not None:
+                raise _duplicate(spec.name, existing.id)
+            model = Model.register(
+                tenant_id=principal.tenant_id,
+                name=spec.name,
+                framework=spec.framework,
+                now=self._clock(),
+                description=spec.description,
+                category=spec.category,
+                configuration=spec.configuration,
+                input_schema=spec.input_schema,
+                output_schema=spec.output_schema,
+                tags=_unique(spec.tags),
+                created_by=principal.subject,
+            )
+            uow.models.add(model)
+            uow.commit()
+            return model
+
+    def get_model(self, principal: Principal, reference: str) -> Model:
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            return find_model(uow, reference)
+
+    def list_models(self, principal: Principal, query: ModelQuery) -> Page[Model]:
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            return uow.models.search(query)
+
+    def update_model(self, principal: Principal, reference: str, changes: dict[str, Any]) -> Model:
+        principal.require(Permission.MODEL_WRITE)
+        if "tags" in changes:
+            changes = {**changes, "tags": _unique(changes["tags"])}
+        with self._uow(principal.tenant_id) as uow:
+            model = find_model(uow, reference)
+            if model.update(changes, self._clock()):
+                uow.models.save(model)
+                uow.commit()
+            return model
+
+    def delete_model(self, principal: Principal, reference: str) -> None:
+        """Soft delete: the model disappears from every query; its artifacts stay until a purge."""
+        principal.require(Permission.MODEL_DELETE)
+        with self._uow(principal.tenant_id) as uow:
+            model = find_model(uow, reference)
+            model.delete(self._clock())
+            uow.models.save(model)
+            uow.commit()
+
+
+def _duplicate(name: str, existing_id: str) -> Conflict:
+    return Conflict(
+        f"A model named {name!r} already exists in this tenant.",
+        extra={"existingId": existing_id},
+    )
+
+
+def _unique(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))

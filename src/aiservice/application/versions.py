@@ -1,0 +1,281 @@
+"""Version use cases: streamed uploads, downloads, stages, aliases and the one reference resolver."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import BinaryIO
+from uuid import uuid4
+
+from aiservice.application.ports import (
+    ArtifactStore,
+    ArtifactWriter,
+    Clock,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from aiservice.application.registry import find_model
+from aiservice.domain.errors import Conflict, FieldError, NotFound
+from aiservice.domain.events import ModelAliasDeleted, ModelAliasSet, ModelStageChanged, ModelVersionCreated
+from aiservice.domain.models import (
+    Alias,
+    ArtifactRef,
+    JsonObject,
+    Model,
+    ModelVersion,
+    Stage,
+    check_alias_name,
+)
+from aiservice.domain.pagination import Page
+from aiservice.domain.references import ModelReference
+from aiservice.domain.tenancy import Permission, Principal
+
+
+@dataclass(frozen=True)
+class VersionMetadata:
+    description: str = ""
+    metrics: JsonObject = field(default_factory=dict)
+    params: JsonObject = field(default_factory=dict)
+    source_run: str | None = None
+
+
+@dataclass
+class VersionUpload:
+    """An upload in progress: the model it is for and the writer its bytes stream into."""
+
+    principal: Principal
+    model_id: str
+    key: str
+    writer: ArtifactWriter
+
+    def write(self, chunk: bytes) -> None:
+        self.writer.write(chunk)
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+STAGE_NAMES = frozenset(s.value for s in Stage)
+
+
+class ModelVersions:
+    def __init__(
+        self, uow: UnitOfWorkFactory, store: ArtifactStore, clock: Clock, max_artifact_bytes: int
+    ) -> None:
+        self._uow = uow
+        self._store = store
+        self._clock = clock
+        self.max_artifact_bytes = max_artifact_bytes
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    def start_upload(self, principal: Principal, model_ident: str) -> VersionUpload:
+        """Check the caller may upload to this model, then open a writer for the bytes.
+
+        Checked before any byte is read, so a forbidden or misaddressed upload fails at once.
+        """
+        principal.require(Permission.VERSION_WRITE)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            model = find_model(uow, model_ident)
+        key = f"{principal.tenant_id}/{model.id}/{uuid4().hex}"
+        return VersionUpload(principal, model.id, key, self._store.writer(key, self.max_artifact_bytes))
+
+    def finish_upload(
+        self, upload: VersionUpload, filename: str, media_type: str, metadata: VersionMetadata
+    ) -> ModelVersion:
+        """Seal the bytes and record version N+1; on any failure the stored bytes are removed."""
+        stored = upload.writer.commit()
+        try:
+            with self._uow(upload.principal.tenant_id) as uow:
+                model = uow.models.get(upload.model_id)
+                if model is None:  # deleted while the bytes were streaming
+                    raise NotFound(f"Model {upload.model_id!r} was deleted during the upload.")
+                version = ModelVersion(
+                    tenant_id=model.tenant_id,
+                    model_id=model.id,
+                    version=uow.models.next_version_number(model.id),
+                    artifact=ArtifactRef(
+                        key=stored.key,
+                        digest=stored.digest,
+                        size_bytes=stored.size_bytes,
+                        filename=safe_filename(filename),
+                        media_type=media_type or "application/octet-stream",
+                    ),
+                    created_at=self._clock(),
+                    description=metadata.description,
+                    metrics=metadata.metrics,
+                    params=metadata.params,
+                    source_run=metadata.source_run,
+                    created_by=upload.principal.subject,
+                )
+                uow.versions.add(version)
+                uow.record(
+                    ModelVersionCreated(
+                        tenant_id=model.tenant_id,
+                        aggregate_id=model.id,
+                        version=version.version,
+                        digest=stored.digest,
+                        size_bytes=stored.size_bytes,
+                    )
+                )
+                uow.commit()
+                return version
+        except BaseException:
+            self._store.delete(stored.key)
+            raise
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def list_versions(
+        self, principal: Principal, model_ident: str, limit: int, cursor: str | None
+    ) -> Page[ModelVersion]:
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            model = find_model(uow, model_ident)
+            return uow.versions.page(model.id, limit, cursor)
+
+    def get_version(self, principal: Principal, model_ident: str, number: int) -> ModelVersion:
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            return _version(uow, find_model(uow, model_ident), number)
+
+    def open_artifact(
+        self, principal: Principal, model_ident: str, number: int
+    ) -> tuple[ModelVersion, BinaryIO]:
+        """The version and its verified bytes; ``ArtifactCorrupt`` if they no longer match."""
+        version = self.get_version(principal, model_ident, number)
+        return version, self._store.open(version.artifact.key, version.artifact.digest)
+
+    def resolve(self, principal: Principal, reference: str) -> tuple[Model, ModelVersion]:
+        """Turn ``name``, ``id``, ``name:3``, ``name@alias``, ``name@production`` or ``name@latest``
+        into one version. A bare model means its production version, else its latest."""
+        principal.require(Permission.MODEL_READ)
+        ref = ModelReference.parse(reference, field_name="reference")
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            model = find_model(uow, ref.model)
+            return model, _resolve_in(uow, model, ref)
+
+    # -- stages and aliases --------------------------------------------------------------------
+
+    def set_stage(
+        self, principal: Principal, model_ident: str, number: int, stage: Stage, archive_existing: bool
+    ) -> ModelVersion:
+        principal.require(Permission.STAGE_WRITE)
+        with self._uow(principal.tenant_id) as uow:
+            model = find_model(uow, model_ident)
+            version = _version(uow, model, number)
+            if version.stage == stage:
+                return version
+            now = self._clock()
+            if stage == Stage.PRODUCTION:
+                current = [v for v in uow.versions.in_stage(model.id, stage) if v.version != number]
+                if current and not archive_existing:
+                    raise Conflict(
+                        f"Version {current[0].version} of {model.name!r} is already in production; "
+                        "send archiveExisting: true to archive it.",
+                        extra={"productionVersion": current[0].version},
+                    )
+                for other in current:
+                    self._move(uow, other, Stage.ARCHIVED, now)
+            self._move(uow, version, stage, now)
+            uow.commit()
+            return version
+
+    @staticmethod
+    def _move(uow: UnitOfWork, version: ModelVersion, stage: Stage, now: datetime) -> None:
+        previous = version.stage
+        version.stage = stage
+        version.stage_changed_at = now
+        uow.versions.set_stage(version)
+        uow.record(
+            ModelStageChanged(
+                tenant_id=version.tenant_id,
+                aggregate_id=version.model_id,
+                version=version.version,
+                from_stage=previous.value,
+                to_stage=stage.value,
+            )
+        )
+
+    def set_alias(self, principal: Principal, model_ident: str, alias: str, number: int) -> Alias:
+        principal.require(Permission.ALIAS_WRITE)
+        check_alias_name(alias)
+        with self._uow(principal.tenant_id) as uow:
+            model = find_model(uow, model_ident)
+            _version(uow, model, number, field_name="body.version")
+            previous = uow.aliases.get(model.id, alias)
+            record = Alias(model_id=model.id, name=alias, version=number, updated_at=self._clock())
+            uow.aliases.set(record)
+            uow.record(
+                ModelAliasSet(
+                    tenant_id=model.tenant_id,
+                    aggregate_id=model.id,
+                    alias=alias,
+                    version=number,
+                    previous_version=previous.version if previous else None,
+                )
+            )
+            uow.commit()
+            return record
+
+    def delete_alias(self, principal: Principal, model_ident: str, alias: str) -> None:
+        principal.require(Permission.ALIAS_WRITE)
+        with self._uow(principal.tenant_id) as uow:
+            model = find_model(uow, model_ident)
+            existing = uow.aliases.get(model.id, alias)
+            if existing is None:
+                raise NotFound(f"Model {model.name!r} has no alias {alias!r}.", extra={"alias": alias})
+            uow.aliases.delete(model.id, alias)
+            uow.record(
+                ModelAliasDeleted(
+                    tenant_id=model.tenant_id, aggregate_id=model.id, alias=alias, version=existing.version
+                )
+            )
+            uow.commit()
+
+    def aliases(self, principal: Principal, model_ident: str) -> list[Alias]:
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            return uow.aliases.for_model(find_model(uow, model_ident).id)
+
+
+def _version(uow: UnitOfWork, model: Model, number: int, field_name: str = "path.version") -> ModelVersion:
+    version = uow.versions.get(model.id, number)
+    if version is None:
+        raise NotFound(
+            f"Model {model.name!r} has no version {number}.",
+            errors=[FieldError(field_name, "no such version")],
+        )
+    return version
+
+
+def _resolve_in(uow: UnitOfWork, model: Model, ref: ModelReference) -> ModelVersion:
+    if ref.version is not None:
+        return _version(uow, model, ref.version, field_name="reference")
+    if ref.alias is not None and ref.alias != "latest":
+        if ref.alias in STAGE_NAMES:
+            in_stage = uow.versions.in_stage(model.id, Stage(ref.alias))
+            if not in_stage:
+                raise NotFound(f"Model {model.name!r} has no version in stage {ref.alias!r}.")
+            return max(in_stage, key=lambda v: v.version)
+        alias = uow.aliases.get(model.id, ref.alias)
+        if alias is None:
+            raise NotFound(
+                f"Model {model.name!r} has no alias {ref.alias!r}.",
+                errors=[FieldError("reference", "unknown alias")],
+            )
+        return _version(uow, model, alias.version, field_name="reference")
+    if ref.alias is None:
+        production = uow.versions.in_stage(model.id, Stage.PRODUCTION)
+        if production:
+            return production[0]
+    if model.latest_version is None:
+        raise NotFound(f"Model {model.name!r} has no versions yet.")
+    return _version(uow, model, model.latest_version, field_name="reference")
+
+
+def safe_filename(name: str) -> str:
+    """The last path component of a client-supplied filename, bounded; never a path."""
+    base = posixpath.basename(name.replace("\\", "/")).strip().lstrip(".")
+    return base[:255] or "artifact"

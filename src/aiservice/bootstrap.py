@@ -1,0 +1,120 @@
+"""The composition root: Settings -> adapters -> use cases. The only module that knows every adapter."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from aiservice import __version__
+from aiservice.application.health import HealthCheck
+from aiservice.application.outbox import EventBus, OutboxRelay
+from aiservice.application.ports import Authenticator, OutboxMessage, TokenService
+from aiservice.application.registry import ModelRegistry
+from aiservice.application.security import TokenAuthenticator
+from aiservice.application.tenants import Tenants
+from aiservice.application.versions import ModelVersions
+from aiservice.domain.clock import utcnow
+from aiservice.infrastructure.auth.jwt_tokens import JwtTokenService
+from aiservice.infrastructure.auth.secret_file import load_or_create_secret
+from aiservice.infrastructure.db import migrate
+from aiservice.infrastructure.db.engine import create_engine
+from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
+from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
+from aiservice.infrastructure.observability.metrics import ServiceMetrics
+from aiservice.infrastructure.storage.local import LocalArtifactStore
+from aiservice.settings import Settings
+
+DEFAULT_TENANT = "default"
+
+log = logging.getLogger("aiservice.events")
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot work; the message says which one and how to fix it."""
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    registry: ModelRegistry
+    versions: ModelVersions
+    tenants: Tenants
+    tokens: TokenService
+    authenticator: Authenticator
+    health: HealthCheck
+    bus: EventBus
+    relay: OutboxRelay
+    metrics: ServiceMetrics
+    secret_is_generated: bool
+    secret_created_now: bool
+
+    def prepare(self) -> bool:
+        """Apply migrations and make sure the default tenant exists; True if it was created now."""
+        migrate.upgrade(self.engine)
+        return self.tenants.ensure(DEFAULT_TENANT, "Default tenant")[1]
+
+    def start(self) -> None:
+        self.relay.start()
+
+    def close(self) -> None:
+        self.relay.stop()
+        self.engine.dispose()
+
+
+def signing_secret(settings: Settings) -> tuple[str, bool, bool]:
+    """(secret, generated into DATA_DIR, created just now)."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value(), False, False
+    if settings.environment == "production":
+        raise ConfigurationError("JWT_SECRET must be set when ENVIRONMENT=production.")
+    secret, created = load_or_create_secret(settings.secret_file)
+    return secret, True, created
+
+
+def token_service(settings: Settings) -> TokenService:
+    return JwtTokenService(signing_secret(settings)[0])
+
+
+def _log_event(message: OutboxMessage) -> None:
+    log.info(
+        "event %s",
+        message.event_type,
+        extra={
+            "eventId": message.event_id,
+            "aggregateId": message.aggregate_id,
+            "tenantId": message.tenant_id,
+        },
+    )
+
+
+def bootstrap(settings: Settings | None = None) -> Container:
+    settings = settings or Settings()
+    secret, generated, created = signing_secret(settings)
+    engine = create_engine(settings.resolved_database_url)
+    uow = SqlAlchemyUnitOfWorkFactory(engine, utcnow)
+    store = LocalArtifactStore(settings.artifact_path)
+    tokens = JwtTokenService(secret)
+    metrics = ServiceMetrics()
+    bus = EventBus()
+    bus.subscribe("*", _log_event)
+    bus.subscribe("*", lambda m: metrics.events_published.labels(m.event_type).inc())
+    relay = OutboxRelay(SqlAlchemyOutbox(engine, utcnow), bus, interval=settings.outbox_poll_seconds)
+    uow.on_events = relay.notify
+    return Container(
+        settings=settings,
+        engine=engine,
+        registry=ModelRegistry(uow, utcnow),
+        versions=ModelVersions(uow, store, utcnow, settings.max_artifact_bytes),
+        tenants=Tenants(uow),
+        tokens=tokens,
+        authenticator=TokenAuthenticator(tokens, uow),
+        health=HealthCheck(SqlAlchemyDatabaseProbe(engine), store, __version__, utcnow),
+        bus=bus,
+        relay=relay,
+        metrics=metrics,
+        secret_is_generated=generated,
+        secret_created_now=created,
+    )

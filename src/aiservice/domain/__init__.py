@@ -1,0 +1,1 @@
+"""Pure business concepts: no I/O, no frameworks."""

@@ -1,0 +1,87 @@
+"""Domain errors: what went wrong, in the caller's terms, never an HTTP status.
+
+Each error carries a stable ``code`` (the problem type slug), a human ``detail`` and, for input
+problems, the offending fields. The HTTP layer maps codes to statuses in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One offending field: a dotted path (``body.framework``) and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+class DomainError(Exception):
+    """Base of every error a use case raises on purpose."""
+
+    code = "domain-error"
+    title = "Request failed"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        extra: dict[str, Any] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        if code is not None:  # a more specific, still stable, problem type than the class's
+            self.code = code
+        self.detail = detail
+        self.errors = errors or []
+        self.extra = extra or {}
+
+
+class InvalidInput(DomainError):
+    code = "validation-error"
+    title = "Invalid input"
+
+
+class NotFound(DomainError):
+    code = "not-found"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+    title = "Conflict"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload-too-large"
+    title = "Payload too large"
+
+
+class QuotaExceeded(DomainError):
+    code = "quota-exceeded"
+    title = "Quota exceeded"
+
+
+class Unavailable(DomainError):
+    code = "unavailable"
+    title = "Service unavailable"
+
+
+class ArtifactCorrupt(DomainError):
+    """Stored bytes no longer match the digest recorded at upload: an operator problem."""
+
+    code = "artifact-corrupt"
+    title = "Artifact corrupt"

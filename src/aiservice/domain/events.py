@@ -1,0 +1,76 @@
+"""Domain events: facts about changes, written to the outbox in the transaction that made them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import uuid4
+
+from aiservice.domain.clock import utcnow
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainEvent:
+    """Base of every event. ``data()`` is what subscribers and brokers receive."""
+
+    tenant_id: str
+    aggregate_id: str
+    event_id: str = field(default_factory=lambda: str(uuid4()))
+    occurred_at: datetime = field(default_factory=utcnow)
+
+    aggregate_type: ClassVar[str] = "model"
+    _envelope: ClassVar[frozenset[str]] = frozenset({"tenant_id", "aggregate_id", "event_id", "occurred_at"})
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def data(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self._envelope
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelCreated(DomainEvent):
+    name: str
+    framework: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelUpdated(DomainEvent):
+    changed_fields: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelDeleted(DomainEvent):
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelVersionCreated(DomainEvent):
+    version: int
+    digest: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelStageChanged(DomainEvent):
+    version: int
+    from_stage: str
+    to_stage: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelAliasSet(DomainEvent):
+    alias: str
+    version: int
+    previous_version: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelAliasDeleted(DomainEvent):
+    alias: str
+    version: int

@@ -1,0 +1,151 @@
+"""The registry's entities: a model, its immutable versions, their stages and aliases."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import uuid4
+
+from aiservice.domain.errors import FieldError, InvalidInput
+from aiservice.domain.events import DomainEvent, ModelCreated, ModelDeleted, ModelUpdated
+
+JsonObject = dict[str, Any]
+
+# Names and aliases appear inside references (``name@alias``, ``name:3``), so they exclude ``@`` and ``:``.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ALIAS_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class Framework(StrEnum):
+    TENSORFLOW = "tensorflow"
+    KERAS = "keras"
+    PYTORCH = "pytorch"
+    SKLEARN = "sklearn"
+    XGBOOST = "xgboost"
+    ONNX = "onnx"
+
+
+class Stage(StrEnum):
+    NONE = "none"
+    STAGING = "staging"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+
+
+RESERVED_ALIASES = frozenset({*(s.value for s in Stage), "latest"})
+
+
+def check_model_name(name: str, field_name: str = "body.name") -> None:
+    if not MODEL_NAME.match(name) or UUID_SHAPE.match(name):
+        raise InvalidInput(
+            f"Model name {name!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, and not shaped like a UUID.",
+            errors=[FieldError(field_name, "invalid model name")],
+        )
+
+
+def check_alias_name(alias: str, field_name: str = "path.alias") -> None:
+    if not ALIAS_NAME.match(alias) or alias in RESERVED_ALIASES:
+        raise InvalidInput(
+            f"Alias {alias!r} is not valid: use 1-64 lowercase letters, digits, '_' or '-', starting "
+            f"with a letter, and none of the reserved words {sorted(RESERVED_ALIASES)}.",
+            errors=[FieldError(field_name, "invalid alias")],
+        )
+
+
+@dataclass
+class Model:
+    """A named model of one framework; its versions carry the artifacts."""
+
+    tenant_id: str
+    name: str
+    framework: Framework
+    created_at: datetime
+    updated_at: datetime
+    id: str = field(default_factory=lambda: str(uuid4()))
+    description: str = ""
+    category: str | None = None
+    configuration: JsonObject = field(default_factory=dict)
+    input_schema: JsonObject = field(default_factory=dict)
+    output_schema: JsonObject = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    latest_version: int | None = None
+    created_by: str | None = None
+    deleted_at: datetime | None = None
+    events: list[DomainEvent] = field(default_factory=list, repr=False, compare=False)
+
+    UPDATABLE = ("description", "tags", "input_schema", "output_schema", "configuration", "category")
+
+    @classmethod
+    def register(
+        cls, *, tenant_id: str, name: str, framework: Framework, now: datetime, **rest: Any
+    ) -> Model:
+        check_model_name(name)
+        model = cls(
+            tenant_id=tenant_id, name=name, framework=framework, created_at=now, updated_at=now, **rest
+        )
+        model.events.append(
+            ModelCreated(tenant_id=tenant_id, aggregate_id=model.id, name=name, framework=framework.value)
+        )
+        return model
+
+    def update(self, changes: JsonObject, now: datetime) -> list[str]:
+        """Apply the given fields; returns the names that really changed (an empty list is a no-op)."""
+        changed = [
+            name for name, value in changes.items() if name in self.UPDATABLE and getattr(self, name) != value
+        ]
+        for name in changed:
+            setattr(self, name, changes[name])
+        if changed:
+            self.updated_at = now
+            self.events.append(
+                ModelUpdated(tenant_id=self.tenant_id, aggregate_id=self.id, changed_fields=changed)
+            )
+        return changed
+
+    def delete(self, now: datetime) -> None:
+        self.deleted_at = now
+        self.updated_at = now
+        self.events.append(ModelDeleted(tenant_id=self.tenant_id, aggregate_id=self.id, name=self.name))
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Where a version's bytes live and what they must hash to."""
+
+    key: str
+    digest: str  # hex SHA-256 of the bytes as uploaded
+    size_bytes: int
+    filename: str
+    media_type: str
+
+
+@dataclass
+class ModelVersion:
+    """Version N of a model: immutable once created, except for its stage."""
+
+    tenant_id: str
+    model_id: str
+    version: int
+    artifact: ArtifactRef
+    created_at: datetime
+    id: str = field(default_factory=lambda: str(uuid4()))
+    description: str = ""
+    metrics: JsonObject = field(default_factory=dict)
+    params: JsonObject = field(default_factory=dict)
+    source_run: str | None = None
+    stage: Stage = Stage.NONE
+    stage_changed_at: datetime | None = None
+    created_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Alias:
+    model_id: str
+    name: str
+    version: int
+    updated_at: datetime

@@ -1,0 +1,148 @@
+"""The relational schema. Alembic migrations create it; this module is what queries are written against.
+
+``tenant_id`` is on every table and leads every unique index. JSON becomes JSONB on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC as _UTC
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on SQLite (which stores naive text) as on PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use UTC")
+        return value.astimezone(_UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
+
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("settings", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("framework", sa.String(20), nullable=False),
+    sa.Column("category", sa.String(100), nullable=True),
+    sa.Column("configuration", Json, nullable=False),
+    sa.Column("input_schema", Json, nullable=False),
+    sa.Column("output_schema", Json, nullable=False),
+    sa.Column("tags", Json, nullable=False),
+    sa.Column("latest_version", sa.Integer(), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("deleted_at", UtcDateTime(), nullable=True),
+    # A deleted model frees its name, so uniqueness covers live rows only.
+    sa.Index(
+        "uq_models_tenant_name_live",
+        "tenant_id",
+        "name",
+        unique=True,
+        sqlite_where=sa.text("deleted_at IS NULL"),
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    ),
+    sa.Index("ix_models_tenant_created", "tenant_id", "created_at", "id"),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), nullable=False),
+    sa.Column("model_id", sa.String(36), sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("artifact_key", sa.String(400), nullable=False),
+    sa.Column("artifact_digest", sa.String(64), nullable=False),
+    sa.Column("artifact_size", sa.BigInteger(), nullable=False),
+    sa.Column("artifact_filename", sa.String(255), nullable=False),
+    sa.Column("artifact_media_type", sa.String(200), nullable=False),
+    sa.Column("metrics", Json, nullable=False),
+    sa.Column("params", Json, nullable=False),
+    sa.Column("source_run", sa.String(400), nullable=True),
+    sa.Column("stage", sa.String(20), nullable=False),
+    sa.Column("stage_changed_at", UtcDateTime(), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "model_id", "version", name="uq_model_versions_tenant_model_version"),
+    sa.Index(
+        "uq_model_versions_one_production",
+        "tenant_id",
+        "model_id",
+        unique=True,
+        sqlite_where=sa.text("stage = 'production'"),
+        postgresql_where=sa.text("stage = 'production'"),
+    ),
+)
+
+model_aliases = sa.Table(
+    "model_aliases",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("model_id", sa.String(36), sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column(
+        "position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("tenant_id", sa.String(63), nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("aggregate_type", sa.String(50), nullable=False),
+    sa.Column("aggregate_id", sa.String(100), nullable=False),
+    sa.Column("occurred_at", UtcDateTime(), nullable=False),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("published_at", UtcDateTime(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Index("ix_outbox_pending", "published_at", "position"),
+)
+
+Row = dict[str, Any]

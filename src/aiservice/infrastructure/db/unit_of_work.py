@@ -1,0 +1,144 @@
+"""The SQLAlchemy unit of work: one connection, one transaction, one tenant, and the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from aiservice.application.ports import Clock, OutboxMessage
+from aiservice.domain.events import DomainEvent
+from aiservice.infrastructure.db.engine import writer_engine
+from aiservice.infrastructure.db.repositories import (
+    SqlAlchemyAliasRepository,
+    SqlAlchemyModelRepository,
+    SqlAlchemyTenantRepository,
+    SqlAlchemyVersionRepository,
+)
+from aiservice.infrastructure.db.tables import outbox
+
+
+class SqlAlchemyUnitOfWork:
+    """Rolls back unless ``commit()`` was called; on commit, recorded events go to the outbox first."""
+
+    def __init__(self, engine: Engine, tenant_id: str, clock: Clock, on_events: Callable[[], None]) -> None:
+        self._engine = engine
+        self.tenant_id = tenant_id
+        self._clock = clock
+        self._on_events = on_events
+        self._events: list[DomainEvent] = []
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Self:
+        self._conn = self._engine.connect()
+        self._conn.begin()
+        self.models = SqlAlchemyModelRepository(self._conn, self.tenant_id)
+        self.versions = SqlAlchemyVersionRepository(self._conn, self.tenant_id)
+        self.aliases = SqlAlchemyAliasRepository(self._conn, self.tenant_id)
+        self.tenants = SqlAlchemyTenantRepository(self._conn, self._clock())
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._conn is not None
+        try:
+            if self._conn.in_transaction():
+                self._conn.rollback()
+        finally:
+            self._conn.close()
+            self._conn = None
+
+    def record(self, *events: DomainEvent) -> None:
+        self._events.extend(events)
+
+    def commit(self) -> None:
+        assert self._conn is not None, "commit() outside the 'with' block"
+        events = [*self._collect_entity_events(), *self._events]
+        if events:
+            self._conn.execute(outbox.insert(), [_outbox_row(e) for e in events])
+        self._conn.commit()
+        self._events.clear()
+        if events:
+            self._on_events()
+
+    def _collect_entity_events(self) -> list[DomainEvent]:
+        collected: list[DomainEvent] = []
+        for model in self.models.seen:
+            collected.extend(model.events)
+            model.events.clear()
+        return collected
+
+
+def _outbox_row(event: DomainEvent) -> dict[str, object]:
+    return {
+        "event_id": event.event_id,
+        "tenant_id": event.tenant_id,
+        "event_type": event.type,
+        "aggregate_type": event.aggregate_type,
+        "aggregate_id": event.aggregate_id,
+        "occurred_at": event.occurred_at,
+        "payload": event.data(),
+    }
+
+
+class SqlAlchemyUnitOfWorkFactory:
+    def __init__(self, engine: Engine, clock: Clock, on_events: Callable[[], None] = lambda: None) -> None:
+        self._reader = engine
+        self._writer = writer_engine(engine)
+        self._clock = clock
+        self.on_events = on_events
+
+    def __call__(self, tenant_id: str, *, writes: bool = True) -> SqlAlchemyUnitOfWork:
+        engine = self._writer if writes else self._reader
+        return SqlAlchemyUnitOfWork(engine, tenant_id, self._clock, lambda: self.on_events())
+
+
+class SqlAlchemyOutbox:
+    """The relay's view of the outbox: pending events in commit order."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self._engine = engine
+        self._writer = writer_engine(engine)
+        self._clock = clock
+
+    def pending(self, limit: int) -> list[OutboxMessage]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(outbox)
+                .where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.position)
+                .limit(limit)
+            ).mappings()
+            return [
+                OutboxMessage(
+                    position=r["position"],
+                    event_id=r["event_id"],
+                    event_type=r["event_type"],
+                    tenant_id=r["tenant_id"],
+                    aggregate_type=r["aggregate_type"],
+                    aggregate_id=r["aggregate_id"],
+                    occurred_at=r["occurred_at"],
+                    data=r["payload"],
+                )
+                for r in rows
+            ]
+
+    def mark_published(self, positions: list[int]) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.position.in_(positions))
+                .values(published_at=self._clock(), attempts=outbox.c.attempts + 1, last_error=None)
+            )
+
+    def mark_failed(self, position: int, error: str) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.position == position)
+                .values(attempts=outbox.c.attempts + 1, last_error=error[:2000])
+            )

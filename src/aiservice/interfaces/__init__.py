@@ -1,0 +1,1 @@
+"""Outside world entry points: HTTP and CLI."""

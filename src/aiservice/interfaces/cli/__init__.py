@@ -1,0 +1,1 @@
+"""The aiservice command line."""

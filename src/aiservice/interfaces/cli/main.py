@@ -1,0 +1,89 @@
+"""``aiservice``: serve the API, migrate the database, issue tokens, manage tenants."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+
+from aiservice.bootstrap import ConfigurationError, bootstrap, token_service
+from aiservice.domain.errors import DomainError
+from aiservice.domain.tenancy import Role
+from aiservice.settings import Settings
+
+app = typer.Typer(help="aiservice: ML model registry and serving.", no_args_is_help=True)
+token_app = typer.Typer(help="Issue API tokens.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(tenant_app, name="tenant")
+
+_TTL = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> int:
+    match = _TTL.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise typer.BadParameter("use a positive number with an optional unit: 90s, 30m, 1h, 7d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: PORT)")] = None,
+) -> None:
+    """Apply migrations (unless AUTO_MIGRATE=false) and start the API."""
+    from aiservice.interfaces.cli.serve import run
+
+    settings = Settings()
+    run(settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}))
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the newest migration and make sure the default tenant exists."""
+    try:
+        container = bootstrap(Settings())
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        container.prepare()
+    finally:
+        container.close()
+    typer.echo(
+        f"database is at the newest migration: {container.settings.resolved_database_url.split('@')[-1]}"
+    )
+
+
+@token_app.command("create")
+def token_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the token acts for")],
+    role: Annotated[list[Role], typer.Option(help="Role to grant; repeat for several")],
+    subject: Annotated[str, typer.Option(help="Who the token stands for (the 'sub' claim)")] = "cli",
+    ttl: Annotated[str, typer.Option(help="Lifetime: 90s, 30m, 1h, 7d")] = "1h",
+) -> None:
+    """Print a signed token, alone on stdout, so scripts can capture it."""
+    seconds = parse_ttl(ttl)
+    try:
+        tokens = token_service(Settings())
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(tokens.issue(subject, tenant, [r.value for r in role], seconds))
+
+
+@tenant_app.command("create")
+def tenant_create(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id: lowercase letters, digits, '_' or '-'")],
+    name: Annotated[str | None, typer.Option(help="Display name")] = None,
+) -> None:
+    """Create a tenant (a no-op if it exists)."""
+    container = bootstrap(Settings())
+    try:
+        _tenant, created = container.tenants.ensure(tenant_id, name)
+    except DomainError as exc:
+        raise typer.BadParameter(exc.detail) from exc
+    finally:
+        container.close()
+    typer.echo(f"tenant {tenant_id} {'created' if created else 'already exists'}")

@@ -1,0 +1,69 @@
+"""The FastAPI application factory: thin wiring of routers, middleware and problem handlers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import Scope
+
+from aiservice import __version__
+from aiservice.bootstrap import Container
+from aiservice.interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from aiservice.interfaces.http.paths import API_PREFIX
+from aiservice.interfaces.http.problems import install_problem_handlers
+from aiservice.interfaces.http.routers import health, models, versions
+
+_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/models/[^/]+/versions/?$")
+
+DESCRIPTION = """
+Register models of any major framework, upload immutable versions with checksummed artifacts,
+promote them through stages and address them by alias.
+
+Every `/api/v1/ai` call needs `Authorization: Bearer <JWT>` and `X-Tenant-ID` equal to the token's
+tenant. Errors are `application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAPI:
+    """Build the app around a container; with ``manage_lifecycle`` the app starts and stops it."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            container.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                container.close()
+
+    app = FastAPI(
+        title="aiservice",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.container = container
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(versions.router)
+
+    upload_limit = container.settings.max_artifact_bytes + 1024**2  # the artifact plus form overhead
+
+    def streaming_limit(scope: Scope) -> int | None:
+        return upload_limit if scope["method"] == "POST" and _UPLOAD_PATH.match(scope["path"]) else None
+
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=container.settings.max_json_body_bytes,
+        streaming_limit=streaming_limit,
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=container.metrics)
+    return app

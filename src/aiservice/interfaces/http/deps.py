@@ -1,0 +1,47 @@
+"""Dependencies shared by the routers: the container and the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from aiservice.application.registry import ModelRegistry
+from aiservice.application.versions import ModelVersions
+from aiservice.bootstrap import Container
+from aiservice.domain.tenancy import Principal
+
+_bearer = HTTPBearer(
+    auto_error=False, description="A JWT signed with JWT_SECRET (see `aiservice token create`)."
+)
+
+
+def container(request: Request) -> Container:
+    app_container: Container = request.app.state.container
+    return app_container
+
+
+def principal(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    x_tenant_id: Annotated[
+        str | None, Header(alias="X-Tenant-ID", description="Must equal the token's tenant.")
+    ] = None,
+) -> Principal:
+    c = container(request)
+    return c.authenticator.authenticate(request.headers.get("authorization"), x_tenant_id)
+
+
+def registry(request: Request) -> ModelRegistry:
+    return container(request).registry
+
+
+def versions(request: Request) -> ModelVersions:
+    return container(request).versions
+
+
+CallerDep = Annotated[Principal, Depends(principal)]
+RegistryDep = Annotated[ModelRegistry, Depends(registry)]
+VersionsDep = Annotated[ModelVersions, Depends(versions)]
+ContainerDep = Annotated[Container, Depends(container)]

@@ -1,0 +1,3 @@
+"""URL prefixes of the API, in one place."""
+
+API_PREFIX = "/api/v1/ai"

@@ -1,0 +1,144 @@
+"""Every error becomes ``application/problem+json`` (RFC 9457) here, and only here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from aiservice.domain.errors import DomainError, FieldError
+
+PROBLEM_BASE = "https://aiservice.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+STATUS_BY_CODE: dict[str, int] = {
+    "validation-error": 422,
+    "malformed-json": 400,
+    "malformed-upload": 400,
+    "truncated-upload": 400,
+    "not-found": 404,
+    "method-not-allowed": 405,
+    "conflict": 409,
+    "forbidden": 403,
+    "tenant-mismatch": 403,
+    "unknown-tenant": 403,
+    "tenant-suspended": 403,
+    "unauthenticated": 401,
+    "payload-too-large": 413,
+    "unsupported-media-type": 415,
+    "range-not-satisfiable": 416,
+    "quota-exceeded": 429,
+    "unavailable": 503,
+    "artifact-corrupt": 500,
+    "internal-error": 500,
+}
+
+log = structlog.get_logger("aiservice.http")
+
+
+def problem_response(
+    request: Request | None,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    status: int | None = None,
+    errors: list[FieldError] | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    status = status or STATUS_BY_CODE.get(code, 400)
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+        request_id = getattr(request.state, "request_id", None)
+        if request_id:
+            body["requestId"] = request_id
+    if errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    body.update(extra or {})
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthenticated" else None
+    if STATUS_BY_CODE.get(exc.code, 400) >= 500:
+        log.error("request failed", problem=exc.code, detail=exc.detail, path=request.url.path)
+    return problem_response(
+        request, exc.code, exc.title, exc.detail, errors=exc.errors, extra=exc.extra, headers=headers
+    )
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    issues = list(exc.errors())
+    if any(issue.get("type") == "json_invalid" for issue in issues):
+        return problem_response(
+            request,
+            "malformed-json",
+            "Malformed JSON",
+            "The request body is not valid JSON.",
+            errors=[FieldError("body", str(issues[0].get("ctx", {}).get("error", "invalid JSON")))],
+        )
+    errors = [FieldError(_field(i.get("loc", ())), str(i.get("msg", "invalid"))) for i in issues]
+    names = ", ".join(e.field for e in errors[:5])
+    return problem_response(
+        request,
+        "validation-error",
+        "Invalid input",
+        f"The request has invalid fields: {names}.",
+        errors=errors,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {
+        404: "not-found",
+        405: "method-not-allowed",
+        413: "payload-too-large",
+        415: "unsupported-media-type",
+    }
+    slug = code.get(exc.status_code, "http-error")
+    detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
+    return problem_response(
+        request,
+        slug,
+        slug.replace("-", " ").capitalize(),
+        detail,
+        status=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", path=request.url.path, exc_info=exc)
+    return problem_response(
+        request,
+        "internal-error",
+        "Internal error",
+        "The service failed to handle this request; quote its requestId when reporting it.",
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,35 @@
+"""Health and metrics: unauthenticated, for orchestrators and scrapers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from aiservice import __version__
+from aiservice.infrastructure.observability.metrics import CONTENT_TYPE
+from aiservice.interfaces.http.deps import ContainerDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Liveness: the process answers (no I/O)")
+async def health() -> dict[str, Any]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get(
+    "/health/detailed",
+    summary="Readiness: database, artifact store and migrations; 503 when one is down",
+    responses={503: {"description": "A dependency is down"}},
+)
+def health_detailed(c: ContainerDep) -> Response:
+    report = c.health.detailed()
+    return JSONResponse(report.body, status_code=200 if report.healthy else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(c: ContainerDep) -> Response:
+    return Response(c.metrics.render(), media_type=CONTENT_TYPE)

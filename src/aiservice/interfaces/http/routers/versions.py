@@ -1,0 +1,131 @@
+"""``/models/{model}/versions`` and ``/aliases``: uploads, downloads, stages, aliases; and ``/resolve``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from aiservice.interfaces.http.deps import CallerDep, VersionsDep
+from aiservice.interfaces.http.downloads import RangeNotSatisfiable, artifact_response
+from aiservice.interfaces.http.paths import API_PREFIX
+from aiservice.interfaces.http.schemas import (
+    AliasOut,
+    AliasSet,
+    ModelOut,
+    PageOut,
+    ResolvedOut,
+    StageChange,
+    VersionOut,
+)
+from aiservice.interfaces.http.uploads import receive_version
+
+router = APIRouter(prefix=API_PREFIX, tags=["versions"])
+
+VersionNumber = Annotated[int, Path(ge=1)]
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The artifact, or a zip/tar of a folder",
+                        },
+                        "metadata": {
+                            "type": "string",
+                            "description": 'JSON object: {"description", "metrics", "params", "sourceRun"}',
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/models/{model}/versions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=VersionOut,
+    openapi_extra=_UPLOAD_BODY,
+    summary="Upload a new version (multipart: file, metadata)",
+)
+async def upload_version(
+    model: str, request: Request, caller: CallerDep, versions: VersionsDep, response: Response
+) -> VersionOut:
+    version = await receive_version(request, versions, caller, model)
+    response.headers["Location"] = f"/api/v1/ai/models/{version.model_id}/versions/{version.version}"
+    return VersionOut.of(version)
+
+
+@router.get("/models/{model}/versions", response_model=PageOut[VersionOut])
+def list_versions(
+    model: str,
+    caller: CallerDep,
+    versions: VersionsDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> PageOut[VersionOut]:
+    page = versions.list_versions(caller, model, limit, cursor)
+    return PageOut[VersionOut](items=[VersionOut.of(v) for v in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/models/{model}/versions/{version}", response_model=VersionOut)
+def get_version(model: str, version: VersionNumber, caller: CallerDep, versions: VersionsDep) -> VersionOut:
+    return VersionOut.of(versions.get_version(caller, model, version))
+
+
+@router.get(
+    "/models/{model}/versions/{version}/artifact",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
+    summary="Download the artifact (verified against its SHA-256; ETag and Range supported)",
+)
+async def download_artifact(
+    model: str, version: VersionNumber, request: Request, caller: CallerDep, versions: VersionsDep
+) -> Response:
+    found, handle = await run_in_threadpool(versions.open_artifact, caller, model, version)
+    try:
+        return artifact_response(request, found, handle)
+    except RangeNotSatisfiable:
+        handle.close()
+        raise
+
+
+@router.post("/models/{model}/versions/{version}/stage", response_model=VersionOut)
+def set_stage(
+    model: str, version: VersionNumber, body: StageChange, caller: CallerDep, versions: VersionsDep
+) -> VersionOut:
+    return VersionOut.of(versions.set_stage(caller, model, version, body.stage, body.archive_existing))
+
+
+@router.get("/models/{model}/aliases", response_model=list[AliasOut])
+def list_aliases(model: str, caller: CallerDep, versions: VersionsDep) -> list[AliasOut]:
+    return [AliasOut.of(a) for a in versions.aliases(caller, model)]
+
+
+@router.put("/models/{model}/aliases/{alias}", response_model=AliasOut)
+def set_alias(
+    model: str, alias: str, body: Annotated[AliasSet, Body()], caller: CallerDep, versions: VersionsDep
+) -> AliasOut:
+    return AliasOut.of(versions.set_alias(caller, model, alias, body.version))
+
+
+@router.delete("/models/{model}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_alias(model: str, alias: str, caller: CallerDep, versions: VersionsDep) -> Response:
+    versions.delete_alias(caller, model, alias)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/resolve/{reference}", response_model=ResolvedOut, summary="Resolve name, name:3, name@alias")
+def resolve(reference: str, caller: CallerDep, versions: VersionsDep) -> ResolvedOut:
+    model, version = versions.resolve(caller, reference)
+    return ResolvedOut(reference=reference, model=ModelOut.of(model), version=VersionOut.of(version))

@@ -1,0 +1,195 @@
+"""Streaming multipart uploads: the ``file`` part goes to the artifact store as it arrives.
+
+Starlette's form parser spools files to a temporary file and does not notice a body cut short;
+this one writes straight into the store's writer (hashing on the way), bounds every other field,
+and refuses a body that ends before its closing boundary. Nothing is recorded unless all of it
+arrived.
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import Request
+from pydantic import ValidationError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from aiservice.application.versions import ModelVersions, VersionMetadata, VersionUpload
+from aiservice.domain.errors import DomainError, FieldError, InvalidInput
+from aiservice.domain.models import ModelVersion
+from aiservice.domain.tenancy import Principal
+from aiservice.interfaces.http.schemas import VersionMetadataIn
+
+FLUSH_BYTES = 1 << 20
+MAX_FIELD_BYTES = 64 * 1024
+FIELDS = ("file", "metadata")
+
+
+class MalformedUpload(DomainError):
+    code = "malformed-upload"
+    title = "Malformed upload"
+
+
+class TruncatedUpload(DomainError):
+    code = "truncated-upload"
+    title = "Truncated upload"
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class _Parts:
+    """Collects parts from the parser's callbacks; file bytes wait in ``pending`` for a flush."""
+
+    def __init__(self) -> None:
+        self.header_name = b""
+        self.header_value = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.name: str | None = None
+        self.is_file = False
+        self.files = 0
+        self.filename = ""
+        self.media_type = ""
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.fields: dict[str, bytearray] = {}
+        self.unknown: list[str] = []
+
+    def on_part_begin(self) -> None:
+        self.headers, self.name, self.is_file = {}, None, False
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.header_name.lower()] = self.header_value
+        self.header_name, self.header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
+        raw_name = options.get(b"name")
+        if raw_name is None:
+            raise MalformedUpload("Every part needs a Content-Disposition header with a name.")
+        self.name = raw_name.decode("utf-8", "replace")
+        if self.name == "file":
+            self.files += 1
+            if self.files > 1:
+                raise InvalidInput(
+                    "Send exactly one 'file' part.", errors=[FieldError("form.file", "repeated")]
+                )
+            self.is_file = True
+            self.filename = options.get(b"filename", b"artifact").decode("utf-8", "replace")
+            self.media_type = self.headers.get(b"content-type", b"application/octet-stream").decode("latin-1")
+        elif self.name in FIELDS:
+            self.fields[self.name] = bytearray()
+        else:
+            self.unknown.append(self.name)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.is_file:
+            self.pending.append(data[start:end])
+            self.pending_bytes += end - start
+        elif self.name in self.fields:
+            value = self.fields[self.name]
+            value += data[start:end]
+            if len(value) > MAX_FIELD_BYTES:
+                raise InvalidInput(
+                    f"The '{self.name}' field is larger than {MAX_FIELD_BYTES} bytes.",
+                    errors=[FieldError(f"form.{self.name}", "too large")],
+                )
+
+    def take_pending(self) -> bytes:
+        data = b"".join(self.pending)
+        self.pending, self.pending_bytes = [], 0
+        return data
+
+
+def _boundary(request: Request) -> bytes:
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
+        raise UnsupportedMediaType(
+            "Upload a version as multipart/form-data with a 'file' part (and an optional 'metadata' part).",
+            errors=[FieldError("header.Content-Type", "must be multipart/form-data with a boundary")],
+        )
+    return params[b"boundary"]
+
+
+def _metadata(raw: bytearray | None) -> VersionMetadata:
+    if not raw:
+        return VersionMetadata()
+    try:
+        parsed = VersionMetadataIn.model_validate(orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(
+            "The 'metadata' field must be a JSON object.", errors=[FieldError("form.metadata", "not JSON")]
+        ) from exc
+    except ValidationError as exc:
+        errors = [
+            FieldError(".".join(["form.metadata", *map(str, e["loc"])]), e["msg"]) for e in exc.errors()
+        ]
+        raise InvalidInput("The 'metadata' field has invalid entries.", errors=errors) from exc
+    return VersionMetadata(
+        description=parsed.description,
+        metrics=parsed.metrics,
+        params=parsed.params,
+        source_run=parsed.source_run,
+    )
+
+
+async def receive_version(
+    request: Request, versions: ModelVersions, caller: Principal, model: str
+) -> ModelVersion:
+    """Stream one version upload into the store and record it; on any failure nothing is kept."""
+    boundary = _boundary(request)
+    upload: VersionUpload = await run_in_threadpool(versions.start_upload, caller, model)
+    parts = _Parts()
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": parts.on_part_begin,
+            "on_header_field": parts.on_header_field,
+            "on_header_value": parts.on_header_value,
+            "on_header_end": parts.on_header_end,
+            "on_headers_finished": parts.on_headers_finished,
+            "on_part_data": parts.on_part_data,
+        },
+    )
+    try:
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+                if parts.pending_bytes >= FLUSH_BYTES:
+                    await run_in_threadpool(upload.write, parts.take_pending())
+        except ClientDisconnect as exc:
+            raise TruncatedUpload(
+                "The client went away before the upload finished; nothing was kept."
+            ) from exc
+        except ValueError as exc:  # the multipart parser's own complaints
+            raise MalformedUpload(f"The multipart body is malformed: {exc}") from exc
+        if parser.state != MultipartState.END:
+            raise TruncatedUpload(
+                "The upload ended before its closing multipart boundary; nothing was kept.",
+                errors=[FieldError("form.file", "truncated")],
+            )
+        if parts.pending_bytes:
+            await run_in_threadpool(upload.write, parts.take_pending())
+        if parts.unknown:
+            raise InvalidInput(
+                f"Unknown form fields: {', '.join(parts.unknown)}; send only 'file' and 'metadata'.",
+                errors=[FieldError(f"form.{n}", "unknown field") for n in parts.unknown],
+            )
+        if parts.files == 0:
+            raise InvalidInput(
+                "Send the artifact in a 'file' part.", errors=[FieldError("form.file", "required")]
+            )
+        metadata = _metadata(parts.fields.get("metadata"))
+    except BaseException:
+        await run_in_threadpool(upload.abort)
+        raise
+    return await run_in_threadpool(versions.finish_upload, upload, parts.filename, parts.media_type, metadata)

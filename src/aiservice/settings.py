@@ -1,0 +1,58 @@
+"""Every setting in one class, read once from the environment and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=3004, ge=1, le=65535)
+    environment: Literal["development", "production"] = "development"
+
+    database_url: str | None = None
+    db_host: str | None = None
+    db_port: int = 5432
+    db_name: str = "aiservice"
+    db_user: str = "aiservice"
+    db_password: SecretStr = SecretStr("")
+    auto_migrate: bool = True
+
+    jwt_secret: SecretStr | None = None
+    data_dir: Path = Path("./var")
+    artifact_root: str | None = None
+    max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_json_body_bytes: int = Field(default=1024**2, gt=0)
+
+    model_cache_size: int = Field(default=10, ge=1)
+    max_batch_size: int = Field(default=32, ge=1)
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """``DATABASE_URL`` wins; else PostgreSQL when ``DB_HOST`` is set; else SQLite under ``DATA_DIR``."""
+        if self.database_url:
+            return self.database_url
+        if self.db_host:
+            password = self.db_password.get_secret_value()
+            auth = quote(self.db_user, safe="") + (f":{quote(password, safe='')}" if password else "")
+            return f"postgresql+psycopg://{auth}@{self.db_host}:{self.db_port}/{self.db_name}"
+        return f"sqlite:///{(self.data_dir / 'aiservice.db').resolve()}"
+
+    @property
+    def artifact_path(self) -> Path:
+        return Path(self.artifact_root) if self.artifact_root else self.data_dir / "artifacts"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir / "jwt_secret"
