@@ -49,8 +49,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).disabled = True
+    logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request once
+    for chatty in ("httpx", "httpx2", "httpcore", "alembic.runtime.migration"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -1,0 +1,50 @@
+"""Small helpers the tests share: counting rows, listing stored files, uploading versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+
+def row_count(engine: Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def stored_files(root: Path) -> list[Path]:
+    """Artifact files on disk, including any left in staging."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".probe"))
+
+
+def create_model(
+    client: TestClient, headers: dict[str, str], name: str = "churn", **body: Any
+) -> dict[str, Any]:
+    response = client.post(
+        "/api/v1/ai/models", json={"name": name, "framework": "sklearn", **body}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def upload(
+    client: TestClient,
+    headers: dict[str, str],
+    model: str,
+    content: bytes = b"model-bytes",
+    metadata: dict[str, Any] | None = None,
+    filename: str = "model.skops",
+) -> httpx2.Response:
+    data = {"metadata": json.dumps(metadata)} if metadata is not None else None
+    return client.post(
+        f"/api/v1/ai/models/{model}/versions",
+        files={"file": (filename, content, "application/octet-stream")},
+        data=data,
+        headers=headers,
+    )
