@@ -121,14 +121,15 @@ def test_token_without_known_roles_may_do_nothing(client: TestClient, auth: Auth
     assert client.get(f"{API}/models", headers=auth("superhero")).status_code == 403
 
 
-def _token(**claims: object) -> str:
+def _token(key: str = TEST_SECRET, drop: str | None = None, **claims: object) -> str:
     base: dict[str, object] = {
         "sub": "u",
         "tenant": "acme",
         "roles": ["admin"],
         "exp": int(time.time()) + 600,
     }
-    return jwt.encode({**base, **claims}, TEST_SECRET, algorithm="HS256")
+    payload = {k: v for k, v in {**base, **claims}.items() if k != drop}
+    return jwt.encode(payload, key, algorithm="HS256")
 
 
 @pytest.mark.parametrize(
