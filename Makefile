@@ -34,5 +34,8 @@ test: lint ## lint, then the whole suite (PostgreSQL tests skip locally without 
 bench: $(STAMP) ## performance figures: registry throughput and 1 GB upload
 	$(BIN)/python bench/registry.py
 
+bench-quick: $(STAMP) ## the same benchmarks, small enough for a smoke run
+	$(BIN)/python bench/registry.py --quick
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

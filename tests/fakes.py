@@ -152,7 +152,7 @@ class _Writer:
     def __init__(self, store: InMemoryArtifactStore, key: str, max_bytes: int) -> None:
         self.store, self.key, self.max, self.buffer = store, key, max_bytes, bytearray()
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         if len(self.buffer) + len(chunk) > self.max:
             raise PayloadTooLarge("too large", extra={"limit": self.max})
         self.buffer += chunk

@@ -127,7 +127,7 @@ class StoredArtifact:
 class ArtifactWriter(Protocol):
     """An artifact being written: bytes are hashed and counted as they arrive."""
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         """Append bytes; raises ``PayloadTooLarge`` past the writer's limit."""
         ...
 

@@ -49,8 +49,13 @@ class VersionUpload:
     key: str
     writer: ArtifactWriter
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         self.writer.write(chunk)
+
+    def write_all(self, chunks: list[memoryview]) -> None:
+        """Write buffered chunks in one call, so a caller on an event loop hops to a thread once."""
+        for chunk in chunks:
+            self.writer.write(chunk)
 
     def abort(self) -> None:
         self.writer.abort()

@@ -31,7 +31,7 @@ class LocalArtifactWriter:
         self._size = 0
         self._done = False
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         self._size += len(chunk)
         if self._size > self._max:
             self.abort()

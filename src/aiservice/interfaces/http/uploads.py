@@ -53,7 +53,7 @@ class _Parts:
         self.files = 0
         self.filename = ""
         self.media_type = ""
-        self.pending: list[bytes] = []
+        self.pending: list[memoryview] = []
         self.pending_bytes = 0
         self.fields: dict[str, bytearray] = {}
         self.unknown: list[str] = []
@@ -93,7 +93,7 @@ class _Parts:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.is_file:
-            self.pending.append(data[start:end])
+            self.pending.append(memoryview(data)[start:end])  # no copy: the chunk is ours
             self.pending_bytes += end - start
         elif self.name in self.fields:
             value = self.fields[self.name]
@@ -104,10 +104,10 @@ class _Parts:
                     errors=[FieldError(f"form.{self.name}", "too large")],
                 )
 
-    def take_pending(self) -> bytes:
-        data = b"".join(self.pending)
+    def take_pending(self) -> list[memoryview]:
+        taken = self.pending
         self.pending, self.pending_bytes = [], 0
-        return data
+        return taken
 
 
 def _boundary(request: Request) -> bytes:
@@ -165,7 +165,7 @@ async def receive_version(
             async for chunk in request.stream():
                 parser.write(chunk)
                 if parts.pending_bytes >= FLUSH_BYTES:
-                    await run_in_threadpool(upload.write, parts.take_pending())
+                    await run_in_threadpool(upload.write_all, parts.take_pending())
         except ClientDisconnect as exc:
             raise TruncatedUpload(
                 "The client went away before the upload finished; nothing was kept."
@@ -178,7 +178,7 @@ async def receive_version(
                 errors=[FieldError("form.file", "truncated")],
             )
         if parts.pending_bytes:
-            await run_in_threadpool(upload.write, parts.take_pending())
+            await run_in_threadpool(upload.write_all, parts.take_pending())
         if parts.unknown:
             raise InvalidInput(
                 f"Unknown form fields: {', '.join(parts.unknown)}; send only 'file' and 'metadata'.",
