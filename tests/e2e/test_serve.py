@@ -6,11 +6,12 @@ import json
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import LiveServer, cli, clean_env
+from tests.e2e.conftest import LiveServer, clean_env, cli
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +32,9 @@ def test_first_start_keeps_its_state_under_var(live_server: LiveServer) -> None:
 
 
 def test_cli_token_is_printed_alone_and_accepted(live_server: LiveServer) -> None:
-    result = cli("token", "create", "--tenant", "default", "--role", "viewer", "--ttl", "5m", cwd=live_server.folder)
+    result = cli(
+        "token", "create", "--tenant", "default", "--role", "viewer", "--ttl", "5m", cwd=live_server.folder
+    )
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     assert result.stdout == token + "\n" and token.count(".") == 2
@@ -44,7 +47,9 @@ def test_cli_token_is_printed_alone_and_accepted(live_server: LiveServer) -> Non
 
 
 def test_cli_refuses_a_bad_ttl_and_an_unknown_role(live_server: LiveServer) -> None:
-    bad_ttl = cli("token", "create", "--tenant", "default", "--role", "admin", "--ttl", "soon", cwd=live_server.folder)
+    bad_ttl = cli(
+        "token", "create", "--tenant", "default", "--role", "admin", "--ttl", "soon", cwd=live_server.folder
+    )
     bad_role = cli("token", "create", "--tenant", "default", "--role", "wizard", cwd=live_server.folder)
     assert bad_ttl.returncode != 0 and bad_ttl.stdout == ""
     assert bad_role.returncode != 0 and bad_role.stdout == ""
@@ -65,10 +70,8 @@ def test_logs_are_json_lines_with_request_context(live_server: LiveServer) -> No
     assert {"timestamp", "level", "service", "message", "requestId", "tenantId", "duration"} <= set(entry)
 
 
-def test_migrate_prepares_an_empty_folder(tmp_path: object) -> None:
-    from pathlib import Path
-
-    folder = Path(str(tmp_path))
+def test_migrate_prepares_an_empty_folder(tmp_path: Path) -> None:
+    folder = tmp_path
     result = cli("migrate", cwd=folder)
     assert result.returncode == 0, result.stderr
     assert (folder / "var" / "aiservice.db").exists()
@@ -76,9 +79,7 @@ def test_migrate_prepares_an_empty_folder(tmp_path: object) -> None:
     assert again.returncode == 0
 
 
-def test_production_refuses_to_start_without_a_secret(tmp_path: object) -> None:
-    from pathlib import Path
-
-    result = cli("migrate", cwd=Path(str(tmp_path)), env=clean_env(ENVIRONMENT="production"))
+def test_production_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
+    result = cli("migrate", cwd=tmp_path, env=clean_env(ENVIRONMENT="production"))
     assert result.returncode != 0
     assert "JWT_SECRET" in result.stderr + result.stdout
