@@ -1,0 +1,43 @@
+"""The README's five-minute tour, pasted as is into bash against a live server, must work."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def tour_script() -> str:
+    text = README.read_text()
+    block = re.search(r"<!-- tour:start -->\s*```bash\n(.*?)```\s*<!-- tour:end -->", text, re.S)
+    assert block is not None, "README has no tour block"
+    return block.group(1)
+
+
+def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
+    token = live_server.line_starting("export TOKEN=").removeprefix("export TOKEN=")
+    script = tour_script().replace("localhost:3004", f"localhost:{live_server.port}")
+    result = subprocess.run(
+        ["bash", "-e", "-c", f"export TOKEN={token}\n{script}"],
+        cwd=live_server.folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("downloaded bytes match")
+    documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(documents) == 6  # one JSON document per call, each on its own line
+    resolved = next(d for d in documents if d.get("reference") == "churn@champion")
+    assert resolved["version"]["version"] == 1
+    assert resolved["version"]["stage"] == "production"
