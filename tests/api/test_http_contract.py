@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aiservice.bootstrap import Container, bootstrap
-from aiservice.infrastructure.observability.logging import configure_logging
 from aiservice.interfaces.http.app import create_app
 from tests.conftest import Auth, make_settings
 from tests.helpers import create_model
@@ -89,7 +88,6 @@ def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
 def test_request_log_is_json_with_the_request_context(
     client: TestClient, auth: Auth, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    configure_logging("INFO", "json")  # bind the handler to this test's captured stdout
     client.get(f"{API}/models", headers={**auth(), "X-Request-ID": "log-me"})
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     (entry,) = [line for line in lines if line.get("requestId") == "log-me" and line["message"] == "request"]

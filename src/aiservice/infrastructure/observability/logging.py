@@ -11,6 +11,18 @@ import structlog
 SERVICE = "aiservice"
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is when a record is emitted, so redirections are honoured."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def _rename_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     event["message"] = event.pop("event", "")
     event.setdefault("service", SERVICE)
@@ -44,7 +56,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
