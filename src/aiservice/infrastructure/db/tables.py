@@ -58,8 +58,8 @@ tenants = sa.Table(
 models = sa.Table(
     "models",
     metadata,
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), nullable=False),
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("description", sa.Text(), nullable=False),
     sa.Column("framework", sa.String(20), nullable=False),
@@ -88,9 +88,9 @@ models = sa.Table(
 model_versions = sa.Table(
     "model_versions",
     metadata,
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), nullable=False),
-    sa.Column("model_id", sa.String(36), sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("model_id", sa.String(36), nullable=False),
     sa.Column("version", sa.Integer(), nullable=False),
     sa.Column("description", sa.Text(), nullable=False),
     sa.Column("artifact_key", sa.String(400), nullable=False),
@@ -106,6 +106,10 @@ model_versions = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.UniqueConstraint("tenant_id", "model_id", "version", name="uq_model_versions_tenant_model_version"),
+    # Composite: a version can only ever belong to a model of its own tenant.
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "model_id"], ["models.tenant_id", "models.id"], name="fk_model_versions_model"
+    ),
     sa.Index(
         "uq_model_versions_one_production",
         "tenant_id",
@@ -120,10 +124,13 @@ model_aliases = sa.Table(
     "model_aliases",
     metadata,
     sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
-    sa.Column("model_id", sa.String(36), sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("model_id", sa.String(36), primary_key=True),
     sa.Column("alias", sa.String(64), primary_key=True),
     sa.Column("version", sa.Integer(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "model_id"], ["models.tenant_id", "models.id"], name="fk_model_aliases_model"
+    ),
 )
 
 outbox = sa.Table(
@@ -132,7 +139,7 @@ outbox = sa.Table(
     sa.Column(
         "position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
     ),
-    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
     sa.Column("tenant_id", sa.String(63), nullable=False),
     sa.Column("event_type", sa.String(100), nullable=False),
     sa.Column("aggregate_type", sa.String(50), nullable=False),
@@ -143,6 +150,8 @@ outbox = sa.Table(
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Index("ix_outbox_pending", "published_at", "position"),
+    # ``position`` is a delivery sequence, not a business key; the event's identity is per tenant.
+    sa.UniqueConstraint("tenant_id", "event_id", name="uq_outbox_tenant_event"),
 )
 
 Row = dict[str, Any]

@@ -25,6 +25,7 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def _rename_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     event["message"] = event.pop("event", "")
+    event.pop("color_message", None)  # uvicorn's ANSI-coloured twin of the message
     event.setdefault("service", SERVICE)
     return event
 

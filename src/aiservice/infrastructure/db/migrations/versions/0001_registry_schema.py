@@ -5,7 +5,8 @@ Revises:
 Create Date: 2026-11-26
 
 The registry: tenants, models, immutable versions, aliases and the event outbox. One history for
-SQLite and PostgreSQL: JSON is JSONB on PostgreSQL, partial unique indexes exist on both.
+SQLite and PostgreSQL: JSON is JSONB on PostgreSQL, partial unique indexes exist on both. Keys lead
+with tenant_id, and versions and aliases reference their model through (tenant_id, model_id).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("position", name=op.f("pk_outbox")),
-        sa.UniqueConstraint("event_id", name=op.f("uq_outbox_event_id")),
+        sa.UniqueConstraint("tenant_id", "event_id", name="uq_outbox_tenant_event"),
     )
     op.create_index("ix_outbox_pending", "outbox", ["published_at", "position"], unique=False)
 
@@ -57,8 +58,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "models",
-        sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("tenant_id", sa.String(length=63), nullable=False),
+        sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("framework", sa.String(length=20), nullable=False),
@@ -75,7 +76,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.tenant_id"], name=op.f("fk_models_tenant_id_tenants")
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_models")),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_models")),
     )
     op.create_index("ix_models_tenant_created", "models", ["tenant_id", "created_at", "id"], unique=False)
     op.create_index(
@@ -94,7 +95,9 @@ def upgrade() -> None:
         sa.Column("alias", sa.String(length=64), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["model_id"], ["models.id"], name=op.f("fk_model_aliases_model_id_models")),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "model_id"], ["models.tenant_id", "models.id"], name="fk_model_aliases_model"
+        ),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.tenant_id"], name=op.f("fk_model_aliases_tenant_id_tenants")
         ),
@@ -102,8 +105,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "model_versions",
-        sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("tenant_id", sa.String(length=63), nullable=False),
+        sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("model_id", sa.String(length=36), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
@@ -119,11 +122,13 @@ def upgrade() -> None:
         sa.Column("stage_changed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_by", sa.String(length=200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["model_id"], ["models.id"], name=op.f("fk_model_versions_model_id_models")),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "model_id"], ["models.tenant_id", "models.id"], name="fk_model_versions_model"
+        ),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.tenant_id"], name=op.f("fk_model_versions_tenant_id_tenants")
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_model_versions")),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_model_versions")),
         sa.UniqueConstraint(
             "tenant_id", "model_id", "version", name="uq_model_versions_tenant_model_version"
         ),
