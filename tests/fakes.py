@@ -7,6 +7,7 @@ import copy
 import hashlib
 import io
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import BinaryIO, Self
 
@@ -49,6 +50,22 @@ class _Models:
     def search(self, query: ModelQuery) -> Page[Model]:
         live = [m for (t, _), m in self.data.models.items() if t == self.tenant and m.deleted_at is None]
         return Page(items=sorted(live, key=lambda m: m.created_at)[: query.limit], next_cursor=None)
+
+    def deleted_before(self, cutoff: datetime) -> list[Model]:
+        return [
+            m
+            for (t, _), m in self.data.models.items()
+            if t == self.tenant and m.deleted_at is not None and m.deleted_at < cutoff
+        ]
+
+    def erase(self, model_id: str) -> list[str]:
+        keys = [
+            v.artifact.key for (t, m, _), v in self.data.versions.items() if (t, m) == (self.tenant, model_id)
+        ]
+        self.data.versions = {k: v for k, v in self.data.versions.items() if k[:2] != (self.tenant, model_id)}
+        self.data.aliases = {k: a for k, a in self.data.aliases.items() if k[:2] != (self.tenant, model_id)}
+        del self.data.models[(self.tenant, model_id)]
+        return keys
 
     def next_version_number(self, model_id: str) -> int:
         model = self.data.models[(self.tenant, model_id)]
@@ -103,6 +120,9 @@ class _Tenants:
 
     def add(self, tenant: Tenant) -> None:
         self.data.tenants[tenant.id] = tenant
+
+    def all_ids(self) -> list[str]:
+        return sorted(self.data.tenants)
 
 
 class InMemoryUnitOfWork:

@@ -83,3 +83,10 @@ def test_production_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     result = cli("migrate", cwd=tmp_path, env=clean_env(ENVIRONMENT="production"))
     assert result.returncode != 0
     assert "JWT_SECRET" in result.stderr + result.stdout
+
+
+def test_purge_command_reports_what_it_erased(tmp_path: Path) -> None:
+    assert cli("migrate", cwd=tmp_path).returncode == 0
+    result = cli("purge", "--older-than", "1d", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "purged 0 models and 0 artifacts"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import BinaryIO
 from uuid import uuid4
 
@@ -38,6 +38,12 @@ class VersionMetadata:
     metrics: JsonObject = field(default_factory=dict)
     params: JsonObject = field(default_factory=dict)
     source_run: str | None = None
+
+
+@dataclass
+class PurgeReport:
+    models: int = 0
+    artifacts: int = 0
 
 
 @dataclass
@@ -129,6 +135,29 @@ class ModelVersions:
         except BaseException:
             self._store.delete(stored.key)
             raise
+
+    def purge_deleted(self, older_than: timedelta) -> PurgeReport:
+        """Erase models soft-deleted more than ``older_than`` ago, in every tenant, with their bytes.
+
+        An operator's action (no principal): rows go first, in one transaction per model; the
+        artifacts are removed only after that commit, so a failure never leaves a row without bytes.
+        """
+        cutoff = self._clock() - older_than
+        report = PurgeReport()
+        with self._uow("-", writes=False) as uow:  # tenants are platform-wide: any scope lists them
+            tenant_ids = uow.tenants.all_ids()
+        for tenant_id in tenant_ids:
+            with self._uow(tenant_id, writes=False) as uow:
+                doomed = [m.id for m in uow.models.deleted_before(cutoff)]
+            for model_id in doomed:
+                with self._uow(tenant_id) as uow:
+                    keys = uow.models.erase(model_id)
+                    uow.commit()
+                for key in keys:
+                    self._store.delete(key)
+                report.models += 1
+                report.artifacts += len(keys)
+        return report
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -110,6 +110,31 @@ class SqlAlchemyModelRepository:
         each = sa.func.json_each(models.c.tags).table_valued("value")
         return sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value == tag))
 
+    def deleted_before(self, cutoff: datetime) -> list[Model]:
+        rows = self._conn.execute(
+            sa.select(models).where(
+                models.c.tenant_id == self._tenant,
+                models.c.deleted_at.is_not(None),
+                models.c.deleted_at < cutoff,
+            )
+        ).mappings()
+        return [_model(r) for r in rows]
+
+    def erase(self, model_id: str) -> list[str]:
+        keys = list(
+            self._conn.execute(
+                sa.select(model_versions.c.artifact_key).where(
+                    model_versions.c.tenant_id == self._tenant, model_versions.c.model_id == model_id
+                )
+            ).scalars()
+        )
+        for table in (model_aliases, model_versions):
+            self._conn.execute(
+                table.delete().where(table.c.tenant_id == self._tenant, table.c.model_id == model_id)
+            )
+        self._conn.execute(models.delete().where(models.c.tenant_id == self._tenant, models.c.id == model_id))
+        return keys
+
     def next_version_number(self, model_id: str) -> int:
         number = self._conn.execute(
             models.update()
@@ -345,6 +370,11 @@ class SqlAlchemyTenantRepository:
         if row is None:
             return None
         return Tenant(id=row["tenant_id"], name=row["name"], status=TenantStatus(row["status"]))
+
+    def all_ids(self) -> list[str]:
+        return list(
+            self._conn.execute(sa.select(tenants.c.tenant_id).order_by(tenants.c.tenant_id)).scalars()
+        )
 
     def add(self, tenant: Tenant) -> None:
         self._conn.execute(

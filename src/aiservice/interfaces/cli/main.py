@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -55,6 +56,21 @@ def migrate() -> None:
     typer.echo(
         f"database is at the newest migration: {container.settings.resolved_database_url.split('@')[-1]}"
     )
+
+
+@app.command()
+def purge(
+    older_than: Annotated[
+        str, typer.Option(help="Erase models deleted longer ago than this: 30d, 12h")
+    ] = "30d",
+) -> None:
+    """Erase soft-deleted models, their versions and their artifacts for good."""
+    container = bootstrap(Settings())
+    try:
+        report = container.versions.purge_deleted(timedelta(seconds=parse_ttl(older_than)))
+    finally:
+        container.close()
+    typer.echo(f"purged {report.models} models and {report.artifacts} artifacts")
 
 
 @token_app.command("create")

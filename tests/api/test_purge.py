@@ -1,0 +1,43 @@
+"""Soft-deleted models keep their artifacts until an operator purges them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from aiservice.bootstrap import Container
+from tests.conftest import Auth
+from tests.helpers import create_model, row_count, stored_files, upload
+
+
+def test_delete_keeps_artifacts_and_purge_erases_them(
+    client: TestClient, auth: Auth, container: Container, engine: Engine
+) -> None:
+    create_model(client, auth(), "doomed")
+    upload(client, auth(), "doomed", b"one")
+    upload(client, auth(), "doomed", b"two")
+    client.put("/api/v1/ai/models/doomed/aliases/a", json={"version": 1}, headers=auth())
+    create_model(client, auth(tenant="globex"), "kept")
+    upload(client, auth(tenant="globex"), "kept", b"three")
+    client.delete("/api/v1/ai/models/doomed", headers=auth())
+    assert len(stored_files(container.settings.artifact_path)) == 3
+
+    assert container.versions.purge_deleted(timedelta(days=30)).models == 0
+    assert len(stored_files(container.settings.artifact_path)) == 3
+
+    report = container.versions.purge_deleted(timedelta(0))
+    assert (report.models, report.artifacts) == (1, 2)
+    assert len(stored_files(container.settings.artifact_path)) == 1
+    assert (
+        row_count(engine, "models"),
+        row_count(engine, "model_versions"),
+        row_count(engine, "model_aliases"),
+    ) == (
+        1,
+        1,
+        0,
+    )
+    kept = client.get("/api/v1/ai/models/kept/versions/1/artifact", headers=auth(tenant="globex"))
+    assert kept.content == b"three"
