@@ -8,6 +8,7 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
 
@@ -203,3 +204,6 @@ class InMemoryArtifactStore:
 
     def check_writable(self) -> None:
         return None
+
+    def local_path(self, key: str, digest: str, *, verify: bool = True) -> Path:
+        raise NotImplementedError("the in-memory store has no files; use LocalArtifactStore")

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal, Protocol, Self
+
+import numpy as np
 
 from aiservice.domain.events import DomainEvent
 from aiservice.domain.models import Alias, Framework, Model, ModelVersion, Stage
 from aiservice.domain.pagination import Page
+from aiservice.domain.signature import Signature
 from aiservice.domain.tenancy import Principal, Tenant
 
 Clock = Callable[[], datetime]
@@ -152,6 +156,9 @@ class ArtifactStore(Protocol):
 
     def delete(self, key: str) -> None: ...
     def check_writable(self) -> None: ...
+    def local_path(self, key: str, digest: str, *, verify: bool = True) -> Path:
+        """A local file holding the artifact (verified against ``digest`` unless told not to)."""
+        ...
 
 
 class DatabaseProbe(Protocol):
@@ -179,6 +186,60 @@ class TokenService(Protocol):
 
 class Authenticator(Protocol):
     def authenticate(self, authorization: str | None, tenant_header: str | None) -> Principal: ...
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """How to load one artifact: what it is, what the tenant allows, what the model declares."""
+
+    framework: Framework
+    filename: str
+    allow_pickle: bool = False
+    configuration: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+@dataclass
+class Prediction:
+    """One vectorised call's result: a value per row and, for classifiers, class probabilities."""
+
+    values: np.ndarray  # shape [N] (labels or regression values) or [N, ...] for tensors
+    probabilities: np.ndarray | None = None  # shape [N, C], columns in ``signature.classes`` order
+
+
+@dataclass
+class Attributions:
+    method: str  # e.g. "tree-shap", "coefficient-x-value", "gradient-x-input"
+    values: np.ndarray  # shape [N, F]
+
+
+class LoadedModel(Protocol):
+    """A model in memory, ready for vectorised calls. Thread-safe for concurrent ``predict``."""
+
+    @property
+    def signature(self) -> Signature: ...
+    def predict(self, batch: np.ndarray) -> Prediction: ...
+    def explain(self, batch: np.ndarray) -> Attributions | None: ...
+
+
+class Runtime(Protocol):
+    """One framework; found through the ``aiservice.runtimes`` entry-point group."""
+
+    frameworks: tuple[Framework, ...]
+
+    def available(self) -> str | None:
+        """None when the framework can be imported; else why not (shown to users)."""
+        ...
+
+    def load(self, artifact: Path, spec: LoadSpec) -> LoadedModel:
+        """Raises ``InvalidArtifact`` (or a subclass) for bytes it cannot or must not load."""
+        ...
+
+
+class ArtifactInspector(Protocol):
+    """Loads an artifact once, isolated and bounded, and reports its signature."""
+
+    def inspect(self, artifact: Path, spec: LoadSpec) -> Signature: ...
 
 
 def chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:

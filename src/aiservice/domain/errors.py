@@ -85,3 +85,17 @@ class ArtifactCorrupt(DomainError):
 
     code = "artifact-corrupt"
     title = "Artifact corrupt"
+
+
+class InvalidArtifact(DomainError):
+    """The uploaded bytes cannot be loaded as the model's framework, or do not fit its schema."""
+
+    code = "invalid-artifact"
+    title = "Invalid artifact"
+
+
+class UntrustedArtifact(InvalidArtifact):
+    """Loading the bytes would run code or use types we do not trust (pickle, unknown skops types)."""
+
+    code = "untrusted-artifact"
+    title = "Untrusted artifact"

@@ -94,6 +94,11 @@ class LocalArtifactStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def local_path(self, key: str, digest: str, *, verify: bool = True) -> Path:
+        if verify:
+            self.open(key, digest).close()
+        return self._path(key)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

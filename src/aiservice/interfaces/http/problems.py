@@ -25,6 +25,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "not-found": 404,
     "method-not-allowed": 405,
     "conflict": 409,
+    "invalid-artifact": 422,
+    "untrusted-artifact": 422,
     "forbidden": 403,
     "tenant-mismatch": 403,
     "unknown-tenant": 403,

@@ -1,0 +1,129 @@
+"""scikit-learn: the safe ``skops`` format by default; pickle/joblib only where the tenant allows it.
+
+skops refuses types it does not know; we trust a fixed allow-list of sklearn, numpy and scipy types
+(never the list an upload brings) and name every other type in the refusal.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiservice.application.ports import Attributions, LoadSpec, Prediction
+from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
+from aiservice.domain.models import Framework
+from aiservice.domain.signature import Signature, TensorSpec
+
+TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+class SklearnModel:
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+        self.signature = sklearn_signature(estimator)
+        self._proba = self.signature.task == "classification" and hasattr(estimator, "predict_proba")
+
+    def predict(self, batch: np.ndarray) -> Prediction:
+        values = np.asarray(self.estimator.predict(batch))
+        probabilities = np.asarray(self.estimator.predict_proba(batch)) if self._proba else None
+        return Prediction(values=values, probabilities=probabilities)
+
+    def explain(self, batch: np.ndarray) -> Attributions | None:
+        coef = getattr(self.estimator, "coef_", None)
+        if coef is None:
+            return None
+        coef = np.atleast_2d(np.asarray(coef, dtype=np.float64))
+        if coef.shape[0] == 1:
+            return Attributions("coefficient-x-value", batch * coef[0])
+        # Multiclass: the coefficients of each row's predicted class.
+        predicted = self.estimator.predict(batch)
+        rows = np.searchsorted(np.asarray(self.estimator.classes_), predicted)
+        return Attributions("coefficient-x-value", batch * coef[rows])
+
+
+def sklearn_signature(estimator: Any) -> Signature:
+    n_features = int(getattr(estimator, "n_features_in_", -1))
+    classes: Any = getattr(estimator, "classes_", None)
+    names = getattr(estimator, "feature_names_in_", None)
+    is_classifier = classes is not None
+    outputs = [TensorSpec("label", "object" if is_classifier else "float64", (-1,))]
+    if is_classifier:
+        outputs.append(TensorSpec("probabilities", "float64", (-1, len(classes))))
+    return Signature(
+        inputs=(TensorSpec("input", "float32", (-1, n_features)),),
+        outputs=tuple(outputs),
+        task="classification" if is_classifier else "regression",
+        classes=tuple(c.item() if hasattr(c, "item") else c for c in classes) if is_classifier else None,
+        feature_names=tuple(str(n) for n in names) if names is not None else None,
+        extra={"estimator": type(estimator).__name__},
+    )
+
+
+class SklearnRuntime:
+    frameworks = (Framework.SKLEARN,)
+
+    def available(self) -> str | None:
+        try:
+            import sklearn  # noqa: F401
+            import skops.io  # noqa: F401
+        except ImportError as exc:
+            return f"install aiservice[sklearn] ({exc.name} is missing)"
+        return None
+
+    def load(self, artifact: Path, spec: LoadSpec) -> SklearnModel:
+        with artifact.open("rb") as handle:
+            head = handle.read(4)
+        is_pickle = spec.filename.lower().endswith(PICKLE_SUFFIXES) or head[:1] == b"\x80"
+        if head == ZIP_MAGIC and not spec.filename.lower().endswith(PICKLE_SUFFIXES):
+            estimator = self._load_skops(artifact)
+        elif is_pickle:
+            estimator = self._load_pickle(artifact, spec)
+        else:
+            raise InvalidArtifact(
+                f"{spec.filename!r} is neither a skops file nor a pickle; save the model with skops.io.dump."
+            )
+        if not hasattr(estimator, "predict"):
+            raise InvalidArtifact(f"The artifact holds a {type(estimator).__name__}, which cannot predict.")
+        return SklearnModel(estimator)
+
+    @staticmethod
+    def _load_skops(artifact: Path) -> Any:
+        import skops.io as sio
+
+        try:
+            unknown = sio.get_untrusted_types(file=artifact)
+        except Exception as exc:
+            raise InvalidArtifact(f"The skops file cannot be read: {exc}") from exc
+        refused = sorted(t for t in unknown if not t.startswith(TRUSTED_MODULES))
+        if refused:
+            raise UntrustedArtifact(
+                f"The skops file uses types outside the trusted sklearn/numpy/scipy set: {', '.join(refused)}.",
+                extra={"untrustedTypes": refused},
+            )
+        try:
+            return sio.load(artifact, trusted=unknown)
+        except Exception as exc:
+            raise InvalidArtifact(f"The skops file cannot be loaded: {exc}") from exc
+
+    @staticmethod
+    def _load_pickle(artifact: Path, spec: LoadSpec) -> Any:
+        if not spec.allow_pickle:
+            raise UntrustedArtifact(
+                "Pickle and joblib files run code when loaded, so this tenant does not accept them; "
+                "save the model with skops.io.dump, or ask an admin to turn on allowPickle.",
+                extra={"format": "pickle"},
+            )
+        try:
+            import joblib
+
+            return joblib.load(artifact)
+        except ImportError:
+            with artifact.open("rb") as handle:
+                return pickle.load(handle)  # noqa: S301 - the tenant opted in to pickle
+        except Exception as exc:
+            raise InvalidArtifact(f"The pickle cannot be loaded: {exc}") from exc
