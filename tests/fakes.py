@@ -12,11 +12,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
 
-from aiservice.application.ports import ModelQuery, StoredArtifact
+from aiservice.application.ports import LoadSpec, ModelQuery, StoredArtifact
 from aiservice.domain.errors import ArtifactCorrupt, PayloadTooLarge
 from aiservice.domain.events import DomainEvent
 from aiservice.domain.models import Alias, Model, ModelVersion, Stage
 from aiservice.domain.pagination import Page
+from aiservice.domain.signature import Signature, TensorSpec
 from aiservice.domain.tenancy import Tenant
 
 
@@ -122,6 +123,9 @@ class _Tenants:
     def add(self, tenant: Tenant) -> None:
         self.data.tenants[tenant.id] = tenant
 
+    def save_settings(self, tenant: Tenant) -> None:
+        self.data.tenants[tenant.id] = tenant
+
     def all_ids(self) -> list[str]:
         return sorted(self.data.tenants)
 
@@ -206,4 +210,21 @@ class InMemoryArtifactStore:
         return None
 
     def local_path(self, key: str, digest: str, *, verify: bool = True) -> Path:
-        raise NotImplementedError("the in-memory store has no files; use LocalArtifactStore")
+        return Path("/in-memory") / key  # not a file: only fakes (FakeInspector) may be handed it
+
+
+class FakeInspector:
+    """Reports a fixed signature, or refuses with the error it was given."""
+
+    def __init__(self, signature: Signature | None = None, error: Exception | None = None) -> None:
+        self.signature = signature or Signature(
+            inputs=(TensorSpec("input", "float32", (-1, 4)),), task="classification", classes=(0, 1, 2)
+        )
+        self.error = error
+        self.seen: list[LoadSpec] = []
+
+    def inspect(self, artifact: Path, spec: LoadSpec) -> Signature:
+        self.seen.append(spec)
+        if self.error is not None:
+            raise self.error
+        return self.signature

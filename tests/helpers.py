@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,21 @@ def stored_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".probe"))
 
 
+@cache
+def iris_model_bytes(kind: str = "logistic") -> bytes:
+    """A real, small scikit-learn classifier on iris (4 features, classes 0-2), saved with skops."""
+    import skops.io as sio
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    estimator = (
+        LogisticRegression(max_iter=500) if kind == "logistic" else RandomForestClassifier(5, random_state=0)
+    )
+    return bytes(sio.dumps(estimator.fit(x, y)))
+
+
 def create_model(
     client: TestClient, headers: dict[str, str], name: str = "churn", **body: Any
 ) -> dict[str, Any]:
@@ -37,14 +53,16 @@ def upload(
     client: TestClient,
     headers: dict[str, str],
     model: str,
-    content: bytes = b"model-bytes",
+    content: bytes | None = None,
     metadata: dict[str, Any] | None = None,
     filename: str = "model.skops",
 ) -> httpx2.Response:
     data = {"metadata": json.dumps(metadata)} if metadata is not None else None
     return client.post(
         f"/api/v1/ai/models/{model}/versions",
-        files={"file": (filename, content, "application/octet-stream")},
+        files={
+            "file": (filename, iris_model_bytes() if content is None else content, "application/octet-stream")
+        },
         data=data,
         headers=headers,
     )

@@ -23,6 +23,7 @@ from aiservice.infrastructure.db.engine import create_engine
 from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
+from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector
 from aiservice.infrastructure.storage.local import LocalArtifactStore
 from aiservice.settings import Settings
 
@@ -107,7 +108,15 @@ def bootstrap(settings: Settings | None = None) -> Container:
         settings=settings,
         engine=engine,
         registry=ModelRegistry(uow, utcnow),
-        versions=ModelVersions(uow, store, utcnow, settings.max_artifact_bytes),
+        versions=ModelVersions(
+            uow,
+            store,
+            utcnow,
+            settings.max_artifact_bytes,
+            SubprocessArtifactInspector(
+                settings.inspect_timeout_seconds, settings.inspect_memory_mb * 1024**2
+            ),
+        ),
         tenants=Tenants(uow),
         tokens=tokens,
         authenticator=TokenAuthenticator(tokens, uow),

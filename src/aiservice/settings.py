@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     artifact_root: str | None = None
     max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
     max_json_body_bytes: int = Field(default=1024**2, gt=0)
+    inspect_timeout_seconds: float = Field(default=120.0, gt=0)
+    inspect_memory_mb: int = Field(default=4096, gt=0)
 
     model_cache_size: int = Field(default=10, ge=1)
     max_batch_size: int = Field(default=32, ge=1)

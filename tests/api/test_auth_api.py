@@ -46,7 +46,7 @@ def call(client: TestClient, headers: dict[str, str], method: str, template: str
 @pytest.fixture
 def acme_model(client: TestClient, auth: Auth) -> dict[str, object]:
     model = create_model(client, auth(tenant="acme"), "secret-model")
-    upload(client, auth(tenant="acme"), "secret-model", b"acme bytes")
+    upload(client, auth(tenant="acme"), "secret-model")
     client.put(
         f"{API}/models/secret-model/aliases/champion", json={"version": 1}, headers=auth(tenant="acme")
     )

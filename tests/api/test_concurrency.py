@@ -17,13 +17,9 @@ def test_twenty_parallel_uploads_get_versions_one_to_twenty(
     create_model(client, auth(), "raced")
     headers = auth("editor")
     with ThreadPoolExecutor(max_workers=20) as pool:
-        responses = list(
-            pool.map(lambda i: upload(client, headers, "raced", f"artifact {i}".encode()), range(20))
-        )
+        responses = list(pool.map(lambda _: upload(client, headers, "raced"), range(20)))
     assert [r.status_code for r in responses] == [201] * 20
     assert sorted(r.json()["version"] for r in responses) == list(range(1, 21))
-    digests = {r.json()["version"]: r.json()["artifact"]["digest"] for r in responses}
-    assert len(set(digests.values())) == 20
     assert row_count(engine, "model_versions") == 20
     assert client.get("/api/v1/ai/models/raced", headers=headers).json()["latestVersion"] == 20
 

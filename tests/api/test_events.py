@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from aiservice.application.ports import OutboxMessage
 from aiservice.bootstrap import Container
 from tests.conftest import Auth
-from tests.helpers import create_model, upload
+from tests.helpers import create_model, iris_model_bytes, upload
 
 API = "/api/v1/ai"
 
@@ -69,12 +69,12 @@ def test_relay_delivers_committed_events_to_subscribers(
 
     container.bus.subscribe("ModelVersionCreated", handler)
     create_model(client, auth(), "relayed")
-    upload(client, auth(), "relayed", b"abc")
+    upload(client, auth(), "relayed")
     assert arrived.wait(5)
     (message,) = received
     assert message.tenant_id == "acme"
     assert message.data["version"] == 1
-    assert message.data["size_bytes"] == 3
+    assert message.data["size_bytes"] == len(iris_model_bytes())
 
 
 def test_failing_subscriber_is_retried_and_order_is_kept(

@@ -9,18 +9,18 @@ from sqlalchemy.engine import Engine
 
 from aiservice.bootstrap import Container
 from tests.conftest import Auth
-from tests.helpers import create_model, row_count, stored_files, upload
+from tests.helpers import create_model, iris_model_bytes, row_count, stored_files, upload
 
 
 def test_delete_keeps_artifacts_and_purge_erases_them(
     client: TestClient, auth: Auth, container: Container, engine: Engine
 ) -> None:
     create_model(client, auth(), "doomed")
-    upload(client, auth(), "doomed", b"one")
-    upload(client, auth(), "doomed", b"two")
+    upload(client, auth(), "doomed")
+    upload(client, auth(), "doomed")
     client.put("/api/v1/ai/models/doomed/aliases/a", json={"version": 1}, headers=auth())
     create_model(client, auth(tenant="globex"), "kept")
-    upload(client, auth(tenant="globex"), "kept", b"three")
+    upload(client, auth(tenant="globex"), "kept", iris_model_bytes("forest"))
     client.delete("/api/v1/ai/models/doomed", headers=auth())
     assert len(stored_files(container.settings.artifact_path)) == 3
 
@@ -40,4 +40,4 @@ def test_delete_keeps_artifacts_and_purge_erases_them(
         0,
     )
     kept = client.get("/api/v1/ai/models/kept/versions/1/artifact", headers=auth(tenant="globex"))
-    assert kept.content == b"three"
+    assert kept.content == iris_model_bytes("forest")

@@ -11,14 +11,14 @@ from sqlalchemy.engine import Engine
 
 from aiservice.bootstrap import Container
 from tests.conftest import Auth
-from tests.helpers import create_model, row_count, stored_files, upload
+from tests.helpers import create_model, iris_model_bytes, row_count, stored_files, upload
 
 MODELS = "/api/v1/ai/models"
 
 
 def test_upload_creates_version_one_with_checksum_and_metadata(client: TestClient, auth: Auth) -> None:
     model = create_model(client, auth(), "iris")
-    payload = b"\x00\x01binary artifact" * 1000
+    payload = iris_model_bytes()
     metadata = {
         "description": "first",
         "metrics": {"accuracy": 0.97},
@@ -46,8 +46,8 @@ def test_upload_creates_version_one_with_checksum_and_metadata(client: TestClien
 
 def test_versions_number_up_and_list_newest_first_with_cursor(client: TestClient, auth: Auth) -> None:
     create_model(client, auth(), "iris")
-    for i in range(5):
-        assert upload(client, auth(), "iris", f"v{i}".encode()).status_code == 201
+    for _ in range(5):
+        assert upload(client, auth(), "iris").status_code == 201
     first = client.get(f"{MODELS}/iris/versions", params={"limit": 3}, headers=auth()).json()
     second = client.get(
         f"{MODELS}/iris/versions", params={"limit": 3, "cursor": first["nextCursor"]}, headers=auth()
@@ -59,7 +59,7 @@ def test_versions_number_up_and_list_newest_first_with_cursor(client: TestClient
 
 def test_download_returns_the_exact_bytes_with_etag(client: TestClient, auth: Auth) -> None:
     create_model(client, auth(), "iris")
-    payload = bytes(range(256)) * 4096  # 1 MiB, spans several read chunks
+    payload = iris_model_bytes("forest")
     upload(client, auth(), "iris", payload)
     response = client.get(f"{MODELS}/iris/versions/1/artifact", headers=auth("viewer"))
     assert response.status_code == 200
@@ -76,28 +76,32 @@ def test_download_returns_the_exact_bytes_with_etag(client: TestClient, auth: Au
 @pytest.mark.parametrize(
     ("header", "expected", "content_range"),
     [
-        ("bytes=0-9", slice(0, 10), "bytes 0-9/1000"),
-        ("bytes=990-", slice(990, 1000), "bytes 990-999/1000"),
-        ("bytes=-5", slice(995, 1000), "bytes 995-999/1000"),
-        ("bytes=100-99999", slice(100, 1000), "bytes 100-999/1000"),
+        ("bytes=0-9", slice(0, 10), "bytes 0-9/{size}"),
+        ("bytes=990-", slice(990, None), "bytes 990-{last}/{size}"),
+        ("bytes=-5", slice(-5, None), "bytes {tail}-{last}/{size}"),
+        ("bytes=100-99999999", slice(100, None), "bytes 100-{last}/{size}"),
     ],
 )
 def test_range_requests_return_the_requested_bytes(
     client: TestClient, auth: Auth, header: str, expected: slice, content_range: str
 ) -> None:
     create_model(client, auth(), "iris")
-    payload = bytes(i % 251 for i in range(1000))
+    payload = iris_model_bytes()
     upload(client, auth(), "iris", payload)
     response = client.get(f"{MODELS}/iris/versions/1/artifact", headers={**auth(), "Range": header})
     assert response.status_code == 206
     assert response.content == payload[expected]
-    assert response.headers["content-range"] == content_range
+    size = len(payload)
+    assert response.headers["content-range"] == content_range.format(size=size, last=size - 1, tail=size - 5)
 
 
 def test_unsatisfiable_range_is_416(client: TestClient, auth: Auth) -> None:
     create_model(client, auth(), "iris")
-    upload(client, auth(), "iris", b"x" * 10)
-    response = client.get(f"{MODELS}/iris/versions/1/artifact", headers={**auth(), "Range": "bytes=50-60"})
+    upload(client, auth(), "iris")
+    beyond = len(iris_model_bytes()) + 10
+    response = client.get(
+        f"{MODELS}/iris/versions/1/artifact", headers={**auth(), "Range": f"bytes={beyond}-{beyond + 5}"}
+    )
     assert response.status_code == 416
     assert response.json()["type"].endswith("/range-not-satisfiable")
 
@@ -106,7 +110,7 @@ def test_corrupted_artifact_is_never_served(
     client: TestClient, auth: Auth, container: Container, caplog: pytest.LogCaptureFixture
 ) -> None:
     create_model(client, auth(), "iris")
-    upload(client, auth(), "iris", b"good bytes" * 100)
+    upload(client, auth(), "iris")
     (artifact,) = stored_files(container.settings.artifact_path)
     artifact.write_bytes(b"evil bytes" * 100)
     with caplog.at_level(logging.ERROR):
@@ -187,13 +191,15 @@ def test_oversize_artifact_is_413_and_leaves_nothing(
     client: TestClient, auth: Auth, engine: Engine, container: Container
 ) -> None:
     create_model(client, auth(), "iris")
-    container.versions.max_artifact_bytes = 10_000
-    response = upload(client, auth(), "iris", b"z" * 10_001)
+    size = len(iris_model_bytes())
+    container.versions.max_artifact_bytes = size - 1
+    response = upload(client, auth(), "iris")
     assert response.status_code == 413
-    assert response.json()["limit"] == 10_000
+    assert response.json()["limit"] == size - 1
     assert row_count(engine, "model_versions") == 0
     assert stored_files(container.settings.artifact_path) == []
-    assert upload(client, auth(), "iris", b"z" * 10_000).status_code == 201
+    container.versions.max_artifact_bytes = size
+    assert upload(client, auth(), "iris").status_code == 201
 
 
 def test_upload_to_missing_model_is_404(client: TestClient, auth: Auth, container: Container) -> None:
@@ -210,8 +216,8 @@ def test_missing_version_is_404(client: TestClient, auth: Auth) -> None:
 
 def test_production_is_unique_unless_existing_is_archived(client: TestClient, auth: Auth) -> None:
     create_model(client, auth(), "iris")
-    upload(client, auth(), "iris", b"1")
-    upload(client, auth(), "iris", b"2")
+    upload(client, auth(), "iris")
+    upload(client, auth(), "iris")
     stage = f"{MODELS}/iris/versions/{{n}}/stage"
     first = client.post(stage.format(n=1), json={"stage": "production"}, headers=auth("editor"))
     assert first.status_code == 200 and first.json()["stage"] == "production"
@@ -237,8 +243,8 @@ def test_unknown_stage_is_422(client: TestClient, auth: Auth) -> None:
 
 def test_alias_points_at_a_version_and_moves(client: TestClient, auth: Auth) -> None:
     create_model(client, auth(), "iris")
-    upload(client, auth(), "iris", b"1")
-    upload(client, auth(), "iris", b"2")
+    upload(client, auth(), "iris")
+    upload(client, auth(), "iris")
     assert (
         client.put(f"{MODELS}/iris/aliases/champion", json={"version": 1}, headers=auth()).status_code == 200
     )
@@ -291,8 +297,8 @@ def test_resolver_understands_every_reference_form(
     client: TestClient, auth: Auth, reference: str, expected: int
 ) -> None:
     model = create_model(client, auth(), "iris")
-    for i in range(3):
-        upload(client, auth(), "iris", str(i).encode())
+    for _ in range(3):
+        upload(client, auth(), "iris")
     client.post(f"{MODELS}/iris/versions/1/stage", json={"stage": "staging"}, headers=auth())
     client.post(f"{MODELS}/iris/versions/2/stage", json={"stage": "production"}, headers=auth())
     client.put(f"{MODELS}/iris/aliases/best", json={"version": 3}, headers=auth())
@@ -305,8 +311,8 @@ def test_resolver_understands_every_reference_form(
 
 def test_bare_reference_without_production_means_latest(client: TestClient, auth: Auth) -> None:
     create_model(client, auth(), "iris")
-    upload(client, auth(), "iris", b"1")
-    upload(client, auth(), "iris", b"2")
+    upload(client, auth(), "iris")
+    upload(client, auth(), "iris")
     assert client.get("/api/v1/ai/resolve/iris", headers=auth()).json()["version"]["version"] == 2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,11 @@ def tour_script() -> str:
 
 def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
     token = live_server.line_starting("export TOKEN=").removeprefix("export TOKEN=")
-    script = tour_script().replace("localhost:3004", f"localhost:{live_server.port}")
+    script = (
+        tour_script()
+        .replace("localhost:3004", f"localhost:{live_server.port}")
+        .replace(".venv/bin/python", sys.executable)
+    )
     result = subprocess.run(
         ["bash", "-e", "-c", f"export TOKEN={token}\n{script}"],
         cwd=live_server.folder,
@@ -38,6 +43,6 @@ def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
     assert result.stdout.rstrip().endswith("downloaded bytes match")
     documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(documents) == 6  # one JSON document per call, each on its own line
-    resolved = next(d for d in documents if d.get("reference") == "churn@champion")
+    resolved = next(d for d in documents if d.get("reference") == "iris@champion")
     assert resolved["version"]["version"] == 1
     assert resolved["version"]["stage"] == "production"

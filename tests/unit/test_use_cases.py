@@ -16,14 +16,16 @@ from aiservice.application.versions import ModelVersions, VersionMetadata, safe_
 from aiservice.domain.errors import (
     Conflict,
     Forbidden,
+    InvalidArtifact,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
     Unauthenticated,
+    UntrustedArtifact,
 )
 from aiservice.domain.models import Framework, Stage
 from aiservice.domain.tenancy import Principal, Role
-from tests.fakes import InMemoryArtifactStore, InMemoryUnitOfWorkFactory
+from tests.fakes import FakeInspector, InMemoryArtifactStore, InMemoryUnitOfWorkFactory
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EDITOR = Principal("ed", "acme", frozenset({Role.EDITOR}))
@@ -47,8 +49,15 @@ def registry(uow: InMemoryUnitOfWorkFactory) -> ModelRegistry:
 
 
 @pytest.fixture
-def versions(uow: InMemoryUnitOfWorkFactory, store: InMemoryArtifactStore) -> ModelVersions:
-    return ModelVersions(uow, store, lambda: NOW, max_artifact_bytes=100)
+def inspector() -> FakeInspector:
+    return FakeInspector()
+
+
+@pytest.fixture
+def versions(
+    uow: InMemoryUnitOfWorkFactory, store: InMemoryArtifactStore, inspector: FakeInspector
+) -> ModelVersions:
+    return ModelVersions(uow, store, lambda: NOW, max_artifact_bytes=100, inspector=inspector)
 
 
 def add_version(versions: ModelVersions, data: bytes = b"bytes", who: Principal = EDITOR) -> int:
@@ -144,6 +153,48 @@ def test_open_artifact_gives_back_the_uploaded_bytes(
     version, handle = versions.open_artifact(VIEWER, "m", 1)
     assert handle.read() == b"payload"
     assert version.artifact.size_bytes == 7
+
+
+def test_refused_artifact_leaves_no_version_and_no_bytes(
+    versions: ModelVersions, registry: ModelRegistry, store: InMemoryArtifactStore, inspector: FakeInspector
+) -> None:
+    registry.create_model(EDITOR, NewModel("m", Framework.SKLEARN))
+    inspector.error = UntrustedArtifact("pickle refused")
+    with pytest.raises(UntrustedArtifact):
+        add_version(versions)
+    assert store.blobs == {}
+    assert versions.list_versions(EDITOR, "m", 10, None).items == []
+
+
+def test_schema_that_disagrees_with_the_artifact_is_refused(
+    versions: ModelVersions, registry: ModelRegistry, store: InMemoryArtifactStore
+) -> None:
+    features = [{"name": f"f{i}", "type": "number"} for i in range(3)]
+    registry.create_model(
+        EDITOR,
+        NewModel(
+            "m",
+            Framework.SKLEARN,
+            input_schema={"type": "tabular", "features": features},
+            output_schema={"classes": ["a", "b"]},
+        ),
+    )
+    with pytest.raises(InvalidArtifact) as refused:
+        add_version(versions)
+    assert {e.field for e in refused.value.errors} == {"inputSchema.features", "outputSchema.classes"}
+    assert store.blobs == {}
+
+
+def test_tenant_pickle_setting_reaches_the_loader(
+    versions: ModelVersions, registry: ModelRegistry, uow: InMemoryUnitOfWorkFactory, inspector: FakeInspector
+) -> None:
+    tenants = Tenants(uow)
+    tenants.ensure("acme")
+    registry.create_model(EDITOR, NewModel("m", Framework.SKLEARN))
+    add_version(versions)
+    tenants.configure("acme", allow_pickle=True)
+    add_version(versions)
+    assert [s.allow_pickle for s in inspector.seen] == [False, True]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from aiservice.application.ports import Clock, ModelQuery, UnitOfWork, UnitOfWor
 from aiservice.domain.errors import Conflict, NotFound
 from aiservice.domain.models import UUID_SHAPE, Framework, JsonObject, Model
 from aiservice.domain.pagination import Page
+from aiservice.domain.schemas import parse_input_schema, parse_output_schema
 from aiservice.domain.tenancy import Permission, Principal
 
 
@@ -42,6 +43,8 @@ class ModelRegistry:
 
     def create_model(self, principal: Principal, spec: NewModel) -> Model:
         principal.require(Permission.MODEL_WRITE)
+        parse_input_schema(spec.input_schema)
+        parse_output_schema(spec.output_schema)
         with self._uow(principal.tenant_id) as uow:
             existing = uow.models.get_by_name(spec.name)
             if existing is not None:
@@ -77,6 +80,10 @@ class ModelRegistry:
         principal.require(Permission.MODEL_WRITE)
         if "tags" in changes:
             changes = {**changes, "tags": _unique(changes["tags"])}
+        if "input_schema" in changes:
+            parse_input_schema(changes["input_schema"])
+        if "output_schema" in changes:
+            parse_output_schema(changes["output_schema"])
         with self._uow(principal.tenant_id) as uow:
             model = find_model(uow, reference)
             if model.update(changes, self._clock()):

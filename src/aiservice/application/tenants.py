@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from aiservice.application.ports import UnitOfWorkFactory
-from aiservice.domain.errors import FieldError, InvalidInput
+from aiservice.domain.errors import FieldError, InvalidInput, NotFound
 from aiservice.domain.tenancy import Tenant
 
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -30,3 +30,14 @@ class Tenants:
             uow.tenants.add(tenant)
             uow.commit()
             return tenant, True
+
+    def configure(self, tenant_id: str, *, allow_pickle: bool) -> Tenant:
+        """Change a tenant's settings (an operator's action until the tenants API exists)."""
+        with self._uow(tenant_id) as uow:
+            tenant = uow.tenants.get(tenant_id)
+            if tenant is None:
+                raise NotFound(f"No tenant {tenant_id!r} exists.")
+            tenant.settings = {**tenant.settings, "allowPickle": allow_pickle}
+            uow.tenants.save_settings(tenant)
+            uow.commit()
+            return tenant

@@ -9,14 +9,17 @@ from typing import BinaryIO
 from uuid import uuid4
 
 from aiservice.application.ports import (
+    ArtifactInspector,
     ArtifactStore,
     ArtifactWriter,
     Clock,
+    LoadSpec,
+    StoredArtifact,
     UnitOfWork,
     UnitOfWorkFactory,
 )
 from aiservice.application.registry import find_model
-from aiservice.domain.errors import Conflict, FieldError, NotFound
+from aiservice.domain.errors import Conflict, FieldError, InvalidArtifact, NotFound
 from aiservice.domain.events import ModelAliasDeleted, ModelAliasSet, ModelStageChanged, ModelVersionCreated
 from aiservice.domain.models import (
     Alias,
@@ -29,6 +32,8 @@ from aiservice.domain.models import (
 )
 from aiservice.domain.pagination import Page
 from aiservice.domain.references import ModelReference
+from aiservice.domain.schemas import parse_input_schema, parse_output_schema, signature_mismatches
+from aiservice.domain.signature import Signature
 from aiservice.domain.tenancy import Permission, Principal
 
 
@@ -72,10 +77,16 @@ STAGE_NAMES = frozenset(s.value for s in Stage)
 
 class ModelVersions:
     def __init__(
-        self, uow: UnitOfWorkFactory, store: ArtifactStore, clock: Clock, max_artifact_bytes: int
+        self,
+        uow: UnitOfWorkFactory,
+        store: ArtifactStore,
+        clock: Clock,
+        max_artifact_bytes: int,
+        inspector: ArtifactInspector,
     ) -> None:
         self._uow = uow
         self._store = store
+        self._inspector = inspector
         self._clock = clock
         self.max_artifact_bytes = max_artifact_bytes
 
@@ -95,9 +106,13 @@ class ModelVersions:
     def finish_upload(
         self, upload: VersionUpload, filename: str, media_type: str, metadata: VersionMetadata
     ) -> ModelVersion:
-        """Seal the bytes and record version N+1; on any failure the stored bytes are removed."""
+        """Seal the bytes, inspect them in isolation, and record version N+1 with their signature.
+
+        On any failure (a broken, untrusted or mislabelled artifact included) the bytes are removed.
+        """
         stored = upload.writer.commit()
         try:
+            signature = self._inspect(upload, stored, safe_filename(filename))
             with self._uow(upload.principal.tenant_id) as uow:
                 model = uow.models.get(upload.model_id)
                 if model is None:  # deleted while the bytes were streaming
@@ -119,6 +134,8 @@ class ModelVersions:
                     params=metadata.params,
                     source_run=metadata.source_run,
                     created_by=upload.principal.subject,
+                    signature=signature,
+                    serving={"form": "native", "reason": "the framework's own runtime"},
                 )
                 uow.versions.add(version)
                 uow.record(
@@ -135,6 +152,32 @@ class ModelVersions:
         except BaseException:
             self._store.delete(stored.key)
             raise
+
+    def _inspect(self, upload: VersionUpload, stored: StoredArtifact, filename: str) -> Signature:
+        with self._uow(upload.principal.tenant_id, writes=False) as uow:
+            model = uow.models.get(upload.model_id)
+            tenant = uow.tenants.get(upload.principal.tenant_id)
+        if model is None:
+            raise NotFound(f"Model {upload.model_id!r} was deleted during the upload.")
+        spec = LoadSpec(
+            framework=model.framework,
+            filename=filename,
+            allow_pickle=tenant.allow_pickle if tenant else False,
+            configuration=model.configuration,
+        )
+        path = self._store.local_path(stored.key, stored.digest, verify=False)
+        signature = self._inspector.inspect(path, spec)
+        problems = signature_mismatches(
+            parse_input_schema(model.input_schema), parse_output_schema(model.output_schema), signature
+        )
+        if problems:
+            raise InvalidArtifact(
+                "The artifact does not match the model's declared schemas: "
+                + "; ".join(f"{p.field}: {p.message}" for p in problems)
+                + ".",
+                errors=problems,
+            )
+        return signature
 
     def purge_deleted(self, older_than: timedelta) -> PurgeReport:
         """Erase models soft-deleted more than ``older_than`` ago, in every tenant, with their bytes.

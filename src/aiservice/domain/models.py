@@ -11,6 +11,7 @@ from uuid import uuid4
 
 from aiservice.domain.errors import FieldError, InvalidInput
 from aiservice.domain.events import DomainEvent, ModelCreated, ModelDeleted, ModelUpdated
+from aiservice.domain.signature import Signature
 
 JsonObject = dict[str, Any]
 
@@ -141,6 +142,8 @@ class ModelVersion:
     stage: Stage = Stage.NONE
     stage_changed_at: datetime | None = None
     created_by: str | None = None
+    signature: Signature | None = None  # what the runtime reported when the upload was inspected
+    serving: JsonObject = field(default_factory=dict)  # which form serves (native or compiled) and why
 
 
 @dataclass(frozen=True)

@@ -246,3 +246,50 @@ def text_input(schema: TextSchema, values: list[Any], where: str = "input") -> n
     if errors:
         raise InvalidInput("The text input is not valid.", errors=errors)
     return np.asarray(values, dtype=object)
+
+
+def parse_output_schema(raw: dict[str, Any], where: str = "body.outputSchema") -> tuple[Any, ...] | None:
+    """The class labels an output schema declares (``{"classes": [...]}``), or None."""
+    classes = raw.get("classes")
+    if classes is None:
+        return None
+    if not isinstance(classes, list) or not classes or len(set(map(repr, classes))) != len(classes):
+        raise _bad(f"{where}.classes", "a non-empty list of distinct labels is required")
+    return tuple(classes)
+
+
+def signature_mismatches(
+    input_schema: InputSchema | None, classes: tuple[Any, ...] | None, signature: Signature
+) -> list[FieldError]:
+    """Where a model's declared schemas disagree with what its artifact really takes and gives."""
+    problems: list[FieldError] = []
+    n_features = signature.n_features
+    if isinstance(input_schema, TabularSchema) and n_features is not None:
+        if len(input_schema.features) != n_features:
+            problems.append(
+                FieldError(
+                    "inputSchema.features",
+                    f"the schema declares {len(input_schema.features)} features, "
+                    f"the model takes {n_features}",
+                )
+            )
+    if isinstance(input_schema, TensorSchema) and len(signature.inputs) == 1:
+        actual = signature.inputs[0].shape
+        declared = input_schema.shape
+        if len(actual) != len(declared) or any(
+            a > 0 and d > 0 and a != d for a, d in zip(actual, declared, strict=False)
+        ):
+            problems.append(
+                FieldError(
+                    "inputSchema.shape",
+                    f"the schema declares {list(declared)}, the model takes {list(actual)}",
+                )
+            )
+    if classes is not None and signature.classes is not None and len(classes) != len(signature.classes):
+        problems.append(
+            FieldError(
+                "outputSchema.classes",
+                f"the schema names {len(classes)} classes, the model predicts {len(signature.classes)}",
+            )
+        )
+    return problems

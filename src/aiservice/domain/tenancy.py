@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from aiservice.domain.errors import Forbidden
 
@@ -72,3 +73,9 @@ class Tenant:
     id: str
     name: str
     status: TenantStatus = TenantStatus.ACTIVE
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def allow_pickle(self) -> bool:
+        """Pickle runs code when loaded, so a tenant must opt in to it."""
+        return bool(self.settings.get("allowPickle", False))

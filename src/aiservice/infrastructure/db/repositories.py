@@ -12,6 +12,7 @@ from aiservice.application.ports import ModelQuery
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput
 from aiservice.domain.models import Alias, ArtifactRef, Framework, Model, ModelVersion, Stage
 from aiservice.domain.pagination import Page, decode_cursor, encode_cursor
+from aiservice.domain.signature import Signature
 from aiservice.domain.tenancy import Tenant, TenantStatus
 from aiservice.infrastructure.db.tables import model_aliases, model_versions, models, tenants
 
@@ -238,6 +239,8 @@ class SqlAlchemyVersionRepository:
                 stage_changed_at=version.stage_changed_at,
                 created_by=version.created_by,
                 created_at=version.created_at,
+                signature=version.signature.to_json() if version.signature else None,
+                serving=version.serving,
             )
         )
 
@@ -309,6 +312,8 @@ def _version(row: sa.RowMapping) -> ModelVersion:
         stage=Stage(row["stage"]),
         stage_changed_at=row["stage_changed_at"],
         created_by=row["created_by"],
+        signature=Signature.from_json(row["signature"]) if row["signature"] else None,
+        serving=row["serving"] or {},
     )
 
 
@@ -369,7 +374,17 @@ class SqlAlchemyTenantRepository:
         )
         if row is None:
             return None
-        return Tenant(id=row["tenant_id"], name=row["name"], status=TenantStatus(row["status"]))
+        return Tenant(
+            id=row["tenant_id"],
+            name=row["name"],
+            status=TenantStatus(row["status"]),
+            settings=row["settings"],
+        )
+
+    def save_settings(self, tenant: Tenant) -> None:
+        self._conn.execute(
+            tenants.update().where(tenants.c.tenant_id == tenant.id).values(settings=tenant.settings)
+        )
 
     def all_ids(self) -> list[str]:
         return list(
@@ -382,7 +397,7 @@ class SqlAlchemyTenantRepository:
                 tenant_id=tenant.id,
                 name=tenant.name,
                 status=tenant.status.value,
-                settings={},
+                settings=tenant.settings,
                 created_at=self._now,
             )
         )

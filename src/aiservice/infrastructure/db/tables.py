@@ -105,6 +105,8 @@ model_versions = sa.Table(
     sa.Column("stage_changed_at", UtcDateTime(), nullable=True),
     sa.Column("created_by", sa.String(200), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("signature", Json, nullable=True),
+    sa.Column("serving", Json, nullable=False, server_default=sa.text("'{}'")),
     sa.UniqueConstraint("tenant_id", "model_id", "version", name="uq_model_versions_tenant_model_version"),
     # Composite: a version can only ever belong to a model of its own tenant.
     sa.ForeignKeyConstraint(

@@ -1,13 +1,15 @@
-"""Child process of the artifact inspector: load once, try a prediction, print the signature as JSON.
+"""Child side of the artifact inspector: load once, try a prediction, report the signature.
 
-Runs as ``python -m aiservice.infrastructure.runtimes.inspect_worker`` with the load spec on stdin,
-so a crash, a hang or a memory blow-up of an untrusted artifact costs this process, not the service.
+The inspector forks a process that runs ``inspect_into``; ``python -m
+aiservice.infrastructure.runtimes.inspect_worker`` (load spec as JSON on stdin) does the same by hand.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import sys
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -47,21 +49,32 @@ def inspect(request: dict[str, Any]) -> dict[str, Any]:
             return {
                 "error": {
                     "code": "invalid-artifact",
-                    "detail": f"The model loaded but failed on a trial input of shape {list(batch.shape)}: {exc}",
+                    "detail": f"The model loaded but failed on a trial input of shape "
+                    f"{list(batch.shape)}: {exc}",
                 }
             }
     return {"signature": model.signature.to_json()}
 
 
-def main() -> None:
-    request = json.loads(sys.stdin.read())
+def answer(request: dict[str, Any]) -> dict[str, Any]:
     try:
-        result = inspect(request)
+        return inspect(request)
     except DomainError as exc:
-        result = {"error": {"code": exc.code, "detail": exc.detail, "extra": exc.extra}}
+        return {"error": {"code": exc.code, "detail": exc.detail, "extra": exc.extra}}
     except Exception as exc:
-        result = {"error": {"code": "invalid-artifact", "detail": f"The artifact cannot be loaded: {exc}"}}
-    sys.stdout.write(json.dumps(result, default=str))
+        return {"error": {"code": "invalid-artifact", "detail": f"The artifact cannot be loaded: {exc}"}}
+
+
+def inspect_into(request: dict[str, Any], sender: Connection) -> None:
+    """Process target: answer one request over the pipe (plain JSON types only), with peak memory."""
+    result = answer(request)
+    result["peakRssBytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    sender.send(json.loads(json.dumps(result, default=str)))
+    sender.close()
+
+
+def main() -> None:
+    sys.stdout.write(json.dumps(answer(json.loads(sys.stdin.read())), default=str))
 
 
 if __name__ == "__main__":
