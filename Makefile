@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,sklearn,xgboost,onnx,torch]'
+	$(BIN)/pip install --quiet -e '.[test,all]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

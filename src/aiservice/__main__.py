@@ -2,4 +2,5 @@
 
 from aiservice.interfaces.cli.main import app
 
-app()
+if __name__ == "__main__":  # worker processes re-import this module as __mp_main__
+    app()

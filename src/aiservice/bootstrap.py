@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import psutil
 from sqlalchemy.engine import Engine
 
 from aiservice import __version__
 from aiservice.application.health import HealthCheck
+from aiservice.application.inference import InferenceService
 from aiservice.application.outbox import EventBus, OutboxRelay
 from aiservice.application.ports import Authenticator, OutboxMessage, TokenService
 from aiservice.application.registry import ModelRegistry
@@ -16,6 +20,7 @@ from aiservice.application.security import TokenAuthenticator
 from aiservice.application.tenants import Tenants
 from aiservice.application.versions import ModelVersions
 from aiservice.domain.clock import utcnow
+from aiservice.domain.events import DomainEvent
 from aiservice.infrastructure.auth.jwt_tokens import JwtTokenService
 from aiservice.infrastructure.auth.secret_file import load_or_create_secret
 from aiservice.infrastructure.db import migrate
@@ -24,6 +29,7 @@ from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector
+from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 from aiservice.infrastructure.storage.local import LocalArtifactStore
 from aiservice.settings import Settings
 
@@ -42,6 +48,8 @@ class Container:
     engine: Engine
     registry: ModelRegistry
     versions: ModelVersions
+    inference: InferenceService
+    executor: ThreadPoolExecutor
     tenants: Tenants
     tokens: TokenService
     authenticator: Authenticator
@@ -62,6 +70,7 @@ class Container:
 
     def close(self) -> None:
         self.relay.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
 
@@ -103,20 +112,42 @@ def bootstrap(settings: Settings | None = None) -> Container:
     bus.subscribe("*", _log_event)
     bus.subscribe("*", lambda m: metrics.events_published.labels(m.event_type).inc())
     relay = OutboxRelay(SqlAlchemyOutbox(engine, utcnow), bus, interval=settings.outbox_poll_seconds)
-    uow.on_events = relay.notify
+    versions = ModelVersions(
+        uow,
+        store,
+        utcnow,
+        settings.max_artifact_bytes,
+        SubprocessArtifactInspector(settings.inspect_timeout_seconds, settings.inspect_memory_mb * 1024**2),
+    )
+    threads = settings.inference_threads or os.cpu_count() or 2
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
+    inference = InferenceService(
+        versions,
+        store,
+        RuntimeRegistry.discover(),
+        executor,
+        metrics,
+        resident_bytes=lambda: int(psutil.Process().memory_info().rss),
+        max_models=settings.model_cache_size,
+        max_memory_bytes=settings.model_cache_memory_mb * 1024**2,
+        max_batch_size=settings.max_batch_size,
+        max_batch_delay_s=settings.max_batch_delay_ms / 1000,
+        batch_workers=min(threads, 2),
+    )
+
+    def on_events(events: list[DomainEvent]) -> None:
+        relay.notify()
+        for event in events:  # this replica forgets stale resolutions at once; others via the relay
+            inference.invalidate(event.tenant_id, event.aggregate_id)
+
+    uow.on_events = on_events
     return Container(
         settings=settings,
         engine=engine,
         registry=ModelRegistry(uow, utcnow),
-        versions=ModelVersions(
-            uow,
-            store,
-            utcnow,
-            settings.max_artifact_bytes,
-            SubprocessArtifactInspector(
-                settings.inspect_timeout_seconds, settings.inspect_memory_mb * 1024**2
-            ),
-        ),
+        versions=versions,
+        inference=inference,
+        executor=executor,
         tenants=Tenants(uow),
         tokens=tokens,
         authenticator=TokenAuthenticator(tokens, uow),

@@ -34,7 +34,10 @@ class Settings(BaseSettings):
     inspect_memory_mb: int = Field(default=4096, gt=0)
 
     model_cache_size: int = Field(default=10, ge=1)
+    model_cache_memory_mb: int = Field(default=2048, ge=1)
     max_batch_size: int = Field(default=32, ge=1)
+    max_batch_delay_ms: float = Field(default=2.0, ge=0)
+    inference_threads: int = Field(default=0, ge=0)
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"

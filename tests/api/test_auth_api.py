@@ -31,9 +31,15 @@ ENDPOINTS: list[tuple[str, str, object]] = [
     ("PUT", "/models/{model}/aliases/{alias}", {"version": 1}),
     ("DELETE", "/models/{model}/aliases/{alias}", None),
     ("GET", "/resolve/{reference}", None),
+    ("POST", "/models/{model}/predict", {"input": {"features": [5.1, 3.5, 1.4, 0.2]}}),
+    ("POST", "/models/{model}/batch-predict", {"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]}),
+    ("POST", "/models/{model}/versions/{version}/load", None),
+    ("POST", "/models/{model}/versions/{version}/unload", None),
 ]
 TARGETED = [e for e in ENDPOINTS if "{" in e[1]]
-MUTATING = [e for e in ENDPOINTS if e[0] != "GET"]
+PREDICTING = [e for e in ENDPOINTS if e[1].endswith("predict")]
+READING = [e for e in ENDPOINTS if e[0] == "GET"] + PREDICTING
+MUTATING = [e for e in ENDPOINTS if e not in READING]
 
 
 def call(client: TestClient, headers: dict[str, str], method: str, template: str, body: object, model: str):  # type: ignore[no-untyped-def]
@@ -104,11 +110,12 @@ def test_viewer_cannot_change_anything(
     assert response.json()["type"].endswith("/forbidden")
 
 
-@pytest.mark.parametrize(("method", "template", "body"), [e for e in ENDPOINTS if e[0] == "GET"])
-def test_viewer_can_read_everything(
+@pytest.mark.parametrize(("method", "template", "body"), READING)
+def test_viewer_can_read_and_predict_everything(
     client: TestClient, auth: Auth, acme_model: dict[str, str], method: str, template: str, body: object
 ) -> None:
-    assert call(client, auth("viewer"), method, template, body, "secret-model").status_code == 200
+    response = call(client, auth("viewer"), method, template, body, "secret-model")
+    assert response.status_code == 200, response.text
 
 
 def test_editor_writes_but_only_admin_deletes_models(client: TestClient, auth: Auth) -> None:

@@ -233,6 +233,13 @@ class ModelVersions:
             model = find_model(uow, ref.model)
             return model, _resolve_in(uow, model, ref)
 
+    def serving_target(self, principal: Principal, reference: str) -> tuple[Model, ModelVersion, bool]:
+        """``resolve`` plus whether the tenant accepts pickle, for the loader."""
+        model, version = self.resolve(principal, reference)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            tenant = uow.tenants.get(principal.tenant_id)
+        return model, version, bool(tenant and tenant.allow_pickle)
+
     # -- stages and aliases --------------------------------------------------------------------
 
     def set_stage(

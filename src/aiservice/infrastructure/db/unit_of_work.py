@@ -24,7 +24,9 @@ from aiservice.infrastructure.db.tables import outbox
 class SqlAlchemyUnitOfWork:
     """Rolls back unless ``commit()`` was called; on commit, recorded events go to the outbox first."""
 
-    def __init__(self, engine: Engine, tenant_id: str, clock: Clock, on_events: Callable[[], None]) -> None:
+    def __init__(
+        self, engine: Engine, tenant_id: str, clock: Clock, on_events: Callable[[list[DomainEvent]], None]
+    ) -> None:
         self._engine = engine
         self.tenant_id = tenant_id
         self._clock = clock
@@ -63,7 +65,7 @@ class SqlAlchemyUnitOfWork:
         self._conn.commit()
         self._events.clear()
         if events:
-            self._on_events()
+            self._on_events(events)
 
     def _collect_entity_events(self) -> list[DomainEvent]:
         collected: list[DomainEvent] = []
@@ -86,7 +88,12 @@ def _outbox_row(event: DomainEvent) -> dict[str, object]:
 
 
 class SqlAlchemyUnitOfWorkFactory:
-    def __init__(self, engine: Engine, clock: Clock, on_events: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        on_events: Callable[[list[DomainEvent]], None] = lambda events: None,
+    ) -> None:
         self._reader = engine
         self._writer = writer_engine(engine)
         self._clock = clock
@@ -94,7 +101,7 @@ class SqlAlchemyUnitOfWorkFactory:
 
     def __call__(self, tenant_id: str, *, writes: bool = True) -> SqlAlchemyUnitOfWork:
         engine = self._writer if writes else self._reader
-        return SqlAlchemyUnitOfWork(engine, tenant_id, self._clock, lambda: self.on_events())
+        return SqlAlchemyUnitOfWork(engine, tenant_id, self._clock, lambda events: self.on_events(events))
 
 
 class SqlAlchemyOutbox:

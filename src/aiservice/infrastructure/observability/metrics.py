@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -34,6 +36,65 @@ class ServiceMetrics:
             ["event_type"],
             registry=self.registry,
         )
+
+        self.predictions = Counter(
+            "ai_service_model_predictions",
+            "Prediction requests by model, version and outcome (success, partial, invalid, error).",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.inference_duration = Histogram(
+            "ai_service_inference_duration_ms",
+            "Time from a prediction request reaching the engine to its answer, in milliseconds.",
+            ["model", "version"],
+            buckets=_MS_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "ai_service_batch_size",
+            "Rows in each vectorised model call the batcher formed.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "ai_service_batch_requests",
+            "Requests merged into each vectorised model call.",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=self.registry,
+        )
+        self.cache_hits = Counter("ai_service_model_cache_hits", "Model cache hits.", registry=self.registry)
+        self.cache_misses = Counter(
+            "ai_service_model_cache_misses", "Model cache misses (loads).", registry=self.registry
+        )
+        self.cache_evictions = Counter(
+            "ai_service_model_cache_evictions", "Models evicted from the cache.", registry=self.registry
+        )
+        self.cache_models = Gauge(
+            "ai_service_model_cache_models", "Models loaded in the cache.", registry=self.registry
+        )
+        self.cache_bytes = Gauge(
+            "ai_service_model_cache_loaded_bytes",
+            "Measured memory of the models loaded in the cache, in bytes.",
+            registry=self.registry,
+        )
+        self._cache_seen = (0, 0, 0)
+
+    def prediction(self, model: str, version: int, outcome: str, duration_ms: float) -> None:
+        self.predictions.labels(model, str(version), outcome).inc()
+        self.inference_duration.labels(model, str(version)).observe(duration_ms)
+
+    def batch(self, requests: int, rows: int) -> None:
+        self.batch_requests.observe(requests)
+        self.batch_rows.observe(rows)
+
+    def cache(self, stats: Any, models: int, loaded_bytes: int) -> None:
+        hits, misses, evictions = self._cache_seen
+        self.cache_hits.inc(stats.hits - hits)
+        self.cache_misses.inc(stats.misses - misses)
+        self.cache_evictions.inc(stats.evictions - evictions)
+        self._cache_seen = (stats.hits, stats.misses, stats.evictions)
+        self.cache_models.set(models)
+        self.cache_bytes.set(loaded_bytes)
 
     def observe_request(self, method: str, route: str, status: int, duration_ms: float) -> None:
         labels = (method, route, str(status))

@@ -14,7 +14,7 @@ from aiservice.bootstrap import Container
 from aiservice.interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.problems import install_problem_handlers
-from aiservice.interfaces.http.routers import health, models, versions
+from aiservice.interfaces.http.routers import health, models, predict, versions
 
 _UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/models/[^/]+/versions/?$")
 
@@ -54,6 +54,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(versions.router)
+    app.include_router(predict.router)
 
     upload_limit = container.settings.max_artifact_bytes + 1024**2  # the artifact plus form overhead
 

@@ -1,0 +1,379 @@
+"""Predictions: resolve the version from memory, load it once into the cache, check the input against
+the model's schema, run it through the adaptive batcher, and shape the answer.
+
+The hot path touches no database and no disk once a version is resolved and loaded: resolutions
+are remembered (and forgotten when an event says the model changed) and models stay in the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from aiservice.application.ports import ArtifactStore, LoadedModel, LoadSpec, Prediction, Runtime
+from aiservice.application.serving.batching import AdaptiveBatcher
+from aiservice.application.serving.cache import CacheStats, ModelCache
+from aiservice.application.versions import ModelVersions
+from aiservice.domain.errors import DomainError, FieldError, InvalidInput, Unavailable
+from aiservice.domain.models import Framework, Model, ModelVersion
+from aiservice.domain.schemas import (
+    ImageSchema,
+    InputSchema,
+    TabularSchema,
+    TensorSchema,
+    TextSchema,
+    feature_vectors,
+    parse_input_schema,
+    parse_output_schema,
+    tabular_rows,
+    tensor_input,
+    text_input,
+)
+from aiservice.domain.tenancy import Permission, Principal
+
+ROUTE_TTL_S = 5.0
+
+
+class RuntimeProvider(Protocol):
+    def get(self, framework: Framework) -> Runtime: ...
+
+
+class InferenceMetrics(Protocol):
+    def prediction(self, model: str, version: int, outcome: str, duration_ms: float) -> None: ...
+    def batch(self, requests: int, rows: int) -> None: ...
+    def cache(self, stats: CacheStats, models: int, loaded_bytes: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    include_confidence: bool = False
+    include_feature_importance: bool = False
+    version: int | None = None
+    alias: str | None = None
+
+    def selector(self) -> str:
+        if self.version is not None:
+            return f":{self.version}"
+        return f"@{self.alias}" if self.alias else ""
+
+
+@dataclass
+class PredictionResult:
+    prediction: Any
+    model_id: str
+    version: int
+    latency_ms: float
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    feature_importance: dict[str, Any] | None = None
+
+
+@dataclass
+class ServingModel:
+    """A loaded version with everything a prediction needs, computed once at load."""
+
+    model: Model
+    version: ModelVersion
+    loaded: LoadedModel
+    batcher: AdaptiveBatcher
+    input_schema: InputSchema | None
+    labels: tuple[Any, ...] | None  # what callers see: outputSchema.classes, else the model's own
+    class_index: dict[Any, int] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        if isinstance(self.input_schema, TabularSchema):
+            return self.input_schema.names
+        names = self.loaded.signature.feature_names
+        n = self.loaded.signature.n_features or 0
+        return list(names) if names else [f"f{i}" for i in range(n)]
+
+
+class InferenceService:
+    def __init__(
+        self,
+        versions: ModelVersions,
+        store: ArtifactStore,
+        runtimes: RuntimeProvider,
+        executor: Executor,
+        metrics: InferenceMetrics,
+        resident_bytes: Callable[[], int],
+        max_models: int = 10,
+        max_memory_bytes: int = 2 * 1024**3,
+        max_batch_size: int = 32,
+        max_batch_delay_s: float = 0.002,
+        batch_workers: int = 1,
+    ) -> None:
+        self._versions = versions
+        self._store = store
+        self._runtimes = runtimes
+        self._executor = executor
+        self._metrics = metrics
+        self._resident_bytes = resident_bytes
+        self.max_batch_size = max_batch_size
+        self._batch_delay = max_batch_delay_s
+        self._batch_workers = batch_workers
+        self._routes: dict[tuple[str, str, str], tuple[float, Model, ModelVersion, bool]] = {}
+        self.cache: ModelCache[ServingModel] = ModelCache(
+            max_models, max_memory_bytes, on_evict=self._closed, on_change=metrics.cache
+        )
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def invalidate(self, tenant_id: str, model_id: str | None = None) -> None:
+        """Forget resolutions of a model (or a whole tenant) after an event says it changed."""
+        for key, (_, model, _, _) in list(self._routes.items()):
+            if key[0] == tenant_id and (model_id is None or model.id == model_id):
+                self._routes.pop(key, None)
+
+    async def _route(
+        self, principal: Principal, ident: str, selector: str
+    ) -> tuple[Model, ModelVersion, bool]:
+        principal.require(Permission.MODEL_READ)
+        key = (principal.tenant_id, ident, selector)
+        cached = self._routes.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1], cached[2], cached[3]
+        loop = asyncio.get_running_loop()
+        model, version, allow_pickle = await loop.run_in_executor(
+            None, self._versions.serving_target, principal, ident + selector
+        )
+        self._routes[key] = (time.monotonic() + ROUTE_TTL_S, model, version, allow_pickle)
+        return model, version, allow_pickle
+
+    # -- loading -------------------------------------------------------------------------------
+
+    async def _load(
+        self, model: Model, version: ModelVersion, allow_pickle: bool
+    ) -> tuple[ServingModel, int]:
+        runtime = self._runtimes.get(model.framework)
+        spec = LoadSpec(
+            framework=model.framework,
+            filename=version.artifact.filename,
+            allow_pickle=allow_pickle,
+            configuration=model.configuration,
+        )
+        loop = asyncio.get_running_loop()
+
+        def load() -> tuple[LoadedModel, int]:
+            path = self._store.local_path(version.artifact.key, version.artifact.digest)
+            before = self._resident_bytes()
+            loaded = runtime.load(path, spec)
+            return loaded, self._resident_bytes() - before
+
+        loaded, grown = await loop.run_in_executor(None, load)
+        serving = self._serving_model(model, version, loaded)
+        return serving, max(grown, version.artifact.size_bytes)
+
+    def _serving_model(self, model: Model, version: ModelVersion, loaded: LoadedModel) -> ServingModel:
+        signature = loaded.signature
+        declared = parse_output_schema(model.output_schema)
+        labels = declared if declared is not None else signature.classes
+        return ServingModel(
+            model=model,
+            version=version,
+            loaded=loaded,
+            batcher=AdaptiveBatcher(
+                loaded.predict,
+                self._executor,
+                max_batch_size=self.max_batch_size,
+                max_delay_s=self._batch_delay,
+                workers=self._batch_workers,
+                on_batch=self._metrics.batch,
+            ),
+            input_schema=parse_input_schema(model.input_schema, where="inputSchema"),
+            labels=labels,
+            class_index={c: i for i, c in enumerate(signature.classes or ())},
+        )
+
+    @staticmethod
+    async def _closed(serving: ServingModel) -> None:
+        await serving.batcher.close()
+
+    async def load(self, principal: Principal, ident: str, number: int) -> ServingModel:
+        """Warm a version into the cache. It changes nothing users see but costs memory: writers only."""
+        principal.require(Permission.VERSION_WRITE)
+        model, version, allow_pickle = await self._route(principal, ident, f":{number}")
+        async with self.cache.use(
+            (principal.tenant_id, model.id, version.version), lambda: self._load(model, version, allow_pickle)
+        ) as entry:
+            return entry.value
+
+    async def unload(self, principal: Principal, ident: str, number: int) -> bool:
+        principal.require(Permission.VERSION_WRITE)
+        model, version, _ = await self._route(principal, ident, f":{number}")
+        return await self.cache.unload((principal.tenant_id, model.id, version.version))
+
+    # -- predictions ---------------------------------------------------------------------------
+
+    async def predict(
+        self, principal: Principal, ident: str, payload: Any, options: PredictOptions
+    ) -> PredictionResult:
+        results = await self.predict_many(principal, ident, [payload], options, where="input", fail_fast=True)
+        result = results[0]
+        assert isinstance(result, PredictionResult)
+        return result
+
+    async def predict_many(
+        self,
+        principal: Principal,
+        ident: str,
+        payloads: list[Any],
+        options: PredictOptions,
+        *,
+        where: str = "inputs",
+        fail_fast: bool = False,
+        chunk: int | None = None,
+    ) -> list[PredictionResult | DomainError]:
+        """One result per payload, in order. A bad payload fails alone unless ``fail_fast``."""
+        started = time.perf_counter()
+        model, version, allow_pickle = await self._route(principal, ident, options.selector())
+        key = (principal.tenant_id, model.id, version.version)
+        outcome = "error"
+        try:
+            async with self.cache.use(key, lambda: self._load(model, version, allow_pickle)) as entry:
+                serving = entry.value
+                rows, errors = self._rows(serving, payloads, where, fail_fast)
+                good = [i for i in range(len(payloads)) if i not in errors]
+                prediction = await self._run(serving, rows, chunk) if good else None
+                importance = (
+                    await self._explain(serving, rows)
+                    if good and options.include_feature_importance
+                    else None
+                )
+            latency = (time.perf_counter() - started) * 1000
+            results: list[PredictionResult | DomainError] = []
+            for i in range(len(payloads)):
+                if i in errors:
+                    results.append(errors[i])
+                    continue
+                row = good.index(i)
+                results.append(self._result(serving, prediction, importance, row, options, latency))  # type: ignore[arg-type]
+            outcome = "success" if not errors else ("partial" if good else "invalid")
+            return results
+        except InvalidInput:
+            outcome = "invalid"
+            raise
+        finally:
+            self._metrics.prediction(
+                model.name, version.version, outcome, (time.perf_counter() - started) * 1000
+            )
+
+    def _rows(
+        self, serving: ServingModel, payloads: list[Any], where: str, fail_fast: bool
+    ) -> tuple[np.ndarray, dict[int, DomainError]]:
+        if len(payloads) == 1 or fail_fast:
+            paths = [where] if len(payloads) == 1 else [f"{where}.{i}" for i in range(len(payloads))]
+            return _to_rows(serving, payloads, paths), {}
+        errors: dict[int, DomainError] = {}
+        arrays = []
+        for i, payload in enumerate(payloads):
+            try:
+                arrays.append(_to_rows(serving, [payload], [f"{where}.{i}"]))
+            except InvalidInput as exc:
+                errors[i] = exc
+        if not arrays:
+            return np.empty((0,)), errors
+        return np.concatenate(arrays), errors
+
+    async def _run(self, serving: ServingModel, rows: np.ndarray, chunk: int | None) -> Prediction:
+        if chunk is None or len(rows) <= chunk:
+            return await serving.batcher.submit(rows)
+        parts = await asyncio.gather(
+            *(serving.batcher.submit(rows[i : i + chunk]) for i in range(0, len(rows), chunk))
+        )
+        probabilities = [p.probabilities for p in parts]
+        return Prediction(
+            values=np.concatenate([p.values for p in parts]),
+            probabilities=None if probabilities[0] is None else np.concatenate(probabilities),  # type: ignore[arg-type]
+        )
+
+    async def _explain(self, serving: ServingModel, rows: np.ndarray) -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        attributions = await loop.run_in_executor(self._executor, serving.loaded.explain, rows)
+        if attributions is None:
+            return None
+        return {"method": attributions.method, "values": attributions.values}
+
+    def _result(
+        self,
+        serving: ServingModel,
+        prediction: Prediction,
+        importance: dict[str, Any] | None,
+        row: int,
+        options: PredictOptions,
+        latency: float,
+    ) -> PredictionResult:
+        value = prediction.values[row]
+        result = PredictionResult(
+            prediction=_label(serving, value),
+            model_id=serving.model.id,
+            version=serving.version.version,
+            latency_ms=round(latency, 3),
+        )
+        if prediction.probabilities is not None and options.include_confidence:
+            probs = prediction.probabilities[row]
+            classes = serving.labels or tuple(range(len(probs)))
+            result.probabilities = {str(classes[c]): float(p) for c, p in enumerate(probs)}
+            result.confidence = float(np.max(probs))
+        if importance is not None:
+            names = serving.feature_names
+            values = importance["values"][row]
+            result.feature_importance = {
+                "method": importance["method"],
+                "values": {names[i] if i < len(names) else f"f{i}": float(v) for i, v in enumerate(values)},
+            }
+        elif options.include_feature_importance:
+            result.feature_importance = {
+                "method": None,
+                "values": {},
+                "reason": "not supported for this model",
+            }
+        return result
+
+
+def _label(serving: ServingModel, value: Any) -> Any:
+    native = value.item() if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 else value
+    if isinstance(native, np.ndarray):
+        return native.tolist()
+    if serving.labels is not None and serving.class_index:
+        index = serving.class_index.get(native)
+        if index is not None and index < len(serving.labels):
+            return serving.labels[index]
+    return native
+
+
+def _to_rows(serving: ServingModel, payloads: list[Any], paths: list[str]) -> np.ndarray:
+    schema = serving.input_schema
+    where = paths[0] if len(paths) == 1 else paths[0].rsplit(".", 1)[0]
+    if schema is None:
+        return feature_vectors(payloads, serving.loaded.signature, where)
+    if isinstance(schema, TabularSchema):
+        return tabular_rows(schema, payloads, where)
+    values = []
+    for payload, path in zip(payloads, paths, strict=True):
+        if not isinstance(payload, dict) or schema.name not in payload:
+            raise InvalidInput(
+                f"{path}.{schema.name} is required.", errors=[FieldError(f"{path}.{schema.name}", "required")]
+            )
+        extra = sorted(set(payload) - {schema.name})
+        if extra:
+            raise InvalidInput(
+                f"Unknown input fields: {', '.join(extra)}.",
+                errors=[FieldError(f"{path}.{n}", "unknown field") for n in extra],
+            )
+        values.append(payload[schema.name])
+    if isinstance(schema, TensorSchema):
+        batch_schema = TensorSchema(schema.name, schema.dtype, (-1, *schema.shape[1:]))
+        return tensor_input(batch_schema, values, where)
+    if isinstance(schema, TextSchema):
+        return text_input(schema, values, where)
+    if isinstance(schema, ImageSchema):
+        raise Unavailable("Image inputs are not served yet by this release.", code="unsupported-input")
+    raise AssertionError(f"unhandled input schema {schema!r}")

@@ -1,0 +1,1 @@
+"""Serving machinery: the model cache, the adaptive batcher."""

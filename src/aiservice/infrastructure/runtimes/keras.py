@@ -1,0 +1,385 @@
+"""Keras and TensorFlow: ``.keras`` files, and SavedModel folders uploaded as a zip.
+
+``.keras`` files load with ``keras.saving.load_model(compile=False, safe_mode=True)``, which refuses
+lambda layers (they carry Python bytecode). A SavedModel zip is unpacked with bounds (member count,
+unpacked size, no absolute paths, ``..`` or links) into a folder next to the artifact, which lives as long
+as the model, and is served through its ``serving_default`` signature. A SavedModel is a TensorFlow
+program: graphs with file or Python operations are refused, and the inspector loads it in its own process.
+Keras 3 writes a SavedModel only with ``model.export()``; ``keras.models.load_model`` cannot read one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import weakref
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import numpy as np
+
+from aiservice.application.ports import Attributions, LoadSpec, Prediction
+from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
+from aiservice.domain.models import Framework
+from aiservice.domain.signature import Signature, Task, TensorSpec
+
+MAX_MEMBERS = 10_000
+MAX_UNPACKED_BYTES = 2 * 1024**3
+# TensorFlow operations that read or write files, or call back into Python, have no place in a served model.
+REFUSED_OPS = frozenset(
+    {
+        "ReadFile",
+        "WriteFile",
+        "MatchingFiles",
+        "PyFunc",
+        "PyFuncStateless",
+        "EagerPyFunc",
+        "WholeFileReader",
+        "WholeFileReaderV2",
+        "TextLineDataset",
+        "TFRecordDataset",
+        "FixedLengthRecordDataset",
+    }
+)
+
+Forward = Callable[[Any], Any]  # a framework tensor in, a framework tensor out
+
+
+class KerasModel:
+    """A Keras model or a SavedModel signature, behind one forward function over numpy batches."""
+
+    def __init__(
+        self, forward: Forward, signature: Signature, dtype: str, keep: Any, tensorflow: bool
+    ) -> None:
+        self.signature = signature
+        self._forward = forward
+        self._tensorflow = tensorflow  # whether the forward function runs TensorFlow (for gradients)
+        self._dtype = np.dtype(dtype)
+        self._keep = keep  # the object that owns the variables the forward function reads
+        classes = signature.classes
+        self._classes = np.asarray(classes) if classes is not None else None
+
+    def predict(self, batch: np.ndarray) -> Prediction:
+        output = _to_numpy(self._forward(np.ascontiguousarray(batch, dtype=self._dtype)))
+        if self.signature.task == "classification":
+            probabilities = _probabilities(output)
+            predicted = probabilities.argmax(axis=1)
+            labels = self._classes[predicted] if self._classes is not None else predicted
+            return Prediction(values=labels, probabilities=probabilities)
+        if self.signature.task == "regression" and output.size == len(output):
+            return Prediction(values=output.reshape(len(output)))
+        return Prediction(values=output)
+
+    def explain(self, batch: np.ndarray) -> Attributions | None:
+        """Gradient x input of each row's predicted class output, or of the regression output."""
+        if self.signature.task == "other" or not self._tensorflow:
+            return None
+        import tensorflow as tf
+
+        inputs = tf.constant(np.ascontiguousarray(batch, dtype=self._dtype))
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            output = tf.reshape(self._forward(inputs), (len(batch), -1))
+            if self.signature.task == "classification" and output.shape[1] > 1:
+                output = tf.gather(output, tf.argmax(output, axis=1), axis=1, batch_dims=1)
+            target = tf.reduce_sum(output)
+        gradient = tape.gradient(target, inputs)
+        if gradient is None:  # a graph without gradients for these inputs
+            return None
+        return Attributions("gradient-x-input", (gradient * inputs).numpy())
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    # ``.numpy()`` first: numpy 2 warns on TensorFlow's ``__array__``, which lacks the ``copy`` keyword.
+    if hasattr(tensor, "numpy"):
+        value = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else tensor.numpy()
+        return np.asarray(value)
+    return np.asarray(tensor)
+
+
+def _probabilities(output: np.ndarray) -> np.ndarray:
+    """Rows that already sum to 1 stay as they are; else softmax. One column is P(positive), or its logit."""
+    scores = output.reshape(len(output), -1).astype(np.float64)
+    if scores.shape[1] == 1:
+        column = scores[:, 0]
+        inside = bool(((column >= 0) & (column <= 1)).all())
+        positive = column if inside else 1.0 / (1.0 + np.exp(-column))
+        return np.column_stack([1.0 - positive, positive])
+    if (scores >= 0).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4):
+        return scores
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+
+
+def _shape(dims: Any) -> tuple[int, ...]:
+    return tuple(int(d) if d is not None and int(d) >= 0 else -1 for d in dims)
+
+
+def keras_signature(
+    spec: LoadSpec, inputs: list[TensorSpec], output_shape: tuple[int, ...], extra: dict[str, Any]
+) -> Signature:
+    """Task and classes as for torch: declared in configuration, else one output column is a regression."""
+    configuration = spec.configuration
+    configured = configuration.get("inputShape")
+    if configured and len(inputs) == 1:
+        inputs = [TensorSpec(inputs[0].name, inputs[0].dtype, (-1, *(int(d) for d in configured)))]
+    width = output_shape[1] if len(output_shape) == 2 else (1 if len(output_shape) == 1 else None)
+    task: Task = "other"
+    if configuration.get("task") == "classification" or configuration.get("classes"):
+        task = "classification"
+    elif configuration.get("task") in ("regression", "other"):
+        task = configuration["task"]
+    elif width == 1:
+        task = "regression"
+    classes: tuple[Any, ...] | None = None
+    outputs: tuple[TensorSpec, ...]
+    if task == "classification":
+        if configuration.get("classes"):
+            classes = tuple(configuration["classes"])
+        elif width is not None and width > 0:
+            classes = tuple(range(max(width, 2)))
+        label = "int64" if all(isinstance(c, int) for c in classes or ()) else "object"
+        outputs = (
+            TensorSpec("label", label, (-1,)),
+            TensorSpec("probabilities", "float32", (-1, len(classes) if classes else -1)),
+        )
+    elif task == "regression":
+        outputs = (TensorSpec("prediction", "float32", (-1,)),)
+    else:
+        outputs = (TensorSpec("output", "float32", (-1, *output_shape[1:])),)
+    return Signature(inputs=tuple(inputs), outputs=outputs, task=task, classes=classes, extra=extra)
+
+
+class KerasRuntime:
+    frameworks = (Framework.KERAS, Framework.TENSORFLOW)
+
+    def available(self) -> str | None:
+        missing = [name for name in ("keras", "tensorflow") if importlib.util.find_spec(name) is None]
+        if "keras" in missing:
+            return f"install aiservice[tensorflow] ({', '.join(missing)} missing)"
+        try:
+            _import_keras()
+        except Exception as exc:  # keras present but no usable backend
+            return f"keras cannot start: {exc}"
+        return None
+
+    def load(self, artifact: Path, spec: LoadSpec) -> KerasModel:
+        if spec.filename.lower().endswith(".zip"):
+            return self._load_saved_model(artifact, spec)
+        if not zipfile.is_zipfile(artifact):
+            raise InvalidArtifact(
+                f"{spec.filename!r} is neither a .keras file nor a zipped SavedModel; save the model with "
+                "model.save('model.keras'), or zip the folder written by model.export()."
+            )
+        return self._load_keras(artifact, spec)
+
+    @staticmethod
+    def _load_keras(artifact: Path, spec: LoadSpec) -> KerasModel:
+        keras = _import_keras()
+        _set_threads(spec)
+        try:
+            # keras checks the extension, so hand it a name it accepts whatever the store calls the file.
+            with _keras_named(artifact) as path:
+                model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        except ValueError as exc:
+            if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+                raise UntrustedArtifact(
+                    f"The .keras file holds Python code (a Lambda layer), which is not loaded: {_first(exc)}"
+                ) from exc
+            raise InvalidArtifact(f"The .keras file cannot be loaded: {_first(exc)}") from exc
+        except Exception as exc:
+            raise InvalidArtifact(f"The .keras file cannot be loaded: {_first(exc)}") from exc
+        try:
+            inputs = [TensorSpec(t.name, str(t.dtype), _shape(t.shape)) for t in model.inputs]
+            output_shape = _shape(model.outputs[0].shape)
+        except (AttributeError, TypeError, IndexError, ValueError):  # a subclassed model never called
+            inputs, output_shape = [TensorSpec("input", "float32", (-1, -1))], (-1,)
+        dtype = inputs[0].dtype if len(inputs) == 1 else "float32"
+        extra = {"format": "keras", "backend": keras.backend.backend(), "model": type(model).__name__}
+
+        def forward(batch: Any) -> Any:
+            return model(batch, training=False)
+
+        signature = keras_signature(spec, inputs, output_shape, extra)
+        return KerasModel(forward, signature, dtype, model, tensorflow=extra["backend"] == "tensorflow")
+
+    @staticmethod
+    def _load_saved_model(artifact: Path, spec: LoadSpec) -> KerasModel:
+        if importlib.util.find_spec("tensorflow") is None:
+            raise InvalidArtifact(
+                "A SavedModel needs TensorFlow, which is not installed here; upload a .keras file."
+            )
+        _set_threads(spec)
+        folder = unpack_zip(artifact)
+        try:
+            model = _serve_saved_model(folder, spec)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        weakref.finalize(model, shutil.rmtree, folder, True)  # the folder lives as long as the model
+        return model
+
+
+def _serve_saved_model(folder: Path, spec: LoadSpec) -> KerasModel:
+    import tensorflow as tf
+
+    root = _saved_model_root(folder)
+    _refuse_unsafe_ops(root)
+    try:
+        loaded = tf.saved_model.load(str(root))
+    except Exception as exc:
+        raise InvalidArtifact(f"The SavedModel cannot be loaded: {_first(exc)}") from exc
+    function = loaded.signatures.get("serving_default")
+    if function is None:
+        raise InvalidArtifact("The SavedModel has no serving_default signature.")
+    arguments = function.structured_input_signature[1]
+    if len(arguments) != 1:
+        raise InvalidArtifact(f"The serving signature takes {len(arguments)} inputs; one is supported.")
+    ((name, tensor_spec),) = arguments.items()
+    output_key = sorted(function.structured_outputs)[0]
+    output_shape = _shape(function.structured_outputs[output_key].shape)
+    inputs = [TensorSpec(name, tensor_spec.dtype.name, _shape(tensor_spec.shape))]
+
+    def forward(batch: Any) -> Any:
+        return function(**{name: tf.convert_to_tensor(batch)})[output_key]
+
+    extra = {"format": "savedmodel", "output": output_key}
+    signature = keras_signature(spec, inputs, output_shape, extra)
+    return KerasModel(forward, signature, inputs[0].dtype, loaded, tensorflow=True)
+
+
+def _import_keras() -> Any:
+    """Keras on TensorFlow when it is installed; else on torch, chosen before keras is first imported."""
+    if "keras" not in sys.modules and importlib.util.find_spec("tensorflow") is None:
+        if importlib.util.find_spec("torch") is not None:
+            os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    return keras
+
+
+def _set_threads(spec: LoadSpec) -> None:
+    threads = spec.configuration.get("numThreads")
+    if threads and importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow as tf
+
+        try:  # process-wide, and only before TensorFlow runs its first operation
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        except RuntimeError:
+            pass
+
+
+@contextlib.contextmanager
+def _keras_named(artifact: Path) -> Iterator[Path]:
+    """The artifact under a ``.keras`` name: itself when it has one, else a link in a folder beside it."""
+    if artifact.suffix == ".keras":
+        yield artifact
+        return
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f".{artifact.name}.", dir=artifact.parent))
+    except OSError:  # the artifact's folder is read-only
+        folder = Path(tempfile.mkdtemp(prefix="aiservice-keras-"))
+    try:
+        named = folder / "model.keras"
+        try:
+            named.hardlink_to(artifact)
+        except OSError:
+            shutil.copyfile(artifact, named)
+        yield named
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def unpack_zip(artifact: Path) -> Path:
+    """Unpack a zip into a new folder next to it, refusing anything that could escape or exhaust it."""
+    try:
+        archive = zipfile.ZipFile(artifact)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidArtifact(f"The SavedModel upload is not a readable zip: {exc}") from exc
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise InvalidArtifact(f"The zip has {len(members)} members; at most {MAX_MEMBERS} are accepted.")
+        if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
+            raise InvalidArtifact(f"The zip unpacks to more than {MAX_UNPACKED_BYTES // 1024**3} GB.")
+        for member in members:
+            _check_member(member)
+        try:
+            folder = Path(
+                tempfile.mkdtemp(prefix=f".{artifact.name}.", suffix=".unpacked", dir=artifact.parent)
+            )
+        except OSError:  # the artifact's folder is read-only
+            folder = Path(tempfile.mkdtemp(prefix="aiservice-savedmodel-"))
+        try:
+            _extract(archive, members, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+    return folder
+
+
+def _check_member(member: zipfile.ZipInfo) -> None:
+    name = member.filename
+    path = PurePosixPath(name)
+    if path.is_absolute() or PureWindowsPath(name).drive or name.startswith("\\") or "\\" in name:
+        raise InvalidArtifact(f"The zip member {name!r} has an absolute or Windows path.")
+    if ".." in path.parts:
+        raise InvalidArtifact(f"The zip member {name!r} points outside the archive.")
+    if stat.S_ISLNK(member.external_attr >> 16):
+        raise InvalidArtifact(f"The zip member {name!r} is a symbolic link.")
+
+
+def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], folder: Path) -> None:
+    written = 0
+    for member in members:
+        destination = folder.joinpath(*PurePosixPath(member.filename).parts)
+        if member.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(member) as source, destination.open("wb") as target:
+            # Count what really comes out: the sizes a zip declares can lie.
+            while chunk := source.read(1 << 20):
+                written += len(chunk)
+                if written > MAX_UNPACKED_BYTES:
+                    raise InvalidArtifact(f"The zip unpacks to more than {MAX_UNPACKED_BYTES // 1024**3} GB.")
+                target.write(chunk)
+
+
+def _saved_model_root(folder: Path) -> Path:
+    found = sorted(folder.rglob("saved_model.pb"), key=lambda p: len(p.parts))
+    if not found:
+        raise InvalidArtifact("The zip holds no saved_model.pb; zip the folder written by model.export().")
+    return found[0].parent
+
+
+def _refuse_unsafe_ops(root: Path) -> None:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString((root / "saved_model.pb").read_bytes())
+    except Exception as exc:
+        raise InvalidArtifact(f"saved_model.pb cannot be parsed: {_first(exc)}") from exc
+    ops: set[str] = set()
+    for graph in saved.meta_graphs:
+        ops.update(node.op for node in graph.graph_def.node)
+        for function in graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    refused = sorted(ops & REFUSED_OPS)
+    if refused:
+        raise UntrustedArtifact(
+            f"The SavedModel uses operations that touch files or run Python: {', '.join(refused)}.",
+            extra={"untrustedOps": refused},
+        )
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -1,0 +1,156 @@
+"""``/models/{model}/predict``, ``/batch-predict`` and warming or freeing a version in the cache."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response, status
+from pydantic import Field
+
+from aiservice.application.inference import PredictionResult, PredictOptions
+from aiservice.domain.errors import DomainError, PayloadTooLarge
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.paths import API_PREFIX
+from aiservice.interfaces.http.problems import PROBLEM_BASE, STATUS_BY_CODE
+from aiservice.interfaces.http.schemas import ApiModel
+
+router = APIRouter(prefix=f"{API_PREFIX}/models", tags=["predictions"])
+
+
+class PredictOptionsIn(ApiModel):
+    include_confidence: bool = False
+    include_feature_importance: bool = False
+    version: int | None = Field(
+        default=None, ge=1, description="Pin a version (default: production, else latest)"
+    )
+    alias: str | None = Field(default=None, max_length=64, description="Pin an alias or a stage name")
+
+    def to_options(self) -> PredictOptions:
+        return PredictOptions(
+            include_confidence=self.include_confidence,
+            include_feature_importance=self.include_feature_importance,
+            version=self.version,
+            alias=self.alias,
+        )
+
+
+class BatchOptionsIn(PredictOptionsIn):
+    batch_size: int | None = Field(
+        default=None, ge=1, description="Rows per model call (default: all at once)"
+    )
+    parallel: bool = True
+    fail_fast: bool = False
+
+
+class PredictRequest(ApiModel):
+    input: dict[str, Any] = Field(
+        description='Keyed by the input schema\'s names, e.g. {"age": 42, "plan": "pro"}; '
+        'a model without declared features takes {"features": [...]}'
+    )
+    options: PredictOptionsIn = Field(default_factory=PredictOptionsIn)
+
+
+class BatchPredictRequest(ApiModel):
+    inputs: list[Any] = Field(min_length=1)
+    options: BatchOptionsIn = Field(default_factory=BatchOptionsIn)
+
+
+class PredictResponse(ApiModel):
+    prediction: Any
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    feature_importance: dict[str, Any] | None = None
+    model_id: str
+    version: int
+    latency_ms: float
+    request_id: str | None = None
+
+
+def _response(result: PredictionResult, request_id: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prediction": result.prediction,
+        "modelId": result.model_id,
+        "version": result.version,
+        "latencyMs": result.latency_ms,
+        "requestId": request_id,
+    }
+    if result.confidence is not None:
+        body["confidence"] = result.confidence
+        body["probabilities"] = result.probabilities
+    if result.feature_importance is not None:
+        body["featureImportance"] = result.feature_importance
+    return body
+
+
+def _problem(error: DomainError) -> dict[str, Any]:
+    problem: dict[str, Any] = {
+        "type": PROBLEM_BASE + error.code,
+        "title": error.title,
+        "status": STATUS_BY_CODE.get(error.code, 400),
+        "detail": error.detail,
+    }
+    if error.errors:
+        problem["errors"] = [{"field": e.field, "message": e.message} for e in error.errors]
+    return problem
+
+
+@router.post("/{model}/predict", response_model=PredictResponse, response_model_exclude_none=True)
+async def predict(
+    model: str, body: PredictRequest, request: Request, caller: CallerDep, c: ContainerDep
+) -> Any:
+    result = await c.inference.predict(caller, model, body.input, body.options.to_options())
+    return _response(result, getattr(request.state, "request_id", None))
+
+
+@router.post("/{model}/batch-predict")
+async def batch_predict(
+    model: str, body: BatchPredictRequest, request: Request, caller: CallerDep, c: ContainerDep
+) -> dict[str, Any]:
+    limit = c.inference.max_batch_size
+    if len(body.inputs) > limit:
+        raise PayloadTooLarge(
+            f"A batch may hold at most {limit} inputs (MAX_BATCH_SIZE); this one holds {len(body.inputs)}.",
+            extra={"limit": limit},
+        )
+    options = body.options
+    results = await c.inference.predict_many(
+        caller,
+        model,
+        body.inputs,
+        options.to_options(),
+        fail_fast=options.fail_fast,
+        chunk=options.batch_size if options.parallel else None,
+    )
+    request_id = getattr(request.state, "request_id", None)
+    return {
+        "outputs": [
+            {"error": _problem(r)} if isinstance(r, DomainError) else _response(r, request_id)
+            for r in results
+        ]
+    }
+
+
+VersionNumber = Annotated[int, Path(ge=1)]
+
+
+@router.post("/{model}/versions/{version}/load", summary="Load a version into the model cache")
+async def load(model: str, version: VersionNumber, caller: CallerDep, c: ContainerDep) -> dict[str, Any]:
+    serving = await c.inference.load(caller, model, version)
+    entry = c.inference.cache.entry((caller.tenant_id, serving.model.id, serving.version.version))
+    return {
+        "modelId": serving.model.id,
+        "version": serving.version.version,
+        "loaded": True,
+        "memoryBytes": entry.bytes if entry else None,
+        "signature": serving.loaded.signature.to_json(),
+    }
+
+
+@router.post(
+    "/{model}/versions/{version}/unload",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Free a version from the model cache",
+)
+async def unload(model: str, version: VersionNumber, caller: CallerDep, c: ContainerDep) -> Response:
+    await c.inference.unload(caller, model, version)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
