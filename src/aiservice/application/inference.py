@@ -210,6 +210,40 @@ class InferenceService:
         model, version, _ = await self._route(principal, ident, f":{number}")
         return await self.cache.unload((principal.tenant_id, model.id, version.version))
 
+    # -- raw tensors (the Open Inference Protocol) ---------------------------------------------
+
+    async def describe(
+        self, principal: Principal, ident: str, selector: str = ""
+    ) -> tuple[Model, ModelVersion]:
+        """The version a reference serves, with its stored signature; loads nothing."""
+        model, version, _ = await self._route(principal, ident, selector)
+        return model, version
+
+    def is_loaded(self, principal: Principal, model: Model, version: ModelVersion) -> bool:
+        return (principal.tenant_id, model.id, version.version) in self.cache
+
+    async def infer_array(
+        self, principal: Principal, ident: str, selector: str, rows: np.ndarray
+    ) -> tuple[ServingModel, Prediction]:
+        """Run an already-shaped batch (rows first) through the cache and the batcher."""
+        started = time.perf_counter()
+        model, version, allow_pickle = await self._route(principal, ident, selector)
+        outcome = "error"
+        try:
+            key = (principal.tenant_id, model.id, version.version)
+            async with self.cache.use(key, lambda: self._load(model, version, allow_pickle)) as entry:
+                prediction = await entry.value.batcher.submit(rows)
+            outcome = "success"
+            return entry.value, prediction
+        finally:
+            self._metrics.prediction(
+                model.name, version.version, outcome, (time.perf_counter() - started) * 1000
+            )
+
+    def labels_for(self, serving: ServingModel, values: np.ndarray) -> list[Any]:
+        """Caller-facing labels for a column of native predictions."""
+        return [_label(serving, v) for v in values]
+
     # -- predictions ---------------------------------------------------------------------------
 
     async def predict(
