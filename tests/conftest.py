@@ -108,6 +108,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "data_dir": data_dir,
         "jwt_secret": TEST_SECRET,
         "outbox_poll_seconds": 0.05,
+        "onnx_compile": False,  # tests that compile turn it on; it costs seconds of CPU per upload
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -95,6 +95,9 @@ class _Versions:
     def set_stage(self, version: ModelVersion) -> None:
         self.add(version)
 
+    def set_serving(self, version: ModelVersion) -> None:
+        self.add(version)
+
 
 class _Aliases:
     def __init__(self, data: InMemoryDatabase, tenant: str) -> None:

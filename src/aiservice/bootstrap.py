@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import psutil
 from sqlalchemy.engine import Engine
 
 from aiservice import __version__
+from aiservice.application.compilation import OnnxCompilation
 from aiservice.application.health import HealthCheck
 from aiservice.application.inference import InferenceService
 from aiservice.application.outbox import EventBus, OutboxRelay
@@ -28,6 +30,7 @@ from aiservice.infrastructure.db.engine import create_engine
 from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
+from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 from aiservice.infrastructure.storage.local import LocalArtifactStore
@@ -50,6 +53,8 @@ class Container:
     versions: ModelVersions
     inference: InferenceService
     executor: ThreadPoolExecutor
+    compilation: OnnxCompilation
+    compile_pool: ThreadPoolExecutor
     tenants: Tenants
     tokens: TokenService
     authenticator: Authenticator
@@ -71,6 +76,7 @@ class Container:
     def close(self) -> None:
         self.relay.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.compile_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
 
@@ -82,6 +88,14 @@ def signing_secret(settings: Settings) -> tuple[str, bool, bool]:
         raise ConfigurationError("JWT_SECRET must be set when ENVIRONMENT=production.")
     secret, created = load_or_create_secret(settings.secret_file)
     return secret, True, created
+
+
+def _logged(task: Callable[..., object], *args: object) -> None:
+    """Background work reports its failures in the log instead of losing them in a future."""
+    try:
+        task(*args)
+    except Exception:
+        log.exception("background task %s failed", getattr(task, "__name__", task))
 
 
 def token_service(settings: Settings) -> TokenService:
@@ -135,6 +149,23 @@ def bootstrap(settings: Settings | None = None) -> Container:
         batch_workers=min(threads, 2),
     )
 
+    compilation = OnnxCompilation(
+        uow,
+        store,
+        SubprocessOnnxCompiler(memory_bytes=settings.inspect_memory_mb * 1024**2),
+        settings.max_artifact_bytes,
+    )
+    compile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-compile")
+    if settings.onnx_compile:
+
+        def compile_new_version(message: OutboxMessage) -> None:
+            version = int(message.data["version"])
+            compile_pool.submit(
+                _logged, compilation.compile_version, message.tenant_id, message.aggregate_id, version
+            )
+
+        bus.subscribe("ModelVersionCreated", compile_new_version)
+
     def on_events(events: list[DomainEvent]) -> None:
         relay.notify()
         for event in events:  # this replica forgets stale resolutions at once; others via the relay
@@ -148,6 +179,8 @@ def bootstrap(settings: Settings | None = None) -> Container:
         versions=versions,
         inference=inference,
         executor=executor,
+        compilation=compilation,
+        compile_pool=compile_pool,
         tenants=Tenants(uow),
         tokens=tokens,
         authenticator=TokenAuthenticator(tokens, uow),

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=32, ge=1)
     max_batch_delay_ms: float = Field(default=2.0, ge=0)
     inference_threads: int = Field(default=0, ge=0)
+    onnx_compile: bool = True
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -152,24 +152,36 @@ class InferenceService:
     async def _load(
         self, model: Model, version: ModelVersion, allow_pickle: bool
     ) -> tuple[ServingModel, int]:
-        runtime = self._runtimes.get(model.framework)
-        spec = LoadSpec(
-            framework=model.framework,
-            filename=version.artifact.filename,
-            allow_pickle=allow_pickle,
-            configuration=model.configuration,
-        )
+        compiled = version.serving.get("onnx") if version.serving.get("form") == "onnx" else None
+        if compiled is not None:  # the checked, faster ONNX form of this version
+            runtime = self._runtimes.get(Framework.ONNX)
+            spec = LoadSpec(Framework.ONNX, "model.onnx", configuration=compiled.get("configuration", {}))
+            key, digest, size = compiled["key"], compiled["digest"], int(compiled["sizeBytes"])
+        else:
+            runtime = self._runtimes.get(model.framework)
+            spec = LoadSpec(
+                framework=model.framework,
+                filename=version.artifact.filename,
+                allow_pickle=allow_pickle,
+                configuration=model.configuration,
+            )
+            key, digest, size = version.artifact.key, version.artifact.digest, version.artifact.size_bytes
         loop = asyncio.get_running_loop()
 
         def load() -> tuple[LoadedModel, int]:
-            path = self._store.local_path(version.artifact.key, version.artifact.digest)
+            path = self._store.local_path(key, digest)
             before = self._resident_bytes()
             loaded = runtime.load(path, spec)
             return loaded, self._resident_bytes() - before
 
         loaded, grown = await loop.run_in_executor(None, load)
         serving = self._serving_model(model, version, loaded)
-        return serving, max(grown, version.artifact.size_bytes)
+        return serving, max(grown, size)
+
+    @staticmethod
+    def _key(principal: Principal, model: Model, version: ModelVersion) -> tuple[str, str, int, str]:
+        """Cache key; the serving form is part of it, so a compiled form replaces the native one."""
+        return (principal.tenant_id, model.id, version.version, str(version.serving.get("form", "native")))
 
     def _serving_model(self, model: Model, version: ModelVersion, loaded: LoadedModel) -> ServingModel:
         signature = loaded.signature
@@ -196,19 +208,19 @@ class InferenceService:
     async def _closed(serving: ServingModel) -> None:
         await serving.batcher.close()
 
-    async def load(self, principal: Principal, ident: str, number: int) -> ServingModel:
+    async def load(self, principal: Principal, ident: str, number: int) -> tuple[ServingModel, int]:
         """Warm a version into the cache. It changes nothing users see but costs memory: writers only."""
         principal.require(Permission.VERSION_WRITE)
         model, version, allow_pickle = await self._route(principal, ident, f":{number}")
         async with self.cache.use(
-            (principal.tenant_id, model.id, version.version), lambda: self._load(model, version, allow_pickle)
+            self._key(principal, model, version), lambda: self._load(model, version, allow_pickle)
         ) as entry:
-            return entry.value
+            return entry.value, entry.bytes
 
     async def unload(self, principal: Principal, ident: str, number: int) -> bool:
         principal.require(Permission.VERSION_WRITE)
         model, version, _ = await self._route(principal, ident, f":{number}")
-        return await self.cache.unload((principal.tenant_id, model.id, version.version))
+        return await self.cache.unload(self._key(principal, model, version))
 
     # -- raw tensors (the Open Inference Protocol) ---------------------------------------------
 
@@ -220,7 +232,7 @@ class InferenceService:
         return model, version
 
     def is_loaded(self, principal: Principal, model: Model, version: ModelVersion) -> bool:
-        return (principal.tenant_id, model.id, version.version) in self.cache
+        return self._key(principal, model, version) in self.cache
 
     async def infer_array(
         self, principal: Principal, ident: str, selector: str, rows: np.ndarray
@@ -230,7 +242,7 @@ class InferenceService:
         model, version, allow_pickle = await self._route(principal, ident, selector)
         outcome = "error"
         try:
-            key = (principal.tenant_id, model.id, version.version)
+            key = self._key(principal, model, version)
             async with self.cache.use(key, lambda: self._load(model, version, allow_pickle)) as entry:
                 prediction = await entry.value.batcher.submit(rows)
             outcome = "success"
@@ -268,7 +280,7 @@ class InferenceService:
         """One result per payload, in order. A bad payload fails alone unless ``fail_fast``."""
         started = time.perf_counter()
         model, version, allow_pickle = await self._route(principal, ident, options.selector())
-        key = (principal.tenant_id, model.id, version.version)
+        key = self._key(principal, model, version)
         outcome = "error"
         try:
             async with self.cache.use(key, lambda: self._load(model, version, allow_pickle)) as entry:

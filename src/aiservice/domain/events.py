@@ -57,6 +57,13 @@ class ModelVersionCreated(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelVersionCompiled(DomainEvent):
+    version: int
+    form: str  # the form that now serves: "onnx" or "native"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelStageChanged(DomainEvent):
     version: int
     from_stage: str

@@ -276,6 +276,13 @@ class SqlAlchemyVersionRepository:
         ).mappings()
         return [_version(r) for r in rows]
 
+    def set_serving(self, version: ModelVersion) -> None:
+        self._conn.execute(
+            model_versions.update()
+            .where(model_versions.c.tenant_id == self._tenant, model_versions.c.id == version.id)
+            .values(serving=version.serving)
+        )
+
     def set_stage(self, version: ModelVersion) -> None:
         try:
             self._conn.execute(

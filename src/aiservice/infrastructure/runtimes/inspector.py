@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 from importlib.util import find_spec
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -44,6 +45,62 @@ def _forkserver() -> Any:
         return _context
 
 
+class IsolatedFailure(Exception):
+    """The child crashed, ran out of time or used too much memory; the message says which."""
+
+
+def run_isolated(
+    target: Callable[[dict[str, Any], Connection], None],
+    request: dict[str, Any],
+    timeout_s: float,
+    memory_bytes: int,
+    what: str = "Loading the artifact",
+) -> dict[str, Any]:
+    """Run ``target(request, pipe)`` in a child forked from the fork server, bounded in time and
+    resident memory; returns what the child sent."""
+    context = _forkserver()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=target, args=(request, sender), daemon=True)
+    process.start()
+    sender.close()
+    too_big = f"{what} used more than {memory_bytes // 1024**2} MB; it was stopped."
+    try:
+        result = _supervise(process, receiver, timeout_s, memory_bytes, what, too_big)
+    finally:
+        receiver.close()
+        process.join(timeout=5)
+    if result.get("peakRssBytes", 0) > memory_bytes:  # a child too quick for the watcher to catch
+        raise IsolatedFailure(too_big)
+    return result
+
+
+def _supervise(
+    process: Any, receiver: Connection, timeout_s: float, memory_bytes: int, what: str, too_big: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    watched = psutil.Process(process.pid)
+    while True:
+        if receiver.poll(0.02):
+            try:
+                result: dict[str, Any] = receiver.recv()
+                return result
+            except EOFError:  # the child died without answering
+                pass
+        if not process.is_alive() and not receiver.poll(0):
+            process.join()
+            raise IsolatedFailure(f"{what} crashed the worker process (exit status {process.exitcode}).")
+        try:
+            rss = watched.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+        if rss > memory_bytes:
+            process.kill()
+            raise IsolatedFailure(too_big)
+        if time.monotonic() > deadline:
+            process.kill()
+            raise IsolatedFailure(f"{what} took longer than {timeout_s:g} s; it was stopped.")
+
+
 class SubprocessArtifactInspector:
     def __init__(self, timeout_s: float = 120.0, memory_bytes: int = 4 * 1024**3) -> None:
         self._timeout = timeout_s
@@ -57,18 +114,10 @@ class SubprocessArtifactInspector:
             "allowPickle": spec.allow_pickle,
             "configuration": spec.configuration,
         }
-        context = _forkserver()
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=inspect_into, args=(request, sender), daemon=True)
-        process.start()
-        sender.close()
         try:
-            result = self._supervise(process, receiver)
-        finally:
-            receiver.close()
-            process.join(timeout=5)
-        if result.get("peakRssBytes", 0) > self._memory:  # a load too quick for the watcher to catch
-            raise self._too_big()
+            result = run_isolated(inspect_into, request, self._timeout, self._memory)
+        except IsolatedFailure as exc:
+            raise InvalidArtifact(str(exc)) from None
         if "error" in result:
             error = result["error"]
             if error["code"] == "runtime-unavailable":
@@ -76,36 +125,3 @@ class SubprocessArtifactInspector:
             kind = _ERRORS.get(error["code"], InvalidArtifact)
             raise kind(error["detail"], extra=error.get("extra") or {})
         return Signature.from_json(result["signature"])
-
-    def _too_big(self) -> InvalidArtifact:
-        return InvalidArtifact(
-            f"Loading the artifact used more than {self._memory // 1024**2} MB; it was stopped."
-        )
-
-    def _supervise(self, process: Any, receiver: Connection) -> dict[str, Any]:
-        deadline = time.monotonic() + self._timeout
-        watched = psutil.Process(process.pid)
-        while True:
-            if receiver.poll(0.02):
-                try:
-                    result: dict[str, Any] = receiver.recv()
-                    return result
-                except EOFError:  # the child died without answering
-                    pass
-            if not process.is_alive() and not receiver.poll(0):
-                process.join()
-                raise InvalidArtifact(
-                    f"The loader crashed on this artifact (exit status {process.exitcode})."
-                )
-            try:
-                rss = watched.memory_info().rss
-            except psutil.NoSuchProcess:
-                continue
-            if rss > self._memory:
-                process.kill()
-                raise self._too_big()
-            if time.monotonic() > deadline:
-                process.kill()
-                raise InvalidArtifact(
-                    f"Loading the artifact took longer than {self._timeout:g} s; it was stopped."
-                )

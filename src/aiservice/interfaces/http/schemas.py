@@ -100,6 +100,13 @@ class VersionOut(ApiModel):
     artifact: ArtifactOut
     created_by: str | None
     created_at: datetime
+    signature: dict[str, Any] | None = Field(
+        default=None, description="What the runtime reported when the upload was inspected"
+    )
+    serving: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Which form serves (native or compiled ONNX), why, and the checks made",
+    )
 
     @classmethod
     def of(cls, v: ModelVersion) -> VersionOut:
@@ -121,6 +128,9 @@ class VersionOut(ApiModel):
             ),
             created_by=v.created_by,
             created_at=v.created_at,
+            signature=v.signature.to_json() if v.signature else None,
+            serving={k: val for k, val in v.serving.items() if k != "onnx"}
+            | ({"onnxSizeBytes": v.serving["onnx"]["sizeBytes"]} if "onnx" in v.serving else {}),
         )
 
 

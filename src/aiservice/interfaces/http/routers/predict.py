@@ -135,13 +135,13 @@ VersionNumber = Annotated[int, Path(ge=1)]
 
 @router.post("/{model}/versions/{version}/load", summary="Load a version into the model cache")
 async def load(model: str, version: VersionNumber, caller: CallerDep, c: ContainerDep) -> dict[str, Any]:
-    serving = await c.inference.load(caller, model, version)
-    entry = c.inference.cache.entry((caller.tenant_id, serving.model.id, serving.version.version))
+    serving, memory = await c.inference.load(caller, model, version)
     return {
         "modelId": serving.model.id,
         "version": serving.version.version,
         "loaded": True,
-        "memoryBytes": entry.bytes if entry else None,
+        "memoryBytes": memory,
+        "form": serving.version.serving.get("form", "native"),
         "signature": serving.loaded.signature.to_json(),
     }
 

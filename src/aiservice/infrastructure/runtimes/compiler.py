@@ -1,0 +1,34 @@
+"""Parent side of automatic ONNX compilation: runs the conversion in an isolated, bounded child."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiservice.application.ports import LoadSpec
+from aiservice.infrastructure.runtimes.inspector import IsolatedFailure, run_isolated
+from aiservice.infrastructure.runtimes.onnx_compile import compile_into
+
+
+class SubprocessOnnxCompiler:
+    def __init__(self, timeout_s: float = 300.0, memory_bytes: int = 4 * 1024**3) -> None:
+        self._timeout = timeout_s
+        self._memory = memory_bytes
+
+    def compile(self, artifact: Path, spec: LoadSpec, out: Path) -> dict[str, Any]:
+        request = {
+            "framework": spec.framework.value,
+            "filename": spec.filename,
+            "path": str(artifact),
+            "allowPickle": spec.allow_pickle,
+            "configuration": spec.configuration,
+            "out": str(out),
+        }
+        try:
+            report = run_isolated(
+                compile_into, request, self._timeout, self._memory, what="Compiling to ONNX"
+            )
+        except IsolatedFailure as exc:
+            return {"kept": False, "form": "native", "reason": str(exc)}
+        report.pop("peakRssBytes", None)
+        return report

@@ -1,0 +1,190 @@
+"""Automatic ONNX compilation, child side: convert a native model, check it against the original on a
+sample, and time both, so the parent can keep the compiled form only where it is right and faster.
+
+scikit-learn through skl2onnx (ZipMap off), XGBoost through onnxmltools (opset 15), PyTorch through
+``torch.onnx.export`` (one self-contained file; classifiers export their softmax probabilities).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiservice.application.ports import LoadedModel, LoadSpec, Prediction
+from aiservice.domain.models import Framework
+from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+
+SAMPLE_ROWS = 256
+PROBABILITY_TOLERANCE = 1e-4
+VALUE_RTOL = 1e-4
+TIMING_CALLS = 200
+COMPILABLE = (Framework.SKLEARN, Framework.XGBOOST, Framework.PYTORCH)
+
+
+def compile_into(request: dict[str, Any], sender: Connection) -> None:
+    """Process target: compile one artifact, send the report (plain JSON types) with peak memory."""
+    try:
+        report = compile_request(request)
+    except Exception as exc:
+        report = {"kept": False, "form": "native", "reason": f"compilation failed: {_first_line(exc)}"}
+    report["peakRssBytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    sender.send(json.loads(json.dumps(report, default=str)))
+    sender.close()
+
+
+def compile_request(request: dict[str, Any]) -> dict[str, Any]:
+    framework = Framework(request["framework"])
+    spec = LoadSpec(
+        framework=framework,
+        filename=request["filename"],
+        allow_pickle=bool(request.get("allowPickle", False)),
+        configuration=request.get("configuration", {}),
+    )
+    registry = RuntimeRegistry.discover()
+    native = registry.get(framework).load(Path(request["path"]), spec)
+    signature = native.signature
+    shape = signature.inputs[0].shape[1:] if len(signature.inputs) == 1 else ()
+    if not shape or any(d < 1 for d in shape) or signature.inputs[0].dtype == "object":
+        return {"kept": False, "form": "native", "reason": "the input is not a fixed-shape numeric tensor"}
+    sample = np.random.default_rng(0).normal(size=(SAMPLE_ROWS, *shape)).astype(np.float32)
+    onnx_bytes, configuration = _convert(framework, native, sample)
+    out = Path(request["out"])
+    out.write_bytes(onnx_bytes)
+    compiled = registry.get(Framework.ONNX).load(
+        out, LoadSpec(Framework.ONNX, "model.onnx", configuration=configuration)
+    )
+    difference, agree = _compare(native.predict(sample), compiled.predict(sample), signature.task)
+    tolerance = PROBABILITY_TOLERANCE if signature.task == "classification" else VALUE_RTOL
+    report: dict[str, Any] = {"tolerance": tolerance, "maxAbsDiff": difference, "sampleRows": SAMPLE_ROWS}
+    if not agree:
+        out.unlink(missing_ok=True)
+        return {
+            **report,
+            "kept": False,
+            "form": "native",
+            "reason": f"the ONNX outputs differ from the native model's (max difference {difference:.3g})",
+        }
+    native_us = _per_call_us(native, sample[:1])
+    onnx_us = _per_call_us(compiled, sample[:1])
+    native_batch_us = _per_call_us(native, sample, calls=20) / SAMPLE_ROWS
+    onnx_batch_us = _per_call_us(compiled, sample, calls=20) / SAMPLE_ROWS
+    faster = onnx_us < native_us
+    return {
+        **report,
+        "kept": True,
+        "form": "onnx" if faster else "native",
+        "reason": (
+            f"ONNX matches within {tolerance:g} and answers one row in {onnx_us:.0f} us against "
+            f"{native_us:.0f} us natively" + ("" if faster else "; the native form is faster, so it serves")
+        ),
+        "latencyUs": {
+            "nativeRow": round(native_us, 2),
+            "onnxRow": round(onnx_us, 2),
+            "nativePerRowInBatch": round(native_batch_us, 3),
+            "onnxPerRowInBatch": round(onnx_batch_us, 3),
+        },
+        "configuration": configuration,
+    }
+
+
+def _convert(framework: Framework, native: LoadedModel, sample: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+    if framework == Framework.SKLEARN:
+        return _from_sklearn(native, sample), {}
+    if framework == Framework.XGBOOST:
+        return _from_xgboost(native, sample.shape[1]), {}
+    return _from_torch(native, sample)
+
+
+def _from_sklearn(native: Any, sample: np.ndarray) -> bytes:
+    from skl2onnx import to_onnx
+    from sklearn.base import is_classifier
+
+    estimator = native.estimator
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    options = {id(final): {"zipmap": False}} if is_classifier(final) else None
+    onx = to_onnx(estimator, sample[:1], options=options)
+    return bytes(onx.SerializeToString())
+
+
+def _from_xgboost(native: Any, n_features: int) -> bytes:
+    from onnxmltools import convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    onx = convert_xgboost(
+        native.booster, initial_types=[("input", FloatTensorType([None, n_features]))], target_opset=15
+    )
+    return bytes(onx.SerializeToString())
+
+
+def _from_torch(native: Any, sample: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+    import torch
+
+    signature = native.signature
+    classify = signature.task == "classification"
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "model.onnx"
+        torch.onnx.export(
+            native.module,
+            (torch.from_numpy(sample[:2]),),
+            str(target),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            dynamo=False,
+            external_data=False,
+        )
+        data = target.read_bytes()
+    if not classify:
+        return data, {}
+    return _append_softmax(data), {"classes": list(signature.classes)} if signature.classes else {}
+
+
+def _append_softmax(data: bytes) -> bytes:
+    """Classifiers serve probabilities: end the exported graph (which gives logits) with a Softmax."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_from_string(data)
+    logits = model.graph.output[0]
+    model.graph.node.append(helper.make_node("Softmax", [logits.name], ["probabilities"], axis=1))
+    probabilities = onnx.ValueInfoProto()
+    probabilities.CopyFrom(logits)
+    probabilities.name = "probabilities"
+    del model.graph.output[:]
+    model.graph.output.append(probabilities)
+    return bytes(model.SerializeToString())
+
+
+def _compare(native: Prediction, compiled: Prediction, task: str) -> tuple[float, bool]:
+    if task == "classification" and native.probabilities is not None and compiled.probabilities is not None:
+        difference = float(np.max(np.abs(native.probabilities - compiled.probabilities)))
+        labels_agree = np.array_equal(np.asarray(native.values), np.asarray(compiled.values))
+        return difference, difference <= PROBABILITY_TOLERANCE and labels_agree
+    a = np.asarray(native.values, dtype=np.float64).ravel()
+    b = np.asarray(compiled.values, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        return float("inf"), False
+    difference = float(np.max(np.abs(a - b))) if a.size else 0.0
+    return difference, bool(np.allclose(a, b, rtol=VALUE_RTOL, atol=VALUE_RTOL))
+
+
+def _per_call_us(model: LoadedModel, batch: np.ndarray, calls: int = TIMING_CALLS) -> float:
+    model.predict(batch)  # warm up
+    timings = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        model.predict(batch)
+        timings.append(time.perf_counter() - started)
+    return float(np.median(timings) * 1e6)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

@@ -1,0 +1,96 @@
+"""Automatic ONNX compilation: kept only where outputs match, and served when it is faster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+from fastapi.testclient import TestClient
+from sklearn.datasets import load_iris
+
+from aiservice.bootstrap import Container, bootstrap
+from aiservice.interfaces.http.app import create_app
+from tests.conftest import Auth, make_settings
+from tests.helpers import create_model, iris_model_bytes, upload
+
+API = "/api/v1/ai/models"
+X, _ = load_iris(return_X_y=True)
+
+
+def test_compiled_version_records_its_checks_and_predicts_the_same(
+    client: TestClient, auth: Auth, container: Container
+) -> None:
+    create_model(client, auth(), "forest")
+    upload(client, auth(), "forest", iris_model_bytes("forest"))
+    model_id = client.get(f"{API}/forest", headers=auth()).json()["id"]
+    serving = container.compilation.compile_version("acme", model_id, 1)
+    assert serving is not None and serving["kept"] is True
+    version = client.get(f"{API}/forest/versions/1", headers=auth()).json()
+    shown = version["serving"]
+    assert shown["form"] in ("onnx", "native")
+    assert shown["tolerance"] == 1e-4 and shown["maxAbsDiff"] <= 1e-4
+    assert {"nativeRow", "onnxRow"} <= set(shown["latencyUs"])
+    assert shown["onnxSizeBytes"] > 0
+    assert "onnx" in shown["reason"].lower()
+
+    reference = sio.loads(
+        iris_model_bytes("forest"), trusted=sio.get_untrusted_types(data=iris_model_bytes("forest"))
+    )
+    features = [float(v) for v in X[120]]
+    body = client.post(
+        f"{API}/forest/predict",
+        json={"input": {"features": features}, "options": {"includeConfidence": True}},
+        headers=auth(),
+    ).json()
+    expected = reference.predict_proba(np.asarray([features], dtype=np.float32))[0]
+    assert list(body["probabilities"].values()) == pytest.approx(list(expected), abs=1e-4)
+    loaded = client.post(f"{API}/forest/versions/1/load", headers=auth()).json()
+    assert loaded["form"] == shown["form"]
+
+
+def test_compiling_twice_is_a_no_op(client: TestClient, auth: Auth, container: Container) -> None:
+    create_model(client, auth(), "lr")
+    upload(client, auth(), "lr")
+    model_id = client.get(f"{API}/lr", headers=auth()).json()["id"]
+    assert container.compilation.compile_version("acme", model_id, 1) is not None
+    assert container.compilation.compile_version("acme", model_id, 1) is None
+
+
+def test_frameworks_without_a_converter_are_left_native(
+    client: TestClient, auth: Auth, container: Container
+) -> None:
+    create_model(client, auth(), "lr")
+    upload(client, auth(), "lr")
+    model_id = client.get(f"{API}/lr", headers=auth()).json()["id"]
+    assert container.compilation.compile_version("acme", model_id, 99) is None
+    assert container.compilation.compile_version("globex", model_id, 1) is None  # not that tenant's model
+
+
+@pytest.fixture
+def compiling_client(
+    database_url: str, engine: object, tmp_path: Path
+) -> Iterator[tuple[TestClient, Container]]:
+    container = bootstrap(make_settings(database_url, tmp_path / "data", onnx_compile=True))
+    container.tenants.ensure("acme")
+    with TestClient(create_app(container)) as client:
+        yield client, container
+    container.close()
+
+
+def test_new_versions_are_compiled_in_the_background(
+    compiling_client: tuple[TestClient, Container], auth: Auth
+) -> None:
+    client, _ = compiling_client
+    create_model(client, auth(), "auto")
+    assert upload(client, auth(), "auto").status_code == 201
+    deadline = time.monotonic() + 90
+    serving: dict[str, object] = {}
+    while time.monotonic() < deadline and "compiled" not in serving:
+        serving = client.get(f"{API}/auto/versions/1", headers=auth()).json()["serving"]
+        time.sleep(0.2)
+    assert serving.get("compiled") is True
+    assert serving["kept"] is True
