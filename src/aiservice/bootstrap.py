@@ -29,6 +29,7 @@ from aiservice.infrastructure.db import migrate
 from aiservice.infrastructure.db.engine import create_engine
 from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
+from aiservice.infrastructure.images.pillow import PillowImageDecoder
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector
@@ -142,6 +143,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
         executor,
         metrics,
         resident_bytes=lambda: int(psutil.Process().memory_info().rss),
+        images=PillowImageDecoder(),
         max_models=settings.model_cache_size,
         max_memory_bytes=settings.model_cache_memory_mb * 1024**2,
         max_batch_size=settings.max_batch_size,

@@ -44,6 +44,14 @@ class RuntimeProvider(Protocol):
     def get(self, framework: Framework) -> Runtime: ...
 
 
+class ImageDecoder(Protocol):
+    def decode(
+        self, data: Any, formats: tuple[str, ...], max_pixels: int, configuration: dict[str, Any], where: str
+    ) -> np.ndarray:
+        """One image as a float32 array shaped as the model's configuration declares."""
+        ...
+
+
 class InferenceMetrics(Protocol):
     def prediction(self, model: str, version: int, outcome: str, duration_ms: float) -> None: ...
     def batch(self, requests: int, rows: int) -> None: ...
@@ -104,6 +112,7 @@ class InferenceService:
         executor: Executor,
         metrics: InferenceMetrics,
         resident_bytes: Callable[[], int],
+        images: ImageDecoder | None = None,
         max_models: int = 10,
         max_memory_bytes: int = 2 * 1024**3,
         max_batch_size: int = 32,
@@ -116,6 +125,7 @@ class InferenceService:
         self._executor = executor
         self._metrics = metrics
         self._resident_bytes = resident_bytes
+        self._images = images
         self.max_batch_size = max_batch_size
         self._batch_delay = max_batch_delay_s
         self._batch_workers = batch_workers
@@ -285,7 +295,7 @@ class InferenceService:
         try:
             async with self.cache.use(key, lambda: self._load(model, version, allow_pickle)) as entry:
                 serving = entry.value
-                rows, errors = self._rows(serving, payloads, where, fail_fast)
+                rows, errors = await self._rows_off_loop(serving, payloads, where, fail_fast)
                 good = [i for i in range(len(payloads)) if i not in errors]
                 prediction = await self._run(serving, rows, chunk) if good else None
                 importance = (
@@ -311,17 +321,26 @@ class InferenceService:
                 model.name, version.version, outcome, (time.perf_counter() - started) * 1000
             )
 
+    async def _rows_off_loop(
+        self, serving: ServingModel, payloads: list[Any], where: str, fail_fast: bool
+    ) -> tuple[np.ndarray, dict[int, DomainError]]:
+        """Images decode in a worker thread; everything else is cheap enough for the loop."""
+        if isinstance(serving.input_schema, ImageSchema):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._rows, serving, payloads, where, fail_fast)
+        return self._rows(serving, payloads, where, fail_fast)
+
     def _rows(
         self, serving: ServingModel, payloads: list[Any], where: str, fail_fast: bool
     ) -> tuple[np.ndarray, dict[int, DomainError]]:
         if len(payloads) == 1 or fail_fast:
             paths = [where] if len(payloads) == 1 else [f"{where}.{i}" for i in range(len(payloads))]
-            return _to_rows(serving, payloads, paths), {}
+            return _to_rows(serving, payloads, paths, self._images), {}
         errors: dict[int, DomainError] = {}
         arrays = []
         for i, payload in enumerate(payloads):
             try:
-                arrays.append(_to_rows(serving, [payload], [f"{where}.{i}"]))
+                arrays.append(_to_rows(serving, [payload], [f"{where}.{i}"], self._images))
             except InvalidInput as exc:
                 errors[i] = exc
         if not arrays:
@@ -395,7 +414,9 @@ def _label(serving: ServingModel, value: Any) -> Any:
     return native
 
 
-def _to_rows(serving: ServingModel, payloads: list[Any], paths: list[str]) -> np.ndarray:
+def _to_rows(
+    serving: ServingModel, payloads: list[Any], paths: list[str], images: ImageDecoder | None
+) -> np.ndarray:
     schema = serving.input_schema
     where = paths[0] if len(paths) == 1 else paths[0].rsplit(".", 1)[0]
     if schema is None:
@@ -421,5 +442,15 @@ def _to_rows(serving: ServingModel, payloads: list[Any], paths: list[str]) -> np
     if isinstance(schema, TextSchema):
         return text_input(schema, values, where)
     if isinstance(schema, ImageSchema):
-        raise Unavailable("Image inputs are not served yet by this release.", code="unsupported-input")
+        if images is None:
+            raise Unavailable("No image decoder is configured in this service.", code="unsupported-input")
+        configuration = serving.model.configuration
+        return np.stack(
+            [
+                images.decode(
+                    value, schema.formats, schema.max_pixels, configuration, f"{path}.{schema.name}"
+                )
+                for value, path in zip(values, paths, strict=True)
+            ]
+        )
     raise AssertionError(f"unhandled input schema {schema!r}")

@@ -133,7 +133,10 @@ def parse_input_schema(raw: dict[str, Any], where: str = "body.inputSchema") -> 
         formats = [formats] if isinstance(formats, str) else formats
         if not isinstance(formats, list) or not set(formats) <= {"jpeg", "png"}:
             raise _bad(f"{where}.format", "must be jpeg, png or a list of them")
-        return ImageSchema(name=str(raw.get("name", "image")), formats=tuple(formats))
+        max_pixels = raw.get("maxPixels", 16_000_000)
+        if not isinstance(max_pixels, int) or max_pixels < 1:
+            raise _bad(f"{where}.maxPixels", "must be a positive integer")
+        return ImageSchema(name=str(raw.get("name", "image")), formats=tuple(formats), max_pixels=max_pixels)
     raise _bad(f"{where}.type", "must be one of tabular, tensor, text, image")
 
 
