@@ -149,6 +149,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
         max_batch_size=settings.max_batch_size,
         max_batch_delay_s=settings.max_batch_delay_ms / 1000,
         batch_workers=min(threads, 2),
+        timeout_s=settings.predict_timeout_seconds,
     )
 
     compilation = OnnxCompilation(

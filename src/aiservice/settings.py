@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float = Field(default=2.0, ge=0)
     inference_threads: int = Field(default=0, ge=0)
     onnx_compile: bool = True
+    predict_timeout_seconds: float = Field(default=30.0, gt=0)
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"

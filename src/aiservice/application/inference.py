@@ -20,7 +20,7 @@ from aiservice.application.ports import ArtifactStore, LoadedModel, LoadSpec, Pr
 from aiservice.application.serving.batching import AdaptiveBatcher
 from aiservice.application.serving.cache import CacheStats, ModelCache
 from aiservice.application.versions import ModelVersions
-from aiservice.domain.errors import DomainError, FieldError, InvalidInput, Unavailable
+from aiservice.domain.errors import DomainError, FieldError, InvalidInput, PredictionFailed, Unavailable
 from aiservice.domain.models import Framework, Model, ModelVersion
 from aiservice.domain.schemas import (
     ImageSchema,
@@ -118,7 +118,9 @@ class InferenceService:
         max_batch_size: int = 32,
         max_batch_delay_s: float = 0.002,
         batch_workers: int = 1,
+        timeout_s: float = 30.0,
     ) -> None:
+        self.timeout_s = timeout_s
         self._versions = versions
         self._store = store
         self._runtimes = runtimes
@@ -348,6 +350,21 @@ class InferenceService:
         return np.concatenate(arrays), errors
 
     async def _run(self, serving: ServingModel, rows: np.ndarray, chunk: int | None) -> Prediction:
+        """The model's answer, within the time limit; a model's own failure becomes a clear problem."""
+        try:
+            return await asyncio.wait_for(self._run_chunks(serving, rows, chunk), self.timeout_s)
+        except TimeoutError:
+            raise Unavailable(
+                f"The model did not answer within {self.timeout_s:g} s.", code="prediction-timeout"
+            ) from None
+        except DomainError:
+            raise
+        except Exception as exc:
+            # Frameworks put the specific cause last (TorchScript prefixes a generic banner).
+            cause = ([line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__])[-1]
+            raise PredictionFailed(f"The model failed on this input: {cause.strip()[:300]}") from exc
+
+    async def _run_chunks(self, serving: ServingModel, rows: np.ndarray, chunk: int | None) -> Prediction:
         if chunk is None or len(rows) <= chunk:
             return await serving.batcher.submit(rows)
         parts = await asyncio.gather(

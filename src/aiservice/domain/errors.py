@@ -80,6 +80,13 @@ class Unavailable(DomainError):
     title = "Service unavailable"
 
 
+class PredictionFailed(DomainError):
+    """The model itself failed or timed out on input that passed the schema checks."""
+
+    code = "prediction-failed"
+    title = "Prediction failed"
+
+
 class ArtifactCorrupt(DomainError):
     """Stored bytes no longer match the digest recorded at upload: an operator problem."""
 

@@ -37,6 +37,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "range-not-satisfiable": 416,
     "quota-exceeded": 429,
     "unavailable": 503,
+    "prediction-failed": 500,
     "artifact-corrupt": 500,
     "internal-error": 500,
 }
@@ -73,13 +74,26 @@ def problem_response(
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def status_of(exc: DomainError) -> int:
+    """A specific code's status, else its error class's (a ``code=`` override keeps the class's status)."""
+    return STATUS_BY_CODE.get(exc.code) or STATUS_BY_CODE.get(type(exc).code, 400)
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthenticated" else None
-    if STATUS_BY_CODE.get(exc.code, 400) >= 500:
+    status = status_of(exc)
+    if status >= 500:
         log.error("request failed", problem=exc.code, detail=exc.detail, path=request.url.path)
     return problem_response(
-        request, exc.code, exc.title, exc.detail, errors=exc.errors, extra=exc.extra, headers=headers
+        request,
+        exc.code,
+        exc.title,
+        exc.detail,
+        status=status,
+        errors=exc.errors,
+        extra=exc.extra,
+        headers=headers,
     )
 
 

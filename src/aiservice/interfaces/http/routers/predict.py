@@ -11,7 +11,7 @@ from aiservice.application.inference import PredictionResult, PredictOptions
 from aiservice.domain.errors import DomainError, PayloadTooLarge
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep
 from aiservice.interfaces.http.paths import API_PREFIX
-from aiservice.interfaces.http.problems import PROBLEM_BASE, STATUS_BY_CODE
+from aiservice.interfaces.http.problems import PROBLEM_BASE, status_of
 from aiservice.interfaces.http.schemas import ApiModel
 
 router = APIRouter(prefix=f"{API_PREFIX}/models", tags=["predictions"])
@@ -86,7 +86,7 @@ def _problem(error: DomainError) -> dict[str, Any]:
     problem: dict[str, Any] = {
         "type": PROBLEM_BASE + error.code,
         "title": error.title,
-        "status": STATUS_BY_CODE.get(error.code, 400),
+        "status": status_of(error),
         "detail": error.detail,
     }
     if error.errors:
