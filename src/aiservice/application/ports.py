@@ -188,6 +188,7 @@ class TokenService(Protocol):
 
 class Authenticator(Protocol):
     def authenticate(self, authorization: str | None, tenant_header: str | None) -> Principal: ...
+    def tenant_known(self, tenant_header: str | None) -> bool: ...
 
 
 @dataclass(frozen=True)

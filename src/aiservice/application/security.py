@@ -46,6 +46,11 @@ class TokenAuthenticator:
         roles = frozenset(Role(r) for r in claims.roles if r in _KNOWN_ROLES)
         return Principal(subject=claims.subject, tenant_id=claims.tenant_id, roles=roles)
 
+    def tenant_known(self, tenant_header: str | None) -> bool:
+        """Whether authenticating for this tenant needs no database trip (its status is cached)."""
+        with self._lock:
+            return self._active.get(tenant_header or "", 0.0) > time.monotonic()
+
     def _check_tenant(self, tenant_id: str) -> None:
         now = time.monotonic()
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import Field
 
@@ -66,6 +67,12 @@ class PredictResponse(ApiModel):
     request_id: str | None = None
 
 
+class BatchPredictResponse(ApiModel):
+    outputs: list[dict[str, Any]] = Field(
+        description='One prediction or {"error": problem} per input, in order'
+    )
+
+
 def _response(result: PredictionResult, request_id: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "prediction": result.prediction,
@@ -99,13 +106,15 @@ async def predict(
     model: str, body: PredictRequest, request: Request, caller: CallerDep, c: ContainerDep
 ) -> Any:
     result = await c.inference.predict(caller, model, body.input, body.options.to_options())
-    return _response(result, getattr(request.state, "request_id", None))
+    # Serialised directly: the response model documents the shape without re-validating every answer.
+    body_out = _response(result, getattr(request.state, "request_id", None))
+    return Response(orjson.dumps(body_out), media_type="application/json")
 
 
-@router.post("/{model}/batch-predict")
+@router.post("/{model}/batch-predict", response_model=BatchPredictResponse)
 async def batch_predict(
     model: str, body: BatchPredictRequest, request: Request, caller: CallerDep, c: ContainerDep
-) -> dict[str, Any]:
+) -> Response:
     limit = c.inference.max_batch_size
     if len(body.inputs) > limit:
         raise PayloadTooLarge(
@@ -122,12 +131,10 @@ async def batch_predict(
         chunk=options.batch_size if options.parallel else None,
     )
     request_id = getattr(request.state, "request_id", None)
-    return {
-        "outputs": [
-            {"error": _problem(r)} if isinstance(r, DomainError) else _response(r, request_id)
-            for r in results
-        ]
-    }
+    outputs = [
+        {"error": _problem(r)} if isinstance(r, DomainError) else _response(r, request_id) for r in results
+    ]
+    return Response(orjson.dumps({"outputs": outputs}), media_type="application/json")
 
 
 VersionNumber = Annotated[int, Path(ge=1)]
