@@ -179,3 +179,41 @@ def test_a_failed_load_is_not_cached_and_is_retried() -> None:
 
     assert run(scenario()) == "ok"
     assert attempts["n"] == 2
+
+
+def test_a_microsecond_model_runs_on_the_loop_once_measured_fast() -> None:
+    threads: list[str] = []
+
+    def fast(rows: np.ndarray) -> Prediction:
+        threads.append(threading.current_thread().name)
+        return Prediction(values=rows[:, 0])
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="worker") as pool:
+            batcher = AdaptiveBatcher(fast, pool, inline_below_s=0.01)
+            for _ in range(3):
+                await batcher.submit(np.ones((1, 1)))
+            await batcher.close()
+
+    run(scenario())
+    assert threads[0].startswith("worker")  # unmeasured at first: off the loop
+    assert threads[1:] == [threading.current_thread().name] * 2  # then inline, no thread hop
+
+
+def test_a_slow_model_always_runs_off_the_loop() -> None:
+    model = RecordingModel(delay=0.005)
+    threads: list[str] = []
+
+    def slow(rows: np.ndarray) -> Prediction:
+        threads.append(threading.current_thread().name)
+        return model(rows)
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="worker") as pool:
+            batcher = AdaptiveBatcher(slow, pool, inline_below_s=0.001)
+            for _ in range(3):
+                await batcher.submit(np.ones((1, 1), dtype=np.float32))
+            await batcher.close()
+
+    run(scenario())
+    assert all(name.startswith("worker") for name in threads)
