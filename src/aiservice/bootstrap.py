@@ -23,6 +23,7 @@ from aiservice.application.tenants import Tenants
 from aiservice.application.versions import ModelVersions
 from aiservice.domain.clock import utcnow
 from aiservice.domain.events import DomainEvent
+from aiservice.domain.models import Framework
 from aiservice.infrastructure.auth.jwt_tokens import JwtTokenService
 from aiservice.infrastructure.auth.secret_file import load_or_create_secret
 from aiservice.infrastructure.db import migrate
@@ -150,6 +151,11 @@ def bootstrap(settings: Settings | None = None) -> Container:
         max_batch_delay_s=settings.max_batch_delay_ms / 1000,
         batch_workers=min(threads, 2),
         timeout_s=settings.predict_timeout_seconds,
+        devices={
+            Framework.PYTORCH: settings.pytorch_backend,
+            Framework.KERAS: settings.tensorflow_backend,
+            Framework.TENSORFLOW: settings.tensorflow_backend,
+        },
     )
 
     compilation = OnnxCompilation(

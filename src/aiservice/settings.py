@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     inference_threads: int = Field(default=0, ge=0)
     onnx_compile: bool = True
     predict_timeout_seconds: float = Field(default=30.0, gt=0)
+    pytorch_backend: Literal["cpu", "cuda", "mps"] = "cpu"
+    tensorflow_backend: Literal["cpu", "gpu"] = "cpu"
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -157,3 +157,27 @@ def test_batch_predict_matches_the_framework(
     for i, output in enumerate(outputs):
         assert list(output["probabilities"].values()) == pytest.approx(list(expected[i]), abs=1e-5)
         assert output["prediction"] == CLASSES[int(np.argmax(expected[i]))]
+
+
+def test_pytorch_on_a_missing_gpu_falls_back_to_the_cpu(
+    database_url: str, engine: object, auth: Auth, tmp_path: Path
+) -> None:
+    from aiservice.bootstrap import bootstrap
+    from aiservice.interfaces.http.app import create_app
+    from tests.conftest import make_settings
+
+    container = bootstrap(make_settings(database_url, tmp_path / "data", pytorch_backend="cuda"))
+    container.tenants.ensure("acme")
+    try:
+        with TestClient(create_app(container)) as client:
+            built = register(client, auth, "pytorch", tmp_path)
+            response = client.post(
+                f"{API}/pytorch/predict",
+                json={"input": named(0), "options": {"includeConfidence": True}},
+                headers=auth(),
+            )
+    finally:
+        container.close()
+    assert response.status_code == 200, response.text
+    expected = built.probabilities(X[:1])[0]
+    assert list(response.json()["probabilities"].values()) == pytest.approx(list(expected), abs=1e-5)

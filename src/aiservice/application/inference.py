@@ -119,8 +119,10 @@ class InferenceService:
         max_batch_delay_s: float = 0.002,
         batch_workers: int = 1,
         timeout_s: float = 30.0,
+        devices: dict[Framework, str] | None = None,
     ) -> None:
         self.timeout_s = timeout_s
+        self._devices = devices or {}
         self._versions = versions
         self._store = store
         self._runtimes = runtimes
@@ -176,6 +178,7 @@ class InferenceService:
                 filename=version.artifact.filename,
                 allow_pickle=allow_pickle,
                 configuration=model.configuration,
+                device=self._devices.get(model.framework, "cpu"),
             )
             key, digest, size = version.artifact.key, version.artifact.digest, version.artifact.size_bytes
         loop = asyncio.get_running_loop()
