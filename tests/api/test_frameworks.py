@@ -181,3 +181,24 @@ def test_pytorch_on_a_missing_gpu_falls_back_to_the_cpu(
     assert response.status_code == 200, response.text
     expected = built.probabilities(X[:1])[0]
     assert list(response.json()["probabilities"].values()) == pytest.approx(list(expected), abs=1e-5)
+
+
+@pytest.mark.parametrize("framework", list(BUILDERS))
+def test_open_inference_protocol_with_tritonclient_matches_the_framework(
+    client: TestClient, auth: Auth, server: str, tmp_path: Path, framework: str
+) -> None:
+    import tritonclient.http as httpclient
+
+    built = register(client, auth, framework, tmp_path)
+    batch = X[ROWS]
+    expected = built.probabilities(batch)
+    triton = httpclient.InferenceServerClient(url=server)
+    try:
+        request = httpclient.InferInput("input", list(batch.shape), "FP32")
+        request.set_data_from_numpy(batch, binary_data=True)
+        result = triton.infer(framework, [request], headers=auth())
+        assert result.as_numpy("probabilities") == pytest.approx(expected, abs=1e-5)
+        labels = [CLASSES[i].encode() for i in expected.argmax(axis=1)]
+        assert result.as_numpy("label").tolist() == labels
+    finally:
+        triton.close()

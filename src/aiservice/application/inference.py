@@ -246,6 +246,10 @@ class InferenceService:
         model, version, _ = await self._route(principal, ident, selector)
         return model, version
 
+    def require_runtime(self, framework: Framework) -> Runtime:
+        """The runtime serving ``framework``; ``Unavailable`` when it is missing or cannot import."""
+        return self._runtimes.get(framework)
+
     def is_loaded(self, principal: Principal, model: Model, version: ModelVersion) -> bool:
         return self._key(principal, model, version) in self.cache
 
@@ -259,7 +263,7 @@ class InferenceService:
         try:
             key = self._key(principal, model, version)
             async with self.cache.use(key, lambda: self._load(model, version, allow_pickle)) as entry:
-                prediction = await entry.value.batcher.submit(rows)
+                prediction = await self._run(entry.value, rows, None)
             outcome = "success"
             return entry.value, prediction
         finally:

@@ -11,6 +11,7 @@ from starlette.types import Scope
 
 from aiservice import __version__
 from aiservice.bootstrap import Container
+from aiservice.interfaces.http import v2
 from aiservice.interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.problems import install_problem_handlers
@@ -55,11 +56,16 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(models.router)
     app.include_router(versions.router)
     app.include_router(predict.router)
+    app.include_router(v2.router)
 
     upload_limit = container.settings.max_artifact_bytes + 1024**2  # the artifact plus form overhead
 
     def streaming_limit(scope: Scope) -> int | None:
-        return upload_limit if scope["method"] == "POST" and _UPLOAD_PATH.match(scope["path"]) else None
+        if scope["method"] != "POST":
+            return None
+        if _UPLOAD_PATH.match(scope["path"]):
+            return upload_limit
+        return v2.MAX_INFER_BODY_BYTES if v2.INFER_PATH.match(scope["path"]) else None  # v2 counts bytes too
 
     app.add_middleware(
         BodyLimitMiddleware,

@@ -1,0 +1,334 @@
+"""The Open Inference Protocol (KServe v2, as spoken by Triton, KServe and MLServer) under ``/v2``.
+
+Health and server metadata are open; every ``/v2/models/...`` call needs the same bearer token and
+``X-Tenant-ID`` as the rest of the API, and another tenant's model is 404. A tabular model takes one
+FP32 ``[N, F]`` tensor named ``input`` of model-ready values (a category as its index, a boolean as
+0 or 1), or one 1-D tensor per feature, named as the feature and typed as it is (a category as its
+values, a boolean as BOOL). Classifiers give ``label`` (the outputSchema's class names) and
+``probabilities``, regressors ``predictions``. Errors are problem+json with an ``error`` member too,
+which is what Triton's clients read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+import numpy as np
+import structlog
+from fastapi import APIRouter, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from aiservice import __version__
+from aiservice.application.inference import ServingModel
+from aiservice.application.ports import Prediction
+from aiservice.bootstrap import Container
+from aiservice.domain.errors import DomainError, FieldError, InvalidInput, PayloadTooLarge, Unavailable
+from aiservice.domain.models import Model
+from aiservice.domain.schemas import (
+    Feature,
+    ImageSchema,
+    TabularSchema,
+    TensorSchema,
+    TextSchema,
+    parse_input_schema,
+    parse_output_schema,
+)
+from aiservice.domain.signature import Signature
+from aiservice.domain.tenancy import Principal
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.problems import problem_response, status_of
+from aiservice.interfaces.http.v2_codec import (
+    DTYPES,
+    InferRequest,
+    ModelInputs,
+    Output,
+    datatype_of,
+    encode_response,
+    label_datatype,
+    malformed,
+    parse_request,
+    tensor_spec,
+    to_batch,
+)
+
+MAX_INFER_BODY_BYTES = 64 * 1024**2
+INLINE_PARSE_BYTES = 256 * 1024
+INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
+EXTENSIONS = ["binary_tensor_data"]
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+log = structlog.get_logger("aiservice.http")
+
+
+class _V2Route(APIRoute):
+    """Renders errors, authentication ones included, as problems that also carry ``error``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except DomainError as exc:
+                return _problem(request, exc)
+            except RequestValidationError as exc:
+                errors = [
+                    FieldError(".".join(map(str, e.get("loc", ()))), str(e.get("msg"))) for e in exc.errors()
+                ]
+                detail = f"The request has invalid fields: {', '.join(e.field for e in errors[:5])}."
+                return _problem(request, InvalidInput(detail, errors=errors))
+
+        return route
+
+
+def _problem(request: Request, exc: DomainError) -> Response:
+    status = status_of(exc)
+    if status >= 500:
+        log.error("request failed", problem=exc.code, detail=exc.detail, path=request.url.path)
+    return problem_response(
+        request,
+        exc.code,
+        exc.title,
+        exc.detail,
+        status=status,
+        errors=exc.errors,
+        extra={**exc.extra, "error": exc.detail},
+        headers={"WWW-Authenticate": "Bearer"} if exc.code == "unauthenticated" else None,
+    )
+
+
+router = APIRouter(tags=["open inference protocol (v2)"], route_class=_V2Route)
+VersionNumber = Annotated[int, Path(ge=1)]
+_INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "description": "A v2 inference request"}},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": f"{HEADER_LENGTH} bytes of JSON, then the binary tensors",
+            },
+        },
+    }
+}
+
+
+# -- server ------------------------------------------------------------------------------------
+
+
+@router.get("/v2/health/live", summary="Liveness (no authentication)")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/v2/health/ready", summary="Readiness: 503 while the database or store is down")
+def ready(c: ContainerDep) -> Response:
+    healthy = c.health.detailed().healthy
+    return JSONResponse({"ready": healthy}, status_code=200 if healthy else 503)
+
+
+@router.get("/v2", summary="Server metadata (no authentication)")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "aiservice", "version": __version__, "extensions": EXTENSIONS}
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+@router.get("/v2/models/{name}", summary="Model metadata of the version a bare name serves")
+async def model_metadata(name: str, caller: CallerDep, c: ContainerDep) -> dict[str, Any]:
+    return await _metadata(c, caller, name, "")
+
+
+@router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of one version")
+async def version_metadata(
+    name: str, version: VersionNumber, caller: CallerDep, c: ContainerDep
+) -> dict[str, Any]:
+    return await _metadata(c, caller, name, f":{version}")
+
+
+@router.get("/v2/models/{name}/ready", summary="Whether the model can serve")
+async def model_ready(name: str, caller: CallerDep, c: ContainerDep) -> dict[str, Any]:
+    return await _ready(c, caller, name, "")
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready", summary="Whether the version can serve")
+async def version_ready(
+    name: str, version: VersionNumber, caller: CallerDep, c: ContainerDep
+) -> dict[str, Any]:
+    return await _ready(c, caller, name, f":{version}")
+
+
+@router.post("/v2/models/{name}/infer", summary="Inference", openapi_extra=_INFER_BODY)
+async def model_infer(name: str, request: Request, caller: CallerDep, c: ContainerDep) -> Response:
+    return await _infer(c, caller, request, name, "")
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference", openapi_extra=_INFER_BODY)
+async def version_infer(
+    name: str, version: VersionNumber, request: Request, caller: CallerDep, c: ContainerDep
+) -> Response:
+    return await _infer(c, caller, request, name, f":{version}")
+
+
+async def _metadata(c: Container, caller: Principal, name: str, selector: str) -> dict[str, Any]:
+    model, version = await c.inference.describe(caller, name, selector)
+    inputs = _inputs(model, version.signature)
+    parameters: dict[str, Any] = {"task": version.signature.task if version.signature else None}
+    if inputs.features:
+        parameters["feature_names"] = [f.name for f in inputs.features]
+    return {
+        "name": model.name,
+        "versions": [str(version.version)],
+        "platform": model.framework.value,
+        "inputs": inputs.tensors,
+        "outputs": _output_specs(model, version.signature),
+        "parameters": parameters,
+    }
+
+
+async def _ready(c: Container, caller: Principal, name: str, selector: str) -> dict[str, Any]:
+    model, version = await c.inference.describe(caller, name, selector)
+    try:
+        c.inference.require_runtime(model.framework)
+    except Unavailable as exc:
+        raise Unavailable(exc.detail, code=exc.code, extra={"name": model.name, "ready": False}) from exc
+    loaded = c.inference.is_loaded(caller, model, version)
+    return {
+        "name": model.name,
+        "ready": True,
+        "parameters": {"version": str(version.version), "loaded": loaded},
+    }
+
+
+# -- inference ---------------------------------------------------------------------------------
+
+
+async def _infer(c: Container, caller: Principal, request: Request, name: str, selector: str) -> Response:
+    body, header_length = await _body(request), request.headers.get(HEADER_LENGTH)
+    if len(body) > INLINE_PARSE_BYTES:  # decoding a big batch is CPU work: keep it off the event loop
+        parsed = await run_in_threadpool(parse_request, body, header_length)
+    else:
+        parsed = parse_request(body, header_length)
+    model, version = await c.inference.describe(caller, name, selector)
+    if version.signature is not None:
+        _check_requested(parsed, [o["name"] for o in _output_specs(model, version.signature)])
+    rows = to_batch(_inputs(model, version.signature), parsed.inputs)
+    serving, prediction = await c.inference.infer_array(caller, name, selector, rows)
+    produced = _outputs(c, serving, prediction)
+    _check_requested(parsed, list(produced))
+    chosen = [(produced[o.name], parsed.binary(o)) for o in parsed.outputs] or [
+        (output, parsed.binary(None)) for output in produced.values()
+    ]
+    header = {
+        "model_name": serving.model.name,
+        "model_version": str(serving.version.version),
+        "id": parsed.id if parsed.id is not None else getattr(request.state, "request_id", ""),
+    }
+    content, length = encode_response(header, chosen)
+    if length is None:
+        return Response(content, media_type="application/json")
+    return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(length)})
+
+
+async def _body(request: Request) -> bytearray:
+    """The whole body, bounded: the body limit middleware only checks a declared length here."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_INFER_BODY_BYTES:
+            raise PayloadTooLarge(
+                f"The request body is larger than this route's limit of {MAX_INFER_BODY_BYTES} bytes.",
+                extra={"limit": MAX_INFER_BODY_BYTES},
+            )
+    return body
+
+
+def _check_requested(parsed: InferRequest, available: list[str]) -> None:
+    for i, output in enumerate(parsed.outputs):
+        if output.name not in available:
+            raise malformed(
+                f"outputs.{i}.name",
+                f"unknown output {output.name!r}; this model gives {', '.join(available)}",
+            )
+
+
+def _inputs(model: Model, signature: Signature | None) -> ModelInputs:
+    schema = parse_input_schema(model.input_schema, where="inputSchema")
+    if isinstance(schema, TabularSchema):
+        return ModelInputs([tensor_spec("input", "FP32", [-1, len(schema.features)])], schema.features)
+    if isinstance(schema, TensorSchema):
+        return ModelInputs([tensor_spec(schema.name, datatype_of(schema.dtype), [-1, *schema.shape[1:]])])
+    if isinstance(schema, TextSchema):
+        return ModelInputs([tensor_spec(schema.name, "BYTES", [-1])], text_limit=schema.max_length)
+    if isinstance(schema, ImageSchema):
+        return ModelInputs(
+            [tensor_spec(schema.name, "BYTES", [-1])],
+            unsupported="Image inputs are not served over v2 yet; use /predict.",
+        )
+    if signature is None or not signature.inputs:
+        return ModelInputs([tensor_spec("input", "FP32", [-1, -1])])
+    tensors = [tensor_spec(t.name, datatype_of(t.dtype), list(t.shape)) for t in signature.inputs]
+    if len(tensors) > 1:
+        return ModelInputs(
+            tensors, unsupported="Models with several input tensors are not served over v2 yet."
+        )
+    names = signature.feature_names if signature.n_features else None
+    return ModelInputs(tensors, tuple(Feature(n) for n in names or ()))
+
+
+# -- outputs -----------------------------------------------------------------------------------
+
+
+def _output_specs(model: Model, signature: Signature | None) -> list[dict[str, Any]]:
+    if signature is None:
+        return []
+    first = signature.outputs[0] if signature.outputs else None
+    if signature.task == "classification":
+        labels = parse_output_schema(model.output_schema, where="outputSchema") or signature.classes
+        label = label_datatype(labels) if labels else datatype_of(first.dtype if first else "object")
+        specs = [tensor_spec("label", label, [-1])]
+        proba = next((o for o in signature.outputs if len(o.shape) == 2), None)
+        if proba is not None:
+            width = len(signature.classes) if signature.classes else proba.shape[1]
+            specs.append(tensor_spec("probabilities", datatype_of(proba.dtype), [-1, width]))
+        return specs
+    if signature.task == "regression":
+        return [tensor_spec("predictions", datatype_of(first.dtype) if first else "FP64", [-1])]
+    return [tensor_spec(first.name, datatype_of(first.dtype), list(first.shape))] if first else []
+
+
+def _outputs(c: Container, serving: ServingModel, prediction: Prediction) -> dict[str, Output]:
+    signature = serving.version.signature or serving.loaded.signature
+    values, probabilities = prediction.values, prediction.probabilities
+    if signature.task == "classification" or probabilities is not None:
+        outputs = {"label": _labels(c, serving, values)}
+        if probabilities is not None:
+            outputs["probabilities"] = Output(
+                "probabilities", datatype_of(probabilities.dtype), probabilities
+            )
+        return outputs
+    if signature.task == "regression":
+        return {"predictions": Output("predictions", datatype_of(values.dtype), values)}
+    name = signature.outputs[0].name if signature.outputs else "output"
+    return {name: Output(name, datatype_of(values.dtype), values)}
+
+
+def _labels(c: Container, serving: ServingModel, values: np.ndarray) -> Output:
+    """Caller-facing labels, mapped once per distinct class rather than once per row."""
+    try:
+        distinct, inverse = np.unique(values, return_inverse=True)
+    except TypeError:  # labels numpy cannot order
+        distinct, inverse = values.reshape(-1), np.arange(values.size)
+    mapped = c.inference.labels_for(serving, distinct)
+    datatype = label_datatype(mapped)
+    table = np.empty(len(mapped), dtype=DTYPES[datatype].newbyteorder("="))
+    for i, label in enumerate(mapped):
+        table[i] = label
+    return Output("label", datatype, table[inverse.reshape(-1)].reshape(values.shape))
