@@ -42,13 +42,15 @@ def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith("downloaded bytes match")
     documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert len(documents) == 8  # one JSON document per call, each on its own line
+    assert len(documents) == 9  # one JSON document per call, each on its own line
     resolved = next(d for d in documents if d.get("reference") == "iris@champion")
     assert resolved["version"]["version"] == 1
     assert resolved["version"]["stage"] == "production"
     predicted = next(d for d in documents if "prediction" in d)
     assert predicted["prediction"] == "virginica"
     assert predicted["featureImportance"]["method"] == "coefficient-x-value"
-    batch = next(d for d in documents if "outputs" in d)["outputs"]
+    v2 = next(d for d in documents if d.get("model_name") == "iris")
+    assert {o["name"]: o["data"] for o in v2["outputs"]}["label"] == ["virginica"]
+    batch = next(d for d in documents if "outputs" in d and "model_name" not in d)["outputs"]
     assert batch[0]["prediction"] == "setosa"
     assert batch[1]["error"]["errors"] == [{"field": "inputs.1.petal_width", "message": "required"}]

@@ -8,6 +8,7 @@ are remembered (and forgotten when an event says the model changed) and models s
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -168,11 +169,11 @@ class InferenceService:
     ) -> tuple[ServingModel, int]:
         compiled = version.serving.get("onnx") if version.serving.get("form") == "onnx" else None
         if compiled is not None:  # the checked, faster ONNX form of this version
-            runtime = self._runtimes.get(Framework.ONNX)
+            framework = Framework.ONNX
             spec = LoadSpec(Framework.ONNX, "model.onnx", configuration=compiled.get("configuration", {}))
             key, digest, size = compiled["key"], compiled["digest"], int(compiled["sizeBytes"])
         else:
-            runtime = self._runtimes.get(model.framework)
+            framework = model.framework
             spec = LoadSpec(
                 framework=model.framework,
                 filename=version.artifact.filename,
@@ -184,10 +185,16 @@ class InferenceService:
         loop = asyncio.get_running_loop()
 
         def load() -> tuple[LoadedModel, int]:
+            # Off the event loop: the runtime's first use imports its framework (seconds for sklearn).
+            runtime = self._runtimes.get(framework)
             path = self._store.local_path(key, digest)
             before = self._resident_bytes()
             loaded = runtime.load(path, spec)
-            return loaded, self._resident_bytes() - before
+            grown = self._resident_bytes() - before
+            # A loaded model (and a freshly imported framework) is hundreds of thousands of long-lived
+            # objects; moved out of the collector's sight, full collections stay short.
+            gc.freeze()
+            return loaded, grown
 
         loaded, grown = await loop.run_in_executor(None, load)
         serving = self._serving_model(model, version, loaded)
@@ -314,12 +321,13 @@ class InferenceService:
                 )
             latency = (time.perf_counter() - started) * 1000
             results: list[PredictionResult | DomainError] = []
+            row = 0
             for i in range(len(payloads)):
                 if i in errors:
                     results.append(errors[i])
                     continue
-                row = good.index(i)
                 results.append(self._result(serving, prediction, importance, row, options, latency))  # type: ignore[arg-type]
+                row += 1
             outcome = "success" if not errors else ("partial" if good else "invalid")
             return results
         except InvalidInput:
@@ -342,9 +350,13 @@ class InferenceService:
     def _rows(
         self, serving: ServingModel, payloads: list[Any], where: str, fail_fast: bool
     ) -> tuple[np.ndarray, dict[int, DomainError]]:
+        paths = [where] if len(payloads) == 1 else [f"{where}.{i}" for i in range(len(payloads))]
         if len(payloads) == 1 or fail_fast:
-            paths = [where] if len(payloads) == 1 else [f"{where}.{i}" for i in range(len(payloads))]
             return _to_rows(serving, payloads, paths, self._images), {}
+        try:  # the common case: every item is good, checked in one pass
+            return _to_rows(serving, payloads, paths, self._images), {}
+        except InvalidInput:
+            pass  # find the bad items one by one, so only they fail
         errors: dict[int, DomainError] = {}
         arrays = []
         for i, payload in enumerate(payloads):

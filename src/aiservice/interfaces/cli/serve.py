@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import uvicorn
 
 from aiservice.bootstrap import DEFAULT_TENANT, Container, bootstrap
@@ -37,8 +39,12 @@ def run(settings: Settings) -> None:
     if container.secret_is_generated:
         # The generated secret marks a development install: hand the operator a working token.
         print(_banner(container), flush=True)
+    app = create_app(container)
+    # Everything imported so far lives as long as the process: keep it out of every collection, so
+    # full collections (which stop the event loop) only walk what requests create.
+    gc.freeze()
     uvicorn.run(
-        create_app(container),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
