@@ -6,9 +6,10 @@ of more than one request are forming (load is present) does the batcher linger u
 ``max_delay_s`` to gather a fuller batch. A request with more rows than ``max_batch_size`` runs on
 its own, never split or refused.
 
-A model whose calls take only microseconds (a compiled ONNX tree ensemble answers a row in ~5 us)
-would spend far longer hopping to a worker thread than computing, so while its measured call time
-stays under ``inline_below_s`` and nothing is queued, it runs on the event loop itself.
+A model whose small calls take only microseconds (a compiled ONNX tree ensemble answers a row in
+~5 us) would spend far longer hopping to a worker thread, or waiting for a batch, than computing:
+while its measured small-call time stays under ``inline_below_s``, small requests run on the event
+loop itself, at once. Gathering waits only for models whose calls cost more than the wait.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from aiservice.application.ports import Prediction
+
+SMALL_CALL_ROWS = 8  # calls this small are timed to decide whether the model runs inline
 
 
 @dataclass
@@ -51,7 +54,7 @@ class AdaptiveBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._last_batch_requests = 0
         self._inline_below = inline_below_s
-        self._call_s: float | None = None  # moving average of one call's duration
+        self._call_s: float | None = None  # moving average of a small call's duration
         self._busy = 0
 
     def _timed(self, rows: np.ndarray) -> Prediction:
@@ -60,12 +63,13 @@ class AdaptiveBatcher:
             return self._run(rows)
         finally:
             elapsed = time.perf_counter() - started
-            self._call_s = elapsed if self._call_s is None else 0.8 * self._call_s + 0.2 * elapsed
+            if len(rows) <= SMALL_CALL_ROWS:
+                self._call_s = elapsed if self._call_s is None else 0.8 * self._call_s + 0.2 * elapsed
 
     async def submit(self, rows: np.ndarray) -> Prediction:
         loop = asyncio.get_running_loop()
-        idle = self._busy == 0 and (self._queue is None or self._queue.empty())
-        if idle and self._call_s is not None and self._call_s < self._inline_below:
+        fast = self._call_s is not None and self._call_s < self._inline_below
+        if fast and len(rows) <= SMALL_CALL_ROWS:
             self._on_batch(1, len(rows))
             return self._timed(rows)
         if len(rows) >= self.max_batch_size:
@@ -90,7 +94,7 @@ class AdaptiveBatcher:
         deadline = asyncio.get_running_loop().time() + self.max_delay_s
         while size < self.max_batch_size:
             if queue.empty():
-                busy = self._last_batch_requests > 1
+                busy = self._last_batch_requests > 1 and (self._call_s or 0.0) > self.max_delay_s
                 remaining = deadline - asyncio.get_running_loop().time()
                 if not busy or remaining <= 0:
                     break

@@ -39,7 +39,9 @@ class ModelCache(Generic[T]):
         max_bytes: int,
         on_evict: Callable[[T], Awaitable[None]] | None = None,
         on_change: Callable[[CacheStats, int, int], None] = lambda stats, models, loaded: None,
+        on_hit: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_hit = on_hit  # the hot path: a counter bump, not a full report
         self.max_models = max_models
         self.max_bytes = max_bytes
         self._entries: OrderedDict[Hashable, CacheEntry[T]] = OrderedDict()
@@ -77,11 +79,12 @@ class ModelCache(Generic[T]):
         if entry is not None:
             self._entries.move_to_end(key)
             self.stats.hits += 1
-            self._changed()
+            self._on_hit()
             return entry
         waiting = self._loading.get(key)
         if waiting is not None:
             self.stats.hits += 1
+            self._on_hit()
             return await asyncio.shield(waiting)
         self.stats.misses += 1
         future: asyncio.Future[CacheEntry[T]] = asyncio.get_running_loop().create_future()

@@ -43,7 +43,12 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     )
     tail: list[Any] = [] if fmt == "console" else [_rename_event]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Drop records below the level before any processor runs: a request log costs nothing when off.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

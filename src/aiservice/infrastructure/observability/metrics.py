@@ -87,6 +87,11 @@ class ServiceMetrics:
         self.batch_requests.observe(requests)
         self.batch_rows.observe(rows)
 
+    def cache_hit(self) -> None:
+        self.cache_hits.inc()
+        hits, misses, evictions = self._cache_seen
+        self._cache_seen = (hits + 1, misses, evictions)
+
     def cache(self, stats: Any, models: int, loaded_bytes: int) -> None:
         hits, misses, evictions = self._cache_seen
         self.cache_hits.inc(stats.hits - hits)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 
 import structlog
@@ -16,6 +17,15 @@ from aiservice.interfaces.http.problems import problem_response
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("aiservice.http")
+
+
+_PREFIX = secrets.token_hex(8)
+_COUNTER = itertools.count()
+
+
+def _new_request_id() -> str:
+    """Unique per process start and request, without a system call per request (unlike uuid4)."""
+    return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
 class RequestContextMiddleware:
@@ -31,7 +41,7 @@ class RequestContextMiddleware:
             return
         headers = dict(scope["headers"])
         supplied = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = supplied if supplied and REQUEST_ID.match(supplied) else _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         tenant = headers.get(b"x-tenant-id", b"").decode("latin-1")[:63] or None
         structlog.contextvars.clear_contextvars()
