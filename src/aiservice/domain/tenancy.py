@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from aiservice.domain.errors import Forbidden
@@ -47,7 +48,7 @@ class Principal:
     tenant_id: str
     roles: frozenset[Role] = field(default_factory=frozenset)
 
-    @property
+    @cached_property  # asked on every request: computed once per principal
     def permissions(self) -> frozenset[Permission]:
         granted: set[Permission] = set()
         for role in self.roles:

@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from aiservice.application.inference import InferenceService
 from aiservice.application.registry import ModelRegistry
 from aiservice.application.versions import ModelVersions
 from aiservice.bootstrap import Container
@@ -18,9 +19,15 @@ _bearer = HTTPBearer(
 )
 
 
-def container(request: Request) -> Container:
+def _container(request: Request) -> Container:
     app_container: Container = request.app.state.container
     return app_container
+
+
+# Dependencies are ``async`` although they do no I/O: FastAPI runs a plain ``def`` dependency in its
+# thread pool, which would cost every request a thread hop.
+async def container(request: Request) -> Container:
+    return _container(request)
 
 
 async def principal(
@@ -32,19 +39,24 @@ async def principal(
 ) -> Principal:
     """Verify the caller on the event loop (microseconds) unless the tenant's status must be read from
     the database, which happens in a worker thread."""
-    authenticator = container(request).authenticator
+    authenticator = _container(request).authenticator
     authorization = request.headers.get("authorization")
     if authenticator.tenant_known(x_tenant_id):
         return authenticator.authenticate(authorization, x_tenant_id)
     return await run_in_threadpool(authenticator.authenticate, authorization, x_tenant_id)
 
 
-def registry(request: Request) -> ModelRegistry:
-    return container(request).registry
+def inference_of(request: Request) -> InferenceService:
+    """For the hottest routes: one dependency fewer to resolve per request."""
+    return _container(request).inference
 
 
-def versions(request: Request) -> ModelVersions:
-    return container(request).versions
+async def registry(request: Request) -> ModelRegistry:
+    return _container(request).registry
+
+
+async def versions(request: Request) -> ModelVersions:
+    return _container(request).versions
 
 
 CallerDep = Annotated[Principal, Depends(principal)]

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from aiservice.application.inference import PredictionResult, PredictOptions
 from aiservice.domain.errors import DomainError, PayloadTooLarge
-from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep, inference_of
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.problems import PROBLEM_BASE, status_of
 from aiservice.interfaces.http.schemas import ApiModel
@@ -102,10 +102,8 @@ def _problem(error: DomainError) -> dict[str, Any]:
 
 
 @router.post("/{model}/predict", response_model=PredictResponse, response_model_exclude_none=True)
-async def predict(
-    model: str, body: PredictRequest, request: Request, caller: CallerDep, c: ContainerDep
-) -> Any:
-    result = await c.inference.predict(caller, model, body.input, body.options.to_options())
+async def predict(model: str, body: PredictRequest, request: Request, caller: CallerDep) -> Any:
+    result = await inference_of(request).predict(caller, model, body.input, body.options.to_options())
     # Serialised directly: the response model documents the shape without re-validating every answer.
     body_out = _response(result, getattr(request.state, "request_id", None))
     return Response(orjson.dumps(body_out), media_type="application/json")
@@ -113,16 +111,17 @@ async def predict(
 
 @router.post("/{model}/batch-predict", response_model=BatchPredictResponse)
 async def batch_predict(
-    model: str, body: BatchPredictRequest, request: Request, caller: CallerDep, c: ContainerDep
+    model: str, body: BatchPredictRequest, request: Request, caller: CallerDep
 ) -> Response:
-    limit = c.inference.max_batch_size
+    inference = inference_of(request)
+    limit = inference.max_batch_size
     if len(body.inputs) > limit:
         raise PayloadTooLarge(
             f"A batch may hold at most {limit} inputs (MAX_BATCH_SIZE); this one holds {len(body.inputs)}.",
             extra={"limit": limit},
         )
     options = body.options
-    results = await c.inference.predict_many(
+    results = await inference.predict_many(
         caller,
         model,
         body.inputs,
