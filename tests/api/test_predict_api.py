@@ -273,3 +273,30 @@ def test_malformed_input_schema_is_refused_at_registration(client: TestClient, a
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "body.inputSchema.features.0"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([1.0, 2.0, 3.0], "has shape [1, 3], expected [-1, 4]"),
+        ([["a", "b"], ["c", "d"]], "cannot be read as a float32 tensor"),
+        ([1.0, 2.0, "x", 4.0], "cannot be read as a float32 tensor"),
+    ],
+)
+def test_tensor_inputs_check_dtype_and_shape(
+    client: TestClient, auth: Auth, value: object, message: str
+) -> None:
+    create_model(
+        client,
+        auth(),
+        "tensor",
+        inputSchema={"type": "tensor", "name": "x", "dtype": "float32", "shape": [-1, 4]},
+    )
+    upload(client, auth(), "tensor")
+    ok = client.post(f"{API}/tensor/predict", json={"input": {"x": list(map(float, X[0]))}}, headers=auth())
+    assert ok.status_code == 200, ok.text
+    bad = client.post(f"{API}/tensor/predict", json={"input": {"x": value}}, headers=auth())
+    assert bad.status_code == 422
+    (error,) = bad.json()["errors"]
+    assert error["field"] == "input.x"
+    assert message in error["message"]
