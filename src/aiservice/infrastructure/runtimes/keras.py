@@ -28,7 +28,8 @@ import numpy as np
 from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
-from aiservice.domain.signature import Signature, Task, TensorSpec
+from aiservice.domain.signature import Signature, TensorSpec
+from aiservice.infrastructure.runtimes.tasks import declared_task
 
 MAX_MEMBERS = 10_000
 MAX_UNPACKED_BYTES = 2 * 1024**3
@@ -131,13 +132,7 @@ def keras_signature(
     if configured and len(inputs) == 1:
         inputs = [TensorSpec(inputs[0].name, inputs[0].dtype, (-1, *(int(d) for d in configured)))]
     width = output_shape[1] if len(output_shape) == 2 else (1 if len(output_shape) == 1 else None)
-    task: Task = "other"
-    if configuration.get("task") == "classification" or configuration.get("classes"):
-        task = "classification"
-    elif configuration.get("task") in ("regression", "other"):
-        task = configuration["task"]
-    elif width == 1:
-        task = "regression"
+    task = declared_task(configuration, width)
     classes: tuple[Any, ...] | None = None
     outputs: tuple[TensorSpec, ...]
     if task == "classification":

@@ -23,7 +23,8 @@ import numpy as np
 from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
-from aiservice.domain.signature import Signature, Task, TensorSpec
+from aiservice.domain.signature import Signature, TensorSpec
+from aiservice.infrastructure.runtimes.tasks import declared_task
 
 # Parts of a torch.export archive that hold compiled code or would be read with full unpickling.
 PT2_REFUSED_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")
@@ -304,13 +305,7 @@ def torch_signature(
     width = output_shape[1] if output_shape is not None and len(output_shape) == 2 else None
     if output_shape is not None and len(output_shape) == 1:
         width = 1
-    task: Task = "other"
-    if configuration.get("task") == "classification" or configuration.get("classes"):
-        task = "classification"
-    elif configuration.get("task") in ("regression", "other"):
-        task = configuration["task"]
-    elif width == 1:
-        task = "regression"
+    task = declared_task(configuration, width)
     classes: tuple[Any, ...] | None = None
     outputs: tuple[TensorSpec, ...]
     if task == "classification":

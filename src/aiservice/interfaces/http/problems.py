@@ -79,8 +79,8 @@ def status_of(exc: DomainError) -> int:
     return STATUS_BY_CODE.get(exc.code) or STATUS_BY_CODE.get(type(exc).code, 400)
 
 
-async def _domain_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, DomainError)
+def domain_problem(request: Request, exc: DomainError, extra: dict[str, Any] | None = None) -> Response:
+    """The problem response for a domain error; server-side ones are logged."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthenticated" else None
     status = status_of(exc)
     if status >= 500:
@@ -92,9 +92,14 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
         exc.detail,
         status=status,
         errors=exc.errors,
-        extra=exc.extra,
+        extra={**exc.extra, **(extra or {})},
         headers=headers,
     )
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return domain_problem(request, exc)
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:

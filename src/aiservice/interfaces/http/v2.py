@@ -42,7 +42,7 @@ from aiservice.domain.schemas import (
 from aiservice.domain.signature import Signature
 from aiservice.domain.tenancy import Principal
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep
-from aiservice.interfaces.http.problems import problem_response, status_of
+from aiservice.interfaces.http.problems import domain_problem
 from aiservice.interfaces.http.v2_codec import (
     DTYPES,
     InferRequest,
@@ -88,19 +88,8 @@ class _V2Route(APIRoute):
 
 
 def _problem(request: Request, exc: DomainError) -> Response:
-    status = status_of(exc)
-    if status >= 500:
-        log.error("request failed", problem=exc.code, detail=exc.detail, path=request.url.path)
-    return problem_response(
-        request,
-        exc.code,
-        exc.title,
-        exc.detail,
-        status=status,
-        errors=exc.errors,
-        extra={**exc.extra, "error": exc.detail},
-        headers={"WWW-Authenticate": "Bearer"} if exc.code == "unauthenticated" else None,
-    )
+    """Triton's clients read the message from an ``error`` key: v2 problems carry one too."""
+    return domain_problem(request, exc, extra={"error": exc.detail})
 
 
 router = APIRouter(tags=["open inference protocol (v2)"], route_class=_V2Route)
