@@ -16,7 +16,6 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import numpy as np
-import structlog
 from fastapi import APIRouter, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -62,8 +61,6 @@ INLINE_PARSE_BYTES = 256 * 1024
 INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
 EXTENSIONS = ["binary_tensor_data"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
-
-log = structlog.get_logger("aiservice.http")
 
 
 class _V2Route(APIRoute):
