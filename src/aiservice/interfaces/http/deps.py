@@ -37,13 +37,18 @@ async def principal(
         str | None, Header(alias="X-Tenant-ID", description="Must equal the token's tenant.")
     ] = None,
 ) -> Principal:
+    return await authenticate(request)
+
+
+async def authenticate(request: Request) -> Principal:
     """Verify the caller on the event loop (microseconds) unless the tenant's status must be read from
     the database, which happens in a worker thread."""
     authenticator = _container(request).authenticator
     authorization = request.headers.get("authorization")
-    if authenticator.tenant_known(x_tenant_id):
-        return authenticator.authenticate(authorization, x_tenant_id)
-    return await run_in_threadpool(authenticator.authenticate, authorization, x_tenant_id)
+    tenant = request.headers.get("x-tenant-id")
+    if authenticator.tenant_known(tenant):
+        return authenticator.authenticate(authorization, tenant)
+    return await run_in_threadpool(authenticator.authenticate, authorization, tenant)
 
 
 def inference_of(request: Request) -> InferenceService:

@@ -6,11 +6,12 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Request, Response, status
-from pydantic import Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, ValidationError
 
 from aiservice.application.inference import PredictionResult, PredictOptions
 from aiservice.domain.errors import DomainError, PayloadTooLarge
-from aiservice.interfaces.http.deps import CallerDep, ContainerDep, inference_of
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep, authenticate, inference_of
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.problems import PROBLEM_BASE, status_of
 from aiservice.interfaces.http.schemas import ApiModel
@@ -101,8 +102,58 @@ def _problem(error: DomainError) -> dict[str, Any]:
     return problem
 
 
-@router.post("/{model}/predict", response_model=PredictResponse, response_model_exclude_none=True)
-async def predict(model: str, body: PredictRequest, request: Request, caller: CallerDep) -> Any:
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its ``$defs`` substituted in place, so it stands alone inside OpenAPI."""
+    definitions = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(definitions[ref.removeprefix("#/$defs/")])
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = walk(schema)
+    return inlined
+
+
+_PREDICT_DOCS: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inlined(PredictRequest.model_json_schema(by_alias=True))}
+        },
+    },
+    "security": [{"HTTPBearer": []}],
+    "parameters": [
+        {
+            "name": "X-Tenant-ID",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "Must equal the token's tenant.",
+        }
+    ],
+}
+
+
+@router.post(
+    "/{model}/predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    openapi_extra=_PREDICT_DOCS,
+)
+async def predict(model: str, request: Request) -> Response:
+    """The hottest route, kept free of per-request dependency solving: the caller is authenticated
+    and the body parsed (in Rust, by pydantic-core) here, with the same checks and problems."""
+    caller = await authenticate(request)
+    try:
+        body = PredictRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
     result = await inference_of(request).predict(caller, model, body.input, body.options.to_options())
     # Serialised directly: the response model documents the shape without re-validating every answer.
     body_out = _response(result, getattr(request.state, "request_id", None))
