@@ -12,7 +12,7 @@ import gc
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,21 +20,14 @@ import numpy as np
 from aiservice.application.ports import ArtifactStore, LoadedModel, LoadSpec, Prediction, Runtime
 from aiservice.application.serving.batching import AdaptiveBatcher
 from aiservice.application.serving.cache import CacheStats, ModelCache
+from aiservice.application.serving.inputs import ImageDecoder, ServingModel, label_of, to_rows
 from aiservice.application.versions import ModelVersions
-from aiservice.domain.errors import DomainError, FieldError, InvalidInput, PredictionFailed, Unavailable
+from aiservice.domain.errors import DomainError, InvalidInput, PredictionFailed, Unavailable
 from aiservice.domain.models import Framework, Model, ModelVersion
 from aiservice.domain.schemas import (
     ImageSchema,
-    InputSchema,
-    TabularSchema,
-    TensorSchema,
-    TextSchema,
-    feature_vectors,
     parse_input_schema,
     parse_output_schema,
-    tabular_rows,
-    tensor_input,
-    text_input,
 )
 from aiservice.domain.tenancy import Permission, Principal
 
@@ -43,14 +36,6 @@ ROUTE_TTL_S = 5.0
 
 class RuntimeProvider(Protocol):
     def get(self, framework: Framework) -> Runtime: ...
-
-
-class ImageDecoder(Protocol):
-    def decode(
-        self, data: Any, formats: tuple[str, ...], max_pixels: int, configuration: dict[str, Any], where: str
-    ) -> np.ndarray:
-        """One image as a float32 array shaped as the model's configuration declares."""
-        ...
 
 
 class InferenceMetrics(Protocol):
@@ -82,27 +67,6 @@ class PredictionResult:
     confidence: float | None = None
     probabilities: dict[str, float] | None = None
     feature_importance: dict[str, Any] | None = None
-
-
-@dataclass
-class ServingModel:
-    """A loaded version with everything a prediction needs, computed once at load."""
-
-    model: Model
-    version: ModelVersion
-    loaded: LoadedModel
-    batcher: AdaptiveBatcher
-    input_schema: InputSchema | None
-    labels: tuple[Any, ...] | None  # what callers see: outputSchema.classes, else the model's own
-    class_index: dict[Any, int] = field(default_factory=dict)
-
-    @property
-    def feature_names(self) -> list[str]:
-        if isinstance(self.input_schema, TabularSchema):
-            return self.input_schema.names
-        names = self.loaded.signature.feature_names
-        n = self.loaded.signature.n_features or 0
-        return list(names) if names else [f"f{i}" for i in range(n)]
 
 
 class InferenceService:
@@ -285,7 +249,7 @@ class InferenceService:
 
     def labels_for(self, serving: ServingModel, values: np.ndarray) -> list[Any]:
         """Caller-facing labels for a column of native predictions."""
-        return [_label(serving, v) for v in values]
+        return [label_of(serving, v) for v in values]
 
     # -- predictions ---------------------------------------------------------------------------
 
@@ -357,16 +321,16 @@ class InferenceService:
     ) -> tuple[np.ndarray, dict[int, DomainError]]:
         paths = [where] if len(payloads) == 1 else [f"{where}.{i}" for i in range(len(payloads))]
         if len(payloads) == 1 or fail_fast:
-            return _to_rows(serving, payloads, paths, self._images), {}
+            return to_rows(serving, payloads, paths, self._images), {}
         try:  # the common case: every item is good, checked in one pass
-            return _to_rows(serving, payloads, paths, self._images), {}
+            return to_rows(serving, payloads, paths, self._images), {}
         except InvalidInput:
             pass  # find the bad items one by one, so only they fail
         errors: dict[int, DomainError] = {}
         arrays = []
         for i, payload in enumerate(payloads):
             try:
-                arrays.append(_to_rows(serving, [payload], [f"{where}.{i}"], self._images))
+                arrays.append(to_rows(serving, [payload], [f"{where}.{i}"], self._images))
             except InvalidInput as exc:
                 errors[i] = exc
         if not arrays:
@@ -419,7 +383,7 @@ class InferenceService:
     ) -> PredictionResult:
         value = prediction.values[row]
         result = PredictionResult(
-            prediction=_label(serving, value),
+            prediction=label_of(serving, value),
             model_id=serving.model.id,
             version=serving.version.version,
             latency_ms=round(latency, 3),
@@ -443,56 +407,3 @@ class InferenceService:
                 "reason": "not supported for this model",
             }
         return result
-
-
-def _label(serving: ServingModel, value: Any) -> Any:
-    native = value.item() if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 else value
-    if isinstance(native, np.ndarray):
-        return native.tolist()
-    if serving.labels is not None and serving.class_index:
-        index = serving.class_index.get(native)
-        if index is not None and index < len(serving.labels):
-            return serving.labels[index]
-    return native
-
-
-def _to_rows(
-    serving: ServingModel, payloads: list[Any], paths: list[str], images: ImageDecoder | None
-) -> np.ndarray:
-    schema = serving.input_schema
-    where = paths[0] if len(paths) == 1 else paths[0].rsplit(".", 1)[0]
-    if schema is None:
-        return feature_vectors(payloads, serving.loaded.signature, where)
-    if isinstance(schema, TabularSchema):
-        return tabular_rows(schema, payloads, where)
-    values = []
-    for payload, path in zip(payloads, paths, strict=True):
-        if not isinstance(payload, dict) or schema.name not in payload:
-            raise InvalidInput(
-                f"{path}.{schema.name} is required.", errors=[FieldError(f"{path}.{schema.name}", "required")]
-            )
-        extra = sorted(set(payload) - {schema.name})
-        if extra:
-            raise InvalidInput(
-                f"Unknown input fields: {', '.join(extra)}.",
-                errors=[FieldError(f"{path}.{n}", "unknown field") for n in extra],
-            )
-        values.append(payload[schema.name])
-    if isinstance(schema, TensorSchema):
-        batch_schema = TensorSchema(schema.name, schema.dtype, (-1, *schema.shape[1:]))
-        return tensor_input(batch_schema, values, where)
-    if isinstance(schema, TextSchema):
-        return text_input(schema, values, where)
-    if isinstance(schema, ImageSchema):
-        if images is None:
-            raise Unavailable("No image decoder is configured in this service.", code="unsupported-input")
-        configuration = serving.model.configuration
-        return np.stack(
-            [
-                images.decode(
-                    value, schema.formats, schema.max_pixels, configuration, f"{path}.{schema.name}"
-                )
-                for value, path in zip(values, paths, strict=True)
-            ]
-        )
-    raise AssertionError(f"unhandled input schema {schema!r}")

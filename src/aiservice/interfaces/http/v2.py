@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from aiservice import __version__
-from aiservice.application.inference import ServingModel
 from aiservice.application.ports import Prediction
+from aiservice.application.serving.inputs import ServingModel
 from aiservice.bootstrap import Container
 from aiservice.domain.errors import DomainError, FieldError, InvalidInput, PayloadTooLarge, Unavailable
 from aiservice.domain.models import Model

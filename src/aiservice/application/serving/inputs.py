@@ -1,0 +1,107 @@
+"""What a loaded version needs to answer: its model, runtime and batcher, and the conversion of
+callers' inputs into arrays (and of the model's labels back into callers' names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from aiservice.application.ports import LoadedModel
+from aiservice.application.serving.batching import AdaptiveBatcher
+from aiservice.domain.errors import FieldError, InvalidInput, Unavailable
+from aiservice.domain.models import Model, ModelVersion
+from aiservice.domain.schemas import (
+    ImageSchema,
+    InputSchema,
+    TabularSchema,
+    TensorSchema,
+    TextSchema,
+    feature_vectors,
+    tabular_rows,
+    tensor_input,
+    text_input,
+)
+
+
+class ImageDecoder(Protocol):
+    def decode(
+        self, data: Any, formats: tuple[str, ...], max_pixels: int, configuration: dict[str, Any], where: str
+    ) -> np.ndarray:
+        """One image as a float32 array shaped as the model's configuration declares."""
+        ...
+
+
+@dataclass
+class ServingModel:
+    """A loaded version with everything a prediction needs, computed once at load."""
+
+    model: Model
+    version: ModelVersion
+    loaded: LoadedModel
+    batcher: AdaptiveBatcher
+    input_schema: InputSchema | None
+    labels: tuple[Any, ...] | None  # what callers see: outputSchema.classes, else the model's own
+    class_index: dict[Any, int] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        if isinstance(self.input_schema, TabularSchema):
+            return self.input_schema.names
+        names = self.loaded.signature.feature_names
+        n = self.loaded.signature.n_features or 0
+        return list(names) if names else [f"f{i}" for i in range(n)]
+
+
+def label_of(serving: ServingModel, value: Any) -> Any:
+    native = value.item() if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 else value
+    if isinstance(native, np.ndarray):
+        return native.tolist()
+    if serving.labels is not None and serving.class_index:
+        index = serving.class_index.get(native)
+        if index is not None and index < len(serving.labels):
+            return serving.labels[index]
+    return native
+
+
+def to_rows(
+    serving: ServingModel, payloads: list[Any], paths: list[str], images: ImageDecoder | None
+) -> np.ndarray:
+    schema = serving.input_schema
+    where = paths[0] if len(paths) == 1 else paths[0].rsplit(".", 1)[0]
+    if schema is None:
+        return feature_vectors(payloads, serving.loaded.signature, where)
+    if isinstance(schema, TabularSchema):
+        return tabular_rows(schema, payloads, where)
+    values = []
+    for payload, path in zip(payloads, paths, strict=True):
+        if not isinstance(payload, dict) or schema.name not in payload:
+            raise InvalidInput(
+                f"{path}.{schema.name} is required.", errors=[FieldError(f"{path}.{schema.name}", "required")]
+            )
+        extra = sorted(set(payload) - {schema.name})
+        if extra:
+            raise InvalidInput(
+                f"Unknown input fields: {', '.join(extra)}.",
+                errors=[FieldError(f"{path}.{n}", "unknown field") for n in extra],
+            )
+        values.append(payload[schema.name])
+    if isinstance(schema, TensorSchema):
+        batch_schema = TensorSchema(schema.name, schema.dtype, (-1, *schema.shape[1:]))
+        return tensor_input(batch_schema, values, where)
+    if isinstance(schema, TextSchema):
+        return text_input(schema, values, where)
+    if isinstance(schema, ImageSchema):
+        if images is None:
+            raise Unavailable("No image decoder is configured in this service.", code="unsupported-input")
+        configuration = serving.model.configuration
+        return np.stack(
+            [
+                images.decode(
+                    value, schema.formats, schema.max_pixels, configuration, f"{path}.{schema.name}"
+                )
+                for value, path in zip(values, paths, strict=True)
+            ]
+        )
+    raise AssertionError(f"unhandled input schema {schema!r}")
