@@ -29,7 +29,7 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
-from aiservice.infrastructure.runtimes.tasks import declared_task
+from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction
 
 MAX_MEMBERS = 10_000
 MAX_UNPACKED_BYTES = 2 * 1024**3
@@ -69,14 +69,7 @@ class KerasModel:
 
     def predict(self, batch: np.ndarray) -> Prediction:
         output = _to_numpy(self._forward(np.ascontiguousarray(batch, dtype=self._dtype)))
-        if self.signature.task == "classification":
-            probabilities = _probabilities(output)
-            predicted = probabilities.argmax(axis=1)
-            labels = self._classes[predicted] if self._classes is not None else predicted
-            return Prediction(values=labels, probabilities=probabilities)
-        if self.signature.task == "regression" and output.size == len(output):
-            return Prediction(values=output.reshape(len(output)))
-        return Prediction(values=output)
+        return network_prediction(output, self.signature.task, self._classes, _probabilities)
 
     def explain(self, batch: np.ndarray) -> Attributions | None:
         """Gradient x input of each row's predicted class output, or of the regression output."""

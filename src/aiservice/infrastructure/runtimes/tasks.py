@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from aiservice.application.ports import Prediction
 from aiservice.domain.signature import Task
 
 
@@ -15,3 +19,21 @@ def declared_task(configuration: dict[str, Any], width: int | None) -> Task:
         task: Task = configuration["task"]
         return task
     return "regression" if width == 1 else "other"
+
+
+def network_prediction(
+    output: np.ndarray,
+    task: Task,
+    classes: np.ndarray | None,
+    probabilities_of: Callable[[np.ndarray], np.ndarray],
+) -> Prediction:
+    """A network's raw output as a prediction: labels and probabilities for classifiers, a value per
+    row for single-output regressors, the output itself otherwise."""
+    if task == "classification":
+        probabilities = probabilities_of(output)
+        predicted = probabilities.argmax(axis=1)
+        labels = classes[predicted] if classes is not None else predicted
+        return Prediction(values=labels, probabilities=probabilities)
+    if task == "regression" and output.size == len(output):
+        return Prediction(values=output.reshape(len(output)))
+    return Prediction(values=output)

@@ -24,7 +24,7 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
-from aiservice.infrastructure.runtimes.tasks import declared_task
+from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction
 
 # Parts of a torch.export archive that hold compiled code or would be read with full unpickling.
 PT2_REFUSED_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")
@@ -50,14 +50,7 @@ class TorchModel:
 
         with torch.inference_mode():
             output = _first_tensor(self.module(self._tensor(batch))).float().cpu().numpy()
-        if self.signature.task == "classification":
-            probabilities = _probabilities(output)
-            predicted = probabilities.argmax(axis=1)
-            labels = self._classes[predicted] if self._classes is not None else predicted
-            return Prediction(values=labels, probabilities=probabilities)
-        if self.signature.task == "regression" and output.size == len(output):
-            return Prediction(values=output.reshape(len(output)))
-        return Prediction(values=output)
+        return network_prediction(output, self.signature.task, self._classes, _probabilities)
 
     def explain(self, batch: np.ndarray) -> Attributions | None:
         """Gradient x input of each row's predicted class logit, or of the regression output."""
