@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from aiservice.application.ports import LoadSpec
+from aiservice.infrastructure.runtimes.inspect_worker import spec_request
 from aiservice.infrastructure.runtimes.inspector import IsolatedFailure, run_isolated
 from aiservice.infrastructure.runtimes.onnx_compile import compile_into
 
@@ -16,14 +17,7 @@ class SubprocessOnnxCompiler:
         self._memory = memory_bytes
 
     def compile(self, artifact: Path, spec: LoadSpec, out: Path) -> dict[str, Any]:
-        request = {
-            "framework": spec.framework.value,
-            "filename": spec.filename,
-            "path": str(artifact),
-            "allowPickle": spec.allow_pickle,
-            "configuration": spec.configuration,
-            "out": str(out),
-        }
+        request = spec_request(artifact, spec, out=str(out))
         try:
             report = run_isolated(
                 compile_into, request, self._timeout, self._memory, what="Compiling to ONNX"

@@ -33,13 +33,30 @@ def smoke_batch(signature: Signature) -> np.ndarray | None:
     return np.zeros((2, *dims), dtype=spec.dtype)
 
 
-def inspect(request: dict[str, Any]) -> dict[str, Any]:
-    spec = LoadSpec(
+def spec_request(artifact: Path, spec: LoadSpec, **extra: str) -> dict[str, Any]:
+    """A load spec as the plain data a child process receives over its pipe."""
+    return {
+        "framework": spec.framework.value,
+        "filename": spec.filename,
+        "path": str(artifact),
+        "allowPickle": spec.allow_pickle,
+        "configuration": spec.configuration,
+        **extra,
+    }
+
+
+def spec_of(request: dict[str, Any]) -> LoadSpec:
+    """The load spec a parent sent with ``spec_request``."""
+    return LoadSpec(
         framework=Framework(request["framework"]),
         filename=request["filename"],
         allow_pickle=bool(request.get("allowPickle", False)),
         configuration=request.get("configuration", {}),
     )
+
+
+def inspect(request: dict[str, Any]) -> dict[str, Any]:
+    spec = spec_of(request)
     model = RuntimeRegistry.discover().get(spec.framework).load(Path(request["path"]), spec)
     batch = smoke_batch(model.signature)
     if batch is not None:

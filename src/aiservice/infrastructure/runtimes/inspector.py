@@ -21,7 +21,7 @@ import psutil
 from aiservice.application.ports import LoadSpec
 from aiservice.domain.errors import InvalidArtifact, Unavailable, UntrustedArtifact
 from aiservice.domain.signature import Signature
-from aiservice.infrastructure.runtimes.inspect_worker import inspect_into
+from aiservice.infrastructure.runtimes.inspect_worker import inspect_into, spec_request
 
 _PRELOAD = (
     "numpy",
@@ -107,15 +107,8 @@ class SubprocessArtifactInspector:
         self._memory = memory_bytes
 
     def inspect(self, artifact: Path, spec: LoadSpec) -> Signature:
-        request = {
-            "framework": spec.framework.value,
-            "filename": spec.filename,
-            "path": str(artifact),
-            "allowPickle": spec.allow_pickle,
-            "configuration": spec.configuration,
-        }
         try:
-            result = run_isolated(inspect_into, request, self._timeout, self._memory)
+            result = run_isolated(inspect_into, spec_request(artifact, spec), self._timeout, self._memory)
         except IsolatedFailure as exc:
             raise InvalidArtifact(str(exc)) from None
         if "error" in result:

@@ -19,6 +19,7 @@ import numpy as np
 
 from aiservice.application.ports import LoadedModel, LoadSpec, Prediction
 from aiservice.domain.models import Framework
+from aiservice.infrastructure.runtimes.inspect_worker import spec_of
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 
 SAMPLE_ROWS = 256
@@ -40,13 +41,8 @@ def compile_into(request: dict[str, Any], sender: Connection) -> None:
 
 
 def compile_request(request: dict[str, Any]) -> dict[str, Any]:
-    framework = Framework(request["framework"])
-    spec = LoadSpec(
-        framework=framework,
-        filename=request["filename"],
-        allow_pickle=bool(request.get("allowPickle", False)),
-        configuration=request.get("configuration", {}),
-    )
+    spec = spec_of(request)
+    framework = spec.framework
     registry = RuntimeRegistry.discover()
     native = registry.get(framework).load(Path(request["path"]), spec)
     signature = native.signature
