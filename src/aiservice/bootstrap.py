@@ -8,7 +8,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import psutil
 from sqlalchemy.engine import Engine
 
 from aiservice import __version__
@@ -32,6 +31,7 @@ from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
 from aiservice.infrastructure.images.pillow import PillowImageDecoder
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
+from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
@@ -143,7 +143,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
         RuntimeRegistry.discover(),
         executor,
         metrics,
-        resident_bytes=lambda: int(psutil.Process().memory_info().rss),
+        resident_bytes=resident_bytes,
         images=PillowImageDecoder(),
         max_models=settings.model_cache_size,
         max_memory_bytes=settings.model_cache_memory_mb * 1024**2,

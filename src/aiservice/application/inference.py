@@ -8,7 +8,9 @@ are remembered (and forgotten when an event says the model changed) and models s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -32,6 +34,7 @@ from aiservice.domain.schemas import (
 from aiservice.domain.tenancy import Permission, Principal
 
 ROUTE_TTL_S = 5.0
+log = logging.getLogger(__name__)
 
 
 class RuntimeProvider(Protocol):
@@ -153,20 +156,21 @@ class InferenceService:
             key, digest, size = version.artifact.key, version.artifact.digest, version.artifact.size_bytes
         loop = asyncio.get_running_loop()
 
-        def load() -> tuple[LoadedModel, int]:
+        def load() -> tuple[LoadedModel, int, float | None]:
             # Off the event loop: the runtime's first use imports its framework (seconds for sklearn).
             runtime = self._runtimes.get(framework)
             path = self._store.local_path(key, digest)
             before = self._resident_bytes()
             loaded = runtime.load(path, spec)
+            call_s = _warm_up(loaded)
             grown = self._resident_bytes() - before
             # A loaded model (and a freshly imported framework) is hundreds of thousands of long-lived
             # objects; moved out of the collector's sight, full collections stay short.
             gc.freeze()
-            return loaded, grown
+            return loaded, grown, call_s
 
-        loaded, grown = await loop.run_in_executor(None, load)
-        serving = self._serving_model(model, version, loaded)
+        loaded, grown, call_s = await loop.run_in_executor(None, load)
+        serving = self._serving_model(model, version, loaded, call_s)
         return serving, max(grown, size)
 
     @staticmethod
@@ -174,7 +178,9 @@ class InferenceService:
         """Cache key; the serving form is part of it, so a compiled form replaces the native one."""
         return (principal.tenant_id, model.id, version.version, str(version.serving.get("form", "native")))
 
-    def _serving_model(self, model: Model, version: ModelVersion, loaded: LoadedModel) -> ServingModel:
+    def _serving_model(
+        self, model: Model, version: ModelVersion, loaded: LoadedModel, call_s: float | None = None
+    ) -> ServingModel:
         signature = loaded.signature
         declared = parse_output_schema(model.output_schema)
         labels = declared if declared is not None else signature.classes
@@ -189,6 +195,7 @@ class InferenceService:
                 max_delay_s=self._batch_delay,
                 workers=self._batch_workers,
                 on_batch=self._metrics.batch,
+                first_call_s=call_s,
             ),
             input_schema=parse_input_schema(model.input_schema, where="inputSchema"),
             labels=labels,
@@ -206,7 +213,12 @@ class InferenceService:
         async with self.cache.use(
             self._key(principal, model, version), lambda: self._load(model, version, allow_pickle)
         ) as entry:
-            return entry.value, entry.bytes
+            loaded = entry.value, entry.bytes
+        # Callers mostly predict by bare name next: resolve it now so that first predict finds the
+        # route as warm as the model.
+        with contextlib.suppress(DomainError):
+            await self._route(principal, ident, "")
+        return loaded
 
     async def unload(self, principal: Principal, ident: str, number: int) -> bool:
         principal.require(Permission.VERSION_WRITE)
@@ -407,3 +419,21 @@ class InferenceService:
                 "reason": "not supported for this model",
             }
         return result
+
+
+def _warm_up(loaded: LoadedModel) -> float | None:
+    """Run one all-zero row through a freshly loaded model, as Triton's model warm-up does, so the
+    first real request pays no first-call allocations; returns that call's duration, which the
+    batcher uses to decide at once whether the model is fast enough to run inline."""
+    inputs = loaded.signature.inputs
+    if len(inputs) != 1 or inputs[0].dtype == "object" or any(d < 1 for d in inputs[0].shape[1:]):
+        return None
+    row = np.zeros((1, *inputs[0].shape[1:]), dtype=inputs[0].dtype)
+    try:
+        loaded.predict(row)  # the first call: allocations, lazy initialisation
+        started = time.perf_counter()
+        loaded.predict(row)
+        return time.perf_counter() - started
+    except Exception:  # a model may refuse zeros (a lookup table, say); it simply starts cold
+        log.debug("warm-up call failed", exc_info=True)
+        return None

@@ -43,6 +43,7 @@ class AdaptiveBatcher:
         workers: int = 1,
         on_batch: Callable[[int, int], None] = lambda requests, rows: None,
         inline_below_s: float = 0.0002,
+        first_call_s: float | None = None,
     ) -> None:
         self._run = run
         self._executor = executor
@@ -54,7 +55,7 @@ class AdaptiveBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._last_batch_requests = 0
         self._inline_below = inline_below_s
-        self._call_s: float | None = None  # moving average of a small call's duration
+        self._call_s = first_call_s  # moving average of a small call's duration (a warm-up's at first)
         self._busy = 0
 
     def _timed(self, rows: np.ndarray) -> Prediction:
