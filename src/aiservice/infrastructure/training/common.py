@@ -1,0 +1,236 @@
+"""What every trainer shares: data checks, label encoding, device names, JSON-safe parameters and warnings.
+
+Every framework sees classes in one order (sorted, as ``np.unique`` gives them), so an artifact's output
+columns line up with ``TrainedModel.classes`` whichever framework made it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aiservice.infrastructure.training.spec import Table, TrainingError, TrainSpec
+
+TASKS = ("classification", "regression")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Training and validation targets ready for a framework: class indices or floats."""
+
+    train: np.ndarray  # int64 class indices, or float targets
+    validation: np.ndarray | None
+    classes: np.ndarray | None  # the labels, index order; None for regression
+
+    @property
+    def class_list(self) -> list[Any] | None:
+        """The labels as JSON-safe Python values."""
+        return None if self.classes is None else [json_safe(c) for c in self.classes]
+
+
+def check_task(spec: TrainSpec) -> None:
+    if spec.task not in TASKS:
+        raise TrainingError("params", f"task must be one of {', '.join(TASKS)}, not {spec.task!r}.")
+
+
+def check_tables(train: Table, validation: Table | None, ndim: int | None = None) -> None:
+    """Rows and targets agree, features agree between the tables, and (for nets) the rank is right."""
+    for name, table in (("training", train), ("validation", validation)):
+        if table is None:
+            continue
+        if table.X.ndim < 2 or len(table.X) == 0:
+            raise TrainingError("data", f"The {name} data has no rows, or its features are not a 2-D table.")
+        if table.y.ndim != 1 or len(table.y) != len(table.X):
+            raise TrainingError(
+                "data", f"The {name} data has {len(table.X)} rows but {len(table.y)} targets."
+            )
+        if ndim is not None and table.X.ndim != ndim:
+            kind = "(rows, features)" if ndim == 2 else "(rows, height, width, channels) images"
+            raise TrainingError(
+                "data", f"The {name} data has shape {table.X.shape}; this model takes {kind}."
+            )
+    if validation is not None and validation.X.shape[1:] != train.X.shape[1:]:
+        raise TrainingError(
+            "data",
+            f"Validation rows have shape {validation.X.shape[1:]}, training rows {train.X.shape[1:]}.",
+        )
+
+
+def check_finite(train: Table, validation: Table | None) -> None:
+    """Networks learn nothing from NaN or infinite features: refuse them rather than train to NaN."""
+    for name, table in (("training", train), ("validation", validation)):
+        if table is not None and not np.isfinite(table.X).all():
+            raise TrainingError(
+                "data", f"The {name} features hold missing (NaN) or infinite values; impute them first."
+            )
+
+
+def targets(task: str, train: Table, validation: Table | None) -> Targets:
+    if task == "classification":
+        return _class_targets(train, validation)
+    return Targets(
+        train=_regression_target(train.y, "training"),
+        validation=None if validation is None else _regression_target(validation.y, "validation"),
+        classes=None,
+    )
+
+
+def _class_targets(train: Table, validation: Table | None) -> Targets:
+    try:
+        classes, indices = np.unique(train.y, return_inverse=True)
+    except TypeError as exc:  # labels of mixed types, e.g. str and int
+        raise TrainingError("data", f"The class labels cannot be ordered (mixed types?): {exc}") from exc
+    if len(classes) < 2:
+        raise TrainingError(
+            "data", f"Classification needs at least 2 classes; the training data has {len(classes)}."
+        )
+    validation_indices = None
+    if validation is not None:
+        try:
+            unseen = sorted({repr(json_safe(v)) for v in np.setdiff1d(validation.y, classes)})
+        except TypeError as exc:
+            raise TrainingError("data", f"The validation labels cannot be compared: {exc}") from exc
+        if unseen:
+            raise TrainingError(
+                "data",
+                f"The validation data holds labels the training data never shows: {', '.join(unseen[:10])}.",
+            )
+        validation_indices = np.searchsorted(classes, validation.y).astype(np.int64)
+    return Targets(train=indices.astype(np.int64), validation=validation_indices, classes=classes)
+
+
+def _regression_target(y: np.ndarray, name: str) -> np.ndarray:
+    try:
+        values = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(
+            "data", f"Regression needs a numeric target; the {name} target is not ({exc})."
+        ) from exc
+    if not np.isfinite(values).all():
+        raise TrainingError("data", f"The {name} target holds missing (NaN) or infinite values.")
+    return values
+
+
+def cuda_index(device: str) -> int | None:
+    """None for "cpu"; the GPU index for "cuda" (0) or "cuda:N"; anything else is a device error."""
+    if device == "cpu":
+        return None
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match is None:
+        raise TrainingError("device", f"Unknown device {device!r}; use 'cpu' or 'cuda'.")
+    return int(match.group(1) or 0)
+
+
+NO_CUDA = "CUDA was requested but no GPU is available"
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars unwrapped, tuples as lists, non-finite floats and objects as text."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_safe(v) for v in value]
+    return repr(value)
+
+
+@contextlib.contextmanager
+def logged_warnings() -> Iterator[None]:
+    """Warnings a framework raises while fitting (convergence, fallbacks) are logged, never fatal."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen: set[str] = set()
+    for warning in caught:
+        text = f"{warning.category.__name__}: {warning.message}"
+        if text not in seen:
+            seen.add(text)
+            log.warning("while training: %s", text)
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def fit_error(exc: Exception, params: dict[str, Any], otherwise: str) -> TrainingError:
+    """A framework's error while fitting: a parameter error when it names a parameter the job set (or the
+    text value given to one), else ``otherwise``."""
+    message = first_line(exc)
+    named = [
+        name
+        for name, value in params.items()
+        if re.search(rf"\b{re.escape(name)}\b", message)
+        or (isinstance(value, str) and f"'{value}'" in message)
+    ]
+    if named:
+        return TrainingError("params", f"{', '.join(named)}: {message}")
+    return TrainingError(otherwise, message)
+
+
+NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlp": {"hiddenSizes": [64], "dropout": 0.0},
+    "cnn": {"channels": [16, 32], "kernelSize": 3, "hiddenSizes": [64], "dropout": 0.0},
+}
+
+
+def network_params(spec: TrainSpec) -> dict[str, Any]:
+    """The network's shape: the job's parameters over the defaults, checked as the catalog checks them."""
+    from aiservice.infrastructure.training import catalog
+
+    check_task(spec)
+    errors = catalog.validate(spec.framework, spec.algorithm, spec.params)
+    if errors:
+        raise TrainingError("params", "; ".join(f"{e.field}: {e.message}" for e in errors))
+    for name, value, low in (("epochs", spec.epochs, 1), ("batch_size", spec.batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise TrainingError("params", f"{name} must be a positive integer, not {value!r}.")
+    rate = spec.learning_rate
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+        raise TrainingError("params", f"learning_rate must be a positive number, not {rate!r}.")
+    return {**NETWORK_DEFAULTS[spec.algorithm], **spec.params}
+
+
+def input_shape(spec: TrainSpec, train: Table) -> list[int]:
+    """The shape of one row; it must agree with the model's configured ``inputShape`` when it has one."""
+    shape = [int(d) for d in train.X.shape[1:]]
+    configured = spec.configuration.get("inputShape")
+    if configured:
+        declared = [int(d) for d in configured]
+        if len(declared) != len(shape) or any(
+            d > 0 and d != s for d, s in zip(declared, shape, strict=False)
+        ):
+            raise TrainingError(
+                "data", f"The data's rows have shape {shape}, but the model declares inputShape {declared}."
+            )
+    return shape
+
+
+def standardisation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation (1 where a column is constant), baked into a network."""
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
+def served_configuration(spec: TrainSpec, classes: list[Any] | None, shape: list[int]) -> dict[str, Any]:
+    """What the torch and keras runtimes need to read a network's output: the task, the classes."""
+    configuration: dict[str, Any] = {"task": spec.task}
+    if classes is not None:
+        configuration["classes"] = classes
+    if not spec.configuration.get("inputShape"):
+        configuration["inputShape"] = shape
+    return configuration

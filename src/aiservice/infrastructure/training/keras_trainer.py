@@ -1,0 +1,192 @@
+"""Keras 3: train an MLP (tables) or a CNN (channels-last images) and save a ``.keras`` file.
+
+The saved model is what the keras runtime serves with ``safe_mode``: built from stock layers only (no
+Lambda), it standardises tabular inputs with a Normalization layer, ends in a softmax for classifiers and
+rescales a regressor's output to the target's scale. ``TrainedModel.configuration`` carries the task and
+the classes the runtime needs to turn outputs into labels.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from aiservice.application.ports import Prediction
+from aiservice.infrastructure.training.common import (
+    NO_CUDA,
+    check_finite,
+    check_tables,
+    cuda_index,
+    first_line,
+    input_shape,
+    json_safe,
+    logged_warnings,
+    network_params,
+    served_configuration,
+    standardisation,
+    targets,
+)
+from aiservice.infrastructure.training.spec import Progress, Table, TrainedModel, TrainingError, TrainSpec
+
+FILENAME = "model.keras"
+
+
+@dataclass
+class FittedKeras:
+    model: Any  # keras.Model
+    spec: TrainSpec
+    classes: list[Any] | None
+    params: dict[str, Any]
+    device: str
+    shape: list[int]
+
+    def predict(self, X: np.ndarray) -> Prediction:
+        batch = np.ascontiguousarray(X, dtype=np.float32)
+        output = np.asarray(keras.ops.convert_to_numpy(self.model(batch, training=False)))
+        if self.classes is None:
+            return Prediction(values=output.reshape(len(output)))
+        probabilities = output.astype(np.float64)
+        labels = np.asarray(self.classes, dtype=object)[probabilities.argmax(axis=1)]
+        return Prediction(values=labels, probabilities=probabilities)
+
+    def save(self, out_dir: Path) -> TrainedModel:
+        path = out_dir / FILENAME
+        try:
+            with warnings.catch_warnings():
+                # Keras's saver hands TensorFlow tensors to numpy 2, which warns about a copy keyword.
+                warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+                self.model.save(path)
+        except Exception as exc:
+            raise TrainingError("save", f"The model cannot be saved as .keras: {first_line(exc)}") from exc
+        return TrainedModel(
+            path=path,
+            filename=FILENAME,
+            classes=self.classes,
+            params=self.params,
+            device=self.device,
+            configuration=served_configuration(self.spec, self.classes, self.shape),
+        )
+
+
+def fit(
+    spec: TrainSpec, train: Table, validation: Table | None, report: Callable[[Progress], None]
+) -> FittedKeras:
+    shape_params = network_params(spec)
+    check_tables(train, validation, ndim=2 if spec.algorithm == "mlp" else 4)
+    check_finite(train, validation)
+    shape = input_shape(spec, train)
+    target = targets(spec.task, train, validation)
+    device, keras_device = _device(spec.device)
+    classes = target.class_list
+    keras.utils.set_random_seed(spec.seed)
+    validation_data = None
+    if validation is not None:
+        validation_data = (np.asarray(validation.X, dtype=np.float32), target.validation)
+    with keras.device(keras_device):
+        model = _network(spec, shape_params, train.X, target.train, len(classes) if classes else None)
+        with logged_warnings():
+            model.fit(
+                np.asarray(train.X, dtype=np.float32),
+                target.train,
+                batch_size=spec.batch_size,
+                epochs=spec.epochs,
+                validation_data=validation_data,
+                shuffle=True,
+                verbose=0,
+                callbacks=[_ReportEpochs(report, spec.epochs)],
+            )
+    effective = {
+        **shape_params,
+        "epochs": spec.epochs,
+        "batchSize": spec.batch_size,
+        "learningRate": spec.learning_rate,
+        "seed": spec.seed,
+        "optimizer": "adam",
+        "backend": keras.backend.backend(),
+    }
+    return FittedKeras(model, spec, classes, json_safe(effective), device, shape)
+
+
+def _device(name: str) -> tuple[str, str]:
+    """The device to report ("cpu", "cuda:N") and its Keras name ("cpu:0", "gpu:N")."""
+    index = cuda_index(name)
+    if index is None:
+        return "cpu", "cpu:0"
+    gpus = gpu_count()
+    if gpus == 0:
+        raise TrainingError("device", NO_CUDA)
+    if index >= gpus:
+        raise TrainingError("device", f"cuda:{index} was requested; this machine has {gpus} GPU(s).")
+    return f"cuda:{index}", f"gpu:{index}"
+
+
+def gpu_count() -> int:
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return 0  # jax and others: not supported for GPU training here
+
+
+def _network(
+    spec: TrainSpec, params: dict[str, Any], X: np.ndarray, y: np.ndarray, n_classes: int | None
+) -> Any:
+    layers = keras.layers
+    inputs = keras.Input(shape=X.shape[1:], dtype="float32")
+    x = inputs
+    if spec.algorithm == "mlp":
+        mean, std = standardisation(X.astype(np.float64))
+        x = layers.Normalization(mean=mean.tolist(), variance=(std**2).tolist())(x)
+    else:
+        height, breadth = X.shape[1:3]
+        for channels in params["channels"]:
+            x = layers.Conv2D(channels, params["kernelSize"], padding="same", activation="relu")(x)
+            if min(height, breadth) >= 2:
+                x = layers.MaxPooling2D(2)(x)
+                height, breadth = height // 2, breadth // 2
+        x = layers.Flatten()(x)
+    for hidden in params["hiddenSizes"]:
+        x = layers.Dense(hidden, activation="relu")(x)
+        if params["dropout"]:
+            x = layers.Dropout(params["dropout"], seed=spec.seed)(x)
+    optimizer = keras.optimizers.Adam(learning_rate=spec.learning_rate)
+    if n_classes is not None:
+        outputs = layers.Dense(n_classes, activation="softmax")(x)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+    # Trained on the target's own scale: the rescaling is part of the model, so the loss is plain MSE.
+    outputs = layers.Rescaling(scale=float(y.std()) or 1.0, offset=float(y.mean()))(layers.Dense(1)(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=optimizer, loss="mse", metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
+    return model
+
+
+class _ReportEpochs(keras.callbacks.Callback):  # type: ignore[misc]
+    """Reports Keras's epoch logs (loss, accuracy or rmse, and their val_ twins); stops on a NaN loss."""
+
+    def __init__(self, report: Callable[[Progress], None], epochs: int) -> None:
+        super().__init__()
+        self._report = report
+        self._epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = {name: float(value) for name, value in (logs or {}).items()}
+        loss = metrics.get("loss", 0.0)
+        if not math.isfinite(loss):
+            raise TrainingError(
+                "fit", f"The loss became {loss} in epoch {epoch + 1}; try a lower learning rate."
+            )
+        self._report(Progress(epoch=epoch + 1, epochs=self._epochs, metrics=metrics))
