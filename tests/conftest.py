@@ -20,6 +20,7 @@ from aiservice.infrastructure.db.tables import metadata
 from aiservice.infrastructure.observability.logging import configure_logging
 from aiservice.interfaces.http.app import create_app
 from aiservice.settings import Settings
+from tests.moto_s3 import MotoServer
 
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=postgres user=root"
 PG_URL = "postgresql+psycopg://root@127.0.0.1:5432/{name}"
@@ -147,3 +148,25 @@ def auth(container: Container) -> Auth:
         return {"Authorization": f"Bearer {token}", "X-Tenant-ID": tenant}
 
     return headers
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_moto(tmp_path: Path) -> Iterator[Callable[[], MotoServer]]:
+    """Start a server of a test's own (to kill mid-test); every one started is stopped afterwards."""
+    started: list[MotoServer] = []
+
+    def start() -> MotoServer:
+        server = MotoServer(tmp_path / f"moto-{len(started)}.log")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -19,17 +19,23 @@ from aiservice.application.ports import Authenticator, OutboxMessage, TokenServi
 from aiservice.application.registry import ModelRegistry
 from aiservice.application.security import TokenAuthenticator
 from aiservice.application.tenants import Tenants
+from aiservice.application.training import TrainingExecution, TrainingJobs
 from aiservice.application.versions import ModelVersions
 from aiservice.domain.clock import utcnow
 from aiservice.domain.events import DomainEvent
 from aiservice.domain.models import Framework
 from aiservice.infrastructure.auth.jwt_tokens import JwtTokenService
 from aiservice.infrastructure.auth.secret_file import load_or_create_secret
+from aiservice.infrastructure.datasets.locator import DatasetLocator, S3Options
+from aiservice.infrastructure.datasets.store import DatasetStore
 from aiservice.infrastructure.db import migrate
 from aiservice.infrastructure.db.engine import create_engine
+from aiservice.infrastructure.db.job_repositories import SqlAlchemyJobQueue
 from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
 from aiservice.infrastructure.images.pillow import PillowImageDecoder
+from aiservice.infrastructure.jobs.adapters import FrameworkCatalog, LocatedDatasets
+from aiservice.infrastructure.jobs.local import LocalJobRunner
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
@@ -58,6 +64,9 @@ class Container:
     compilation: OnnxCompilation
     compile_pool: ThreadPoolExecutor
     tenants: Tenants
+    training: TrainingJobs
+    training_runner: LocalJobRunner
+    datasets: DatasetStore
     tokens: TokenService
     authenticator: Authenticator
     health: HealthCheck
@@ -74,8 +83,10 @@ class Container:
 
     def start(self) -> None:
         self.relay.start()
+        self.training_runner.start()
 
     def close(self) -> None:
+        self.training_runner.stop()
         self.relay.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.compile_pool.shutdown(wait=False, cancel_futures=True)
@@ -181,6 +192,28 @@ def bootstrap(settings: Settings | None = None) -> Container:
             inference.invalidate(event.tenant_id, event.aggregate_id)
 
     uow.on_events = on_events
+
+    dataset_store = DatasetStore(settings.data_dir / "uploaded-datasets")
+    locator = DatasetLocator(settings.dataset_root_paths, dataset_store, _s3_options(settings))
+    execution = TrainingExecution(uow, SqlAlchemyJobQueue(engine), versions, utcnow)
+    runner = LocalJobRunner(
+        execution,
+        concurrency=settings.training_concurrency,
+        heartbeat_s=settings.training_heartbeat_seconds,
+        default_timeout_s=settings.training_timeout_seconds,
+        work_dir=settings.data_dir / "training",
+        storage_options=locator.storage_options,
+        fingerprint=locator.fingerprint,
+        cuda_available=_cuda_available,
+    )
+    training = TrainingJobs(
+        uow,
+        utcnow,
+        FrameworkCatalog(),
+        LocatedDatasets(locator),
+        wake_runner=runner.wake,
+        max_timeout_s=settings.training_timeout_seconds,
+    )
     return Container(
         settings=settings,
         engine=engine,
@@ -191,6 +224,9 @@ def bootstrap(settings: Settings | None = None) -> Container:
         compilation=compilation,
         compile_pool=compile_pool,
         tenants=Tenants(uow),
+        training=training,
+        training_runner=runner,
+        datasets=dataset_store,
         tokens=tokens,
         authenticator=TokenAuthenticator(tokens, uow),
         health=HealthCheck(SqlAlchemyDatabaseProbe(engine), store, __version__, utcnow),
@@ -200,3 +236,25 @@ def bootstrap(settings: Settings | None = None) -> Container:
         secret_is_generated=generated,
         secret_created_now=created,
     )
+
+
+def _s3_options(settings: Settings) -> S3Options | None:
+    """S3 datasets are on when an endpoint or credentials are configured (empty values count as unset)."""
+    secret = settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
+    if not (settings.s3_endpoint_url or settings.aws_access_key_id):
+        return None
+    return S3Options(
+        endpoint_url=settings.s3_endpoint_url or None,
+        key=settings.aws_access_key_id or None,
+        secret=secret or None,
+        region=settings.aws_default_region or None,
+    )
+
+
+def _cuda_available() -> bool:
+    """Asked only for jobs that prefer a GPU; without torch there is no CUDA we could use."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())

@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
 
+    training_concurrency: int = Field(default=1, ge=1)
+    training_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    training_timeout_seconds: int = Field(default=6 * 3600, gt=0)
+    # Comma-separated folders a training job may read local datasets from (default DATA_DIR/datasets).
+    dataset_roots: str = ""
+    max_dataset_bytes: int = Field(default=10 * 1024**3, gt=0)
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_default_region: str | None = None
+
     @property
     def resolved_database_url(self) -> str:
         """``DATABASE_URL`` wins; else PostgreSQL when ``DB_HOST`` is set; else SQLite under ``DATA_DIR``."""
@@ -61,6 +72,11 @@ class Settings(BaseSettings):
     @property
     def artifact_path(self) -> Path:
         return Path(self.artifact_root) if self.artifact_root else self.data_dir / "artifacts"
+
+    @property
+    def dataset_root_paths(self) -> list[Path]:
+        roots = [Path(p.strip()) for p in self.dataset_roots.split(",") if p.strip()]
+        return roots or [self.data_dir / "datasets"]
 
     @property
     def secret_file(self) -> Path:

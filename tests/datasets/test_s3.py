@@ -20,7 +20,7 @@ from aiservice.infrastructure.datasets import (
     check_readable,
     read_table,
 )
-from tests.datasets.conftest import MotoServer
+from tests.moto_s3 import MotoServer
 
 CSV = b"sepal,petal,label\n5.1,1.4,setosa\n7.0,4.7,versicolor\n6.3,6.0,virginica\n"
 FIELD = "body.dataset.uri"

@@ -54,7 +54,7 @@ class OnnxCompilation:
             framework=model.framework,
             filename=version.artifact.filename,
             allow_pickle=bool(tenant and tenant.allow_pickle),
-            configuration=model.configuration,
+            configuration=version.serving_configuration(model),
         )
         source = self._store.local_path(version.artifact.key, version.artifact.digest)
         with tempfile.TemporaryDirectory(prefix="aiservice-onnx-") as folder:

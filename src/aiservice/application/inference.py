@@ -150,7 +150,7 @@ class InferenceService:
                 framework=model.framework,
                 filename=version.artifact.filename,
                 allow_pickle=allow_pickle,
-                configuration=model.configuration,
+                configuration=version.serving_configuration(model),
                 device=self._devices.get(model.framework, "cpu"),
             )
             key, digest, size = version.artifact.key, version.artifact.digest, version.artifact.size_bytes
@@ -183,7 +183,14 @@ class InferenceService:
     ) -> ServingModel:
         signature = loaded.signature
         declared = parse_output_schema(model.output_schema)
-        labels = declared if declared is not None else signature.classes
+        configured = version.serving_configuration(model).get("classes")
+        labels: tuple[Any, ...] | None
+        if declared is not None:
+            labels = declared
+        elif isinstance(configured, list) and len(configured) == len(signature.classes or ()):
+            labels = tuple(configured)  # a trained version's own labels, where its runtime knows indices only
+        else:
+            labels = signature.classes
         return ServingModel(
             model=model,
             version=version,

@@ -16,6 +16,7 @@ from aiservice.domain.models import Alias, Framework, Model, ModelVersion, Stage
 from aiservice.domain.pagination import Page
 from aiservice.domain.signature import Signature
 from aiservice.domain.tenancy import Principal, Tenant
+from aiservice.domain.training import JobEvent, JobStatus, TrainingJob
 
 Clock = Callable[[], datetime]
 
@@ -79,6 +80,33 @@ class TenantRepository(Protocol):
     def all_ids(self) -> list[str]: ...
 
 
+class TrainingJobRepository(Protocol):
+    def add(self, job: TrainingJob) -> None: ...
+    def get(self, job_id: str, *, for_update: bool = False) -> TrainingJob | None: ...
+    def page(
+        self, model_id: str | None, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> Page[TrainingJob]: ...
+    def save(self, job: TrainingJob) -> None: ...
+    def append_event(self, job_id: str, type: str, data: dict[str, Any], at: datetime) -> int:
+        """Number the job's next event (1, 2, ...) and store it; returns its number."""
+        ...
+
+    def events_after(self, job_id: str, seq: int, limit: int) -> list[JobEvent]: ...
+
+
+class JobQueue(Protocol):
+    """The runners' view of every tenant's jobs: claim the oldest queued one, keep claims alive."""
+
+    def claim_next(self, runner_id: str, now: datetime) -> TrainingJob | None:
+        """Atomically move the oldest queued job to running for this runner; None when none waits."""
+        ...
+
+    def heartbeat(self, runner_id: str, job_ids: list[str], now: datetime) -> None: ...
+    def stale_running(self, before: datetime) -> list[tuple[str, str]]:
+        """(tenant_id, job_id) of running jobs whose runner has not been heard of since ``before``."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction for one tenant: its repositories add the tenant to every query.
 
@@ -96,6 +124,8 @@ class UnitOfWork(Protocol):
     def aliases(self) -> AliasRepository: ...
     @property
     def tenants(self) -> TenantRepository: ...
+    @property
+    def jobs(self) -> TrainingJobRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -17,7 +17,7 @@ class Tenants:
 
     def ensure(self, tenant_id: str, name: str | None = None) -> tuple[Tenant, bool]:
         """The tenant, created if missing; the flag says whether it was created now."""
-        if not TENANT_ID.match(tenant_id):
+        if not TENANT_ID.fullmatch(tenant_id):
             raise InvalidInput(
                 f"Tenant id {tenant_id!r} must be 1-63 lowercase letters, digits, '_' or '-'.",
                 errors=[FieldError("tenant", "invalid tenant id")],

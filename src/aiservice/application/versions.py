@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import BinaryIO
@@ -43,6 +44,8 @@ class VersionMetadata:
     metrics: JsonObject = field(default_factory=dict)
     params: JsonObject = field(default_factory=dict)
     source_run: str | None = None
+    lineage: JsonObject = field(default_factory=dict)
+    configuration: JsonObject = field(default_factory=dict)  # see ModelVersion.configuration
 
 
 @dataclass
@@ -104,15 +107,22 @@ class ModelVersions:
         return VersionUpload(principal, model.id, key, self._store.writer(key, self.max_artifact_bytes))
 
     def finish_upload(
-        self, upload: VersionUpload, filename: str, media_type: str, metadata: VersionMetadata
+        self,
+        upload: VersionUpload,
+        filename: str,
+        media_type: str,
+        metadata: VersionMetadata,
+        on_commit: Callable[[UnitOfWork, ModelVersion], None] | None = None,
     ) -> ModelVersion:
         """Seal the bytes, inspect them in isolation, and record version N+1 with their signature.
 
         On any failure (a broken, untrusted or mislabelled artifact included) the bytes are removed.
+        ``on_commit`` runs inside the version's transaction (a training job ends there); if it raises,
+        nothing is recorded.
         """
         stored = upload.writer.commit()
         try:
-            signature = self._inspect(upload, stored, safe_filename(filename))
+            signature = self._inspect(upload, stored, safe_filename(filename), metadata.configuration)
             with self._uow(upload.principal.tenant_id) as uow:
                 model = uow.models.get(upload.model_id)
                 if model is None:  # deleted while the bytes were streaming
@@ -133,11 +143,15 @@ class ModelVersions:
                     metrics=metadata.metrics,
                     params=metadata.params,
                     source_run=metadata.source_run,
+                    lineage=metadata.lineage,
+                    configuration=metadata.configuration,
                     created_by=upload.principal.subject,
                     signature=signature,
                     serving={"form": "native", "reason": "the framework's own runtime"},
                 )
                 uow.versions.add(version)
+                if on_commit is not None:
+                    on_commit(uow, version)
                 uow.record(
                     ModelVersionCreated(
                         tenant_id=model.tenant_id,
@@ -153,7 +167,9 @@ class ModelVersions:
             self._store.delete(stored.key)
             raise
 
-    def _inspect(self, upload: VersionUpload, stored: StoredArtifact, filename: str) -> Signature:
+    def _inspect(
+        self, upload: VersionUpload, stored: StoredArtifact, filename: str, configuration: JsonObject
+    ) -> Signature:
         with self._uow(upload.principal.tenant_id, writes=False) as uow:
             model = uow.models.get(upload.model_id)
             tenant = uow.tenants.get(upload.principal.tenant_id)
@@ -163,7 +179,7 @@ class ModelVersions:
             framework=model.framework,
             filename=filename,
             allow_pickle=tenant.allow_pickle if tenant else False,
-            configuration=model.configuration,
+            configuration={**model.configuration, **configuration},
         )
         path = self._store.local_path(stored.key, stored.digest, verify=False)
         signature = self._inspector.inspect(path, spec)

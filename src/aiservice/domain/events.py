@@ -81,3 +81,47 @@ class ModelAliasSet(DomainEvent):
 class ModelAliasDeleted(DomainEvent):
     alias: str
     version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingJobEvent(DomainEvent):
+    """Base of training events: their aggregate is the job; ``model_id`` says which model it trains."""
+
+    model_id: str
+    aggregate_type: ClassVar[str] = "training-job"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingJobQueued(TrainingJobEvent):
+    algorithm: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingJobStarted(TrainingJobEvent):
+    runner: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingProgress(TrainingJobEvent):
+    """Throttled: at most one per job every few seconds, plus the last epoch."""
+
+    progress: float
+    epoch: int | None
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingJobSucceeded(TrainingJobEvent):
+    version: int
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingJobFailed(TrainingJobEvent):
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingJobCancelled(TrainingJobEvent):
+    pass

@@ -41,7 +41,7 @@ RESERVED_ALIASES = frozenset({*(s.value for s in Stage), "latest"})
 
 
 def check_model_name(name: str, field_name: str = "body.name") -> None:
-    if not MODEL_NAME.match(name) or UUID_SHAPE.match(name):
+    if not MODEL_NAME.fullmatch(name) or UUID_SHAPE.match(name):
         raise InvalidInput(
             f"Model name {name!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit, and not shaped like a UUID.",
@@ -144,6 +144,13 @@ class ModelVersion:
     created_by: str | None = None
     signature: Signature | None = None  # what the runtime reported when the upload was inspected
     serving: JsonObject = field(default_factory=dict)  # which form serves (native or compiled) and why
+    lineage: JsonObject = field(default_factory=dict)  # where it came from: the training job, its datasets
+    # What this artifact needs on top of the model's configuration to be read (a trained network's
+    # task and classes, say); the model's own keys are the defaults.
+    configuration: JsonObject = field(default_factory=dict)
+
+    def serving_configuration(self, model: Model) -> JsonObject:
+        return {**model.configuration, **self.configuration}
 
 
 @dataclass(frozen=True)

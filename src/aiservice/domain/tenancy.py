@@ -17,6 +17,7 @@ class Permission(StrEnum):
     VERSION_WRITE = "version:write"
     STAGE_WRITE = "stage:write"
     ALIAS_WRITE = "alias:write"
+    TRAIN = "training:write"  # submit and cancel training jobs
 
 
 class Role(StrEnum):
@@ -31,6 +32,7 @@ _WRITE = _READ | {
     Permission.VERSION_WRITE,
     Permission.STAGE_WRITE,
     Permission.ALIAS_WRITE,
+    Permission.TRAIN,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

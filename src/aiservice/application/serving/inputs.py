@@ -95,7 +95,7 @@ def to_rows(
     if isinstance(schema, ImageSchema):
         if images is None:
             raise Unavailable("No image decoder is configured in this service.", code="unsupported-input")
-        configuration = serving.model.configuration
+        configuration = serving.version.serving_configuration(serving.model)
         return np.stack(
             [
                 images.decode(

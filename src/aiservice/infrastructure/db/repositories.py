@@ -241,6 +241,8 @@ class SqlAlchemyVersionRepository:
                 created_at=version.created_at,
                 signature=version.signature.to_json() if version.signature else None,
                 serving=version.serving,
+                lineage=version.lineage,
+                configuration=version.configuration,
             )
         )
 
@@ -321,6 +323,8 @@ def _version(row: sa.RowMapping) -> ModelVersion:
         created_by=row["created_by"],
         signature=Signature.from_json(row["signature"]) if row["signature"] else None,
         serving=row["serving"] or {},
+        lineage=row["lineage"] or {},
+        configuration=row["configuration"] or {},
     )
 
 

@@ -107,6 +107,8 @@ model_versions = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("signature", Json, nullable=True),
     sa.Column("serving", Json, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("lineage", Json, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("configuration", Json, nullable=False, server_default=sa.text("'{}'")),
     sa.UniqueConstraint("tenant_id", "model_id", "version", name="uq_model_versions_tenant_model_version"),
     # Composite: a version can only ever belong to a model of its own tenant.
     sa.ForeignKeyConstraint(
@@ -154,6 +156,60 @@ outbox = sa.Table(
     sa.Index("ix_outbox_pending", "published_at", "position"),
     # ``position`` is a delivery sequence, not a business key; the event's identity is per tenant.
     sa.UniqueConstraint("tenant_id", "event_id", name="uq_outbox_tenant_event"),
+)
+
+training_jobs = sa.Table(
+    "training_jobs",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("model_id", sa.String(36), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("training", Json, nullable=False),
+    sa.Column("dataset", Json, nullable=False),
+    sa.Column("resources", Json, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=True),
+    sa.Column("finished_at", UtcDateTime(), nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=True),
+    sa.Column("progress", sa.Float(), nullable=False),
+    sa.Column("epoch", sa.Integer(), nullable=True),
+    sa.Column("epochs", sa.Integer(), nullable=True),
+    sa.Column("step", sa.Integer(), nullable=True),
+    sa.Column("steps", sa.Integer(), nullable=True),
+    sa.Column("metrics", Json, nullable=False),
+    sa.Column("history", Json, nullable=False),
+    sa.Column("failure", Json, nullable=True),
+    sa.Column("version", sa.Integer(), nullable=True),
+    sa.Column("device", sa.String(40), nullable=True),
+    sa.Column("dataset_fingerprint", Json, nullable=False),
+    sa.Column("runner_id", sa.String(100), nullable=True),
+    sa.Column("heartbeat_at", UtcDateTime(), nullable=True),
+    sa.Column("last_event_seq", sa.Integer(), nullable=False, server_default="0"),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "model_id"], ["models.tenant_id", "models.id"], name="fk_training_jobs_model"
+    ),
+    sa.Index("ix_training_jobs_tenant_created", "tenant_id", "created_at", "id"),
+    # The runners' queue: oldest queued first, across tenants.
+    sa.Index("ix_training_jobs_status_created", "status", "created_at"),
+)
+
+training_job_events = sa.Table(
+    "training_job_events",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True),
+    sa.Column("type", sa.String(20), nullable=False),
+    sa.Column("data", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "job_id"],
+        ["training_jobs.tenant_id", "training_jobs.id"],
+        name="fk_training_job_events_job",
+        ondelete="CASCADE",
+    ),
 )
 
 Row = dict[str, Any]

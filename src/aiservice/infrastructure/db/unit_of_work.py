@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 from aiservice.application.ports import Clock, OutboxMessage
 from aiservice.domain.events import DomainEvent
 from aiservice.infrastructure.db.engine import writer_engine
+from aiservice.infrastructure.db.job_repositories import SqlAlchemyTrainingJobRepository
 from aiservice.infrastructure.db.repositories import (
     SqlAlchemyAliasRepository,
     SqlAlchemyModelRepository,
@@ -41,6 +42,7 @@ class SqlAlchemyUnitOfWork:
         self.versions = SqlAlchemyVersionRepository(self._conn, self.tenant_id)
         self.aliases = SqlAlchemyAliasRepository(self._conn, self.tenant_id)
         self.tenants = SqlAlchemyTenantRepository(self._conn, self._clock())
+        self.jobs = SqlAlchemyTrainingJobRepository(self._conn, self.tenant_id)
         return self
 
     def __exit__(

@@ -36,7 +36,7 @@ _context_lock = threading.Lock()
 _context: Any = None
 
 
-def _forkserver() -> Any:
+def forkserver_context() -> Any:
     global _context
     with _context_lock:
         if _context is None:
@@ -58,7 +58,7 @@ def run_isolated(
 ) -> dict[str, Any]:
     """Run ``target(request, pipe)`` in a child forked from the fork server, bounded in time and
     resident memory; returns what the child sent."""
-    context = _forkserver()
+    context = forkserver_context()
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=target, args=(request, sender), daemon=True)
     process.start()

@@ -9,6 +9,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from aiservice.application.ports import Prediction
+from aiservice.infrastructure.datasets.readers import (
+    Table as Table,  # one table type for readers and trainers
+)
 
 
 @dataclass(frozen=True)
@@ -29,15 +32,6 @@ class TrainSpec:
     # The registered model's configuration (e.g. {"inputShape": [20]}); the artifact serves under it
     # merged with TrainedModel.configuration.
     configuration: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Table:
-    """Features and targets in memory."""
-
-    X: np.ndarray  # float32: (N, F) tabular, (N, H, W, C) in [0, 1] for images
-    y: np.ndarray  # (N,) class labels (any hashable) or float regression targets
-    feature_names: list[str]
 
 
 @dataclass(frozen=True)

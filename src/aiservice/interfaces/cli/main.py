@@ -11,6 +11,7 @@ import typer
 from aiservice.bootstrap import ConfigurationError, bootstrap, token_service
 from aiservice.domain.errors import DomainError
 from aiservice.domain.tenancy import Role
+from aiservice.interfaces.cli.training import jobs_app, train
 from aiservice.settings import Settings
 
 app = typer.Typer(help="aiservice: ML model registry and serving.", no_args_is_help=True)
@@ -18,6 +19,8 @@ token_app = typer.Typer(help="Issue API tokens.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(jobs_app, name="jobs")
+app.command("train")(train)
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

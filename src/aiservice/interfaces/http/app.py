@@ -15,7 +15,7 @@ from aiservice.interfaces.http import v2
 from aiservice.interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.problems import install_problem_handlers
-from aiservice.interfaces.http.routers import health, models, predict, versions
+from aiservice.interfaces.http.routers import health, models, predict, training, versions
 
 _UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/models/[^/]+/versions/?$")
 
@@ -56,6 +56,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(predict.router)  # first: the hottest routes are matched with the fewest tries
     app.include_router(models.router)
     app.include_router(versions.router)
+    app.include_router(training.router)
     app.include_router(v2.router)
 
     upload_limit = container.settings.max_artifact_bytes + 1024**2  # the artifact plus form overhead

@@ -41,7 +41,7 @@ class RequestContextMiddleware:
             return
         headers = dict(scope["headers"])
         supplied = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = supplied if supplied and REQUEST_ID.match(supplied) else _new_request_id()
+        request_id = supplied if supplied and REQUEST_ID.fullmatch(supplied) else _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         tenant = headers.get(b"x-tenant-id", b"").decode("latin-1")[:63] or None
         structlog.contextvars.clear_contextvars()

@@ -107,6 +107,15 @@ class VersionOut(ApiModel):
         default_factory=dict,
         description="Which form serves (native or compiled ONNX), why, and the checks made",
     )
+    lineage: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Where the version came from: the training job and its datasets' fingerprints",
+    )
+    configuration: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What this artifact needs on top of the model's configuration "
+        "(a trained network's classes)",
+    )
 
     @classmethod
     def of(cls, v: ModelVersion) -> VersionOut:
@@ -131,6 +140,8 @@ class VersionOut(ApiModel):
             signature=v.signature.to_json() if v.signature else None,
             serving={k: val for k, val in v.serving.items() if k != "onnx"}
             | ({"onnxSizeBytes": v.serving["onnx"]["sizeBytes"]} if "onnx" in v.serving else {}),
+            lineage=v.lineage,
+            configuration=v.configuration,
         )
 
 

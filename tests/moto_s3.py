@@ -1,4 +1,4 @@
-"""A real S3 API for the dataset tests: moto's server in a child process, on a free local port.
+"""A real S3 API for the tests: moto's server in a child process, on a free local port.
 
 moto is in the test extra, so these tests always run. Credentials are passed explicitly (never through the
 environment), as the service passes them from its settings.
@@ -13,7 +13,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,25 +78,3 @@ class MotoServer:
             self.process.kill()
             self.process.wait(timeout=10)
         self._log.close()
-
-
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "server.log")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def start_moto(tmp_path: Path) -> Iterator[Callable[[], MotoServer]]:
-    """Start a server of a test's own (to kill mid-test); every one started is stopped afterwards."""
-    started: list[MotoServer] = []
-
-    def start() -> MotoServer:
-        server = MotoServer(tmp_path / f"moto-{len(started)}.log")
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()

@@ -1,0 +1,504 @@
+"""Training jobs: submitting (validated completely before anything is queued), following, cancelling,
+and the runner's side of a job's life (claim, progress, success with a registered version, failure).
+
+Every end of a job is a conditional transition out of ``running`` (or ``queued`` for a cancel), so
+a job ends exactly once even when a cancel, a runner and a restart race for it. A successful job's
+version and the job's success commit in one transaction: no version without its job, and no
+version from a job that was cancelled meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiservice.application.ports import (
+    Clock,
+    JobQueue,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    chunks,
+)
+from aiservice.application.registry import find_model
+from aiservice.application.versions import ModelVersions, VersionMetadata
+from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound
+from aiservice.domain.events import (
+    TrainingJobCancelled,
+    TrainingJobFailed,
+    TrainingJobQueued,
+    TrainingJobStarted,
+    TrainingJobSucceeded,
+    TrainingProgress,
+)
+from aiservice.domain.models import Framework, Model, ModelVersion
+from aiservice.domain.pagination import Page
+from aiservice.domain.tenancy import Permission, Principal, Role
+from aiservice.domain.training import (
+    DATASET_FORMATS,
+    HISTORY_LIMIT,
+    DatasetConfig,
+    JobEvent,
+    JobFailure,
+    JobStatus,
+    ResourceConfig,
+    TrainingConfig,
+    TrainingJob,
+)
+
+TRAINABLE = frozenset({Framework.SKLEARN, Framework.XGBOOST, Framework.PYTORCH, Framework.KERAS})
+log = logging.getLogger(__name__)
+
+
+class TrainingCatalog(Protocol):
+    """Which algorithms and hyper-parameters each framework's trainer accepts; cheap, no training."""
+
+    def validate(self, framework: Framework, config: TrainingConfig) -> list[FieldError]: ...
+
+
+class DatasetAccess(Protocol):
+    def resolve(self, tenant_id: str, reference: str, field: str) -> str:
+        """A readable URI for a user's reference, or ``InvalidInput`` naming ``field``."""
+        ...
+
+    def problems(self, uri: str, config: DatasetConfig) -> list[str]:
+        """What stops the dataset being used, found from its header alone."""
+        ...
+
+
+class JobRunner(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def wake(self) -> None:
+        """A job was queued: look for work now rather than at the next poll."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    training: TrainingConfig
+    dataset: DatasetConfig  # references as the user wrote them
+    resources: ResourceConfig
+
+
+@dataclass(frozen=True)
+class WorkOrder:
+    """Everything a worker needs to run one job, without touching the database."""
+
+    job: TrainingJob
+    framework: Framework
+    configuration: dict[str, Any]
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a worker hands back: the artifact file and what the version records about it."""
+
+    artifact: Path
+    filename: str
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    device: str
+    fingerprints: list[dict[str, Any]]
+    configuration: dict[str, Any] = field(default_factory=dict)  # what serving needs to read the artifact
+
+
+class TrainingJobs:
+    """The user's side: submit, look, follow, cancel."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        catalog: TrainingCatalog,
+        datasets: DatasetAccess,
+        wake_runner: Callable[[], None] = lambda: None,
+        max_timeout_s: int = 24 * 3600,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._catalog = catalog
+        self._datasets = datasets
+        self.wake_runner = wake_runner
+        self._max_timeout_s = max_timeout_s
+
+    def submit(self, principal: Principal, model_ident: str, request: TrainingRequest) -> TrainingJob:
+        principal.require(Permission.TRAIN)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            model = find_model(uow, model_ident)
+        dataset = self._checked(principal, model, request)
+        now = self._clock()
+        job = TrainingJob(
+            tenant_id=principal.tenant_id,
+            model_id=model.id,
+            training=request.training,
+            dataset=dataset,
+            resources=request.resources,
+            created_at=now,
+            updated_at=now,
+            created_by=principal.subject,
+            epochs=request.training.epochs
+            if model.framework in (Framework.PYTORCH, Framework.KERAS)
+            else None,
+        )
+        with self._uow(principal.tenant_id) as uow:
+            if uow.models.get(model.id) is None:
+                raise NotFound(f"Model {model_ident!r} was deleted meanwhile.")
+            uow.jobs.add(job)
+            uow.jobs.append_event(job.id, "status", {"status": job.status.value}, now)
+            uow.record(
+                TrainingJobQueued(
+                    tenant_id=job.tenant_id,
+                    aggregate_id=job.id,
+                    model_id=model.id,
+                    algorithm=job.training.algorithm,
+                )
+            )
+            uow.commit()
+        self.wake_runner()
+        return job
+
+    def _checked(self, principal: Principal, model: Model, request: TrainingRequest) -> DatasetConfig:
+        """The whole body is checked before anything is queued; every problem is reported at once."""
+        errors: list[FieldError] = []
+        if model.framework not in TRAINABLE:
+            errors.append(
+                FieldError(
+                    "path.model",
+                    f"{model.framework.value} models cannot be trained here; "
+                    f"trainable frameworks: {', '.join(sorted(f.value for f in TRAINABLE))}",
+                )
+            )
+        else:
+            errors += self._catalog.validate(model.framework, request.training)
+        timeout = request.resources.timeout_seconds
+        if timeout is not None and timeout > self._max_timeout_s:
+            errors.append(
+                FieldError("resourceConfig.timeoutSeconds", f"must be at most {self._max_timeout_s}")
+            )
+        dataset = request.dataset
+        if dataset.format not in DATASET_FORMATS:
+            errors.append(FieldError("datasetConfig.format", f"must be one of {', '.join(DATASET_FORMATS)}"))
+        if dataset.format in ("csv", "parquet") and not dataset.target:
+            errors.append(
+                FieldError("datasetConfig.target", "the target column is required for csv and parquet")
+            )
+        resolved: dict[str, str | None] = {}
+        for name, reference in (
+            ("trainPath", dataset.train_path),
+            ("validationPath", dataset.validation_path),
+            ("testPath", dataset.test_path),
+        ):
+            if reference is None:
+                resolved[name] = None
+                continue
+            try:
+                uri = self._datasets.resolve(principal.tenant_id, reference, f"datasetConfig.{name}")
+            except InvalidInput as exc:
+                errors += exc.errors or [FieldError(f"datasetConfig.{name}", exc.detail)]
+                continue
+            resolved[name] = uri
+            if dataset.format in DATASET_FORMATS:
+                errors += [
+                    FieldError(f"datasetConfig.{name}", problem)
+                    for problem in self._datasets.problems(uri, dataset)
+                ]
+        if errors:
+            raise InvalidInput(
+                "The training request is invalid: "
+                + "; ".join(f"{e.field}: {e.message}" for e in errors[:5]),
+                errors=errors,
+            )
+        return replace(
+            dataset,
+            train_path=resolved["trainPath"] or dataset.train_path,
+            validation_path=resolved["validationPath"],
+            test_path=resolved["testPath"],
+        )
+
+    def get(self, principal: Principal, job_id: str) -> TrainingJob:
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            return _job(uow, job_id)
+
+    def list_jobs(
+        self,
+        principal: Principal,
+        model_ident: str | None,
+        status: JobStatus | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[TrainingJob]:
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            model_id = find_model(uow, model_ident).id if model_ident else None
+            return uow.jobs.page(model_id, status, limit, cursor)
+
+    def cancel(self, principal: Principal, job_id: str) -> TrainingJob:
+        """Queued jobs never start; a running one is stopped by its runner, which sees the status."""
+        principal.require(Permission.TRAIN)
+        now = self._clock()
+        with self._uow(principal.tenant_id) as uow:
+            job = _job(uow, job_id, for_update=True)
+            if job.status.finished:
+                raise Conflict(
+                    f"Job {job_id} has already {job.status.value}; "
+                    "only queued or running jobs can be cancelled.",
+                    extra={"status": job.status.value},
+                )
+            _end(uow, job, JobStatus.CANCELLED, now, None)
+            uow.record(
+                TrainingJobCancelled(tenant_id=job.tenant_id, aggregate_id=job.id, model_id=job.model_id)
+            )
+            uow.commit()
+        self.wake_runner()  # a running job's worker is stopped at the runner's next look
+        return job
+
+    def events(
+        self, principal: Principal, job_id: str, after: int, limit: int = 500
+    ) -> tuple[list[JobEvent], TrainingJob]:
+        """The job's events numbered after ``after``, and the job as it stands."""
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            job = _job(uow, job_id)
+            return uow.jobs.events_after(job_id, after, limit), job
+
+
+class TrainingExecution:
+    """The runner's side of a job: no caller, the job's own tenant, conditional transitions."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        queue: JobQueue,
+        versions: ModelVersions,
+        clock: Clock,
+        progress_event_interval_s: float = 5.0,
+    ) -> None:
+        self._uow = uow
+        self._queue = queue
+        self._versions = versions
+        self._clock = clock
+        self._interval = progress_event_interval_s
+        self._last_progress_event: dict[str, float] = {}
+
+    def claim(self, runner_id: str) -> WorkOrder | None:
+        now = self._clock()
+        job = self._queue.claim_next(runner_id, now)
+        if job is None:
+            return None
+        with self._uow(job.tenant_id) as uow:
+            model = uow.models.get(job.model_id)
+            if model is None:
+                _end(
+                    uow,
+                    job,
+                    JobStatus.FAILED,
+                    now,
+                    JobFailure("model", "The model was deleted before the job started."),
+                )
+                uow.commit()
+                return None
+            uow.jobs.append_event(job.id, "status", {"status": JobStatus.RUNNING.value}, now)
+            uow.record(
+                TrainingJobStarted(
+                    tenant_id=job.tenant_id, aggregate_id=job.id, model_id=job.model_id, runner=runner_id
+                )
+            )
+            uow.commit()
+        return WorkOrder(
+            job=job,
+            framework=model.framework,
+            configuration=model.configuration,
+            input_schema=model.input_schema,
+            output_schema=model.output_schema,
+        )
+
+    def status(self, tenant_id: str, job_id: str) -> JobStatus | None:
+        with self._uow(tenant_id, writes=False) as uow:
+            job = uow.jobs.get(job_id)
+            return job.status if job else None
+
+    def progress(self, tenant_id: str, job_id: str, report: dict[str, Any]) -> None:
+        """One report from the worker: epoch/step counts, metrics, device. Ignored once the job ended."""
+        now = self._clock()
+        with self._uow(tenant_id) as uow:
+            job = uow.jobs.get(job_id, for_update=True)
+            if job is None or job.status != JobStatus.RUNNING:
+                return
+            epoch, epochs = report.get("epoch"), report.get("epochs")
+            step, steps = report.get("step"), report.get("steps")
+            metrics = {k: v for k, v in (report.get("metrics") or {}).items() if isinstance(v, int | float)}
+            job.epoch, job.epochs, job.step, job.steps = epoch, epochs, step, steps
+            if report.get("device"):
+                job.device = str(report["device"])
+            if metrics:
+                job.metrics = metrics
+            if epoch and epochs:
+                done = (epoch - 1 + (step / steps if step and steps else 1.0)) / epochs
+                job.progress = round(min(max(done, job.progress), 0.99), 4)  # 1.0 only once registered
+                if (step is None or step == steps) and (not job.history or job.history[-1]["epoch"] != epoch):
+                    job.history = [*job.history, {"epoch": epoch, **metrics}][-HISTORY_LIMIT:]
+            job.updated_at = now
+            uow.jobs.save(job)
+            uow.jobs.append_event(
+                job_id,
+                "progress",
+                {
+                    "progress": job.progress,
+                    "epoch": epoch,
+                    "epochs": epochs,
+                    "step": step,
+                    "steps": steps,
+                    "metrics": metrics,
+                    "device": job.device,
+                },
+                now,
+            )
+            last = self._last_progress_event.get(job_id)
+            if last is None or time.monotonic() - last >= self._interval or (epoch and epoch == epochs):
+                self._last_progress_event[job_id] = time.monotonic()
+                uow.record(
+                    TrainingProgress(
+                        tenant_id=tenant_id,
+                        aggregate_id=job_id,
+                        model_id=job.model_id,
+                        progress=job.progress,
+                        epoch=epoch,
+                        metrics=metrics,
+                    )
+                )
+            uow.commit()
+
+    def succeed(self, order: WorkOrder, outcome: TrainingOutcome) -> ModelVersion | None:
+        """Register the artifact as the model's next version and end the job, in one transaction.
+
+        None when the job ended meanwhile (cancelled): the registration is rolled back and its bytes removed.
+        """
+        job = order.job
+        principal = Principal(
+            subject=f"training-job:{job.id}", tenant_id=job.tenant_id, roles=frozenset({Role.EDITOR})
+        )
+        metadata = VersionMetadata(
+            description=f"Trained by job {job.id} ({job.training.algorithm})",
+            metrics=outcome.metrics,
+            params=outcome.params,
+            source_run=f"training-job:{job.id}",
+            lineage={"trainingJob": job.id, "datasets": outcome.fingerprints, "device": outcome.device},
+            configuration=outcome.configuration,
+        )
+
+        def finish_job(uow: UnitOfWork, version: ModelVersion) -> None:
+            current = uow.jobs.get(job.id, for_update=True)
+            if current is None or current.status != JobStatus.RUNNING:
+                raise _JobEnded()
+            now = self._clock()
+            current.version = version.version
+            current.metrics = outcome.metrics
+            current.device = outcome.device
+            current.dataset_fingerprint = outcome.fingerprints
+            current.progress = 1.0
+            _end(uow, current, JobStatus.SUCCEEDED, now, None, {"version": version.version})
+            uow.record(
+                TrainingJobSucceeded(
+                    tenant_id=job.tenant_id,
+                    aggregate_id=job.id,
+                    model_id=job.model_id,
+                    version=version.version,
+                    metrics=outcome.metrics,
+                )
+            )
+
+        upload = self._versions.start_upload(principal, job.model_id)
+        try:
+            with outcome.artifact.open("rb") as handle:
+                for chunk in chunks(handle):
+                    upload.write(chunk)
+        except BaseException:
+            upload.abort()
+            raise
+        try:
+            version = self._versions.finish_upload(
+                upload, outcome.filename, "application/octet-stream", metadata, on_commit=finish_job
+            )
+        except _JobEnded:
+            return None
+        finally:
+            self._last_progress_event.pop(job.id, None)
+        return version
+
+    def fail(self, tenant_id: str, job_id: str, failure: JobFailure) -> bool:
+        """End a running job as failed; False when it had already ended (cancelled, say)."""
+        now = self._clock()
+        self._last_progress_event.pop(job_id, None)
+        with self._uow(tenant_id) as uow:
+            job = uow.jobs.get(job_id, for_update=True)
+            if job is None or job.status != JobStatus.RUNNING:
+                return False
+            _end(uow, job, JobStatus.FAILED, now, failure)
+            uow.record(
+                TrainingJobFailed(
+                    tenant_id=tenant_id,
+                    aggregate_id=job_id,
+                    model_id=job.model_id,
+                    stage=failure.stage,
+                    reason=failure.message,
+                )
+            )
+            uow.commit()
+        log.info("training job %s failed at %s: %s", job_id, failure.stage, failure.message)
+        return True
+
+    def heartbeat(self, runner_id: str, job_ids: list[str]) -> None:
+        self._queue.heartbeat(runner_id, job_ids, self._clock())
+
+    def recover_stale(self, silent_for_s: float) -> int:
+        """Jobs whose runner went silent (a restart, a crashed replica) end as failed: interrupted."""
+        stale = self._queue.stale_running(self._clock() - timedelta(seconds=silent_for_s))
+        ended = 0
+        for tenant_id, job_id in stale:
+            ended += self.fail(
+                tenant_id,
+                job_id,
+                JobFailure(
+                    "interrupted",
+                    "The service stopped while this job was running (interrupted); submit it again.",
+                ),
+            )
+        return ended
+
+
+class _JobEnded(Exception):
+    """The job left ``running`` while its version was being registered."""
+
+
+def _job(uow: UnitOfWork, job_id: str, *, for_update: bool = False) -> TrainingJob:
+    job = uow.jobs.get(job_id, for_update=for_update)
+    if job is None:
+        raise NotFound(f"No training job {job_id!r} exists.", extra={"job": job_id})
+    return job
+
+
+def _end(
+    uow: UnitOfWork,
+    job: TrainingJob,
+    status: JobStatus,
+    now: datetime,
+    failure: JobFailure | None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    job.status = status
+    job.failure = failure
+    job.finished_at = now
+    job.updated_at = now
+    uow.jobs.save(job)
+    data: dict[str, Any] = {"status": status.value, **(extra or {})}
+    if failure is not None:
+        data["error"] = failure.to_json()
+    uow.jobs.append_event(job.id, "status", data, now)

@@ -1,0 +1,1 @@
+"""Job runners: where training jobs execute (local worker processes by default)."""

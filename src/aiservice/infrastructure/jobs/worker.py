@@ -1,0 +1,265 @@
+"""Child side of a training job: read the datasets, train, evaluate through the serving runtime,
+and hand the artifact back. Runs in its own process, so a crash, an out-of-memory kill or a
+segfault in a framework ends this job only.
+
+Messages to the parent (plain JSON types over a pipe): ``{"type": "progress", ...}`` per epoch,
+then exactly one of ``{"type": "done", ...}`` or ``{"type": "failed", "stage", "message"}``.
+Evaluating the registered artifact through the same runtime that will serve it means the metrics
+on the version are the served model's, not the in-memory estimator's.
+"""
+
+from __future__ import annotations
+
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiservice.application.ports import LoadSpec
+from aiservice.domain.models import Framework
+from aiservice.infrastructure.datasets.readers import DatasetError, Table, read_table
+from aiservice.infrastructure.training.spec import Progress, TrainingError, TrainSpec
+
+DEFAULT_VALIDATION_SPLIT = 0.2
+
+
+class JobFailed(Exception):
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+def run_job(request: dict[str, Any], sender: Connection) -> None:
+    """Process target: one job, start to end; never raises (the parent learns everything by message)."""
+    try:
+        result = train_request(request, lambda message: sender.send(message))
+        sender.send({"type": "done", **result})
+    except JobFailed as exc:
+        sender.send({"type": "failed", "stage": exc.stage, "message": exc.message[:2000]})
+    except TrainingError as exc:
+        sender.send({"type": "failed", "stage": exc.stage, "message": str(exc)[:2000]})
+    except DatasetError as exc:
+        sender.send({"type": "failed", "stage": "dataset", "message": str(exc)[:2000]})
+    except MemoryError:
+        sender.send({"type": "failed", "stage": "memory", "message": "The job ran out of memory."})
+    except Exception as exc:  # a framework's own failure: its last line is the useful part
+        lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        sender.send({"type": "failed", "stage": "fit", "message": f"{type(exc).__name__}: {lines[-1][:500]}"})
+        traceback.print_exc()
+    finally:
+        sender.close()
+
+
+def train_request(request: dict[str, Any], send: Any) -> dict[str, Any]:
+    framework = Framework(request["framework"])
+    dataset = request["dataset"]
+    training = request["training"]
+    configuration: dict[str, Any] = request["configuration"]
+    options: dict[str, Any] = request.get("storageOptions", {})
+    features = dataset.get("features") or _schema_features(request["inputSchema"])
+    image_size = _image_size(configuration) if dataset["format"] == "imagefolder" else None
+
+    def read(uri: str) -> Table:
+        return read_table(
+            uri, dataset["format"], dataset.get("target"), features, options.get(uri, {}), image_size
+        )
+
+    train = read(dataset["trainPath"])
+    validation = read(dataset["validationPath"]) if dataset.get("validationPath") else None
+    test = read(dataset["testPath"]) if dataset.get("testPath") else None
+    task = _task(request, train)
+    classes = _declared_classes(request["outputSchema"])
+    if task == "classification" and classes is not None:
+        # Served labels come from the declared list by output position, so the model is trained on
+        # positions in that list: its outputs then line up with the declaration whatever the labels sort as.
+        train = _as_positions(train, "train", classes)
+        validation = _as_positions(validation, "validation", classes) if validation else None
+        test = _as_positions(test, "test", classes) if test else None
+        missing = sorted(set(range(len(classes))) - {int(v) for v in np.unique(train.y)})
+        if missing:
+            raise JobFailed(
+                "dataset",
+                "Every class the model's outputSchema.classes declares must appear in the training data; "
+                f"missing: {', '.join(str(classes[i]) for i in missing[:10])}",
+            )
+    split = dataset.get("validationSplit")
+    if validation is None:
+        train, validation = _split(train, split or DEFAULT_VALIDATION_SPLIT, training.get("seed", 0), task)
+
+    spec = TrainSpec(
+        framework=framework.value,
+        algorithm=training["algorithm"],
+        params=training.get("params", {}),
+        task=task,
+        epochs=training.get("epochs", 10),
+        batch_size=training.get("batchSize", 32),
+        learning_rate=training.get("learningRate", 1e-3),
+        device=request.get("device", "cpu"),
+        seed=training.get("seed", 0),
+        configuration=configuration,
+    )
+    out = Path(request["outDir"])
+
+    def report(progress: Progress) -> None:
+        send(
+            {
+                "type": "progress",
+                "epoch": progress.epoch,
+                "epochs": progress.epochs,
+                "step": progress.step,
+                "steps": progress.steps,
+                "metrics": progress.metrics,
+            }
+        )
+
+    from aiservice.infrastructure.training.trainers import train as train_model
+
+    trained = train_model(spec, train, validation, out, report)
+    send({"type": "progress", "device": trained.device})
+    metrics = _evaluate(
+        framework,
+        trained.path,
+        trained.filename,
+        configuration,
+        trained.configuration,
+        task,
+        trained.classes,
+        validation,
+        test,
+    )
+    params = {**trained.params}
+    if classes is not None and task == "classification":
+        params["classes"] = classes  # trained on positions in the declared list
+    elif trained.classes is not None:
+        params["classes"] = [
+            c if isinstance(c, int | float | str | bool) else str(c) for c in trained.classes
+        ]
+    if validation is not None and dataset.get("validationPath") is None:
+        params["validationSplit"] = split or DEFAULT_VALIDATION_SPLIT
+    return {
+        "artifact": str(trained.path),
+        "filename": trained.filename,
+        "metrics": metrics,
+        "params": params,
+        "device": trained.device,
+        "configuration": _served_configuration(trained.configuration, trained.classes, classes, task),
+    }
+
+
+def _served_configuration(
+    configuration: dict[str, Any], trained: list[Any] | None, declared: list[Any] | None, task: str
+) -> dict[str, Any]:
+    """The trainer's configuration plus the labels of the output columns, for runtimes whose artifacts
+    know class positions only (XGBoost boosters): without them callers would see 0, 1, 2."""
+    if task != "classification" or declared is not None or trained is None or "classes" in configuration:
+        return configuration
+    return {**configuration, "classes": trained}
+
+
+def _as_positions(table: Table, name: str, classes: list[Any]) -> Table:
+    """Labels replaced by their position in the declared classes; a label not declared fails the job."""
+    position = {str(c): i for i, c in enumerate(classes)}
+    labels = [str(v) for v in table.y.tolist()]
+    unknown = sorted({label for label in labels if label not in position})
+    if unknown:
+        raise JobFailed(
+            "dataset",
+            f"The {name} data has labels the model's outputSchema.classes does not know: "
+            f"{', '.join(unknown[:10])}",
+        )
+    return Table(
+        table.X, np.array([position[label] for label in labels], dtype=np.int64), table.feature_names
+    )
+
+
+def _evaluate(
+    framework: Framework,
+    path: Path,
+    filename: str,
+    configuration: dict[str, Any],
+    extra_configuration: dict[str, Any],
+    task: str,
+    classes: list[Any] | None,
+    validation: Table | None,
+    test: Table | None,
+) -> dict[str, Any]:
+    from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+    from aiservice.infrastructure.training.metrics import classification_metrics, regression_metrics
+
+    loaded = (
+        RuntimeRegistry.discover()
+        .get(framework)
+        .load(
+            path,
+            LoadSpec(
+                framework=framework, filename=filename, configuration={**configuration, **extra_configuration}
+            ),
+        )
+    )
+    metrics: dict[str, Any] = {}
+    for prefix, table in (("validation", validation), ("test", test)):
+        if table is None or len(table.y) == 0:
+            continue
+        prediction = loaded.predict(table.X)
+        if task == "classification":
+            if prediction.probabilities is None:
+                raise JobFailed("evaluate", "The trained classifier gave no class probabilities.")
+            found = classification_metrics(table.y, prediction.probabilities, classes or [])
+        else:
+            found = regression_metrics(
+                table.y.astype(np.float64), np.asarray(prediction.values, dtype=np.float64)
+            )
+        metrics.update({f"{prefix}_{name}": value for name, value in found.items()})
+    return metrics
+
+
+def _task(request: dict[str, Any], train: Table) -> str:
+    from aiservice.infrastructure.training.catalog import task_of
+
+    known = task_of(request["framework"], request["training"]["algorithm"])
+    if known:
+        return known
+    declared = request["configuration"].get("task")
+    if declared in ("classification", "regression"):
+        return str(declared)
+    if _declared_classes(request["outputSchema"]) is not None or request["configuration"].get("classes"):
+        return "classification"
+    return "regression" if train.y.dtype.kind == "f" else "classification"
+
+
+def _declared_classes(output_schema: dict[str, Any]) -> list[Any] | None:
+    classes = output_schema.get("classes") if isinstance(output_schema, dict) else None
+    return list(classes) if isinstance(classes, list) and classes else None
+
+
+def _schema_features(input_schema: dict[str, Any]) -> list[str] | None:
+    """A tabular model's declared features, in order: the columns its versions are fed at serving time."""
+    if not isinstance(input_schema, dict) or input_schema.get("type") != "tabular":
+        return None
+    names = [f.get("name") for f in input_schema.get("features", []) if isinstance(f, dict)]
+    return [n for n in names if isinstance(n, str)] or None
+
+
+def _image_size(configuration: dict[str, Any]) -> tuple[int, int] | None:
+    shape = configuration.get("inputShape")
+    if isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape):
+        return int(shape[0]), int(shape[1])
+    return None
+
+
+def _split(table: Table, fraction: float, seed: int, task: str) -> tuple[Table, Table]:
+    from sklearn.model_selection import train_test_split
+
+    stratify = table.y if task == "classification" and _stratifiable(table.y, fraction) else None
+    X_train, X_val, y_train, y_val = train_test_split(
+        table.X, table.y, test_size=fraction, random_state=seed, stratify=stratify
+    )
+    return Table(X_train, y_train, table.feature_names), Table(X_val, y_val, table.feature_names)
+
+
+def _stratifiable(y: np.ndarray, fraction: float) -> bool:
+    _, counts = np.unique(y, return_counts=True)
+    return bool(counts.min() >= 2 and len(y) * fraction >= len(counts))
