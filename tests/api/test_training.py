@@ -82,6 +82,12 @@ def wait_for(
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def test_a_sklearn_job_trains_registers_an_evaluated_version_that_predicts(
     client: TestClient, auth: Auth, datasets: Path
 ) -> None:
@@ -514,3 +520,99 @@ def test_a_job_reads_its_dataset_from_s3(
             ]
             == "setosa"
         )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch_cuda_available(), reason="no CUDA GPU on this machine")
+def test_a_pytorch_job_that_requires_a_gpu_trains_on_cuda(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    headers = auth("editor")
+    create_model(
+        client,
+        headers,
+        "iris",
+        framework="pytorch",
+        configuration={"inputShape": [4], "task": "classification"},
+    )
+    body = {
+        "trainingConfig": {
+            "algorithm": "mlp",
+            "params": {"hiddenSizes": [32]},
+            "epochs": 30,
+            "learningRate": 0.01,
+        },
+        "datasetConfig": {"trainPath": str(iris_npz(datasets / "iris.npz")), "format": "npz"},
+        "resourceConfig": {"gpu": "required"},
+    }
+    job = client.post(f"{API}/models/iris/train", json=body, headers=headers).json()
+    done = wait_for(client, headers, job["id"], *FINISHED, timeout=300)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["device"].startswith("cuda")
+    assert done["metrics"]["validation_accuracy"] > 0.8
+
+
+def test_a_gpu_required_job_without_a_gpu_fails_clearly_instead_of_using_the_cpu(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    if torch_cuda_available():
+        pytest.skip("this machine has a GPU: the job would rightly succeed")
+    headers = auth("editor")
+    create_model(
+        client,
+        headers,
+        "iris",
+        framework="pytorch",
+        configuration={"inputShape": [4], "task": "classification"},
+    )
+    body = {
+        "trainingConfig": {"algorithm": "mlp", "params": {"hiddenSizes": [8]}, "epochs": 2},
+        "datasetConfig": {"trainPath": str(iris_npz(datasets / "iris.npz")), "format": "npz"},
+        "resourceConfig": {"gpu": "required"},
+    }
+    job = client.post(f"{API}/models/iris/train", json=body, headers=headers).json()
+    failed = wait_for(client, headers, job["id"], *FINISHED)
+    assert failed["status"] == "failed"
+    assert failed["error"]["stage"] == "device"
+    assert "CUDA" in failed["error"]["message"]
+
+
+def test_the_s3_server_going_away_fails_the_job_with_a_clear_reason(
+    start_moto: Any, engine: Any, database_url: str, tmp_path: Path
+) -> None:
+    server = start_moto()
+    settings = make_settings(
+        database_url,
+        tmp_path / "data",
+        s3_endpoint_url=server.endpoint,
+        aws_access_key_id=CREDENTIALS["key"],
+        aws_secret_access_key=CREDENTIALS["secret"],
+        aws_default_region=CREDENTIALS["region"],
+    )
+    s3 = server.client()
+    s3.create_bucket(Bucket="training-data")
+    s3.put_object(
+        Bucket="training-data", Key="train.csv", Body=write_iris_csv(tmp_path / "iris.csv").read_bytes()
+    )
+    container = bootstrap(settings)
+    container.tenants.ensure("acme")
+    headers = {
+        "Authorization": f"Bearer {container.tokens.issue('tester', 'acme', ['editor'], 600)}",
+        "X-Tenant-ID": "acme",
+    }
+    with TestClient(create_app(container, manage_lifecycle=False)) as client:
+        iris_model(client, headers)
+        job = client.post(
+            f"{API}/models/iris/train", json=train_body("s3://training-data/train.csv"), headers=headers
+        )
+        assert job.status_code == 202, job.text
+        server.stop()  # gone between submission and the job reading its data
+        container.start()
+        try:
+            failed = wait_for(client, headers, job.json()["id"], *FINISHED, timeout=90)
+        finally:
+            container.close()
+    assert failed["status"] == "failed"
+    assert failed["error"]["stage"] == "dataset"
+    assert "s3://training-data/train.csv" in failed["error"]["message"]
+    assert "Traceback" not in failed["error"]["message"]
