@@ -54,3 +54,30 @@ def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
     batch = next(d for d in documents if "outputs" in d and "model_name" not in d)["outputs"]
     assert batch[0]["prediction"] == "setosa"
     assert batch[1]["error"]["errors"] == [{"field": "inputs.1.petal_width", "message": "required"}]
+
+
+def test_readme_training_walk_through_works_when_pasted(live_server: LiveServer) -> None:
+    token = live_server.line_starting("export TOKEN=").removeprefix("export TOKEN=")
+    text = README.read_text()
+    block = re.search(r"<!-- training:start -->\s*```bash\n(.*?)```\s*<!-- training:end -->", text, re.S)
+    assert block is not None, "README has no training block"
+    script = block.group(1).replace("localhost:3004", f"localhost:{live_server.port}")
+    script = script.replace(".venv/bin/python", sys.executable)
+    result = subprocess.run(
+        ["bash", "-e", "-c", f"export TOKEN={token}\n{script}"],
+        cwd=live_server.folder,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = [line.removeprefix("event: ") for line in result.stdout.splitlines() if line.startswith("event: ")]
+    assert events[0] == "status" and "progress" in events
+    documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    job = next(d for d in documents if "trainingConfig" in d)
+    assert job["status"] == "succeeded", job
+    assert job["version"] == 1
+    assert job["metrics"]["validation_accuracy"] > 0.8
+    predicted = next(d for d in documents if "prediction" in d)
+    assert predicted["prediction"] == "virginica"
