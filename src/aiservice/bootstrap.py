@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from aiservice.infrastructure.jobs.local import LocalJobRunner
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
-from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector
+from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector, warm_fork_server
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 from aiservice.infrastructure.storage.local import LocalArtifactStore
 from aiservice.settings import Settings
@@ -84,6 +85,7 @@ class Container:
     def start(self) -> None:
         self.relay.start()
         self.training_runner.start()
+        threading.Thread(target=warm_fork_server, name="warm-fork-server", daemon=True).start()
 
     def close(self) -> None:
         self.training_runner.stop()

@@ -45,6 +45,18 @@ def forkserver_context() -> Any:
         return _context
 
 
+def _nothing() -> None:
+    """A child that only proves the fork server is up."""
+
+
+def warm_fork_server() -> None:
+    """Start the fork server now (its preload imports take seconds) rather than in the first upload
+    inspection or training job; meant for a background thread at service start."""
+    process = forkserver_context().Process(target=_nothing, daemon=True)
+    process.start()
+    process.join(timeout=120)
+
+
 class IsolatedFailure(Exception):
     """The child crashed, ran out of time or used too much memory; the message says which."""
 
