@@ -96,7 +96,8 @@ def test_train_reports_an_invalid_request_with_its_fields(live_server: LiveServe
         headers=headers,
     )
     (live_server.folder / "train.yaml").write_text(
-        "trainingConfig: {algorithm: os.system}\ndatasetConfig: {trainPath: /etc/passwd, format: csv, target: y}\n"
+        "trainingConfig: {algorithm: os.system}\n"
+        "datasetConfig: {trainPath: /etc/passwd, format: csv, target: y}\n"
     )
     result = cli(live_server, token, "train", "m", "--config", "train.yaml")
     assert result.returncode == 1

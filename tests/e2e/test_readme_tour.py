@@ -72,7 +72,9 @@ def test_readme_training_walk_through_works_when_pasted(live_server: LiveServer)
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    events = [line.removeprefix("event: ") for line in result.stdout.splitlines() if line.startswith("event: ")]
+    events = [
+        line.removeprefix("event: ") for line in result.stdout.splitlines() if line.startswith("event: ")
+    ]
     assert events[0] == "status" and "progress" in events
     documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     job = next(d for d in documents if "trainingConfig" in d)
