@@ -11,6 +11,9 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
+	@# A local CPU build of the pinned torch, where pip's find-links hold one, so the resolver cannot
+	@# swap in the CUDA build from the index (gigabytes, and its triton crashes torch.export here).
+	-$(BIN)/pip install --quiet --no-index --no-deps 'torch==2.13.0' 2>/dev/null
 	$(BIN)/pip install --quiet -e '.[test,all]'
 	rm -f $(VENV)/.installed-*
 	touch $@
