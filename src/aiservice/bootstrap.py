@@ -206,7 +206,6 @@ def bootstrap(settings: Settings | None = None) -> Container:
         work_dir=settings.data_dir / "training",
         storage_options=locator.storage_options,
         fingerprint=locator.fingerprint,
-        cuda_available=_cuda_available,
     )
     training = TrainingJobs(
         uow,
@@ -251,12 +250,3 @@ def _s3_options(settings: Settings) -> S3Options | None:
         secret=secret or None,
         region=settings.aws_default_region or None,
     )
-
-
-def _cuda_available() -> bool:
-    """Asked only for jobs that prefer a GPU; without torch there is no CUDA we could use."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())

@@ -24,7 +24,7 @@ from aiservice.infrastructure.db.job_repositories import SqlAlchemyJobQueue
 from aiservice.interfaces.http.app import create_app
 from tests.conftest import Auth, make_settings
 from tests.helpers import create_model
-from tests.moto_s3 import CREDENTIALS
+from tests.moto_s3 import CREDENTIALS, MotoServer
 
 API = "/api/v1/ai"
 SPECIES = ["setosa", "versicolor", "virginica"]
@@ -392,20 +392,30 @@ def test_a_regressor_reports_regression_metrics(client: TestClient, auth: Auth, 
     assert isinstance(answer.json()["prediction"], float)
 
 
+def own_service(database_url: str, data_dir: Path, **overrides: object) -> tuple[Container, dict[str, str]]:
+    """A service of the test's own settings (not yet started), and an editor's headers for it."""
+    container = bootstrap(make_settings(database_url, data_dir, **overrides))
+    container.tenants.ensure("acme")
+    token = container.tokens.issue("tester", "acme", ["editor"], 600)
+    return container, {"Authorization": f"Bearer {token}", "X-Tenant-ID": "acme"}
+
+
+def s3_settings(server: MotoServer) -> dict[str, object]:
+    return {
+        "s3_endpoint_url": server.endpoint,
+        "aws_access_key_id": CREDENTIALS["key"],
+        "aws_secret_access_key": CREDENTIALS["secret"],
+        "aws_default_region": CREDENTIALS["region"],
+    }
+
+
 def test_after_a_restart_running_jobs_end_as_interrupted_and_queued_ones_run(
     engine: Any, database_url: str, tmp_path: Path
 ) -> None:
-
-    settings = make_settings(database_url, tmp_path / "data", training_heartbeat_seconds=0.2)
-    container = bootstrap(settings)
-    container.tenants.ensure("acme")
-    datasets = settings.dataset_root_paths[0]
+    container, headers = own_service(database_url, tmp_path / "data", training_heartbeat_seconds=0.2)
+    datasets = container.settings.dataset_root_paths[0]
     datasets.mkdir(parents=True)
     data = write_iris_csv(datasets / "iris.csv")
-    headers = {
-        "Authorization": f"Bearer {container.tokens.issue('tester', 'acme', ['editor'], 600)}",
-        "X-Tenant-ID": "acme",
-    }
     # The service is down: nothing runs jobs. One job was running when it stopped, one still waits.
     app = create_app(container, manage_lifecycle=False)
     with TestClient(app) as client:
@@ -480,26 +490,12 @@ def test_each_framework_trains_from_npz_and_its_version_predicts_labels(
 def test_a_job_reads_its_dataset_from_s3(
     moto_server: Any, engine: Any, database_url: str, tmp_path: Path
 ) -> None:
-
-    settings = make_settings(
-        database_url,
-        tmp_path / "data",
-        s3_endpoint_url=moto_server.endpoint,
-        aws_access_key_id=CREDENTIALS["key"],
-        aws_secret_access_key=CREDENTIALS["secret"],
-        aws_default_region=CREDENTIALS["region"],
-    )
     s3 = moto_server.client()
     s3.create_bucket(Bucket="training-data")
     s3.put_object(
         Bucket="training-data", Key="iris/train.csv", Body=write_iris_csv(tmp_path / "iris.csv").read_bytes()
     )
-    container = bootstrap(settings)
-    container.tenants.ensure("acme")
-    headers = {
-        "Authorization": f"Bearer {container.tokens.issue('tester', 'acme', ['editor'], 600)}",
-        "X-Tenant-ID": "acme",
-    }
+    container, headers = own_service(database_url, tmp_path / "data", **s3_settings(moto_server))
     with TestClient(create_app(container)) as client:
         iris_model(client, headers)
         missing = client.post(
@@ -581,25 +577,12 @@ def test_the_s3_server_going_away_fails_the_job_with_a_clear_reason(
     start_moto: Any, engine: Any, database_url: str, tmp_path: Path
 ) -> None:
     server = start_moto()
-    settings = make_settings(
-        database_url,
-        tmp_path / "data",
-        s3_endpoint_url=server.endpoint,
-        aws_access_key_id=CREDENTIALS["key"],
-        aws_secret_access_key=CREDENTIALS["secret"],
-        aws_default_region=CREDENTIALS["region"],
-    )
     s3 = server.client()
     s3.create_bucket(Bucket="training-data")
     s3.put_object(
         Bucket="training-data", Key="train.csv", Body=write_iris_csv(tmp_path / "iris.csv").read_bytes()
     )
-    container = bootstrap(settings)
-    container.tenants.ensure("acme")
-    headers = {
-        "Authorization": f"Bearer {container.tokens.issue('tester', 'acme', ['editor'], 600)}",
-        "X-Tenant-ID": "acme",
-    }
+    container, headers = own_service(database_url, tmp_path / "data", **s3_settings(server))
     with TestClient(create_app(container, manage_lifecycle=False)) as client:
         iris_model(client, headers)
         job = client.post(

@@ -17,17 +17,15 @@ pytestmark = pytest.mark.e2e
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def tour_script() -> str:
+def paste_block(live_server: LiveServer, name: str, timeout: float) -> str:
+    """Run the README's ``<!-- name:start -->`` bash block as a user pastes it after `make run`;
+    returns what it printed."""
     text = README.read_text()
-    block = re.search(r"<!-- tour:start -->\s*```bash\n(.*?)```\s*<!-- tour:end -->", text, re.S)
-    assert block is not None, "README has no tour block"
-    return block.group(1)
-
-
-def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
+    block = re.search(rf"<!-- {name}:start -->\s*```bash\n(.*?)```\s*<!-- {name}:end -->", text, re.S)
+    assert block is not None, f"README has no {name} block"
     token = live_server.line_starting("export TOKEN=").removeprefix("export TOKEN=")
     script = (
-        tour_script()
+        block.group(1)
         .replace("localhost:3004", f"localhost:{live_server.port}")
         .replace(".venv/bin/python", sys.executable)
     )
@@ -36,12 +34,17 @@ def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
         cwd=live_server.folder,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.rstrip().endswith("downloaded bytes match")
-    documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.stdout
+
+
+def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
+    stdout = paste_block(live_server, "tour", timeout=60)
+    assert stdout.rstrip().endswith("downloaded bytes match")
+    documents = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     assert len(documents) == 9  # one JSON document per call, each on its own line
     resolved = next(d for d in documents if d.get("reference") == "iris@champion")
     assert resolved["version"]["version"] == 1
@@ -57,26 +60,10 @@ def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
 
 
 def test_readme_training_walk_through_works_when_pasted(live_server: LiveServer) -> None:
-    token = live_server.line_starting("export TOKEN=").removeprefix("export TOKEN=")
-    text = README.read_text()
-    block = re.search(r"<!-- training:start -->\s*```bash\n(.*?)```\s*<!-- training:end -->", text, re.S)
-    assert block is not None, "README has no training block"
-    script = block.group(1).replace("localhost:3004", f"localhost:{live_server.port}")
-    script = script.replace(".venv/bin/python", sys.executable)
-    result = subprocess.run(
-        ["bash", "-e", "-c", f"export TOKEN={token}\n{script}"],
-        cwd=live_server.folder,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    events = [
-        line.removeprefix("event: ") for line in result.stdout.splitlines() if line.startswith("event: ")
-    ]
+    stdout = paste_block(live_server, "training", timeout=180)
+    events = [line.removeprefix("event: ") for line in stdout.splitlines() if line.startswith("event: ")]
     assert events[0] == "status" and "progress" in events
-    documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    documents = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     job = next(d for d in documents if "trainingConfig" in d)
     assert job["status"] == "succeeded", job
     assert job["version"] == 1

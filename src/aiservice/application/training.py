@@ -41,6 +41,7 @@ from aiservice.domain.tenancy import Permission, Principal, Role
 from aiservice.domain.training import (
     DATASET_FORMATS,
     HISTORY_LIMIT,
+    INTERRUPTED,
     DatasetConfig,
     JobEvent,
     JobFailure,
@@ -463,14 +464,7 @@ class TrainingExecution:
         stale = self._queue.stale_running(self._clock() - timedelta(seconds=silent_for_s))
         ended = 0
         for tenant_id, job_id in stale:
-            ended += self.fail(
-                tenant_id,
-                job_id,
-                JobFailure(
-                    "interrupted",
-                    "The service stopped while this job was running (interrupted); submit it again.",
-                ),
-            )
+            ended += self.fail(tenant_id, job_id, INTERRUPTED)
         return ended
 
 

@@ -143,6 +143,11 @@ class JobFailure:
         return {"stage": self.stage, "message": self.message}
 
 
+INTERRUPTED = JobFailure(
+    "interrupted", "The service stopped while this job was running (interrupted); submit it again."
+)
+
+
 @dataclass
 class TrainingJob:
     tenant_id: str

@@ -26,7 +26,7 @@ from uuid import uuid4
 import psutil
 
 from aiservice.application.training import TrainingExecution, TrainingOutcome, WorkOrder
-from aiservice.domain.training import GpuPolicy, JobFailure, JobStatus
+from aiservice.domain.training import INTERRUPTED, JobFailure, JobStatus
 from aiservice.infrastructure.jobs.worker import run_job
 from aiservice.infrastructure.runtimes.inspector import forkserver_context
 
@@ -59,7 +59,6 @@ class LocalJobRunner:
         work_dir: Path,
         storage_options: Callable[[str], dict[str, Any]] | None = None,
         fingerprint: Callable[[str], dict[str, Any]] | None = None,
-        cuda_available: Callable[[], bool] | None = None,
     ) -> None:
         self._execution = execution
         self._concurrency = concurrency
@@ -67,7 +66,6 @@ class LocalJobRunner:
         self._default_timeout = default_timeout_s
         self._work_dir = work_dir
         self._storage_options = storage_options or (lambda uri: {})
-        self._cuda_available = cuda_available or (lambda: False)
         self._fingerprint = fingerprint
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         self._running: dict[str, _Running] = {}
@@ -93,15 +91,9 @@ class LocalJobRunner:
         self._wake.set()
         self._thread.join(timeout=30)
         self._thread = None
-        for job_id in list(self._running):
-            running = self._running.pop(job_id)
+        for running in list(self._running.values()):
             self._kill(running)
-            self._execution.fail(
-                running.order.job.tenant_id,
-                job_id,
-                JobFailure("interrupted", "The service stopped while this job was running (interrupted)."),
-            )
-            shutil.rmtree(running.folder, ignore_errors=True)
+            self._end(running, INTERRUPTED)
 
     def wake(self) -> None:
         self._wake.set()
@@ -167,11 +159,6 @@ class LocalJobRunner:
             )
             return True
         folder = Path(tempfile.mkdtemp(prefix=f"job-{job.id[:8]}-", dir=self._work_dir))
-        device = "cpu"
-        if job.resources.gpu == GpuPolicy.REQUIRED:
-            device = "cuda"
-        elif job.resources.gpu == GpuPolicy.PREFERRED and self._cuda_available():
-            device = "cuda"
         request = {
             "jobId": job.id,
             "framework": order.framework.value,
@@ -180,7 +167,7 @@ class LocalJobRunner:
             "outputSchema": order.output_schema,
             "training": job.training.to_json(),
             "dataset": job.dataset.to_json(),
-            "device": device,
+            "gpu": job.resources.gpu.value,  # the worker (it imports the framework anyway) picks the device
             "threads": job.resources.cpu,
             "outDir": str(folder),
             "storageOptions": {uri: self._storage_options(uri) for uri in uris},
@@ -202,7 +189,7 @@ class LocalJobRunner:
             memory_bytes=job.resources.memory_mb * 1024**2 if job.resources.memory_mb else None,
             fingerprints=fingerprints,
         )
-        log.info("training job %s started in process %s on %s", job.id, process.pid, device)
+        log.info("training job %s started in process %s", job.id, process.pid)
         return True
 
     def _collect(self) -> None:

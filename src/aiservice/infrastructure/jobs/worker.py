@@ -19,17 +19,11 @@ import numpy as np
 
 from aiservice.application.ports import LoadSpec
 from aiservice.domain.models import Framework
+from aiservice.domain.training import GpuPolicy
 from aiservice.infrastructure.datasets.readers import DatasetError, Table, read_table
 from aiservice.infrastructure.training.spec import Progress, TrainingError, TrainSpec
 
 DEFAULT_VALIDATION_SPLIT = 0.2
-
-
-class JobFailed(Exception):
-    def __init__(self, stage: str, message: str) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.message = message
 
 
 def run_job(request: dict[str, Any], sender: Connection) -> None:
@@ -37,10 +31,8 @@ def run_job(request: dict[str, Any], sender: Connection) -> None:
     try:
         result = train_request(request, lambda message: sender.send(message))
         sender.send({"type": "done", **result})
-    except JobFailed as exc:
-        sender.send({"type": "failed", "stage": exc.stage, "message": exc.message[:2000]})
     except TrainingError as exc:
-        sender.send({"type": "failed", "stage": exc.stage, "message": str(exc)[:2000]})
+        sender.send({"type": "failed", "stage": exc.stage, "message": exc.message[:2000]})
     except DatasetError as exc:
         sender.send({"type": "failed", "stage": "dataset", "message": str(exc)[:2000]})
     except MemoryError:
@@ -80,7 +72,7 @@ def train_request(request: dict[str, Any], send: Any) -> dict[str, Any]:
         test = _as_positions(test, "test", classes) if test else None
         missing = sorted(set(range(len(classes))) - {int(v) for v in np.unique(train.y)})
         if missing:
-            raise JobFailed(
+            raise TrainingError(
                 "dataset",
                 "Every class the model's outputSchema.classes declares must appear in the training data; "
                 f"missing: {', '.join(str(classes[i]) for i in missing[:10])}",
@@ -97,7 +89,7 @@ def train_request(request: dict[str, Any], send: Any) -> dict[str, Any]:
         epochs=training.get("epochs", 10),
         batch_size=training.get("batchSize", 32),
         learning_rate=training.get("learningRate", 1e-3),
-        device=request.get("device", "cpu"),
+        device=_device(framework, GpuPolicy(request.get("gpu", GpuPolicy.NONE.value))),
         seed=training.get("seed", 0),
         configuration=configuration,
     )
@@ -165,7 +157,7 @@ def _as_positions(table: Table, name: str, classes: list[Any]) -> Table:
     labels = [str(v) for v in table.y.tolist()]
     unknown = sorted({label for label in labels if label not in position})
     if unknown:
-        raise JobFailed(
+        raise TrainingError(
             "dataset",
             f"The {name} data has labels the model's outputSchema.classes does not know: "
             f"{', '.join(unknown[:10])}",
@@ -206,7 +198,7 @@ def _evaluate(
         prediction = loaded.predict(table.X)
         if task == "classification":
             if prediction.probabilities is None:
-                raise JobFailed("evaluate", "The trained classifier gave no class probabilities.")
+                raise TrainingError("evaluate", "The trained classifier gave no class probabilities.")
             found = classification_metrics(table.y, prediction.probabilities, classes or [])
         else:
             found = regression_metrics(
@@ -214,6 +206,17 @@ def _evaluate(
             )
         metrics.update({f"{prefix}_{name}": value for name, value in found.items()})
     return metrics
+
+
+def _device(framework: Framework, gpu: GpuPolicy) -> str:
+    """``required`` asks for CUDA (the trainer fails clearly without it); ``preferred`` takes it if there."""
+    if gpu == GpuPolicy.REQUIRED:
+        return "cuda"
+    if gpu == GpuPolicy.PREFERRED:
+        from aiservice.infrastructure.training.trainers import cuda_available
+
+        return "cuda" if cuda_available(framework.value) else "cpu"
+    return "cpu"
 
 
 def _task(request: dict[str, Any], train: Table) -> str:

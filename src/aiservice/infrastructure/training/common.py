@@ -204,6 +204,23 @@ def network_params(spec: TrainSpec) -> dict[str, Any]:
     return {**NETWORK_DEFAULTS[spec.algorithm], **spec.params}
 
 
+@dataclass(frozen=True)
+class NetworkInputs:
+    """What both network trainers (torch, keras) establish before building a net."""
+
+    params: dict[str, Any]  # the network's shape, defaults filled in
+    shape: list[int]  # one row's shape
+    target: Targets
+
+
+def network_inputs(spec: TrainSpec, train: Table, validation: Table | None) -> NetworkInputs:
+    """Check the parameters and the data the same way for every network framework."""
+    params = network_params(spec)
+    check_tables(train, validation, ndim=2 if spec.algorithm == "mlp" else 4)
+    check_finite(train, validation)
+    return NetworkInputs(params, input_shape(spec, train), targets(spec.task, train, validation))
+
+
 def input_shape(spec: TrainSpec, train: Table) -> list[int]:
     """The shape of one row; it must agree with the model's configured ``inputShape`` when it has one."""
     shape = [int(d) for d in train.X.shape[1:]]

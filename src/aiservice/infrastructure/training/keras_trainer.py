@@ -21,17 +21,13 @@ import numpy as np
 from aiservice.application.ports import Prediction
 from aiservice.infrastructure.training.common import (
     NO_CUDA,
-    check_finite,
-    check_tables,
     cuda_index,
     first_line,
-    input_shape,
     json_safe,
     logged_warnings,
-    network_params,
+    network_inputs,
     served_configuration,
     standardisation,
-    targets,
 )
 from aiservice.infrastructure.training.spec import Progress, Table, TrainedModel, TrainingError, TrainSpec
 
@@ -78,11 +74,8 @@ class FittedKeras:
 def fit(
     spec: TrainSpec, train: Table, validation: Table | None, report: Callable[[Progress], None]
 ) -> FittedKeras:
-    shape_params = network_params(spec)
-    check_tables(train, validation, ndim=2 if spec.algorithm == "mlp" else 4)
-    check_finite(train, validation)
-    shape = input_shape(spec, train)
-    target = targets(spec.task, train, validation)
+    inputs = network_inputs(spec, train, validation)
+    shape_params, shape, target = inputs.params, inputs.shape, inputs.target
     device, keras_device = _device(spec.device)
     classes = target.class_list
     keras.utils.set_random_seed(spec.seed)

@@ -22,17 +22,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from aiservice.application.ports import Prediction
 from aiservice.infrastructure.training.common import (
     NO_CUDA,
-    check_finite,
-    check_tables,
     cuda_index,
     first_line,
-    input_shape,
     json_safe,
     logged_warnings,
-    network_params,
+    network_inputs,
     served_configuration,
     standardisation,
-    targets,
 )
 from aiservice.infrastructure.training.spec import Progress, Table, TrainedModel, TrainingError, TrainSpec
 
@@ -118,11 +114,8 @@ class FittedTorch:
 def fit(
     spec: TrainSpec, train: Table, validation: Table | None, report: Callable[[Progress], None]
 ) -> FittedTorch:
-    shape_params = network_params(spec)
-    check_tables(train, validation, ndim=2 if spec.algorithm == "mlp" else 4)
-    check_finite(train, validation)
-    shape = input_shape(spec, train)
-    target = targets(spec.task, train, validation)
+    inputs = network_inputs(spec, train, validation)
+    shape_params, shape, target = inputs.params, inputs.shape, inputs.target
     device = _device(spec.device)
     torch.manual_seed(spec.seed)
     classes = target.class_list
