@@ -36,7 +36,8 @@ from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
 from aiservice.infrastructure.images.pillow import PillowImageDecoder
 from aiservice.infrastructure.jobs.adapters import FrameworkCatalog, LocatedDatasets
-from aiservice.infrastructure.jobs.local import LocalJobRunner
+from aiservice.infrastructure.jobs.local import ProcessLauncher
+from aiservice.infrastructure.jobs.supervisor import JobSupervisor, WorkerLauncher
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
@@ -66,7 +67,7 @@ class Container:
     compile_pool: ThreadPoolExecutor
     tenants: Tenants
     training: TrainingJobs
-    training_runner: LocalJobRunner
+    training_runner: JobSupervisor
     datasets: DatasetStore
     tokens: TokenService
     authenticator: Authenticator
@@ -198,8 +199,9 @@ def bootstrap(settings: Settings | None = None) -> Container:
     dataset_store = DatasetStore(settings.data_dir / "uploaded-datasets")
     locator = DatasetLocator(settings.dataset_root_paths, dataset_store, _s3_options(settings))
     execution = TrainingExecution(uow, SqlAlchemyJobQueue(engine), versions, utcnow)
-    runner = LocalJobRunner(
+    runner = JobSupervisor(
         execution,
+        _launcher(settings),
         concurrency=settings.training_concurrency,
         heartbeat_s=settings.training_heartbeat_seconds,
         default_timeout_s=settings.training_timeout_seconds,
@@ -213,6 +215,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
         FrameworkCatalog(),
         LocatedDatasets(locator),
         wake_runner=runner.wake,
+        data_parallel=settings.job_runner == "ray",
         max_timeout_s=settings.training_timeout_seconds,
     )
     return Container(
@@ -250,3 +253,11 @@ def _s3_options(settings: Settings) -> S3Options | None:
         secret=secret or None,
         region=settings.aws_default_region or None,
     )
+
+
+def _launcher(settings: Settings) -> WorkerLauncher:
+    if settings.job_runner == "ray":
+        from aiservice.infrastructure.jobs.ray_runner import RayLauncher
+
+        return RayLauncher(settings.ray_address)
+    return ProcessLauncher()

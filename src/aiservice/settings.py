@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     training_concurrency: int = Field(default=1, ge=1)
     training_heartbeat_seconds: float = Field(default=5.0, gt=0)
     training_timeout_seconds: int = Field(default=6 * 3600, gt=0)
+    job_runner: Literal["local", "ray"] = "local"
+    # A Ray cluster's GCS address (host:port); empty means the one `ray start` left for this machine.
+    ray_address: str | None = None
     # Comma-separated folders a training job may read local datasets from (default DATA_DIR/datasets).
     dataset_roots: str = ""
     max_dataset_bytes: int = Field(default=10 * 1024**3, gt=0)

@@ -121,6 +121,7 @@ class TrainingJobs:
         datasets: DatasetAccess,
         wake_runner: Callable[[], None] = lambda: None,
         max_timeout_s: int = 24 * 3600,
+        data_parallel: bool = False,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -128,6 +129,7 @@ class TrainingJobs:
         self._datasets = datasets
         self.wake_runner = wake_runner
         self._max_timeout_s = max_timeout_s
+        self._data_parallel = data_parallel  # the runner can spread one job over several workers
 
     def submit(self, principal: Principal, model_ident: str, request: TrainingRequest) -> TrainingJob:
         principal.require(Permission.TRAIN)
@@ -165,6 +167,17 @@ class TrainingJobs:
         self.wake_runner()
         return job
 
+    def _workers_problems(self, model: Model, resources: ResourceConfig) -> list[FieldError]:
+        if resources.workers == 1:
+            return []
+        if not self._data_parallel:
+            message = "training over several workers needs the Ray runner (JOB_RUNNER=ray); use 1"
+        elif model.framework != Framework.PYTORCH:
+            message = "only PyTorch models train over several workers; use 1"
+        else:
+            return []
+        return [FieldError("resourceConfig.workers", message)]
+
     def _checked(self, principal: Principal, model: Model, request: TrainingRequest) -> DatasetConfig:
         """The whole body is checked before anything is queued; every problem is reported at once."""
         errors: list[FieldError] = []
@@ -183,6 +196,7 @@ class TrainingJobs:
             errors.append(
                 FieldError("resourceConfig.timeoutSeconds", f"must be at most {self._max_timeout_s}")
             )
+        errors += self._workers_problems(model, request.resources)
         dataset = request.dataset
         if dataset.format not in DATASET_FORMATS:
             errors.append(FieldError("datasetConfig.format", f"must be one of {', '.join(DATASET_FORMATS)}"))

@@ -112,6 +112,7 @@ class ResourceConfig:
     memory_mb: int | None = None
     cpu: float | None = None
     timeout_seconds: int | None = None
+    workers: int = 1  # data-parallel processes (PyTorch on the Ray runner)
 
     def to_json(self) -> JsonObject:
         return {
@@ -119,6 +120,7 @@ class ResourceConfig:
             "memoryMb": self.memory_mb,
             "cpu": self.cpu,
             "timeoutSeconds": self.timeout_seconds,
+            "workers": self.workers,
         }
 
     @classmethod
@@ -128,6 +130,7 @@ class ResourceConfig:
             memory_mb=data.get("memoryMb"),
             cpu=data.get("cpu"),
             timeout_seconds=data.get("timeoutSeconds"),
+            workers=int(data.get("workers") or 1),
         )
 
 

@@ -1,32 +1,19 @@
-"""The embedded job runner: each training job in its own worker process, at most N at once.
+"""The embedded launcher: each training job in its own worker process on this machine.
 
-Jobs wait in the database, so they survive a restart. One supervisor thread claims queued jobs,
-relays each worker's progress to the job, enforces its time and memory limits, kills workers whose
-job was cancelled (by any replica: it reads the status back on every heartbeat) and registers the
-version of a job that finished. A job whose runner went silent for three heartbeats (the service was
-restarted, a replica died) is ended as ``interrupted``.
+A crash, an out-of-memory kill or a segfault in a framework ends that job's process only, never the
+service. Processes come from the fork server warmed at start-up, so a job does not pay for importing
+the service again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import socket
-import tempfile
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import psutil
 
-from aiservice.application.training import TrainingExecution, TrainingOutcome, WorkOrder
-from aiservice.domain.training import INTERRUPTED, JobFailure, JobStatus
 from aiservice.infrastructure.jobs.worker import run_job
 from aiservice.infrastructure.runtimes.inspector import forkserver_context
 
@@ -34,269 +21,33 @@ log = logging.getLogger(__name__)
 KILL_GRACE_S = 3.0
 
 
-@dataclass
-class _Running:
-    order: WorkOrder
-    process: Any
-    receiver: Connection
-    folder: Path
-    started: float
-    deadline: float | None
-    memory_bytes: int | None
-    fingerprints: list[dict[str, Any]] = field(default_factory=list)
-    outcome: dict[str, Any] | None = None
-    pending: list[dict[str, Any]] = field(default_factory=list)
+class ProcessWorker:
+    def __init__(self, process: Any, receiver: Connection) -> None:
+        self._process = process
+        self._receiver = receiver
 
-
-class LocalJobRunner:
-    def __init__(
-        self,
-        execution: TrainingExecution,
-        *,
-        concurrency: int = 1,
-        heartbeat_s: float = 5.0,
-        default_timeout_s: float = 6 * 3600,
-        work_dir: Path,
-        storage_options: Callable[[str], dict[str, Any]] | None = None,
-        fingerprint: Callable[[str], dict[str, Any]] | None = None,
-    ) -> None:
-        self._execution = execution
-        self._concurrency = concurrency
-        self._heartbeat_s = heartbeat_s
-        self._default_timeout = default_timeout_s
-        self._work_dir = work_dir
-        self._storage_options = storage_options or (lambda uri: {})
-        self._fingerprint = fingerprint
-        self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
-        self._running: dict[str, _Running] = {}
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._work_dir.mkdir(parents=True, exist_ok=True)
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._supervise, name="training-runner", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop supervising; running workers are killed and their jobs end as interrupted."""
-        if self._thread is None:
-            return
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join(timeout=30)
-        self._thread = None
-        for running in list(self._running.values()):
-            self._kill(running)
-            self._end(running, INTERRUPTED)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    @property
-    def running(self) -> list[str]:
-        return list(self._running)
-
-    # -- the supervisor loop -------------------------------------------------------------------
-
-    def _supervise(self) -> None:
-        next_beat = 0.0
-        while not self._stopping.is_set():
-            try:
-                now = time.monotonic()
-                if now >= next_beat:
-                    self._beat()
-                    next_beat = now + self._heartbeat_s
-                while len(self._running) < self._concurrency and self._start_next():
-                    pass
-                if self._wait_for_activity(min(0.5, max(0.0, next_beat - time.monotonic()))):
-                    next_beat = 0.0  # woken: a job was queued or cancelled, look at once
-                self._collect()
-            except Exception:  # the loop must outlive a database hiccup
-                log.exception("training runner loop failed; retrying")
-                self._stopping.wait(1.0)
-
-    def _wait_for_activity(self, timeout: float) -> bool:
-        """Sleep until a worker speaks or exits, or until woken; True when woken."""
-        handles: list[Any] = [r.receiver for r in self._running.values()]
-        handles += [r.process.sentinel for r in self._running.values()]
-        if handles and not self._wake.is_set():
-            wait(handles, timeout=timeout)
-        else:
-            self._wake.wait(timeout)
-        woken = self._wake.is_set()
-        self._wake.clear()
-        return woken
-
-    def _beat(self) -> None:
-        ids = list(self._running)
-        self._execution.heartbeat(self.runner_id, ids)
-        for job_id in ids:
-            running = self._running[job_id]
-            status = self._execution.status(running.order.job.tenant_id, job_id)
-            if status != JobStatus.RUNNING:  # cancelled (here or on another replica), or ended elsewhere
-                log.info("training job %s is %s; stopping its worker", job_id, status)
-                self._kill(running)
-                self._forget(job_id)
-        self._execution.recover_stale(3 * self._heartbeat_s)
-
-    def _start_next(self) -> bool:
-        order = self._execution.claim(self.runner_id)
-        if order is None:
-            return False
-        job = order.job
-        uris = [u for u in (job.dataset.train_path, job.dataset.validation_path, job.dataset.test_path) if u]
-        try:  # the data as it is when the job starts: what the version's lineage records
-            fingerprints = [self._fingerprint(u) for u in uris] if self._fingerprint else []
-        except Exception as exc:
-            self._execution.fail(
-                job.tenant_id, job.id, JobFailure("dataset", f"The dataset could not be read: {exc}")
-            )
-            return True
-        folder = Path(tempfile.mkdtemp(prefix=f"job-{job.id[:8]}-", dir=self._work_dir))
-        request = {
-            "jobId": job.id,
-            "framework": order.framework.value,
-            "configuration": order.configuration,
-            "inputSchema": order.input_schema,
-            "outputSchema": order.output_schema,
-            "training": job.training.to_json(),
-            "dataset": job.dataset.to_json(),
-            "gpu": job.resources.gpu.value,  # the worker (it imports the framework anyway) picks the device
-            "threads": job.resources.cpu,
-            "outDir": str(folder),
-            "storageOptions": {uri: self._storage_options(uri) for uri in uris},
-        }
-        context = forkserver_context()
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=run_job, args=(request, sender), daemon=True)
-        process.start()
-        sender.close()
-        timeout = job.resources.timeout_seconds or self._default_timeout
-        now = time.monotonic()
-        self._running[job.id] = _Running(
-            order=order,
-            process=process,
-            receiver=receiver,
-            folder=folder,
-            started=now,
-            deadline=now + timeout,
-            memory_bytes=job.resources.memory_mb * 1024**2 if job.resources.memory_mb else None,
-            fingerprints=fingerprints,
-        )
-        log.info("training job %s started in process %s", job.id, process.pid)
-        return True
-
-    def _collect(self) -> None:
-        for job_id in list(self._running):
-            running = self._running[job_id]
-            try:
-                while running.receiver.poll(0):
-                    message = running.receiver.recv()
-                    self._handle(running, message)
-            except (EOFError, OSError):
-                pass
-            if job_id not in self._running:
-                continue
-            if running.outcome is not None or not running.process.is_alive():
-                running.process.join(timeout=5)
-                self._finish(running)
-                continue
-            self._enforce_limits(running)
-
-    def _handle(self, running: _Running, message: dict[str, Any]) -> None:
-        job = running.order.job
-        kind = message.get("type")
-        if kind == "progress":
-            self._execution.progress(job.tenant_id, job.id, message)
-        elif kind in ("done", "failed"):
-            running.outcome = message
-
-    def _enforce_limits(self, running: _Running) -> None:
-        job = running.order.job
-        if running.deadline is not None and time.monotonic() > running.deadline:
-            self._kill(running)
-            limit = job.resources.timeout_seconds or self._default_timeout
-            self._end(
-                running,
-                JobFailure("timeout", f"The job ran longer than its {limit:g} s limit; it was stopped."),
-            )
-            return
-        if running.memory_bytes is not None:
-            try:
-                rss = psutil.Process(running.process.pid).memory_info().rss
-            except psutil.NoSuchProcess:
-                return
-            if rss > running.memory_bytes:
-                self._kill(running)
-                self._end(
-                    running,
-                    JobFailure(
-                        "memory",
-                        f"The job used more than its {running.memory_bytes // 1024**2} MB memory limit; "
-                        "it was stopped.",
-                    ),
-                )
-
-    def _finish(self, running: _Running) -> None:
-        job = running.order.job
-        outcome = running.outcome
-        if outcome is None:
-            code = running.process.exitcode
-            reason = (
-                f"killed by signal {-code}" + (" (out of memory?)" if code == -9 else "")
-                if code is not None and code < 0
-                else f"exit status {code}"
-            )
-            self._end(
-                running, JobFailure("crashed", f"The training process ended without a result ({reason}).")
-            )
-            return
-        if outcome["type"] == "failed":
-            self._end(running, JobFailure(str(outcome.get("stage", "fit")), str(outcome.get("message", ""))))
-            return
+    def receive(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
         try:
-            version = self._execution.succeed(
-                running.order,
-                TrainingOutcome(
-                    artifact=Path(outcome["artifact"]),
-                    filename=outcome["filename"],
-                    metrics=outcome.get("metrics", {}),
-                    params=outcome.get("params", {}),
-                    device=outcome.get("device", "cpu"),
-                    fingerprints=running.fingerprints,
-                    configuration=outcome.get("configuration", {}),
-                ),
-            )
-        except Exception as exc:
-            detail = getattr(exc, "detail", None) or str(exc)
-            log.warning("training job %s could not register its version: %s", job.id, detail)
-            self._end(running, JobFailure("register", f"The trained model could not be registered: {detail}"))
-            return
-        if version is not None:
-            log.info("training job %s registered version %s", job.id, version.version)
-        self._forget(job.id)
+            while self._receiver.poll(0):
+                messages.append(self._receiver.recv())
+        except (EOFError, OSError):
+            pass
+        return messages
 
-    def _end(self, running: _Running, failure: JobFailure) -> None:
-        self._execution.fail(running.order.job.tenant_id, running.order.job.id, failure)
-        self._forget(running.order.job.id)
+    def alive(self) -> bool:
+        return bool(self._process.is_alive())
 
-    def _forget(self, job_id: str) -> None:
-        running = self._running.pop(job_id, None)
-        if running is None:
-            return
-        running.receiver.close()
-        shutil.rmtree(running.folder, ignore_errors=True)
+    def exit_reason(self) -> str:
+        self._process.join(timeout=5)
+        code = self._process.exitcode
+        if code is not None and code < 0:
+            return f"killed by signal {-code}" + (" (out of memory?)" if code == -9 else "")
+        return f"exit status {code}"
 
-    @staticmethod
-    def _kill(running: _Running) -> None:
+    def kill(self) -> None:
         """SIGTERM, then SIGKILL after a grace period: a framework stuck in native code ignores the first."""
-        process = running.process
+        process = self._process
         if not process.is_alive():
             return
         process.terminate()
@@ -304,3 +55,35 @@ class LocalJobRunner:
         if process.is_alive():
             process.kill()
             process.join(timeout=5)
+
+    def resident_bytes(self) -> int | None:
+        try:
+            return int(psutil.Process(self._process.pid).memory_info().rss)
+        except psutil.NoSuchProcess:
+            return None
+
+    def waitables(self) -> list[Any]:
+        return [self._receiver, self._process.sentinel]
+
+    def close(self) -> None:
+        self._process.join(timeout=5)
+        self._receiver.close()
+
+
+class ProcessLauncher:
+    name = "local"
+
+    def launch(self, request: dict[str, Any], folder: Path) -> ProcessWorker:
+        context = forkserver_context()
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=run_job, args=(request, sender), daemon=True)
+        process.start()
+        sender.close()
+        log.info("training job %s runs in process %s", request["jobId"], process.pid)
+        return ProcessWorker(process, receiver)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass

@@ -95,6 +95,13 @@ class ResourceConfigIn(ApiModel):
     )
     cpu: float | None = Field(default=None, gt=0, le=1024, description="Threads for the framework")
     timeout_seconds: int | None = Field(default=None, ge=1)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Data-parallel workers (PyTorch on the Ray runner, Ray Train's TorchTrainer); "
+        "each gets `cpu` CPUs and, with `gpu`, one GPU",
+    )
 
     def to_domain(self) -> ResourceConfig:
         gpu = (
@@ -105,7 +112,11 @@ class ResourceConfigIn(ApiModel):
             else GpuPolicy.NONE
         )
         return ResourceConfig(
-            gpu=gpu, memory_mb=self.memory, cpu=self.cpu, timeout_seconds=self.timeout_seconds
+            gpu=gpu,
+            memory_mb=self.memory,
+            cpu=self.cpu,
+            timeout_seconds=self.timeout_seconds,
+            workers=self.workers,
         )
 
 

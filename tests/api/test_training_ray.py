@@ -1,0 +1,156 @@
+"""Training jobs on the Ray runner (``JOB_RUNNER=ray``), against a real Ray head started by the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.datasets import load_iris
+
+from aiservice.interfaces.http.app import create_app
+from tests.api.test_training import (
+    API,
+    FINISHED,
+    IRIS_FEATURES,
+    iris_model,
+    own_service,
+    parse_sse,
+    slow_torch_job,
+    train_body,
+    wait_for,
+    wait_until,
+    write_iris_csv,
+)
+from tests.helpers import create_model
+from tests.ray_cluster import RayCluster
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    cluster = RayCluster(tmp_path_factory.mktemp("ray") / "head.log")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def ray_service(
+    ray_cluster: RayCluster, engine: Any, database_url: str, tmp_path: Path
+) -> Iterator[tuple[TestClient, dict[str, str], Path]]:
+    container, headers = own_service(
+        database_url, tmp_path / "data", job_runner="ray", ray_address=ray_cluster.address
+    )
+    datasets = container.settings.dataset_root_paths[0]
+    datasets.mkdir(parents=True)
+    with TestClient(create_app(container)) as client:
+        yield client, headers, datasets
+
+
+def ray_job_processes(cluster: RayCluster, task: str = "run_on_ray") -> set[int]:
+    found = set()
+    for process in cluster.processes():
+        try:
+            if task in " ".join(process.cmdline()):
+                found.add(process.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def test_a_job_on_ray_trains_streams_progress_and_its_version_predicts(
+    ray_service: tuple[TestClient, dict[str, str], Path],
+) -> None:
+    client, headers, datasets = ray_service
+    iris_model(client, headers)
+    data = write_iris_csv(datasets / "iris.csv")
+    job = client.post(f"{API}/models/iris/train", json=train_body(data), headers=headers)
+    assert job.status_code == 202, job.text
+
+    with client.stream("GET", f"{API}/training-jobs/{job.json()['id']}/events", headers=headers) as stream:
+        events = parse_sse("".join(stream.iter_text()))
+    statuses = [e["data"]["status"] for e in events if e["event"] == "status"]
+    assert statuses == ["queued", "running", "succeeded"]
+    done = wait_for(client, headers, job.json()["id"], *FINISHED)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["metrics"]["validation_accuracy"] > 0.8
+
+    row = dict(zip(IRIS_FEATURES, [6.7, 3.0, 5.2, 2.3], strict=True))
+    answer = client.post(f"{API}/models/iris/predict", json={"input": row}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prediction"] == "virginica"
+
+
+def training_on_ray(client: TestClient, headers: dict[str, str], datasets: Path) -> dict[str, Any]:
+    """A long PyTorch job, once it has finished an epoch on the cluster."""
+    job = slow_torch_job(client, headers, datasets)
+    wait_for(client, headers, job["id"], "running")
+    wait_until(lambda: client.get(f"{API}/training-jobs/{job['id']}", headers=headers).json()["epoch"])
+    return job
+
+
+def test_cancelling_a_job_on_ray_ends_its_ray_worker(
+    ray_cluster: RayCluster, ray_service: tuple[TestClient, dict[str, str], Path]
+) -> None:
+    client, headers, datasets = ray_service
+    job = training_on_ray(client, headers, datasets)
+    workers = ray_job_processes(ray_cluster)
+    assert workers, "the job runs in a Ray worker process"
+
+    cancelled = client.post(f"{API}/training-jobs/{job['id']}/cancel", headers=headers)
+    assert cancelled.json()["status"] == "cancelled"
+    wait_until(lambda: not workers & ray_job_processes(ray_cluster), timeout=15)
+    assert client.get(f"{API}/models/net/versions", headers=headers).json()["items"] == []
+
+
+def test_a_ray_worker_killed_mid_way_fails_its_job_with_the_reason(
+    ray_cluster: RayCluster, ray_service: tuple[TestClient, dict[str, str], Path]
+) -> None:
+    client, headers, datasets = ray_service
+    job = training_on_ray(client, headers, datasets)
+    for pid in ray_job_processes(ray_cluster):
+        os.kill(pid, signal.SIGKILL)
+
+    failed = wait_for(client, headers, job["id"], *FINISHED, timeout=60)
+    assert failed["status"] == "failed"
+    assert failed["error"]["stage"] == "crashed"
+    assert "Traceback" not in failed["error"]["message"]
+    assert client.get(f"{API}/models/net/versions", headers=headers).json()["items"] == []
+    assert client.get("/health").status_code == 200
+
+
+def test_a_gpu_required_job_on_a_cluster_without_gpus_fails_at_once(
+    ray_service: tuple[TestClient, dict[str, str], Path],
+) -> None:
+    client, headers, datasets = ray_service
+    x, y = load_iris(return_X_y=True)
+    np.savez(datasets / "iris.npz", X=x.astype(np.float32), y=y)
+    create_model(client, headers, "net", framework="pytorch", configuration={"inputShape": [4]})
+    body = {
+        "trainingConfig": {"algorithm": "mlp", "epochs": 2},
+        "datasetConfig": {"trainPath": str(datasets / "iris.npz"), "format": "npz"},
+        "resourceConfig": {"gpu": "required"},
+    }
+    job = client.post(f"{API}/models/net/train", json=body, headers=headers).json()
+    failed = wait_for(client, headers, job["id"], *FINISHED, timeout=30)
+    assert failed["status"] == "failed"
+    assert failed["error"]["stage"] == "device"
+    assert "GPU" in failed["error"]["message"]
+
+
+def pytorch_body(datasets: Path, **resources: Any) -> dict[str, Any]:
+    x, y = load_iris(return_X_y=True)
+    np.savez(datasets / "iris.npz", X=x.astype(np.float32), y=y)
+    return {
+        "trainingConfig": {"algorithm": "mlp", "params": {"hiddenSizes": [32]}, "epochs": 40,
+                           "learningRate": 0.01},
+        "datasetConfig": {"trainPath": str(datasets / "iris.npz"), "format": "npz"},
+        "resourceConfig": resources,
+    }  # fmt: skip
