@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from aiservice import __version__
 from aiservice.application.compilation import OnnxCompilation
+from aiservice.application.datasets import Datasets
 from aiservice.application.health import HealthCheck
 from aiservice.application.inference import InferenceService
 from aiservice.application.outbox import EventBus, OutboxRelay
@@ -27,6 +28,7 @@ from aiservice.domain.events import DomainEvent
 from aiservice.domain.models import Framework
 from aiservice.infrastructure.auth.jwt_tokens import JwtTokenService
 from aiservice.infrastructure.auth.secret_file import load_or_create_secret
+from aiservice.infrastructure.datasets.checks import format_problems
 from aiservice.infrastructure.datasets.locator import DatasetLocator, S3Options
 from aiservice.infrastructure.datasets.store import DatasetStore
 from aiservice.infrastructure.db import migrate
@@ -69,6 +71,7 @@ class Container:
     training: TrainingJobs
     training_runner: JobSupervisor
     datasets: DatasetStore
+    dataset_uploads: Datasets
     tokens: TokenService
     authenticator: Authenticator
     health: HealthCheck
@@ -231,6 +234,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
         training=training,
         training_runner=runner,
         datasets=dataset_store,
+        dataset_uploads=Datasets(dataset_store, format_problems, settings.max_dataset_bytes),
         tokens=tokens,
         authenticator=TokenAuthenticator(tokens, uow),
         health=HealthCheck(SqlAlchemyDatabaseProbe(engine), store, __version__, utcnow),

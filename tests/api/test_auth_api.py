@@ -43,6 +43,10 @@ ENDPOINTS: list[tuple[str, str, object]] = [
             "datasetConfig": {"trainPath": "/nowhere.csv", "format": "csv", "target": "y"},
         },
     ),
+    ("POST", "/datasets", "dataset-upload"),
+    ("GET", "/datasets", None),
+    ("GET", "/datasets/{name}", None),
+    ("DELETE", "/datasets/{name}", None),
 ]
 # Jobs are addressed by their own ids: tests/api/test_training.py covers these for tenancy and roles.
 JOB_ENDPOINTS = {
@@ -58,9 +62,13 @@ MUTATING = [e for e in ENDPOINTS if e not in READING]
 
 
 def call(client: TestClient, headers: dict[str, str], method: str, template: str, body: object, model: str):  # type: ignore[no-untyped-def]
-    path = API + template.format(model=model, version=1, alias="champion", reference=f"{model}:1")
+    path = API + template.format(
+        model=model, version=1, alias="champion", reference=f"{model}:1", name="secret-data"
+    )
     if body == "upload":
         return client.post(path, files={"file": ("m.bin", b"other tenant bytes")}, headers=headers)
+    if body == "dataset-upload":
+        return client.post(path, files={"file": ("other.csv", b"a,b\n1,2\n")}, headers=headers)
     return client.request(method, path, json=body, headers=headers)
 
 
@@ -71,6 +79,10 @@ def acme_model(client: TestClient, auth: Auth) -> dict[str, object]:
     client.put(
         f"{API}/models/secret-model/aliases/champion", json={"version": 1}, headers=auth(tenant="acme")
     )
+    dataset = client.post(
+        f"{API}/datasets", files={"file": ("secret-data.csv", b"x,y\n1,2\n")}, headers=auth(tenant="acme")
+    )
+    assert dataset.status_code == 201, dataset.text
     return model
 
 
@@ -106,6 +118,7 @@ def test_other_tenant_gets_404_on_every_endpoint_and_changes_nothing(
     assert (after["description"], after["latestVersion"], after["aliases"]) == ("", 1, {"champion": 1})
     assert client.get(f"{API}/models/secret-model/versions/1", headers=owner).json()["stage"] == "none"
     assert row_count(engine, "model_versions") == 1
+    assert client.get(f"{API}/datasets/secret-data", headers=owner).status_code == 200
 
 
 def test_other_tenant_lists_see_nothing(client: TestClient, auth: Auth, acme_model: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ class Permission(StrEnum):
     STAGE_WRITE = "stage:write"
     ALIAS_WRITE = "alias:write"
     TRAIN = "training:write"  # submit and cancel training jobs
+    DATASET_WRITE = "dataset:write"  # upload and delete training datasets
 
 
 class Role(StrEnum):
@@ -33,6 +34,7 @@ _WRITE = _READ | {
     Permission.STAGE_WRITE,
     Permission.ALIAS_WRITE,
     Permission.TRAIN,
+    Permission.DATASET_WRITE,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

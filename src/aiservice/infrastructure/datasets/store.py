@@ -72,6 +72,11 @@ class DatasetWriter:
         self._size = 0
         self._done = False
 
+    @property
+    def staged_path(self) -> Path:
+        """The bytes written so far, for a check before ``commit``; gone after ``commit`` or ``abort``."""
+        return self._staging / self._name
+
     def write(self, chunk: bytes | memoryview) -> None:
         if self._done:
             raise RuntimeError("the upload is already committed or aborted")

@@ -15,9 +15,10 @@ from aiservice.interfaces.http import v2
 from aiservice.interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.problems import install_problem_handlers
-from aiservice.interfaces.http.routers import health, models, predict, training, versions
+from aiservice.interfaces.http.routers import datasets, health, models, predict, training, versions
 
 _UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/models/[^/]+/versions/?$")
+_DATASET_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/datasets/?$")
 
 DESCRIPTION = """
 Register models of any major framework, upload immutable versions with checksummed artifacts,
@@ -57,15 +58,19 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(models.router)
     app.include_router(versions.router)
     app.include_router(training.router)
+    app.include_router(datasets.router)
     app.include_router(v2.router)
 
     upload_limit = container.settings.max_artifact_bytes + 1024**2  # the artifact plus form overhead
+    dataset_limit = container.settings.max_dataset_bytes + 1024**2
 
     def streaming_limit(scope: Scope) -> int | None:
         if scope["method"] != "POST":
             return None
         if _UPLOAD_PATH.match(scope["path"]):
             return upload_limit
+        if _DATASET_UPLOAD_PATH.match(scope["path"]):
+            return dataset_limit
         return v2.MAX_INFER_BODY_BYTES if v2.INFER_PATH.match(scope["path"]) else None  # v2 counts bytes too
 
     app.add_middleware(

@@ -1,12 +1,16 @@
-"""Streaming multipart uploads: the ``file`` part goes to the artifact store as it arrives.
+"""Streaming multipart uploads: the ``file`` part goes to a store's writer as it arrives.
 
 Starlette's form parser spools files to a temporary file and does not notice a body cut short;
 this one writes straight into the store's writer (hashing on the way), bounds every other field,
 and refuses a body that ends before its closing boundary. Nothing is recorded unless all of it
-arrived.
+arrived. Version uploads and dataset uploads both read their bodies here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from fastapi import Request
@@ -23,7 +27,33 @@ from aiservice.interfaces.http.schemas import VersionMetadataIn
 
 FLUSH_BYTES = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
-FIELDS = ("file", "metadata")
+
+
+@dataclass(frozen=True)
+class UploadForm:
+    """What one upload endpoint accepts: a ``file`` part and some small text fields."""
+
+    subject: str  # what is uploaded, for messages: "version", "dataset"
+    fields: tuple[str, ...]
+    leading: frozenset[str] = frozenset()  # fields that decide where the file goes: sent before it
+
+
+VERSION_FORM = UploadForm("version", ("metadata",))
+
+
+class UploadSink(Protocol):
+    def write_all(self, chunks: list[memoryview]) -> None: ...
+
+
+Sink = TypeVar("Sink", bound=UploadSink)
+
+
+def openapi_body(file: str, **fields: dict[str, Any]) -> dict[str, Any]:
+    """An upload route's ``openapi_extra``: a multipart body of a required binary ``file`` (described
+    by ``file``) and the given text fields' schemas."""
+    properties = {**fields, "file": {"type": "string", "format": "binary", "description": file}}
+    schema = {"type": "object", "required": ["file"], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 class MalformedUpload(DomainError):
@@ -41,10 +71,11 @@ class UnsupportedMediaType(DomainError):
     title = "Unsupported media type"
 
 
-class _Parts:
+class FormParts:
     """Collects parts from the parser's callbacks; file bytes wait in ``pending`` for a flush."""
 
-    def __init__(self) -> None:
+    def __init__(self, form: UploadForm) -> None:
+        self.form = form
         self.header_name = b""
         self.header_value = b""
         self.headers: dict[bytes, bytes] = {}
@@ -86,7 +117,12 @@ class _Parts:
             self.is_file = True
             self.filename = options.get(b"filename", b"artifact").decode("utf-8", "replace")
             self.media_type = self.headers.get(b"content-type", b"application/octet-stream").decode("latin-1")
-        elif self.name in FIELDS:
+        elif self.name in self.form.fields:
+            if self.files and self.name in self.form.leading:
+                raise InvalidInput(
+                    f"Send the '{self.name}' field before the 'file' part.",
+                    errors=[FieldError(f"form.{self.name}", "must come before the 'file' part")],
+                )
             self.fields[self.name] = bytearray()
         else:
             self.unknown.append(self.name)
@@ -109,12 +145,23 @@ class _Parts:
         self.pending, self.pending_bytes = [], 0
         return taken
 
+    def text(self, field: str) -> str | None:
+        """A text field as sent (``None`` when absent or empty)."""
+        value = self.fields.get(field)
+        return value.decode("utf-8", "replace") if value else None
 
-def _boundary(request: Request) -> bytes:
+
+def _quoted(names: tuple[str, ...]) -> str:
+    quoted = [f"'{name}'" for name in names]
+    return " and ".join(quoted) if len(quoted) < 3 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
+def _boundary(request: Request, form: UploadForm) -> bytes:
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise UnsupportedMediaType(
-            "Upload a version as multipart/form-data with a 'file' part (and an optional 'metadata' part).",
+            f"Upload a {form.subject} as multipart/form-data with a 'file' part "
+            f"(and optionally {_quoted(form.fields)}).",
             errors=[FieldError("header.Content-Type", "must be multipart/form-data with a boundary")],
         )
     return params[b"boundary"]
@@ -142,13 +189,14 @@ def _metadata(raw: bytearray | None) -> VersionMetadata:
     )
 
 
-async def receive_version(
-    request: Request, versions: ModelVersions, caller: Principal, model: str
-) -> ModelVersion:
-    """Stream one version upload into the store and record it; on any failure nothing is kept."""
-    boundary = _boundary(request)
-    upload: VersionUpload = await run_in_threadpool(versions.start_upload, caller, model)
-    parts = _Parts()
+async def read_upload(
+    request: Request, form: UploadForm, sink_for: Callable[[FormParts], Sink]
+) -> tuple[FormParts, Sink]:
+    """Read a whole multipart body: the fields into memory (bounded), the file part's bytes into the
+    sink that ``sink_for`` returns, called in a worker thread once the file part has begun (with the
+    fields sent before it). The caller aborts its sink if this raises."""
+    boundary = _boundary(request, form)
+    parts = FormParts(form)
     parser = MultipartParser(
         boundary,
         {
@@ -160,34 +208,50 @@ async def receive_version(
             "on_part_data": parts.on_part_data,
         },
     )
+    sink: Sink | None = None
     try:
-        try:
-            async for chunk in request.stream():
-                parser.write(chunk)
-                if parts.pending_bytes >= FLUSH_BYTES:
-                    await run_in_threadpool(upload.write_all, parts.take_pending())
-        except ClientDisconnect as exc:
-            raise TruncatedUpload(
-                "The client went away before the upload finished; nothing was kept."
-            ) from exc
-        except ValueError as exc:  # the multipart parser's own complaints
-            raise MalformedUpload(f"The multipart body is malformed: {exc}") from exc
-        if parser.state != MultipartState.END:
-            raise TruncatedUpload(
-                "The upload ended before its closing multipart boundary; nothing was kept.",
-                errors=[FieldError("form.file", "truncated")],
-            )
-        if parts.pending_bytes:
-            await run_in_threadpool(upload.write_all, parts.take_pending())
-        if parts.unknown:
-            raise InvalidInput(
-                f"Unknown form fields: {', '.join(parts.unknown)}; send only 'file' and 'metadata'.",
-                errors=[FieldError(f"form.{n}", "unknown field") for n in parts.unknown],
-            )
-        if parts.files == 0:
-            raise InvalidInput(
-                "Send the artifact in a 'file' part.", errors=[FieldError("form.file", "required")]
-            )
+        async for chunk in request.stream():
+            _feed(parser, chunk)
+            if sink is None and parts.files:
+                sink = await run_in_threadpool(sink_for, parts)
+            if sink is not None and parts.pending_bytes >= FLUSH_BYTES:
+                await run_in_threadpool(sink.write_all, parts.take_pending())
+    except ClientDisconnect as exc:
+        raise TruncatedUpload("The client went away before the upload finished; nothing was kept.") from exc
+    if parser.state != MultipartState.END:
+        raise TruncatedUpload(
+            "The upload ended before its closing multipart boundary; nothing was kept.",
+            errors=[FieldError("form.file", "truncated")],
+        )
+    if sink is not None and parts.pending_bytes:
+        await run_in_threadpool(sink.write_all, parts.take_pending())
+    if parts.unknown:
+        raise InvalidInput(
+            f"Unknown form fields: {', '.join(parts.unknown)}; send only {_quoted(('file', *form.fields))}.",
+            errors=[FieldError(f"form.{n}", "unknown field") for n in parts.unknown],
+        )
+    if sink is None:  # no file part: it would have opened one
+        raise InvalidInput(
+            f"Send the {form.subject} in a 'file' part.", errors=[FieldError("form.file", "required")]
+        )
+    return parts, sink
+
+
+def _feed(parser: MultipartParser, chunk: bytes) -> None:
+    try:
+        parser.write(chunk)
+    except ValueError as exc:  # the multipart parser's own complaints
+        raise MalformedUpload(f"The multipart body is malformed: {exc}") from exc
+
+
+async def receive_version(
+    request: Request, versions: ModelVersions, caller: Principal, model: str
+) -> ModelVersion:
+    """Stream one version upload into the store and record it; on any failure nothing is kept."""
+    _boundary(request, VERSION_FORM)  # a wrong content type is refused before the model is looked up
+    upload: VersionUpload = await run_in_threadpool(versions.start_upload, caller, model)
+    try:
+        parts, _ = await read_upload(request, VERSION_FORM, lambda _parts: upload)
         metadata = _metadata(parts.fields.get("metadata"))
     except BaseException:
         await run_in_threadpool(upload.abort)

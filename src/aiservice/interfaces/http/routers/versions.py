@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
@@ -19,36 +19,19 @@ from aiservice.interfaces.http.schemas import (
     StageChange,
     VersionOut,
 )
-from aiservice.interfaces.http.uploads import receive_version
+from aiservice.interfaces.http.uploads import openapi_body, receive_version
 
 router = APIRouter(prefix=API_PREFIX, tags=["versions"])
 
 VersionNumber = Annotated[int, Path(ge=1)]
 
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "The artifact, or a zip/tar of a folder",
-                        },
-                        "metadata": {
-                            "type": "string",
-                            "description": 'JSON object: {"description", "metrics", "params", "sourceRun"}',
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = openapi_body(
+    "The artifact, or a zip/tar of a folder",
+    metadata={
+        "type": "string",
+        "description": 'JSON object: {"description", "metrics", "params", "sourceRun"}',
+    },
+)
 
 
 @router.post(
