@@ -209,6 +209,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
         heartbeat_s=settings.training_heartbeat_seconds,
         default_timeout_s=settings.training_timeout_seconds,
         work_dir=settings.data_dir / "training",
+        resolve=locator.resolve,
         storage_options=locator.storage_options,
         fingerprint=locator.fingerprint,
     )

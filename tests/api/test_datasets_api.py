@@ -15,12 +15,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
 from aiservice.bootstrap import Container
+from aiservice.interfaces.http.app import create_app
 from aiservice.settings import Settings
 from tests.api.test_training import (
     FINISHED,
     IRIS_FEATURES,
     SPECIES,
     iris_model,
+    own_service,
     train_body,
     wait_for,
     write_iris_csv,
@@ -121,11 +123,38 @@ def test_a_job_trains_on_an_uploaded_dataset_and_its_version_predicts(
 
     done = wait_for(client, headers, submitted.json()["id"], *FINISHED)
     assert (done["status"], done["version"]) == ("succeeded", 1), done["error"]
+    # The job and the version's lineage name the dataset as the user did, never the server's folders.
+    assert done["datasetConfig"]["trainPath"] == "dataset://iris"
+    assert done["datasetFingerprint"][0]["uri"] == "dataset://iris"
     assert done["datasetFingerprint"][0]["sha256"] == hashlib.sha256(iris_csv).hexdigest()
+    lineage = client.get(f"{API}/models/iris/versions/1", headers=headers).json()["lineage"]
+    assert lineage["datasets"] == done["datasetFingerprint"]
     flowers = [[5.1, 3.5, 1.4, 0.2], [6.0, 2.9, 4.5, 1.5], [6.7, 3.0, 5.2, 2.3]]
     inputs = [dict(zip(IRIS_FEATURES, flower, strict=True)) for flower in flowers]
     answer = client.post(f"{API}/models/iris/batch-predict", json={"inputs": inputs}, headers=headers)
     assert [output["prediction"] for output in answer.json()["outputs"]] == SPECIES
+
+
+def test_a_dataset_deleted_while_its_job_waits_fails_the_job_when_it_would_start(
+    engine: Engine, database_url: str, tmp_path: Path, iris_csv: bytes
+) -> None:
+    container, headers = own_service(database_url, tmp_path / "data")
+    with TestClient(create_app(container, manage_lifecycle=False)) as client:  # no runner yet
+        assert post_dataset(client, headers, iris_csv, name="iris").status_code == 201
+        iris_model(client, headers)
+        job = client.post(f"{API}/models/iris/train", json=train_body("dataset://iris"), headers=headers)
+        assert job.status_code == 202, job.text
+        assert client.delete(f"{DATASETS}/iris", headers=headers).status_code == 204
+
+        container.start()
+        try:
+            failed = wait_for(client, headers, job.json()["id"], *FINISHED, timeout=30)
+        finally:
+            container.close()
+    assert failed["status"] == "failed"
+    assert failed["error"]["stage"] == "dataset"
+    assert "no uploaded dataset named 'iris'" in failed["error"]["message"]
+    assert str(tmp_path) not in failed["error"]["message"]
 
 
 def test_a_used_name_is_409_and_the_first_upload_stays(

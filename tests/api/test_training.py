@@ -173,6 +173,8 @@ def test_an_invalid_request_is_refused_before_anything_is_queued(
         (train_body(datasets / ".." / ".." / "outside.csv"), "datasetConfig.trainPath"),
         (train_body(datasets / "missing.csv"), "datasetConfig.trainPath"),
         (train_body(data, dataset={"target": "no_such_column"}), "datasetConfig.trainPath"),
+        # Several data-parallel workers need the Ray runner (and a PyTorch model).
+        (train_body(data, resourceConfig={"workers": 2}), "resourceConfig.workers"),
     ]
     for body, field in cases:
         response = client.post(f"{API}/models/iris/train", json=body, headers=headers)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -204,21 +204,18 @@ class TrainingJobs:
             errors.append(
                 FieldError("datasetConfig.target", "the target column is required for csv and parquet")
             )
-        resolved: dict[str, str | None] = {}
         for name, reference in (
             ("trainPath", dataset.train_path),
             ("validationPath", dataset.validation_path),
             ("testPath", dataset.test_path),
         ):
             if reference is None:
-                resolved[name] = None
                 continue
             try:
                 uri = self._datasets.resolve(principal.tenant_id, reference, f"datasetConfig.{name}")
             except InvalidInput as exc:
                 errors += exc.errors or [FieldError(f"datasetConfig.{name}", exc.detail)]
                 continue
-            resolved[name] = uri
             if dataset.format in DATASET_FORMATS:
                 errors += [
                     FieldError(f"datasetConfig.{name}", problem)
@@ -230,12 +227,9 @@ class TrainingJobs:
                 + "; ".join(f"{e.field}: {e.message}" for e in errors[:5]),
                 errors=errors,
             )
-        return replace(
-            dataset,
-            train_path=resolved["trainPath"] or dataset.train_path,
-            validation_path=resolved["validationPath"],
-            test_path=resolved["testPath"],
-        )
+        # The job keeps the references as the user wrote them (dataset://NAME, not the server's folders);
+        # the runner resolves them again when the job starts, against the data as it is then.
+        return dataset
 
     def get(self, principal: Principal, job_id: str) -> TrainingJob:
         principal.require(Permission.MODEL_READ)

@@ -18,13 +18,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import uuid4
 
 from aiservice.application.training import TrainingExecution, TrainingOutcome, WorkOrder
-from aiservice.domain.training import INTERRUPTED, JobFailure, JobStatus
+from aiservice.domain.training import INTERRUPTED, DatasetConfig, JobFailure, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class JobSupervisor:
         heartbeat_s: float = 5.0,
         default_timeout_s: float = 6 * 3600,
         work_dir: Path,
+        resolve: Callable[[str, str, str], str] = lambda tenant, reference, field: reference,
         storage_options: Callable[[str], dict[str, Any]] | None = None,
         fingerprint: Callable[[str], dict[str, Any]] | None = None,
         poll_s: float = 0.5,
@@ -106,6 +107,7 @@ class JobSupervisor:
         self._heartbeat_s = heartbeat_s
         self._default_timeout = default_timeout_s
         self._work_dir = work_dir
+        self._resolve = resolve
         self._storage_options = storage_options or (lambda uri: {})
         self._fingerprint = fingerprint
         self._poll_s = poll_s
@@ -195,14 +197,15 @@ class JobSupervisor:
         if order is None:
             return False
         job = order.job
-        uris = [u for u in (job.dataset.train_path, job.dataset.validation_path, job.dataset.test_path) if u]
-        try:  # the data as it is when the job starts: what the version's lineage records
-            fingerprints = [self._fingerprint(u) for u in uris] if self._fingerprint else []
+        try:  # the data as it is when the job starts: what the job reads and the version's lineage records
+            dataset, fingerprints = self._located(job.tenant_id, job.dataset)
         except Exception as exc:
+            detail = getattr(exc, "detail", None) or str(exc)
             self._execution.fail(
-                job.tenant_id, job.id, JobFailure("dataset", f"The dataset could not be read: {exc}")
+                job.tenant_id, job.id, JobFailure("dataset", f"The dataset could not be read: {detail}")
             )
             return True
+        uris = [u for u in (dataset.train_path, dataset.validation_path, dataset.test_path) if u]
         folder = Path(tempfile.mkdtemp(prefix=f"job-{job.id[:8]}-", dir=self._work_dir))
         request = {
             "jobId": job.id,
@@ -211,7 +214,7 @@ class JobSupervisor:
             "inputSchema": order.input_schema,
             "outputSchema": order.output_schema,
             "training": job.training.to_json(),
-            "dataset": job.dataset.to_json(),
+            "dataset": dataset.to_json(),
             "resources": job.resources.to_json(),
             "gpu": job.resources.gpu.value,  # the worker (it imports the framework anyway) picks the device
             "threads": job.resources.cpu,
@@ -241,6 +244,27 @@ class JobSupervisor:
         )
         log.info("training job %s started on the %s runner", job.id, self.launcher.name)
         return True
+
+    def _located(self, tenant_id: str, dataset: DatasetConfig) -> tuple[DatasetConfig, list[dict[str, Any]]]:
+        """The job's references resolved for the worker, and the fingerprint of each under its reference."""
+        paths: dict[str, str | None] = {}
+        fingerprints: list[dict[str, Any]] = []
+        for name, reference in (
+            ("trainPath", dataset.train_path),
+            ("validationPath", dataset.validation_path),
+            ("testPath", dataset.test_path),
+        ):
+            uri = self._resolve(tenant_id, reference, f"datasetConfig.{name}") if reference else None
+            paths[name] = uri
+            if uri and self._fingerprint:
+                fingerprints.append({**self._fingerprint(uri), "uri": reference})
+        located = replace(
+            dataset,
+            train_path=paths["trainPath"] or dataset.train_path,
+            validation_path=paths["validationPath"],
+            test_path=paths["testPath"],
+        )
+        return located, fingerprints
 
     def _collect(self) -> None:
         for job_id in list(self._running):
