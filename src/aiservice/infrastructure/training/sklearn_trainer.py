@@ -39,11 +39,12 @@ class FittedSklearn:
     spec: TrainSpec
 
     def predict(self, X: np.ndarray) -> Prediction:
-        values = np.asarray(self.estimator.predict(X))
-        probabilities = None
         if self.spec.task == "classification" and hasattr(self.estimator, "predict_proba"):
+            # One pass: a classifier's predict is the argmax of these (a forest's costs as much again).
             probabilities = np.asarray(self.estimator.predict_proba(X))
-        return Prediction(values=values, probabilities=probabilities)
+            values = np.asarray(self.estimator.classes_)[probabilities.argmax(axis=1)]
+            return Prediction(values=values, probabilities=probabilities)
+        return Prediction(values=np.asarray(self.estimator.predict(X)))
 
     def save(self, out_dir: Path) -> TrainedModel:
         import skops.io as sio
