@@ -5,15 +5,20 @@ not a worker minutes later. ``read_table`` runs in the worker and turns every pr
 column, row) into a ``DatasetError`` with that message; I/O failures become ``DatasetError`` too.
 
 Rows are numbered from 1, the first row of data (a csv's header is not a row).
+
+csv and parquet files too large to hold are read batch by batch by ``streaming.stream_table``, with the
+same checks and messages (``to_table`` with the batch's first row number); npz files and image folders
+are always read whole here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,14 +79,22 @@ def read_table(
     name = display_name(uri)
     if format not in FORMATS:
         raise DatasetError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
-    try:
+    with reading(name):
         fs, path = filesystem(uri, storage_options)
         if format == "imagefolder":
             return _read_images(fs, path, name, image_size)
         return _READERS[format](fs, path, name, target, features)
-    except DatasetError:
+
+
+@contextlib.contextmanager
+def reading(name: str) -> Iterator[None]:
+    """I/O failures (OSError, botocore/aiohttp errors: the data is gone or S3 is down) as ``DatasetError``;
+    running out of memory stays a ``MemoryError``, which the job reports as such."""
+    try:
+        yield
+    except (DatasetError, MemoryError):
         raise
-    except Exception as exc:  # OSError, botocore/aiohttp errors: the data is gone or S3 is down
+    except Exception as exc:
         raise DatasetError(f"could not read {name}: {exc}") from exc
 
 
@@ -169,7 +182,7 @@ def _features(columns: list[str], target: str | None, features: list[str] | None
     return list(features) if features is not None else [column for column in columns if column != target]
 
 
-def _pick_columns(
+def pick_columns(
     columns: list[str], name: str, target: str | None, features: list[str] | None
 ) -> tuple[str, list[str]]:
     problems = _column_problems(columns, target, features)
@@ -178,11 +191,12 @@ def _pick_columns(
     return target, _features(columns, target, features)
 
 
-def _numbers(column: pa.ChunkedArray, label: str, name: str) -> np.ndarray:
-    """A feature column as float64, or the first row that is not a number."""
+def feature_values(column: pa.ChunkedArray, label: str, name: str, first_row: int = 1) -> np.ndarray:
+    """A feature column as float64, or the first row that is not a number (``first_row``: the number of
+    the column's first row, for a batch read from further down a file)."""
     kind = column.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        column = _parse_floats(column, label, name)
+        column = _parse_floats(column, label, name, first_row)
     elif not any(
         test(kind)
         for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_null)
@@ -190,15 +204,15 @@ def _numbers(column: pa.ChunkedArray, label: str, name: str) -> np.ndarray:
         raise DatasetError(f"{name}: column {label!r} holds {kind} values, not numbers")
     if column.null_count:
         row = pc.index(pc.is_null(column), True).as_py()
-        raise DatasetError(f"{name}: column {label!r} has a missing value at row {row + 1}")
+        raise DatasetError(f"{name}: column {label!r} has a missing value at row {first_row + row}")
     values: np.ndarray = column.to_numpy().astype(np.float64, copy=False)
     nan = np.flatnonzero(np.isnan(values))
     if nan.size:
-        raise DatasetError(f"{name}: column {label!r} has a missing value (NaN) at row {nan[0] + 1}")
+        raise DatasetError(f"{name}: column {label!r} has a missing value (NaN) at row {first_row + nan[0]}")
     return values
 
 
-def _parse_floats(column: pa.ChunkedArray, label: str, name: str) -> pa.ChunkedArray:
+def _parse_floats(column: pa.ChunkedArray, label: str, name: str, first_row: int) -> pa.ChunkedArray:
     try:
         return pc.cast(column, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -209,7 +223,9 @@ def _parse_floats(column: pa.ChunkedArray, label: str, name: str) -> pa.ChunkedA
             row = offset + _first_unparsable(chunk)
             value = str(column[row].as_py())
             shown = value if len(value) <= 40 else value[:40] + "..."
-            raise DatasetError(f"{name}: column {label!r} has a non-numeric value {shown!r} at row {row + 1}")
+            raise DatasetError(
+                f"{name}: column {label!r} has a non-numeric value {shown!r} at row {first_row + row}"
+            )
         offset += len(chunk)
     raise DatasetError(f"{name}: column {label!r} could not be read as numbers")
 
@@ -234,41 +250,62 @@ def _first_unparsable(chunk: pa.Array) -> int:
     return low
 
 
-def _labels(column: pa.ChunkedArray, label: str, name: str) -> np.ndarray:
-    """The target as stored; text whose values all parse as integers (else as floats) becomes numbers, as a
-    csv's labels are text until parsed."""
+# How a text target is typed, most specific first: integers, else floats, else text.
+LABEL_KINDS = (pa.int64(), pa.float64(), pa.string())
+
+
+def is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def typed_labels(
+    column: pa.ChunkedArray, label: str, name: str, first_row: int, kind: pa.DataType
+) -> tuple[np.ndarray, pa.DataType]:
+    """The target as stored, and the kind text labels were given (``kind`` itself for a column that is
+    not text). Text whose values all parse as integers (else as floats) becomes numbers, as a csv's labels
+    are text until parsed; ``kind`` (one of ``LABEL_KINDS``) is the most specific type text is tried as:
+    a stream fixes it over the whole file, so that every batch is typed alike."""
+    text = is_text(column.type)
     empty = pc.is_null(column)
-    text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
     if text:
         empty = pc.or_(empty, pc.equal(column, ""))
     if pc.any(empty).as_py():
         row = pc.index(empty, True).as_py()
-        raise DatasetError(f"{name}: target column {label!r} is empty at row {row + 1}")
+        raise DatasetError(f"{name}: target column {label!r} is empty at row {first_row + row}")
     if not text:
         labels: np.ndarray = column.to_numpy()
-        return labels
-    for number in (pa.int64(), pa.float64()):
+        return labels, kind
+    for number in LABEL_KINDS[LABEL_KINDS.index(kind) : -1]:
         try:
-            return np.asarray(pc.cast(column, number).to_numpy())
+            return np.asarray(pc.cast(column, number).to_numpy()), number
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=str)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=str), LABEL_KINDS[-1]
 
 
-def _to_table(table: pa.Table, name: str, target: str, features: list[str]) -> Table:
+def to_table(
+    table: pa.Table,
+    name: str,
+    target: str,
+    features: list[str],
+    first_row: int = 1,
+    kind: pa.DataType = LABEL_KINDS[0],
+) -> Table:
+    """Arrow columns as a ``Table``, every problem named by column and row (``first_row``: the number of
+    ``table``'s first row in its file; ``kind``: as for ``typed_labels``)."""
     if table.num_rows == 0:
         raise DatasetError(f"{name} has no rows")
-    y = _labels(table.column(target), target, name)
+    y, _ = typed_labels(table.column(target), target, name, first_row, kind)
     X = np.empty((table.num_rows, len(features)), dtype=np.float32)
     for index, feature in enumerate(features):
-        X[:, index] = _numbers(table.column(feature), feature, name)
+        X[:, index] = feature_values(table.column(feature), feature, name, first_row)
     return Table(X=X, y=y, feature_names=list(features))
 
 
 # --- csv -------------------------------------------------------------------------------------------------
 
 
-def _csv_head(fs: Any, path: str, name: str) -> pa.RecordBatch:
+def csv_head(fs: Any, path: str, name: str) -> pa.RecordBatch:
     """The first block of rows (with the header's column names); refuses an empty or header-only file."""
     _file_size(fs, path, name, "csv")
     options = pacsv.ReadOptions(block_size=_CSV_BLOCK, use_threads=False)
@@ -286,25 +323,25 @@ def _csv_head(fs: Any, path: str, name: str) -> pa.RecordBatch:
 
 
 def _check_csv(fs: Any, path: str, name: str, target: str | None, features: list[str] | None) -> list[str]:
-    head = _csv_head(fs, path, name)
+    head = csv_head(fs, path, name)
     columns = head.schema.names
     problems = _column_problems(columns, target, features)
     if problems or target is None:
         return [f"{name}: {problem}" for problem in problems]
-    _to_table(pa.Table.from_batches([head]), name, target, _features(columns, target, features))
+    to_table(pa.Table.from_batches([head]), name, target, _features(columns, target, features))
     return []
 
 
 def _read_csv(fs: Any, path: str, name: str, target: str | None, features: list[str] | None) -> Table:
-    target, chosen = _pick_columns(_csv_head(fs, path, name).schema.names, name, target, features)
-    # Feature columns parse straight to float64; the target as text, typed afterwards by _labels.
+    target, chosen = pick_columns(csv_head(fs, path, name).schema.names, name, target, features)
+    # Feature columns parse straight to float64; the target as text, typed afterwards by typed_labels.
     types = {feature: pa.float64() for feature in chosen} | {target: pa.string()}
     try:
         table = _read_csv_columns(fs, path, [target, *chosen], types)
     except pa.ArrowInvalid as exc:
         _raise_for_bad_numbers(fs, path, name, chosen)
         raise DatasetError(f"{name} is not a readable csv file: {exc}") from exc
-    return _to_table(table, name, target, chosen)
+    return to_table(table, name, target, chosen)
 
 
 def _raise_for_bad_numbers(fs: Any, path: str, name: str, features: list[str]) -> None:
@@ -315,7 +352,7 @@ def _raise_for_bad_numbers(fs: Any, path: str, name: str, features: list[str]) -
     except pa.ArrowInvalid:
         return
     for feature in features:
-        _numbers(text.column(feature), feature, name)
+        feature_values(text.column(feature), feature, name)
 
 
 def _read_csv_columns(fs: Any, path: str, columns: list[str], types: dict[str, pa.DataType]) -> pa.Table:
@@ -327,14 +364,16 @@ def _read_csv_columns(fs: Any, path: str, columns: list[str], types: dict[str, p
 # --- parquet ---------------------------------------------------------------------------------------------
 
 
-def _parquet(fs: Any, path: str, name: str) -> Any:
+def open_parquet(fs: Any, path: str, name: str) -> Any:
+    """The file, opened for reading; refuses a folder or an empty file."""
     _file_size(fs, path, name, "parquet")
     return fs.open(path, "rb")
 
 
-def _parquet_file(handle: Any, name: str) -> pq.ParquetFile:
+def parquet_file(handle: Any, name: str, **options: Any) -> pq.ParquetFile:
+    """``handle`` as a ``pyarrow.parquet.ParquetFile`` (``options`` are its own), or a ``DatasetError``."""
     try:
-        return pq.ParquetFile(handle)
+        return pq.ParquetFile(handle, **options)
     except pa.ArrowInvalid as exc:
         raise DatasetError(f"{name} is not a valid parquet file") from exc
 
@@ -342,8 +381,8 @@ def _parquet_file(handle: Any, name: str) -> pq.ParquetFile:
 def _check_parquet(
     fs: Any, path: str, name: str, target: str | None, features: list[str] | None
 ) -> list[str]:
-    with _parquet(fs, path, name) as handle:
-        parquet = _parquet_file(handle, name)
+    with open_parquet(fs, path, name) as handle:
+        parquet = parquet_file(handle, name)
         problems = [
             f"{name}: {problem}" for problem in _column_problems(parquet.schema_arrow.names, target, features)
         ]
@@ -353,11 +392,11 @@ def _check_parquet(
 
 
 def _read_parquet(fs: Any, path: str, name: str, target: str | None, features: list[str] | None) -> Table:
-    with _parquet(fs, path, name) as handle:
-        parquet = _parquet_file(handle, name)
-        target, chosen = _pick_columns(parquet.schema_arrow.names, name, target, features)
+    with open_parquet(fs, path, name) as handle:
+        parquet = parquet_file(handle, name)
+        target, chosen = pick_columns(parquet.schema_arrow.names, name, target, features)
         table = parquet.read(columns=[target, *chosen])
-    return _to_table(table, name, target, chosen)
+    return to_table(table, name, target, chosen)
 
 
 # --- npz -------------------------------------------------------------------------------------------------

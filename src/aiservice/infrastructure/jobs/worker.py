@@ -6,24 +6,39 @@ Messages to the parent (plain JSON types over a pipe): ``{"type": "progress", ..
 then exactly one of ``{"type": "done", ...}`` or ``{"type": "failed", "stage", "message"}``.
 Evaluating the registered artifact through the same runtime that will serve it means the metrics
 on the version are the served model's, not the in-memory estimator's.
+
+Data is read whole, except that pytorch and keras jobs stream a csv or parquet file larger than
+``STREAM_ABOVE_BYTES`` (the request's ``streamAboveBytes`` overrides it) batch by batch, once per epoch:
+then a validation split holds rows out by a hash of their index, labels are mapped batch by batch, and
+evaluation predicts batch by batch, keeping only the targets and predictions.
 """
 
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aiservice.application.ports import LoadSpec
+from aiservice.application.ports import LoadedModel, LoadSpec
 from aiservice.domain.models import Framework
 from aiservice.domain.training import GpuPolicy
 from aiservice.infrastructure.datasets.readers import DatasetError, Table, read_table
-from aiservice.infrastructure.training.spec import Progress, TrainingError, TrainSpec
+from aiservice.infrastructure.datasets.streaming import (
+    STREAM_FORMATS,
+    MappedStream,
+    dataset_bytes,
+    split_stream,
+    stream_table,
+)
+from aiservice.infrastructure.training.spec import Data, Progress, TrainingError, TrainSpec
 
 DEFAULT_VALIDATION_SPLIT = 0.2
+STREAM_ABOVE_BYTES = 256 * 1024**2  # pytorch and keras read larger csv and parquet files batch by batch
+STREAMING_FRAMEWORKS = (Framework.PYTORCH, Framework.KERAS)
 
 
 def run_job(request: dict[str, Any], sender: Connection) -> None:
@@ -45,7 +60,7 @@ def run_job(request: dict[str, Any], sender: Connection) -> None:
         sender.close()
 
 
-def train_request(request: dict[str, Any], send: Any) -> dict[str, Any]:
+def train_request(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     framework = Framework(request["framework"])
     dataset = request["dataset"]
     training = request["training"]
@@ -53,33 +68,33 @@ def train_request(request: dict[str, Any], send: Any) -> dict[str, Any]:
     options: dict[str, Any] = request.get("storageOptions", {})
     features = dataset.get("features") or _schema_features(request["inputSchema"])
     image_size = _image_size(configuration) if dataset["format"] == "imagefolder" else None
+    stream_above = int(request.get("streamAboveBytes", STREAM_ABOVE_BYTES))
 
-    def read(uri: str) -> Table:
-        return read_table(
-            uri, dataset["format"], dataset.get("target"), features, options.get(uri, {}), image_size
-        )
+    def read(uri: str) -> Data:
+        kind, target, uri_options = dataset["format"], dataset.get("target"), options.get(uri, {})
+        streamed = framework in STREAMING_FRAMEWORKS and kind in STREAM_FORMATS
+        if streamed and dataset_bytes(uri, uri_options) > stream_above:
+            return stream_table(uri, kind, target, features, uri_options)
+        return read_table(uri, kind, target, features, uri_options, image_size)
 
     train = read(dataset["trainPath"])
     validation = read(dataset["validationPath"]) if dataset.get("validationPath") else None
     test = read(dataset["testPath"]) if dataset.get("testPath") else None
     task = _task(request, train)
-    classes = _declared_classes(request["outputSchema"])
-    if task == "classification" and classes is not None:
+    classes = _declared_classes(request["outputSchema"]) if task == "classification" else None
+    if classes is not None:
         # Served labels come from the declared list by output position, so the model is trained on
         # positions in that list: its outputs then line up with the declaration whatever the labels sort as.
         train = _as_positions(train, "train", classes)
         validation = _as_positions(validation, "validation", classes) if validation else None
         test = _as_positions(test, "test", classes) if test else None
-        missing = sorted(set(range(len(classes))) - {int(v) for v in np.unique(train.y)})
-        if missing:
-            raise TrainingError(
-                "dataset",
-                "Every class the model's outputSchema.classes declares must appear in the training data; "
-                f"missing: {', '.join(str(classes[i]) for i in missing[:10])}",
-            )
+        if isinstance(train, Table):
+            _require_every_class(train, classes)
     split = dataset.get("validationSplit")
     if validation is None:
         train, validation = _split(train, split or DEFAULT_VALIDATION_SPLIT, training.get("seed", 0), task)
+    if classes is not None and not isinstance(train, Table):
+        _require_every_class(train, classes)  # from the rows it trains on: the pass the trainer needs anyway
 
     spec = TrainSpec(
         framework=framework.value,
@@ -151,8 +166,28 @@ def _served_configuration(
     return {**configuration, "classes": trained}
 
 
-def _as_positions(table: Table, name: str, classes: list[Any]) -> Table:
-    """Labels replaced by their position in the declared classes; a label not declared fails the job."""
+def _require_every_class(data: Data, classes: list[Any]) -> None:
+    present = np.unique(data.y) if isinstance(data, Table) else data.stats().labels
+    if present is None:  # more distinct labels than a stream counts: more than any declaration
+        return
+    missing = sorted(set(range(len(classes))) - {int(v) for v in present})
+    if missing:
+        raise TrainingError(
+            "dataset",
+            "Every class the model's outputSchema.classes declares must appear in the training data; "
+            f"missing: {', '.join(str(classes[i]) for i in missing[:10])}",
+        )
+
+
+def _as_positions(data: Data, name: str, classes: list[Any]) -> Data:
+    """Labels replaced by their position in the declared classes (a stream's batch by batch, as they are
+    read); a label not declared fails the job."""
+    if not isinstance(data, Table):
+        return MappedStream(data, lambda batch, _: _table_as_positions(batch, name, classes))
+    return _table_as_positions(data, name, classes)
+
+
+def _table_as_positions(table: Table, name: str, classes: list[Any]) -> Table:
     position = {str(c): i for i, c in enumerate(classes)}
     labels = [str(v) for v in table.y.tolist()]
     unknown = sorted({label for label in labels if label not in position})
@@ -175,8 +210,8 @@ def _evaluate(
     extra_configuration: dict[str, Any],
     task: str,
     classes: list[Any] | None,
-    validation: Table | None,
-    test: Table | None,
+    validation: Data | None,
+    test: Data | None,
 ) -> dict[str, Any]:
     from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
     from aiservice.infrastructure.training.metrics import classification_metrics, regression_metrics
@@ -192,20 +227,35 @@ def _evaluate(
         )
     )
     metrics: dict[str, Any] = {}
-    for prefix, table in (("validation", validation), ("test", test)):
-        if table is None or len(table.y) == 0:
+    for prefix, data in (("validation", validation), ("test", test)):
+        predicted = None if data is None else _predicted(loaded, data, task)
+        if predicted is None:
             continue
-        prediction = loaded.predict(table.X)
+        truth, output = predicted
         if task == "classification":
-            if prediction.probabilities is None:
-                raise TrainingError("evaluate", "The trained classifier gave no class probabilities.")
-            found = classification_metrics(table.y, prediction.probabilities, classes or [])
+            found = classification_metrics(truth, output, classes or [])
         else:
-            found = regression_metrics(
-                table.y.astype(np.float64), np.asarray(prediction.values, dtype=np.float64)
-            )
+            found = regression_metrics(truth.astype(np.float64), output)
         metrics.update({f"{prefix}_{name}": value for name, value in found.items()})
     return metrics
+
+
+def _predicted(loaded: LoadedModel, data: Data, task: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The targets and what the served model gives for them (a classifier's probabilities, a regressor's
+    values), a stream predicted batch by batch; None when there are no rows."""
+    truths, outputs = [], []
+    for batch in (data,) if isinstance(data, Table) else data.batches():
+        if len(batch.y) == 0:
+            continue
+        prediction = loaded.predict(batch.X)
+        if task != "classification":
+            outputs.append(np.asarray(prediction.values, dtype=np.float64))
+        elif prediction.probabilities is None:
+            raise TrainingError("evaluate", "The trained classifier gave no class probabilities.")
+        else:
+            outputs.append(prediction.probabilities)
+        truths.append(batch.y)
+    return (np.concatenate(truths), np.concatenate(outputs)) if truths else None
 
 
 def _device(framework: Framework, gpu: GpuPolicy) -> str:
@@ -219,7 +269,7 @@ def _device(framework: Framework, gpu: GpuPolicy) -> str:
     return "cpu"
 
 
-def _task(request: dict[str, Any], train: Table) -> str:
+def _task(request: dict[str, Any], train: Data) -> str:
     from aiservice.infrastructure.training.catalog import task_of
 
     known = task_of(request["framework"], request["training"]["algorithm"])
@@ -230,7 +280,16 @@ def _task(request: dict[str, Any], train: Table) -> str:
         return str(declared)
     if _declared_classes(request["outputSchema"]) is not None or request["configuration"].get("classes"):
         return "classification"
-    return "regression" if train.y.dtype.kind == "f" else "classification"
+    return "regression" if _target_kind(train) == "f" else "classification"
+
+
+def _target_kind(data: Data) -> str:
+    """The numpy kind of the targets ("f" for floats); a stream's batches are all typed alike."""
+    if isinstance(data, Table):
+        return str(data.y.dtype.kind)
+    for batch in data.batches():
+        return str(batch.y.dtype.kind)
+    return "O"
 
 
 def _declared_classes(output_schema: dict[str, Any]) -> list[Any] | None:
@@ -253,7 +312,15 @@ def _image_size(configuration: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def _split(table: Table, fraction: float, seed: int, task: str) -> tuple[Table, Table]:
+def _split(data: Data, fraction: float, seed: int, task: str) -> tuple[Data, Data]:
+    """Rows held out for validation: stratified for a table; for a stream, chosen by a hash of each row's
+    index, so no second copy of the data is needed."""
+    if not isinstance(data, Table):
+        return split_stream(data, fraction, seed)
+    return _split_table(data, fraction, seed, task)
+
+
+def _split_table(table: Table, fraction: float, seed: int, task: str) -> tuple[Table, Table]:
     from sklearn.model_selection import train_test_split
 
     stratify = table.y if task == "classification" and _stratifiable(table.y, fraction) else None

@@ -11,13 +11,14 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from aiservice.infrastructure.training.spec import Table, TrainingError, TrainSpec
+from aiservice.infrastructure.datasets.streaming import MAX_LABELS, TableBatches
+from aiservice.infrastructure.training.spec import Batches, Data, Table, TrainingError, TrainSpec
 
 TASKS = ("classification", "regression")
 log = logging.getLogger(__name__)
@@ -53,11 +54,8 @@ def check_tables(train: Table, validation: Table | None, ndim: int | None = None
             raise TrainingError(
                 "data", f"The {name} data has {len(table.X)} rows but {len(table.y)} targets."
             )
-        if ndim is not None and table.X.ndim != ndim:
-            kind = "(rows, features)" if ndim == 2 else "(rows, height, width, channels) images"
-            raise TrainingError(
-                "data", f"The {name} data has shape {table.X.shape}; this model takes {kind}."
-            )
+        if ndim is not None:
+            _check_rank(name, table.X.shape, ndim)
     if validation is not None and validation.X.shape[1:] != train.X.shape[1:]:
         raise TrainingError(
             "data",
@@ -65,13 +63,24 @@ def check_tables(train: Table, validation: Table | None, ndim: int | None = None
         )
 
 
+def _check_rank(name: str, shape: tuple[int, ...], ndim: int) -> None:
+    if len(shape) != ndim:
+        kind = "(rows, features)" if ndim == 2 else "(rows, height, width, channels) images"
+        raise TrainingError("data", f"The {name} data has shape {shape}; this model takes {kind}.")
+
+
 def check_finite(train: Table, validation: Table | None) -> None:
     """Networks learn nothing from NaN or infinite features: refuse them rather than train to NaN."""
     for name, table in (("training", train), ("validation", validation)):
-        if table is not None and not np.isfinite(table.X).all():
-            raise TrainingError(
-                "data", f"The {name} features hold missing (NaN) or infinite values; impute them first."
-            )
+        if table is not None:
+            _require_finite(table.X, name)
+
+
+def _require_finite(values: np.ndarray, name: str) -> None:
+    if not np.isfinite(values).all():
+        raise TrainingError(
+            "data", f"The {name} features hold missing (NaN) or infinite values; impute them first."
+        )
 
 
 def targets(task: str, train: Table, validation: Table | None) -> Targets:
@@ -89,23 +98,29 @@ def _class_targets(train: Table, validation: Table | None) -> Targets:
         classes, indices = np.unique(train.y, return_inverse=True)
     except TypeError as exc:  # labels of mixed types, e.g. str and int
         raise TrainingError("data", f"The class labels cannot be ordered (mixed types?): {exc}") from exc
+    _check_classes(classes)
+    validation_indices = None if validation is None else class_indices(classes, validation.y, "validation")
+    return Targets(train=indices.astype(np.int64), validation=validation_indices, classes=classes)
+
+
+def _check_classes(classes: np.ndarray) -> None:
     if len(classes) < 2:
         raise TrainingError(
             "data", f"Classification needs at least 2 classes; the training data has {len(classes)}."
         )
-    validation_indices = None
-    if validation is not None:
-        try:
-            unseen = sorted({repr(json_safe(v)) for v in np.setdiff1d(validation.y, classes)})
-        except TypeError as exc:
-            raise TrainingError("data", f"The validation labels cannot be compared: {exc}") from exc
-        if unseen:
-            raise TrainingError(
-                "data",
-                f"The validation data holds labels the training data never shows: {', '.join(unseen[:10])}.",
-            )
-        validation_indices = np.searchsorted(classes, validation.y).astype(np.int64)
-    return Targets(train=indices.astype(np.int64), validation=validation_indices, classes=classes)
+
+
+def class_indices(classes: np.ndarray, y: np.ndarray, name: str) -> np.ndarray:
+    """Each label's index in ``classes``; a label the training data never shows is a data error."""
+    try:
+        unseen = sorted({repr(json_safe(v)) for v in np.setdiff1d(y, classes)})
+    except TypeError as exc:
+        raise TrainingError("data", f"The {name} labels cannot be compared: {exc}") from exc
+    if unseen:
+        raise TrainingError(
+            "data", f"The {name} data holds labels the training data never shows: {', '.join(unseen[:10])}."
+        )
+    return np.searchsorted(classes, y).astype(np.int64)
 
 
 def _regression_target(y: np.ndarray, name: str) -> np.ndarray:
@@ -206,24 +221,103 @@ def network_params(spec: TrainSpec) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class NetworkInputs:
-    """What both network trainers (torch, keras) establish before building a net."""
+    """What both network trainers (torch, keras) establish before building a net, from a table or a stream."""
 
     params: dict[str, Any]  # the network's shape, defaults filled in
     shape: list[int]  # one row's shape
+    classes: np.ndarray | None  # the labels in output order; None for regression
+    scale: tuple[np.ndarray, np.ndarray] | None  # an MLP's per-feature mean and std; None for a CNN
+    target_scale: tuple[float, float] | None  # a regressor's target mean and std (1 if constant)
+
+    @property
+    def class_list(self) -> list[Any] | None:
+        """The labels as JSON-safe Python values."""
+        return None if self.classes is None else [json_safe(c) for c in self.classes]
+
+
+@dataclass(frozen=True)
+class InMemory:
+    """Tables a network trains on as before: shuffled by the framework, every epoch from memory."""
+
+    inputs: NetworkInputs
+    train: Table
+    validation: Table | None
     target: Targets
 
 
-def network_inputs(spec: TrainSpec, train: Table, validation: Table | None) -> NetworkInputs:
+@dataclass(frozen=True)
+class Streamed:
+    """Data a network trains on batch by batch, one pass over ``train`` per epoch."""
+
+    inputs: NetworkInputs
+    train: Batches
+    validation: Batches | None
+
+    def epoch(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of ``(X, y)`` minibatches, shuffled within ``SHUFFLE_ROWS`` rows at a time."""
+        batches = (encoded(self.inputs, batch, "training") for batch in self.train.batches())
+        return shuffled(batches, batch_size, rng)
+
+    def validation_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
+        """One pass over the validation rows as ``(X, y)`` chunks; None without validation data."""
+        if self.validation is None:
+            return None
+        return (encoded(self.inputs, batch, "validation") for batch in self.validation.batches())
+
+
+def prepare(spec: TrainSpec, train: Data, validation: Data | None) -> InMemory | Streamed:
+    """Check the parameters and the data the same way for every network framework: tables stay in memory;
+    when either is a stream, both are read as streams."""
+    if isinstance(train, Table) and (validation is None or isinstance(validation, Table)):
+        inputs, target = network_inputs(spec, train, validation)
+        return InMemory(inputs, train, validation, target)
+    stream = TableBatches(train) if isinstance(train, Table) else train
+    held = TableBatches(validation) if isinstance(validation, Table) else validation
+    return Streamed(stream_inputs(spec, stream), stream, held)
+
+
+def network_inputs(spec: TrainSpec, train: Table, validation: Table | None) -> tuple[NetworkInputs, Targets]:
     """Check the parameters and the data the same way for every network framework."""
     params = network_params(spec)
     check_tables(train, validation, ndim=2 if spec.algorithm == "mlp" else 4)
     check_finite(train, validation)
-    return NetworkInputs(params, input_shape(spec, train), targets(spec.task, train, validation))
+    shape = input_shape(spec, [int(d) for d in train.X.shape[1:]])
+    target = targets(spec.task, train, validation)
+    scale = standardisation(train.X.astype(np.float64)) if spec.algorithm == "mlp" else None
+    target_scale = None
+    if target.classes is None:
+        target_scale = (float(target.train.mean()), float(target.train.std()) or 1.0)
+    return NetworkInputs(params, shape, target.classes, scale, target_scale), target
 
 
-def input_shape(spec: TrainSpec, train: Table) -> list[int]:
+def stream_inputs(spec: TrainSpec, train: Batches) -> NetworkInputs:
+    """``network_inputs`` for data read in batches, checked from ``train.stats()`` (one pass of running
+    sums); each batch's labels and values are checked as ``encoded`` prepares it."""
+    params = network_params(spec)
+    stats = train.stats()
+    shape = [int(d) for d in stats.mean.shape]
+    if stats.rows == 0:
+        raise TrainingError("data", "The training data has no rows.")
+    _check_rank("training", (stats.rows, *shape), 2 if spec.algorithm == "mlp" else 4)
+    _require_finite(np.concatenate([stats.mean.ravel(), stats.std.ravel()]), "training")
+    shape = input_shape(spec, shape)
+    scale = scaling(stats.mean, stats.std) if spec.algorithm == "mlp" else None
+    if spec.task == "classification":
+        if stats.labels is None:
+            raise TrainingError(
+                "data", f"Classification takes at most {MAX_LABELS} classes; the training data has more."
+            )
+        _check_classes(stats.labels)
+        return NetworkInputs(params, shape, stats.labels, scale, None)
+    if stats.target_mean is None or stats.target_std is None:
+        raise TrainingError("data", "Regression needs a numeric target; the training target is not.")
+    if not math.isfinite(stats.target_mean + stats.target_std):
+        raise TrainingError("data", "The training target holds missing (NaN) or infinite values.")
+    return NetworkInputs(params, shape, None, scale, (stats.target_mean, stats.target_std or 1.0))
+
+
+def input_shape(spec: TrainSpec, shape: list[int]) -> list[int]:
     """The shape of one row; it must agree with the model's configured ``inputShape`` when it has one."""
-    shape = [int(d) for d in train.X.shape[1:]]
     configured = spec.configuration.get("inputShape")
     if configured:
         declared = [int(d) for d in configured]
@@ -238,9 +332,66 @@ def input_shape(spec: TrainSpec, train: Table) -> list[int]:
 
 def standardisation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation (1 where a column is constant), baked into a network."""
-    mean = values.mean(axis=0)
-    std = values.std(axis=0)
+    return scaling(values.mean(axis=0), values.std(axis=0))
+
+
+def scaling(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``standardisation`` from moments already known: a constant column's deviation becomes 1."""
     return mean, np.where(std > 1e-12, std, 1.0)
+
+
+# --- batches for networks trained on a stream ------------------------------------------------------------
+
+SHUFFLE_ROWS = 1 << 16  # rows shuffled together when training on a stream
+
+
+def encoded(inputs: NetworkInputs, batch: Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch as a network takes it: float32 features, and class indices or float targets."""
+    X = np.ascontiguousarray(batch.X, dtype=np.float32)
+    if list(X.shape[1:]) != inputs.shape:
+        raise TrainingError(
+            "data", f"The {name} rows have shape {list(X.shape[1:])}, the model's {inputs.shape}."
+        )
+    _require_finite(X, name)
+    if inputs.classes is not None:
+        return X, class_indices(inputs.classes, batch.y, name)
+    return X, _regression_target(batch.y, name)
+
+
+def shuffled(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    size: int,
+    rng: np.random.Generator,
+    buffer_rows: int = SHUFFLE_ROWS,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(X, y)`` minibatches of ``size`` rows (the last one shorter), each drawn from a buffer of about
+    ``buffer_rows`` rows shuffled together: as many minibatches as ``DataLoader`` makes of the same rows."""
+    buffer: list[tuple[np.ndarray, np.ndarray]] = []
+    count = 0
+    for pair in pairs:
+        buffer.append(pair)
+        count += len(pair[1])
+        if count >= buffer_rows:
+            X, y = _mixed(buffer, rng)
+            whole = len(y) - len(y) % size  # the rest waits for the next buffer
+            yield from _slices(X[:whole], y[:whole], size)
+            buffer, count = [(X[whole:], y[whole:])], len(y) - whole
+    if count:
+        yield from _slices(*_mixed(buffer, rng), size)
+
+
+def _mixed(
+    pairs: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    X = np.concatenate([X for X, _ in pairs])
+    y = np.concatenate([y for _, y in pairs])
+    order = rng.permutation(len(y))
+    return X[order], y[order]
+
+
+def _slices(X: np.ndarray, y: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for start in range(0, len(y), size):
+        yield X[start : start + size], y[start : start + size]
 
 
 def served_configuration(spec: TrainSpec, classes: list[Any] | None, shape: list[int]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,15 +21,17 @@ import numpy as np
 from aiservice.application.ports import Prediction
 from aiservice.infrastructure.training.common import (
     NO_CUDA,
+    InMemory,
+    NetworkInputs,
+    Streamed,
     cuda_index,
     first_line,
     json_safe,
     logged_warnings,
-    network_inputs,
+    prepare,
     served_configuration,
-    standardisation,
 )
-from aiservice.infrastructure.training.spec import Progress, Table, TrainedModel, TrainingError, TrainSpec
+from aiservice.infrastructure.training.spec import Data, Progress, TrainedModel, TrainingError, TrainSpec
 
 FILENAME = "model.keras"
 
@@ -72,31 +74,23 @@ class FittedKeras:
 
 
 def fit(
-    spec: TrainSpec, train: Table, validation: Table | None, report: Callable[[Progress], None]
+    spec: TrainSpec, train: Data, validation: Data | None, report: Callable[[Progress], None]
 ) -> FittedKeras:
-    inputs = network_inputs(spec, train, validation)
-    shape_params, shape, target = inputs.params, inputs.shape, inputs.target
+    """Train on tables in memory, or batch by batch when either ``train`` or ``validation`` is a stream."""
+    data = prepare(spec, train, validation)
+    inputs = data.inputs
     device, keras_device = _device(spec.device)
-    classes = target.class_list
+    classes = inputs.class_list
     keras.utils.set_random_seed(spec.seed)
-    validation_data = None
-    if validation is not None:
-        validation_data = (np.asarray(validation.X, dtype=np.float32), target.validation)
     with keras.device(keras_device):
-        model = _network(spec, shape_params, train.X, target.train, len(classes) if classes else None)
+        model = _network(spec, inputs)
         with logged_warnings():
-            model.fit(
-                np.asarray(train.X, dtype=np.float32),
-                target.train,
-                batch_size=spec.batch_size,
-                epochs=spec.epochs,
-                validation_data=validation_data,
-                shuffle=True,
-                verbose=0,
-                callbacks=[_ReportEpochs(report, spec.epochs)],
-            )
+            if isinstance(data, InMemory):
+                _fit_tables(model, spec, data, report)
+            else:
+                _fit_stream(model, spec, data, report)
     effective = {
-        **shape_params,
+        **inputs.params,
         "epochs": spec.epochs,
         "batchSize": spec.batch_size,
         "learningRate": spec.learning_rate,
@@ -104,7 +98,79 @@ def fit(
         "optimizer": "adam",
         "backend": keras.backend.backend(),
     }
-    return FittedKeras(model, spec, classes, json_safe(effective), device, shape)
+    return FittedKeras(model, spec, classes, json_safe(effective), device, inputs.shape)
+
+
+def _fit_tables(model: Any, spec: TrainSpec, data: InMemory, report: Callable[[Progress], None]) -> None:
+    validation_data = None
+    if data.validation is not None:
+        validation_data = (np.asarray(data.validation.X, dtype=np.float32), data.target.validation)
+    model.fit(
+        np.asarray(data.train.X, dtype=np.float32),
+        data.target.train,
+        batch_size=spec.batch_size,
+        epochs=spec.epochs,
+        validation_data=validation_data,
+        shuffle=True,
+        verbose=0,
+        callbacks=[_ReportEpochs(report, spec.epochs)],
+    )
+
+
+def _fit_stream(model: Any, spec: TrainSpec, data: Streamed, report: Callable[[Progress], None]) -> None:
+    """One ``fit`` call per epoch, each over a fresh pass of the stream (a generator ends with its pass).
+
+    Errors met while reading (a bad value, an unknown label) are kept by ``_guarded`` and raised here as
+    they are: inside ``fit`` TensorFlow would turn them into a graph error without their stage."""
+    rng = np.random.default_rng(spec.seed)
+    for epoch in range(spec.epochs):
+        errors: list[Exception] = []
+        chunks = data.validation_chunks()
+        validation = _nonempty(_guarded(chunks, errors)) if chunks is not None else None
+        if errors:
+            raise errors[0]
+        with warnings.catch_warnings():
+            # Keras learns a generator's length when it ends, and says so: here every pass ends.
+            warnings.filterwarnings("ignore", "Your input ran out of data", UserWarning)
+            try:
+                model.fit(
+                    _guarded(data.epoch(spec.batch_size, rng), errors),
+                    epochs=epoch + 1,
+                    initial_epoch=epoch,
+                    validation_data=validation,
+                    shuffle=False,  # shuffled by the stream, within a buffer
+                    verbose=0,
+                    callbacks=[_ReportEpochs(report, spec.epochs, errors)],
+                )
+            except Exception:
+                if not errors:
+                    raise
+        if errors:
+            raise errors[0]
+
+
+Pairs = Iterator[tuple[np.ndarray, np.ndarray]]
+
+
+def _guarded(pairs: Pairs, errors: list[Exception]) -> Pairs:
+    """``pairs``, ending early with the first error it meets appended to ``errors``."""
+    try:
+        yield from pairs
+    except Exception as exc:
+        errors.append(exc)
+
+
+def _nonempty(pairs: Pairs) -> Pairs | None:
+    """``pairs`` unchanged, or None when it has none (a validation split can hold out no rows)."""
+    first = next(pairs, None)
+    if first is None:
+        return None
+
+    def whole() -> Pairs:
+        yield first
+        yield from pairs
+
+    return whole()
 
 
 def _device(name: str) -> tuple[str, str]:
@@ -133,17 +199,16 @@ def gpu_count() -> int:
     return 0  # jax and others: not supported for GPU training here
 
 
-def _network(
-    spec: TrainSpec, params: dict[str, Any], X: np.ndarray, y: np.ndarray, n_classes: int | None
-) -> Any:
+def _network(spec: TrainSpec, data: NetworkInputs) -> Any:
     layers = keras.layers
-    inputs = keras.Input(shape=X.shape[1:], dtype="float32")
+    params = data.params
+    inputs = keras.Input(shape=tuple(data.shape), dtype="float32")
     x = inputs
-    if spec.algorithm == "mlp":
-        mean, std = standardisation(X.astype(np.float64))
+    if data.scale is not None:  # an MLP
+        mean, std = data.scale
         x = layers.Normalization(mean=mean.tolist(), variance=(std**2).tolist())(x)
     else:
-        height, breadth = X.shape[1:3]
+        height, breadth = data.shape[:2]
         for channels in params["channels"]:
             x = layers.Conv2D(channels, params["kernelSize"], padding="same", activation="relu")(x)
             if min(height, breadth) >= 2:
@@ -155,13 +220,14 @@ def _network(
         if params["dropout"]:
             x = layers.Dropout(params["dropout"], seed=spec.seed)(x)
     optimizer = keras.optimizers.Adam(learning_rate=spec.learning_rate)
-    if n_classes is not None:
-        outputs = layers.Dense(n_classes, activation="softmax")(x)
+    if data.classes is not None:
+        outputs = layers.Dense(len(data.classes), activation="softmax")(x)
         model = keras.Model(inputs, outputs)
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
     # Trained on the target's own scale: the rescaling is part of the model, so the loss is plain MSE.
-    outputs = layers.Rescaling(scale=float(y.std()) or 1.0, offset=float(y.mean()))(layers.Dense(1)(x))
+    offset, scale = data.target_scale or (0.0, 1.0)
+    outputs = layers.Rescaling(scale=scale, offset=offset)(layers.Dense(1)(x))
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=optimizer, loss="mse", metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
     return model
@@ -170,12 +236,19 @@ def _network(
 class _ReportEpochs(keras.callbacks.Callback):  # type: ignore[misc]
     """Reports Keras's epoch logs (loss, accuracy or rmse, and their val_ twins); stops on a NaN loss."""
 
-    def __init__(self, report: Callable[[Progress], None], epochs: int) -> None:
+    def __init__(
+        self, report: Callable[[Progress], None], epochs: int, errors: list[Exception] | None = None
+    ) -> None:
         super().__init__()
         self._report = report
         self._epochs = epochs
+        self._errors = (
+            errors if errors is not None else []
+        )  # a stream's reading errors: that epoch is not reported
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._errors:
+            return
         metrics = {name: float(value) for name, value in (logs or {}).items()}
         loss = metrics.get("loss", 0.0)
         if not math.isfinite(loss):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 
@@ -12,6 +12,15 @@ from aiservice.application.ports import Prediction
 from aiservice.infrastructure.datasets.readers import (
     Table as Table,  # one table type for readers and trainers
 )
+from aiservice.infrastructure.datasets.streaming import (
+    Batches as Batches,  # data larger than memory: read batch by batch, once per epoch
+)
+from aiservice.infrastructure.datasets.streaming import (
+    TableStats as TableStats,
+)
+
+# What a trainer trains on: a table in memory, or (pytorch and keras) a stream of batches.
+Data: TypeAlias = Table | Batches
 
 
 @dataclass(frozen=True)

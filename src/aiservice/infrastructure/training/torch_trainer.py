@@ -9,7 +9,7 @@ classes, which the runtime needs to turn those outputs into labels.
 # No ``from __future__ import annotations``: TorchScript must see real types on the module classes.
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +22,17 @@ from torch.utils.data import DataLoader, TensorDataset
 from aiservice.application.ports import Prediction
 from aiservice.infrastructure.training.common import (
     NO_CUDA,
+    InMemory,
+    NetworkInputs,
+    Streamed,
     cuda_index,
     first_line,
     json_safe,
     logged_warnings,
-    network_inputs,
+    prepare,
     served_configuration,
-    standardisation,
 )
-from aiservice.infrastructure.training.spec import Progress, Table, TrainedModel, TrainingError, TrainSpec
+from aiservice.infrastructure.training.spec import Data, Progress, TrainedModel, TrainingError, TrainSpec
 
 FILENAME = "model.pt"
 EVAL_BATCH = 4096
@@ -112,33 +114,63 @@ class FittedTorch:
 
 
 def fit(
-    spec: TrainSpec, train: Table, validation: Table | None, report: Callable[[Progress], None]
+    spec: TrainSpec, train: Data, validation: Data | None, report: Callable[[Progress], None]
 ) -> FittedTorch:
-    inputs = network_inputs(spec, train, validation)
-    shape_params, shape, target = inputs.params, inputs.shape, inputs.target
+    """Train on tables in memory, or batch by batch when either ``train`` or ``validation`` is a stream."""
+    data = prepare(spec, train, validation)
+    inputs = data.inputs
     device = _device(spec.device)
     torch.manual_seed(spec.seed)
-    classes = target.class_list
-    core = _network(spec.algorithm, shape_params, train.X, len(classes) if classes else 1)
-    if classes is None:
-        mean, std = float(target.train.mean()), float(target.train.std()) or 1.0
-        trained = nn.Sequential(core, Rescale(mean, std))  # trained on the target's own scale
+    classes = inputs.class_list
+    core = _network(spec.algorithm, inputs, len(classes) if classes else 1)
+    if inputs.target_scale is not None:
+        trained = nn.Sequential(core, Rescale(*inputs.target_scale))  # trained on the target's own scale
         served = trained
     else:
         trained = core  # trained on logits; served with a softmax
         served = nn.Sequential(core, nn.Softmax(dim=1))
     trained.to(device)
+    epoch, validation_chunks = _feed(spec, data)
     with logged_warnings():
-        _epochs(spec, trained, device, train, target.train, validation, target.validation, report)
+        _epochs(spec, trained, device, epoch, validation_chunks, report)
     effective = {
-        **shape_params,
+        **inputs.params,
         "epochs": spec.epochs,
         "batchSize": spec.batch_size,
         "learningRate": spec.learning_rate,
         "seed": spec.seed,
         "optimizer": "adam",
     }
-    return FittedTorch(served.cpu().eval(), spec, classes, json_safe(effective), str(device), shape)
+    return FittedTorch(served.cpu().eval(), spec, classes, json_safe(effective), str(device), inputs.shape)
+
+
+Minibatches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]] | None]
+
+
+def _feed(spec: TrainSpec, data: InMemory | Streamed) -> tuple[Minibatches, Chunks]:
+    """One epoch's training minibatches as tensors, and the validation rows in chunks (None without)."""
+    classify = spec.task == "classification"
+    if isinstance(data, Streamed):
+        rng = np.random.default_rng(spec.seed)
+
+        def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for X, y in data.epoch(spec.batch_size, rng):
+                yield _features(X), _targets(y, classify)
+
+        return stream, data.validation_chunks
+    dataset = TensorDataset(_features(data.train.X), _targets(data.target.train, classify))
+    shuffle = torch.Generator().manual_seed(spec.seed)
+    loader = DataLoader(dataset, batch_size=spec.batch_size, shuffle=True, generator=shuffle)
+    validation, y_validation = data.validation, data.target.validation
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
+        if validation is None or y_validation is None:
+            return None
+        starts = range(0, len(validation.X), EVAL_BATCH)
+        return ((validation.X[s : s + EVAL_BATCH], y_validation[s : s + EVAL_BATCH]) for s in starts)
+
+    return lambda: loader, chunks
 
 
 def _device(name: str) -> torch.device:
@@ -154,14 +186,14 @@ def _device(name: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def _network(algorithm: str, params: dict[str, Any], X: np.ndarray, outputs: int) -> nn.Sequential:
+def _network(algorithm: str, inputs: NetworkInputs, outputs: int) -> nn.Sequential:
+    params = inputs.params
     layers: list[nn.Module] = []
-    if algorithm == "mlp":
-        mean, std = standardisation(X.astype(np.float64))
-        layers.append(Standardise(mean, std))
-        width = X.shape[1]
+    if inputs.scale is not None:  # an MLP
+        layers.append(Standardise(*inputs.scale))
+        width = inputs.shape[0]
     else:
-        height, breadth, channels_in = X.shape[1:]
+        height, breadth, channels_in = inputs.shape
         layers.append(ChannelsFirst())
         for channels in params["channels"]:
             layers += [nn.Conv2d(channels_in, channels, params["kernelSize"], padding="same"), nn.ReLU()]
@@ -184,23 +216,19 @@ def _epochs(
     spec: TrainSpec,
     model: nn.Module,
     device: torch.device,
-    train: Table,
-    y: np.ndarray,
-    validation: Table | None,
-    y_validation: np.ndarray | None,
+    minibatches: Minibatches,
+    validation: Chunks,
     report: Callable[[Progress], None],
 ) -> None:
     classify = spec.task == "classification"
     loss_of: nn.Module = nn.CrossEntropyLoss() if classify else nn.MSELoss()
-    dataset = TensorDataset(_features(train.X), _targets(y, classify))
-    shuffle = torch.Generator().manual_seed(spec.seed)
-    loader = DataLoader(dataset, batch_size=spec.batch_size, shuffle=True, generator=shuffle)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
     for epoch in range(1, spec.epochs + 1):
         model.train()
         total = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        for features, labels in loader:
+        rows = 0
+        for features, labels in minibatches():
             features, labels = features.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             output = model(features)
@@ -208,38 +236,47 @@ def _epochs(
             loss.backward()
             optimizer.step()
             total += loss.detach() * len(features)
+            rows += len(features)
             if classify:
                 correct += (output.detach().argmax(dim=1) == labels).sum()
-        metrics = {"loss": float(total) / len(dataset)}
+        metrics = {"loss": float(total) / rows}
         if classify:
-            metrics["accuracy"] = float(correct) / len(dataset)
+            metrics["accuracy"] = float(correct) / rows
         if not math.isfinite(metrics["loss"]):
             raise TrainingError(
                 "fit", f"The loss became {metrics['loss']} in epoch {epoch}; try a lower learning rate."
             )
-        if validation is not None and y_validation is not None:
-            metrics.update(_evaluate(model, device, loss_of, validation.X, y_validation, classify))
+        chunks = validation()
+        if chunks is not None:
+            metrics.update(_evaluate(model, device, loss_of, chunks, classify))
         report(Progress(epoch=epoch, epochs=spec.epochs, metrics=metrics))
 
 
 def _evaluate(
-    model: nn.Module, device: torch.device, loss_of: nn.Module, X: np.ndarray, y: np.ndarray, classify: bool
+    model: nn.Module,
+    device: torch.device,
+    loss_of: nn.Module,
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+    classify: bool,
 ) -> dict[str, float]:
+    """Validation loss and accuracy (or RMSE) over every chunk; nothing when there are no rows."""
     model.eval()
-    targets_all = _targets(y, classify)
     total = 0.0
     correct = 0
+    rows = 0
     with torch.no_grad():
-        for start in range(0, len(X), EVAL_BATCH):
-            features = _features(X[start : start + EVAL_BATCH]).to(device)
-            labels = targets_all[start : start + EVAL_BATCH].to(device)
+        for X, y in chunks:
+            features, labels = _features(X).to(device), _targets(y, classify).to(device)
             output = model(features)
             total += float(loss_of(output, labels)) * len(features)
+            rows += len(features)
             if classify:
                 correct += int((output.argmax(dim=1) == labels).sum())
-    loss = total / len(X)
+    if rows == 0:
+        return {}
+    loss = total / rows
     if classify:
-        return {"val_loss": loss, "val_accuracy": correct / len(X)}
+        return {"val_loss": loss, "val_accuracy": correct / rows}
     return {"val_loss": loss, "val_rmse": math.sqrt(loss)}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiservice.infrastructure.training.spec import (
+    Data,
     FittedModel,
     Progress,
     Table,
@@ -20,6 +21,8 @@ from aiservice.infrastructure.training.spec import (
     TrainSpec,
 )
 
+# Frameworks whose trainers also take a stream of batches (``spec.Batches``), for data larger than memory.
+STREAMING = ("pytorch", "keras")
 TRAINERS = {
     "sklearn": "aiservice.infrastructure.training.sklearn_trainer",
     "xgboost": "aiservice.infrastructure.training.xgboost_trainer",
@@ -30,12 +33,15 @@ TRAINERS = {
 
 def train(
     spec: TrainSpec,
-    train: Table,
-    validation: Table | None,
+    train: Data,
+    validation: Data | None,
     out_dir: Path,
     report: Callable[[Progress], None],
 ) -> TrainedModel:
     """Fit ``spec`` on ``train`` (scored on ``validation`` as it goes) and write the artifact in ``out_dir``.
+
+    ``train`` and ``validation`` are tables in memory, or for the ``STREAMING`` frameworks streams read
+    batch by batch (one pass per epoch); other frameworks given a stream fail with a "data" error.
 
     ``report`` is called after each epoch (pytorch, keras), every few boosting rounds (xgboost) or once
     at the end (sklearn). Raises ``TrainingError`` for anything the user can fix; other exceptions are bugs.
@@ -46,9 +52,14 @@ def train(
 
 
 def fit(
-    spec: TrainSpec, train: Table, validation: Table | None, report: Callable[[Progress], None]
+    spec: TrainSpec, train: Data, validation: Data | None, report: Callable[[Progress], None]
 ) -> FittedModel:
     """The model in memory, not yet saved: for callers that also want its predictions."""
+    streamed = not isinstance(train, Table) or not isinstance(validation, Table | None)
+    if streamed and spec.framework not in STREAMING:
+        raise TrainingError(
+            "data", f"{spec.framework} trains on data in memory; only {', '.join(STREAMING)} take a stream."
+        )
     fitted: FittedModel = _trainer(spec.framework).fit(spec, train, validation, report)
     return fitted
 
