@@ -154,3 +154,37 @@ def pytorch_body(datasets: Path, **resources: Any) -> dict[str, Any]:
         "datasetConfig": {"trainPath": str(datasets / "iris.npz"), "format": "npz"},
         "resourceConfig": resources,
     }  # fmt: skip
+
+
+def test_a_pytorch_job_trains_data_parallel_over_ray_train_workers(
+    ray_service: tuple[TestClient, dict[str, str], Path],
+) -> None:
+    client, headers, datasets = ray_service
+    configuration = {"inputShape": [4], "task": "classification"}
+    create_model(client, headers, "net", framework="pytorch", configuration=configuration)
+    job = client.post(f"{API}/models/net/train", json=pytorch_body(datasets, workers=2), headers=headers)
+    assert job.status_code == 202, job.text
+    done = wait_for(client, headers, job.json()["id"], *FINISHED, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["metrics"]["validation_accuracy"] > 0.8
+    assert len(done["history"]) == 40  # one progress report per epoch, from the first worker only
+    version = client.get(f"{API}/models/net/versions/1", headers=headers).json()
+    assert version["params"]["dataParallelWorkers"] == 2  # Ray Train ran two processes
+
+    row = {"input": {"features": [6.7, 3.0, 5.2, 2.3]}}
+    answer = client.post(f"{API}/models/net/predict", json=row, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prediction"] == 2
+
+
+def test_a_data_parallel_job_is_refused_for_a_framework_other_than_pytorch(
+    ray_service: tuple[TestClient, dict[str, str], Path],
+) -> None:
+    client, headers, datasets = ray_service
+    iris_model(client, headers)
+    data = write_iris_csv(datasets / "iris.csv")
+    response = client.post(
+        f"{API}/models/iris/train", json=train_body(data, resourceConfig={"workers": 2}), headers=headers
+    )
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["resourceConfig.workers"]

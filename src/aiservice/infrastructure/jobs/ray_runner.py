@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from aiservice.domain.training import GpuPolicy, JobFailure
 from aiservice.infrastructure.jobs.supervisor import LaunchFailed, memory_exceeded
@@ -153,8 +153,10 @@ class _QueueSink:
 
     def __init__(self, queue: Any) -> None:
         self._queue = queue
+        self.failed = False
 
     def send(self, message: dict[str, Any]) -> None:
+        self.failed = self.failed or message.get("type") == "failed"
         if message.get("type") == "done":
             artifact = Path(message.pop("artifact"))
             message["artifactBytes"] = artifact.read_bytes()
@@ -167,8 +169,11 @@ class _QueueSink:
 class _Silent:
     """The sink of a data-parallel worker other than the first: it trains, the first one reports."""
 
+    def __init__(self) -> None:
+        self.failed = False
+
     def send(self, message: dict[str, Any]) -> None:
-        pass
+        self.failed = self.failed or message.get("type") == "failed"
 
     def close(self) -> None:
         pass
@@ -209,7 +214,7 @@ def run_on_ray(request: dict[str, Any], queue: Any, workers: int, cpus: float, u
     if watchdog:
         watchdog.start()
     try:
-        run_job({**request, "outDir": str(folder)}, cast(Any, sink))
+        run_job({**request, "outDir": str(folder)}, sink)
     finally:
         if watchdog:
             watchdog.finish()
@@ -239,16 +244,20 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    request: dict[str, Any] = config["request"]
-    first = ray.train.get_context().get_world_rank() == 0
-    sink: _QueueSink | _Silent = _QueueSink(config["queue"]) if first else _Silent()
+    from aiservice.infrastructure.training.spec import DataParallel
+
+    context = ray.train.get_context()
+    parallel = DataParallel(
+        rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
+        prepare_model=ray.train.torch.prepare_model,
+        prepare_loader=ray.train.torch.prepare_data_loader,
+    )
+    sink = _QueueSink(config["queue"]) if parallel.rank == 0 else _Silent()
     folder = Path(tempfile.mkdtemp(prefix="aiservice-job-"))
-    distributed = {
-        "prepareModel": ray.train.torch.prepare_model,
-        "prepareLoader": ray.train.torch.prepare_data_loader,
-        "chief": first,
-    }
     try:
-        run_job({**request, "outDir": str(folder), "distributed": distributed}, cast(Any, sink))
+        run_job({**config["request"], "outDir": str(folder), "dataParallel": parallel}, sink)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    if sink.failed:  # end the other processes too, rather than leave them waiting in a collective
+        raise RuntimeError("this training process failed; its job has the reason")

@@ -347,6 +347,7 @@ class JobSupervisor:
         running = self._running.pop(job_id, None)
         if running is None:
             return
+        running.worker.kill()  # a no-op once it has ended; a Ray job's other processes may not have
         running.worker.close()
         shutil.rmtree(running.folder, ignore_errors=True)
 

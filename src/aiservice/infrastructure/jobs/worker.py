@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,7 +40,14 @@ STREAM_ABOVE_BYTES = 256 * 1024**2  # pytorch and keras read larger csv and parq
 STREAMING_FRAMEWORKS = (Framework.PYTORCH, Framework.KERAS)
 
 
-def run_job(request: dict[str, Any], sender: Connection) -> None:
+class MessageSink(Protocol):
+    """Where a job's messages go: a pipe to the local supervisor, or a Ray queue."""
+
+    def send(self, message: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def run_job(request: dict[str, Any], sender: MessageSink) -> None:
     """Process target: one job, start to end; never raises (the parent learns everything by message)."""
     try:
         result = train_request(request, lambda message: sender.send(message))
@@ -107,6 +113,7 @@ def train_request(request: dict[str, Any], send: Callable[[dict[str, Any]], None
         device=_device(framework, GpuPolicy(request.get("gpu", GpuPolicy.NONE.value))),
         seed=training.get("seed", 0),
         configuration=configuration,
+        data_parallel=request.get("dataParallel"),
     )
     out = Path(request["outDir"])
 
@@ -125,6 +132,8 @@ def train_request(request: dict[str, Any], send: Callable[[dict[str, Any]], None
     from aiservice.infrastructure.training.trainers import train as train_model
 
     trained = train_model(spec, train, validation, out, report)
+    if spec.data_parallel and spec.data_parallel.rank != 0:
+        return {"artifact": str(trained.path), "filename": trained.filename}  # rank 0 evaluates and reports
     send({"type": "progress", "device": trained.device})
     metrics = _evaluate(
         framework,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
@@ -24,6 +25,17 @@ Data: TypeAlias = Table | Batches
 
 
 @dataclass(frozen=True)
+class DataParallel:
+    """This process's part in a data-parallel fit (Ray Train): the hooks that wrap the model for
+    gradient averaging and shard the loader, and which process it is (rank 0 reports and saves)."""
+
+    rank: int
+    world_size: int
+    prepare_model: Callable[[Any], Any]
+    prepare_loader: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
 class TrainSpec:
     """One training run: framework, algorithm, hyper-parameters (checked by ``catalog.validate``)."""
 
@@ -41,6 +53,7 @@ class TrainSpec:
     # The registered model's configuration (e.g. {"inputShape": [20]}); the artifact serves under it
     # merged with TrainedModel.configuration.
     configuration: dict[str, Any] = field(default_factory=dict)
+    data_parallel: DataParallel | None = None  # pytorch only: one of several processes training together
 
 
 @dataclass(frozen=True)

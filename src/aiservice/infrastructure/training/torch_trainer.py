@@ -130,9 +130,12 @@ def fit(
         trained = core  # trained on logits; served with a softmax
         served = nn.Sequential(core, nn.Softmax(dim=1))
     trained.to(device)
+    parallel = spec.data_parallel
+    # Under Ray Train the model is wrapped for gradient averaging; `served` shares its parameters.
+    model = parallel.prepare_model(trained) if parallel else trained
     epoch, validation_chunks = _feed(spec, data)
     with logged_warnings():
-        _epochs(spec, trained, device, epoch, validation_chunks, report)
+        _epochs(spec, model, device, epoch, validation_chunks, report)
     effective = {
         **inputs.params,
         "epochs": spec.epochs,
@@ -141,6 +144,8 @@ def fit(
         "seed": spec.seed,
         "optimizer": "adam",
     }
+    if parallel:
+        effective["dataParallelWorkers"] = parallel.world_size
     return FittedTorch(served.cpu().eval(), spec, classes, json_safe(effective), str(device), inputs.shape)
 
 
@@ -151,17 +156,22 @@ Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]] | None]
 def _feed(spec: TrainSpec, data: InMemory | Streamed) -> tuple[Minibatches, Chunks]:
     """One epoch's training minibatches as tensors, and the validation rows in chunks (None without)."""
     classify = spec.task == "classification"
+    parallel = spec.data_parallel
     if isinstance(data, Streamed):
         rng = np.random.default_rng(spec.seed)
+        rank, every = (parallel.rank, parallel.world_size) if parallel else (0, 1)
 
         def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            for X, y in data.epoch(spec.batch_size, rng):
-                yield _features(X), _targets(y, classify)
+            for index, (X, y) in enumerate(data.epoch(spec.batch_size, rng)):
+                if index % every == rank:  # data-parallel: each process its own share of the batches
+                    yield _features(X), _targets(y, classify)
 
         return stream, data.validation_chunks
     dataset = TensorDataset(_features(data.train.X), _targets(data.target.train, classify))
     shuffle = torch.Generator().manual_seed(spec.seed)
     loader = DataLoader(dataset, batch_size=spec.batch_size, shuffle=True, generator=shuffle)
+    if parallel:  # a distributed sampler: each process its own share of the rows
+        loader = parallel.prepare_loader(loader)
     validation, y_validation = data.validation, data.target.validation
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
