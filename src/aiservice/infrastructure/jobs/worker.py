@@ -15,8 +15,10 @@ evaluation predicts batch by batch, keeping only the targets and predictions.
 
 from __future__ import annotations
 
+import math
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,7 +52,8 @@ class MessageSink(Protocol):
 def run_job(request: dict[str, Any], sender: MessageSink) -> None:
     """Process target: one job, start to end; never raises (the parent learns everything by message)."""
     try:
-        result = train_request(request, lambda message: sender.send(message))
+        with cpu_threads(request.get("threads"), request["framework"]):
+            result = train_request(request, lambda message: sender.send(message))
         sender.send({"type": "done", **result})
     except TrainingError as exc:
         sender.send({"type": "failed", "stage": exc.stage, "message": exc.message[:2000]})
@@ -64,6 +67,30 @@ def run_job(request: dict[str, Any], sender: MessageSink) -> None:
         traceback.print_exc()
     finally:
         sender.close()
+
+
+@contextmanager
+def cpu_threads(cpu: float | None, framework: str) -> Iterator[None]:
+    """Hold the frameworks' thread pools (BLAS, OpenMP, torch) to the job's ``resourceConfig.cpu``,
+    restoring them after: a Ray worker process runs one job after another."""
+    if not cpu:
+        yield
+        return
+    threads = max(1, math.ceil(cpu))
+    with ExitStack() as stack:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(limits=threads))
+        except ImportError:  # comes with scikit-learn; without it only torch's own pool is held
+            pass
+        if framework == Framework.PYTORCH.value:  # torch's intra-op pool is its own
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            stack.callback(torch.set_num_threads, before)
+        yield
 
 
 def train_request(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
