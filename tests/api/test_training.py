@@ -601,3 +601,60 @@ def test_the_s3_server_going_away_fails_the_job_with_a_clear_reason(
     assert failed["error"]["stage"] == "dataset"
     assert "s3://training-data/train.csv" in failed["error"]["message"]
     assert "Traceback" not in failed["error"]["message"]
+
+
+def write_image_folder(root: Path) -> Path:
+    """Reddish and bluish 8 x 8 PNGs, twenty of each, under ``red/`` and ``blue/``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, channel in (("red", 0), ("blue", 2)):
+        (root / label).mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 90, size=(8, 8, 3), dtype=np.uint8)
+            pixels[..., channel] = rng.integers(170, 256, size=(8, 8), dtype=np.uint8)
+            Image.fromarray(pixels, mode="RGB").save(root / label / f"{i}.png")
+    return root
+
+
+def test_a_cnn_trains_on_an_image_folder_and_its_version_classifies_an_uploaded_image(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    headers = auth("editor")
+    create_model(
+        client,
+        headers,
+        "colours",
+        framework="pytorch",
+        configuration={"inputShape": [8, 8, 3], "task": "classification"},
+        inputSchema={"type": "image", "format": "png", "maxPixels": 1_000_000},
+    )
+    body = {
+        "trainingConfig": {
+            "algorithm": "cnn",
+            "params": {"channels": [4], "kernelSize": 3, "hiddenSizes": [8]},
+            "epochs": 30,
+            "learningRate": 0.01,
+        },
+        "datasetConfig": {
+            "trainPath": str(write_image_folder(datasets / "colours")),
+            "format": "imagefolder",
+        },
+    }
+    job = client.post(f"{API}/models/colours/train", json=body, headers=headers)
+    assert job.status_code == 202, job.text
+    done = wait_for(client, headers, job.json()["id"], *FINISHED, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["metrics"]["validation_accuracy"] == 1.0
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (230, 40, 30)).save(buffer, format="PNG")  # resized to 8 x 8 when served
+    image = base64.b64encode(buffer.getvalue()).decode()
+    answer = client.post(f"{API}/models/colours/predict", json={"input": {"image": image}}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prediction"] == "red"
