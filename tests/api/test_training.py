@@ -658,3 +658,35 @@ def test_a_cnn_trains_on_an_image_folder_and_its_version_classifies_an_uploaded_
     answer = client.post(f"{API}/models/colours/predict", json={"input": {"image": image}}, headers=headers)
     assert answer.status_code == 200, answer.text
     assert answer.json()["prediction"] == "red"
+
+
+def test_xgboost_pytorch_and_keras_jobs_read_npz_from_s3_and_their_versions_predict(
+    moto_server: Any, engine: Any, database_url: str, tmp_path: Path
+) -> None:
+    s3 = moto_server.client()
+    s3.create_bucket(Bucket="arrays")
+    s3.put_object(Bucket="arrays", Key="iris.npz", Body=iris_npz(tmp_path / "iris.npz").read_bytes())
+    container, headers = own_service(database_url, tmp_path / "data", **s3_settings(moto_server))
+    with TestClient(create_app(container)) as client:
+        jobs = {}
+        for framework, (algorithm, params, training) in NETWORKS.items():
+            configuration = {"inputShape": [4], "task": "classification"} if framework != "xgboost" else {}
+            create_model(client, headers, framework, framework=framework, configuration=configuration)
+            body = {
+                "trainingConfig": {"algorithm": algorithm, "params": params, **training},
+                "datasetConfig": {"trainPath": "s3://arrays/iris.npz", "format": "npz"},
+            }
+            response = client.post(f"{API}/models/{framework}/train", json=body, headers=headers)
+            assert response.status_code == 202, response.text
+            jobs[framework] = response.json()["id"]
+        for framework, job_id in jobs.items():
+            done = wait_for(client, headers, job_id, *FINISHED, timeout=240)
+            assert done["status"] == "succeeded", (framework, done["error"])
+            assert done["datasetFingerprint"][0]["uri"] == "s3://arrays/iris.npz"
+            answer = client.post(
+                f"{API}/models/{framework}/predict",
+                json={"input": {"features": [6.7, 3.0, 5.2, 2.3]}},
+                headers=headers,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["prediction"] == "virginica", framework
