@@ -690,3 +690,23 @@ def test_xgboost_pytorch_and_keras_jobs_read_npz_from_s3_and_their_versions_pred
             )
             assert answer.status_code == 200, answer.text
             assert answer.json()["prediction"] == "virginica", framework
+
+
+def test_a_trained_version_is_compiled_to_onnx_like_an_uploaded_one(
+    engine: Any, database_url: str, tmp_path: Path
+) -> None:
+    container, headers = own_service(database_url, tmp_path / "data", onnx_compile=True)
+    datasets = container.settings.dataset_root_paths[0]
+    datasets.mkdir(parents=True)
+    data = write_iris_csv(datasets / "iris.csv")
+    with TestClient(create_app(container)) as client:
+        iris_model(client, headers)
+        job = client.post(f"{API}/models/iris/train", json=train_body(data), headers=headers).json()
+        assert wait_for(client, headers, job["id"], *FINISHED)["status"] == "succeeded"
+        deadline = time.monotonic() + 90
+        serving: dict[str, Any] = {}
+        while time.monotonic() < deadline and "compiled" not in serving:
+            serving = client.get(f"{API}/models/iris/versions/1", headers=headers).json()["serving"]
+            time.sleep(0.2)
+        assert serving.get("compiled") is True, serving
+        assert serving["kept"] is True  # the ONNX model's outputs matched the forest's
