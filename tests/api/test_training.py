@@ -710,3 +710,20 @@ def test_a_trained_version_is_compiled_to_onnx_like_an_uploaded_one(
             time.sleep(0.2)
         assert serving.get("compiled") is True, serving
         assert serving["kept"] is True  # the ONNX model's outputs matched the forest's
+
+
+def test_a_job_past_its_memory_limit_is_stopped_with_the_reason(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    headers = auth("editor")
+    iris_model(client, headers)
+    data = write_iris_csv(datasets / "iris.csv")
+    # 64 MB: less than the worker's frameworks take; and a forest big enough to still be fitting then
+    body = train_body(data, params={"n_estimators": 5000}, resourceConfig={"memory": 64})
+    job = client.post(f"{API}/models/iris/train", json=body, headers=headers)
+    assert job.status_code == 202, job.text
+    failed = wait_for(client, headers, job.json()["id"], *FINISHED, timeout=60)
+    assert failed["status"] == "failed"
+    assert failed["error"]["stage"] == "memory"
+    assert "64 MB" in failed["error"]["message"]
+    assert client.get(f"{API}/models/iris/versions", headers=headers).json()["items"] == []

@@ -188,3 +188,19 @@ def test_a_data_parallel_job_is_refused_for_a_framework_other_than_pytorch(
     )
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["resourceConfig.workers"]
+
+
+def test_a_job_on_ray_past_its_memory_limit_is_stopped_with_the_reason(
+    ray_service: tuple[TestClient, dict[str, str], Path],
+) -> None:
+    client, headers, datasets = ray_service
+    configuration = {"inputShape": [4], "task": "classification"}
+    create_model(client, headers, "net", framework="pytorch", configuration=configuration)
+    body = pytorch_body(datasets, memory=64)  # MB: less than torch alone takes
+    job = client.post(f"{API}/models/net/train", json=body, headers=headers)
+    assert job.status_code == 202, job.text
+    failed = wait_for(client, headers, job.json()["id"], *FINISHED, timeout=60)
+    assert failed["status"] == "failed"
+    assert failed["error"]["stage"] == "memory"
+    assert "64 MB" in failed["error"]["message"]
+    assert client.get(f"{API}/models/net/versions", headers=headers).json()["items"] == []
