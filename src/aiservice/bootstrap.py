@@ -4,49 +4,84 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
 from aiservice import __version__
+from aiservice.application.api_keys import ApiKeys
+from aiservice.application.audit import AuditLog
 from aiservice.application.compilation import OnnxCompilation
 from aiservice.application.datasets import Datasets
+from aiservice.application.event_handlers import (
+    EventConsumption,
+    EventHandlers,
+    EventProcessor,
+    ServingCacheHandlers,
+)
 from aiservice.application.health import HealthCheck
 from aiservice.application.inference import InferenceService
-from aiservice.application.outbox import EventBus, OutboxRelay
-from aiservice.application.ports import Authenticator, OutboxMessage, TokenService
+from aiservice.application.outbox import EventBus, OutboxRelay, OutboxStatus
+from aiservice.application.ports import (
+    Authenticator,
+    EventConsumer,
+    EventPublisher,
+    OutboxMessage,
+    RateLimiter,
+    TokenService,
+)
+from aiservice.application.quotas import TenantUsage
+from aiservice.application.rate_limits import RateClass, RateLimit, RateLimitPolicy, RateLimits
 from aiservice.application.registry import ModelRegistry
 from aiservice.application.security import TokenAuthenticator
 from aiservice.application.tenants import Tenants
 from aiservice.application.training import TrainingExecution, TrainingJobs
 from aiservice.application.versions import ModelVersions
 from aiservice.domain.clock import utcnow
+from aiservice.domain.errors import InvalidInput
 from aiservice.domain.events import DomainEvent
 from aiservice.domain.models import Framework
+from aiservice.domain.tenancy import Quota, parse_limits
+from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyLookup
+from aiservice.infrastructure.auth.jwks import JwksKeySet, jwks_from_file, jwks_from_url
 from aiservice.infrastructure.auth.jwt_tokens import JwtTokenService
 from aiservice.infrastructure.auth.secret_file import load_or_create_secret
 from aiservice.infrastructure.datasets.checks import format_problems
 from aiservice.infrastructure.datasets.locator import DatasetLocator, S3Options
 from aiservice.infrastructure.datasets.store import DatasetStore
 from aiservice.infrastructure.db import migrate
+from aiservice.infrastructure.db.audit_repository import SqlAlchemyAuditStore
 from aiservice.infrastructure.db.engine import create_engine
 from aiservice.infrastructure.db.job_repositories import SqlAlchemyJobQueue
 from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
+from aiservice.infrastructure.events.database import (
+    SqlAlchemyOutboxLease,
+    SqlAlchemyOutboxMonitor,
+    SqlAlchemyProcessedEvents,
+)
+from aiservice.infrastructure.events.inprocess import InProcessEventPublisher
 from aiservice.infrastructure.images.pillow import PillowImageDecoder
 from aiservice.infrastructure.jobs.adapters import FrameworkCatalog, LocatedDatasets
 from aiservice.infrastructure.jobs.local import ProcessLauncher
 from aiservice.infrastructure.jobs.supervisor import JobSupervisor, WorkerLauncher
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.infrastructure.process_memory import resident_bytes
+from aiservice.infrastructure.ratelimit.memory import InMemoryRateLimiter
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector, warm_fork_server
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 from aiservice.infrastructure.storage.local import LocalArtifactStore
 from aiservice.settings import Settings
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 DEFAULT_TENANT = "default"
 
@@ -68,18 +103,24 @@ class Container:
     compilation: OnnxCompilation
     compile_pool: ThreadPoolExecutor
     tenants: Tenants
+    tenant_usage: TenantUsage
     training: TrainingJobs
     training_runner: JobSupervisor
     datasets: DatasetStore
     dataset_uploads: Datasets
     tokens: TokenService
     authenticator: Authenticator
+    api_keys: ApiKeys
+    audit: AuditLog
     health: HealthCheck
     bus: EventBus
     relay: OutboxRelay
+    events: EventConsumption
+    outbox: OutboxStatus
     metrics: ServiceMetrics
     secret_is_generated: bool
     secret_created_now: bool
+    rate_limits: RateLimits
 
     def prepare(self) -> bool:
         """Apply migrations and make sure the default tenant exists; True if it was created now."""
@@ -88,15 +129,18 @@ class Container:
 
     def start(self) -> None:
         self.relay.start()
+        self.events.start()
         self.training_runner.start()
         threading.Thread(target=warm_fork_server, name="warm-fork-server", daemon=True).start()
 
     def close(self) -> None:
         self.training_runner.stop()
+        self.events.stop()
         self.relay.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.compile_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
+        self.rate_limits.close()
 
 
 def signing_secret(settings: Settings) -> tuple[str, bool, bool]:
@@ -118,7 +162,35 @@ def _logged(task: Callable[..., object], *args: object) -> None:
 
 
 def token_service(settings: Settings) -> TokenService:
-    return JwtTokenService(signing_secret(settings)[0])
+    return _jwt_service(settings, signing_secret(settings)[0])
+
+
+def _jwt_service(settings: Settings, secret: str) -> JwtTokenService:
+    return JwtTokenService(
+        secret,
+        settings.jwt_leeway_seconds,
+        keys=_jwks(settings),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+
+
+def _jwks(settings: Settings) -> JwksKeySet | None:
+    """The identity provider's public keys, when JWT_JWKS_URL or JWT_JWKS_FILE names them."""
+    if settings.jwt_jwks_url and settings.jwt_jwks_file:
+        raise ConfigurationError("Set JWT_JWKS_URL or JWT_JWKS_FILE, not both.")
+    if settings.jwt_jwks_url:
+        fetch, source = jwks_from_url(settings.jwt_jwks_url), settings.jwt_jwks_url
+    elif settings.jwt_jwks_file:
+        fetch, source = jwks_from_file(Path(settings.jwt_jwks_file)), settings.jwt_jwks_file
+    else:
+        return None
+    return JwksKeySet(
+        fetch,
+        source,
+        ttl_s=settings.jwt_jwks_cache_seconds,
+        min_refetch_s=settings.jwt_jwks_min_refetch_seconds,
+    )
 
 
 def _log_event(message: OutboxMessage) -> None:
@@ -139,12 +211,24 @@ def bootstrap(settings: Settings | None = None) -> Container:
     engine = create_engine(settings.resolved_database_url)
     uow = SqlAlchemyUnitOfWorkFactory(engine, utcnow)
     store = LocalArtifactStore(settings.artifact_path)
-    tokens = JwtTokenService(secret)
+    tokens = _jwt_service(settings, secret)
     metrics = ServiceMetrics()
     bus = EventBus()
     bus.subscribe("*", _log_event)
     bus.subscribe("*", lambda m: metrics.events_published.labels(m.event_type).inc())
-    relay = OutboxRelay(SqlAlchemyOutbox(engine, utcnow), bus, interval=settings.outbox_poll_seconds)
+    event_handlers = EventHandlers()
+    processor = EventProcessor(
+        event_handlers, SqlAlchemyProcessedEvents(engine), consumer_group(settings), utcnow
+    )
+    relay = OutboxRelay(
+        SqlAlchemyOutbox(engine, utcnow),
+        bus,
+        interval=settings.outbox_poll_seconds,
+        publisher=event_publisher(settings, processor),
+        lease=SqlAlchemyOutboxLease(engine, utcnow, settings.outbox_lease_seconds),
+        max_backoff=settings.outbox_max_backoff_seconds,
+    )
+    metrics.watch_outbox_lag(relay.lag_seconds)
     versions = ModelVersions(
         uow,
         store,
@@ -173,7 +257,9 @@ def bootstrap(settings: Settings | None = None) -> Container:
             Framework.KERAS: settings.tensorflow_backend,
             Framework.TENSORFLOW: settings.tensorflow_backend,
         },
+        loaded_model_limit=lambda tenant_id: tenant_usage.limit(tenant_id, Quota.LOADED_MODELS),
     )
+    tenant_usage = TenantUsage(uow, loaded_models=inference.loaded_models)
 
     compilation = OnnxCompilation(
         uow,
@@ -222,6 +308,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
         data_parallel=settings.job_runner == "ray",
         max_timeout_s=settings.training_timeout_seconds,
     )
+    authenticator = TokenAuthenticator(tokens, uow, api_keys=SqlAlchemyApiKeyLookup(engine))
     return Container(
         settings=settings,
         engine=engine,
@@ -231,20 +318,106 @@ def bootstrap(settings: Settings | None = None) -> Container:
         executor=executor,
         compilation=compilation,
         compile_pool=compile_pool,
-        tenants=Tenants(uow),
+        tenants=Tenants(uow, _default_quotas(settings), on_change=authenticator.forget_tenant),
+        tenant_usage=tenant_usage,
         training=training,
         training_runner=runner,
         datasets=dataset_store,
         dataset_uploads=Datasets(dataset_store, format_problems, settings.max_dataset_bytes),
         tokens=tokens,
-        authenticator=TokenAuthenticator(tokens, uow),
+        authenticator=authenticator,
+        api_keys=ApiKeys(uow, utcnow),
+        audit=AuditLog(SqlAlchemyAuditStore(engine), uow, utcnow),
         health=HealthCheck(SqlAlchemyDatabaseProbe(engine), store, __version__, utcnow),
         bus=bus,
         relay=relay,
+        events=EventConsumption(
+            event_handlers,
+            processor,
+            ServingCacheHandlers(inference, warm=settings.event_warm_on_promotion),
+            event_consumer(settings, processor.consumer),
+        ),
+        outbox=OutboxStatus(SqlAlchemyOutboxMonitor(engine), relay, utcnow),
         metrics=metrics,
         secret_is_generated=generated,
         secret_created_now=created,
+        rate_limits=rate_limits(settings, metrics),
     )
+
+
+def consumer_group(settings: Settings) -> str:
+    """This replica's durable consumer: EVENT_CONSUMER_GROUP, else one named after the host."""
+    return settings.event_consumer_group or f"aiservice-{socket.gethostname()}"
+
+
+def event_publisher(settings: Settings, processor: EventProcessor) -> EventPublisher:
+    """Where the relay publishes (EVENT_BUS); broker clients are imported only when chosen."""
+    s = settings
+    prefix, timeout = s.event_destination_prefix, s.event_publish_timeout_seconds
+    if s.event_bus == "redis":
+        from aiservice.infrastructure.events.redis_streams import RedisStreamsEventPublisher
+
+        maxlen = s.redis_stream_maxlen or None
+        return RedisStreamsEventPublisher(_redis_for_events(s), prefix=prefix, maxlen=maxlen)
+    if s.event_bus == "nats":
+        from aiservice.infrastructure.events.nats_jetstream import NatsEventPublisher
+
+        return NatsEventPublisher(s.nats_url, prefix=prefix, stream=s.nats_stream, timeout_s=timeout)
+    if s.event_bus == "kafka":
+        from aiservice.infrastructure.events.kafka import KafkaEventPublisher
+
+        return KafkaEventPublisher(
+            s.kafka_broker,
+            prefix=prefix,
+            idempotent=s.kafka_idempotent,
+            partitions=s.kafka_topic_partitions,
+            replication=s.kafka_topic_replication,
+            timeout_s=timeout,
+        )
+    return InProcessEventPublisher(processor.process)
+
+
+def event_consumer(settings: Settings, group: str) -> EventConsumer | None:
+    """This replica's durable consumer of the broker; None in-process (the relay hands events over)."""
+    s = settings
+    prefix = s.event_destination_prefix
+    if s.event_bus == "redis":
+        from aiservice.infrastructure.events.redis_streams import RedisStreamsEventConsumer
+
+        return RedisStreamsEventConsumer(_redis_for_events(s), group, prefix=prefix)
+    if s.event_bus == "nats":
+        from aiservice.infrastructure.events.nats_jetstream import NatsEventConsumer
+
+        return NatsEventConsumer(s.nats_url, group, prefix=prefix, stream=s.nats_stream)
+    if s.event_bus == "kafka":
+        from aiservice.infrastructure.events.kafka import KafkaEventConsumer
+
+        return KafkaEventConsumer(
+            s.kafka_broker,
+            group,
+            prefix=prefix,
+            partitions=s.kafka_topic_partitions,
+            replication=s.kafka_topic_replication,
+        )
+    return None
+
+
+def _redis_for_events(settings: Settings) -> Redis:
+    from aiservice.infrastructure.events.redis_streams import redis_client
+
+    if not settings.redis_host:
+        raise ConfigurationError("EVENT_BUS=redis needs REDIS_HOST (and REDIS_PORT) of the Redis to use.")
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return redis_client(settings.redis_host, settings.redis_port, password=password, db=settings.redis_db)
+
+
+def _default_quotas(settings: Settings) -> dict[Quota, int]:
+    """TENANT_DEFAULT_QUOTAS, checked: the limits each newly created tenant starts with."""
+    try:
+        limits = parse_limits(settings.tenant_default_quotas, "TENANT_DEFAULT_QUOTAS")
+    except InvalidInput as exc:
+        raise ConfigurationError(f"{exc.detail} Known quotas: {', '.join(Quota)}.") from exc
+    return {quota: limit for quota, limit in limits.items() if limit is not None}
 
 
 def _s3_options(settings: Settings) -> S3Options | None:
@@ -258,6 +431,35 @@ def _s3_options(settings: Settings) -> S3Options | None:
         secret=secret or None,
         region=settings.aws_default_region or None,
     )
+
+
+def rate_limits(settings: Settings, metrics: ServiceMetrics) -> RateLimits:
+    """In-process buckets, or buckets in Redis shared by every replica when ``REDIS_HOST`` is set."""
+    s = settings
+    policy = RateLimitPolicy(
+        per_principal={
+            RateClass.PREDICT: RateLimit(s.rate_limit_predict_rps, s.rate_limit_predict_burst),
+            RateClass.MANAGEMENT: RateLimit(s.rate_limit_management_rps, s.rate_limit_management_burst),
+        },
+        per_tenant={
+            RateClass.PREDICT: RateLimit(s.rate_limit_tenant_predict_rps, s.rate_limit_tenant_predict_burst),
+            RateClass.MANAGEMENT: RateLimit(
+                s.rate_limit_tenant_management_rps, s.rate_limit_tenant_management_burst
+            ),
+        },
+    )
+    limiter: RateLimiter = InMemoryRateLimiter()
+    if s.redis_host:
+        from aiservice.infrastructure.ratelimit.redis import RedisRateLimiter
+
+        limiter = RedisRateLimiter(
+            s.redis_host,
+            s.redis_port,
+            password=s.redis_password.get_secret_value() if s.redis_password else None,
+            db=s.redis_db,
+            on_unchecked=metrics.rate_limit_unchecked.inc,
+        )
+    return RateLimits(limiter, policy, s.rate_limit_key_prefix)
 
 
 def _launcher(settings: Settings) -> WorkerLauncher:

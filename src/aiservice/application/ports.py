@@ -11,6 +11,8 @@ from typing import Any, BinaryIO, Literal, Protocol, Self
 
 import numpy as np
 
+from aiservice.domain.api_keys import ApiKey
+from aiservice.domain.audit import AuditEntry, AuditQuery, AuditRecord
 from aiservice.domain.events import DomainEvent
 from aiservice.domain.models import Alias, Framework, Model, ModelVersion, Stage
 from aiservice.domain.pagination import Page
@@ -74,10 +76,36 @@ class AliasRepository(Protocol):
 class TenantRepository(Protocol):
     """Tenants are platform-wide, so this repository is not tenant-scoped."""
 
-    def get(self, tenant_id: str) -> Tenant | None: ...
+    def get(self, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
+        """With ``for_update`` the row stays locked until the transaction ends: quota checks that
+        count and then write hold it, so two concurrent writes cannot both pass one limit."""
+        ...
+
     def add(self, tenant: Tenant) -> None: ...
-    def save_settings(self, tenant: Tenant) -> None: ...
+    def save(self, tenant: Tenant) -> None:
+        """Store name, status, settings and quotas."""
+        ...
+
     def all_ids(self) -> list[str]: ...
+    def page(self, limit: int, cursor: str | None) -> Page[Tenant]: ...
+
+
+class UsageRepository(Protocol):
+    """What the unit of work's tenant uses of its quotas, counted in the unit of work's transaction."""
+
+    def models(self) -> int: ...
+    def versions(self, model_id: str) -> int: ...
+    def most_versions(self) -> int:
+        """The most versions any one live model has."""
+        ...
+
+    def artifact_bytes(self) -> int:
+        """Bytes of the uploaded artifacts of the tenant's live models."""
+        ...
+
+    def active_jobs(self) -> int:
+        """Training jobs queued or running."""
+        ...
 
 
 class TrainingJobRepository(Protocol):
@@ -107,6 +135,21 @@ class JobQueue(Protocol):
         ...
 
 
+class ApiKeyRepository(Protocol):
+    """API keys of the unit of work's tenant, revoked ones included."""
+
+    def add(self, key: ApiKey) -> None: ...
+    def get(self, key_id: str) -> ApiKey | None: ...
+    def all(self) -> list[ApiKey]: ...
+    def revoke(self, key_id: str, at: datetime) -> None: ...
+
+
+class ApiKeyLookup(Protocol):
+    """Any tenant's key by id, for authentication only: a key names its own tenant."""
+
+    def find(self, key_id: str) -> ApiKey | None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction for one tenant: its repositories add the tenant to every query.
 
@@ -126,6 +169,10 @@ class UnitOfWork(Protocol):
     def tenants(self) -> TenantRepository: ...
     @property
     def jobs(self) -> TrainingJobRepository: ...
+    @property
+    def usage(self) -> UsageRepository: ...
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(
@@ -160,6 +207,118 @@ class Outbox(Protocol):
 
 
 EventHandler = Callable[[OutboxMessage], None]
+
+
+@dataclass(frozen=True)
+class CloudEvent:
+    """An outbox event as every broker carries it: a CloudEvents 1.0 envelope (``application/events.py``
+    builds it and defines the JSON form). ``family`` and ``name`` route it: a stream or topic per family,
+    a NATS subject per name."""
+
+    id: str
+    type: str
+    source: str
+    subject: str
+    time: datetime
+    tenant_id: str
+    data: dict[str, Any]
+    family: str  # model, training, deployment, experiment, tenant
+    name: str  # the type without "ai." and its version, e.g. "model.version.created"
+
+
+class PublishFailed(Exception):
+    """The broker acknowledged only the first ``published`` events of a batch; the rest must be retried."""
+
+    def __init__(self, published: int, reason: str) -> None:
+        super().__init__(reason)
+        self.published = published
+
+
+class EventPublisher(Protocol):
+    """Delivers committed events to a broker, in the order given, at least once."""
+
+    name: str  # "inprocess", "redis", "nats", "kafka": shown by the admin outbox report
+
+    def publish(self, events: list[CloudEvent]) -> None:
+        """Returns once the broker acknowledged every event; else raises ``PublishFailed``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EventConsumer(Protocol):
+    """A durable subscription to the broker: hands each event to ``handle`` and acknowledges it after.
+
+    An event whose ``handle`` raised is not acknowledged, so the broker delivers it again later."""
+
+    def start(self, handle: Callable[[CloudEvent], object]) -> None: ...
+    def stop(self) -> None: ...
+
+
+class OutboxLease(Protocol):
+    """One relay at a time: the holder renews the lease before each pass; an expired lease is free."""
+
+    holder: str  # this relay's name
+
+    def acquire(self) -> bool:
+        """Take the lease or renew it; True while this relay holds it."""
+        ...
+
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OutboxFailure:
+    event_id: str
+    event_type: str
+    tenant_id: str
+    error: str
+    attempts: int
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class OutboxReport:
+    pending: int
+    oldest_pending_at: datetime | None
+    failures: list[OutboxFailure]
+    lease_holder: str | None
+    lease_expires_at: datetime | None
+
+
+class OutboxMonitor(Protocol):
+    def report(self, failures: int) -> OutboxReport:
+        """Pending events, the oldest of them, the ``failures`` most recent failing ones and the lease."""
+        ...
+
+
+class ProcessedEvents(Protocol):
+    """Event ids a consumer has handled, so an event delivered twice is handled once."""
+
+    def seen(self, consumer: str, event_id: str) -> bool: ...
+    def record(self, consumer: str, event: CloudEvent, at: datetime) -> None: ...
+    def prune(self, before: datetime) -> int:
+        """Forget ids processed before ``before``; returns how many."""
+        ...
+
+
+class AuditStore(Protocol):
+    """The append-only audit log: one hash chain per tenant (see ``domain/audit.py``)."""
+
+    def append(self, entry: AuditEntry) -> AuditRecord | None:
+        """Chain and store one entry in a transaction of its own; None if its tenant does not exist."""
+        ...
+
+    def page(self, tenant_id: str, query: AuditQuery) -> Page[AuditRecord]: ...
+    def records(self, tenant_id: str, after_seq: int, limit: int) -> list[AuditRecord]:
+        """The tenant's records with ``seq > after_seq``, in ``seq`` order."""
+        ...
+
+    def head(self, tenant_id: str) -> tuple[int, str] | None:
+        """The tenant's last (seq, hash) as stored with the chain; None before its first record."""
+        ...
+
+    def chained_tenants(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -215,10 +374,17 @@ class TokenService(Protocol):
         """Raises ``Unauthenticated`` for a bad, expired or malformed token."""
         ...
 
+    def needs_io(self, token: str) -> bool:
+        """Whether verifying ``token`` may fetch signing keys (so it must not run on an event loop)."""
+        ...
+
 
 class Authenticator(Protocol):
     def authenticate(self, authorization: str | None, tenant_header: str | None) -> Principal: ...
     def tenant_known(self, tenant_header: str | None) -> bool: ...
+    def needs_io(self, authorization: str | None, tenant_header: str | None) -> bool:
+        """Whether authenticating this request may touch the database or the network."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -273,6 +439,39 @@ class ArtifactInspector(Protocol):
     """Loads an artifact once, isolated and bounded, and reports its signature."""
 
     def inspect(self, artifact: Path, spec: LoadSpec) -> Signature: ...
+
+
+@dataclass(frozen=True)
+class TokenBucket:
+    """One budget, named by ``key``: ``rate`` tokens a second refill it up to ``burst``."""
+
+    key: str
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    """The verdict on one call, told by its tightest bucket (the one with the fewest tokens left)."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: float  # until that bucket is full again
+    retry_after_seconds: float  # until a refused call would be let through (0 when allowed)
+
+
+class RateLimiter(Protocol):
+    """Token buckets. ``blocking`` adapters do network I/O, so async callers run them in a thread."""
+
+    blocking: bool
+
+    def acquire(self, buckets: list[TokenBucket]) -> RateDecision | None:
+        """Take a token from every bucket, or from none when any is empty, atomically. ``None``: the
+        budgets cannot be read now (a shared store is down), and the call is let through."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:

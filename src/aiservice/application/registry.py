@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiservice.application.audit import note_changes
 from aiservice.application.ports import Clock, ModelQuery, UnitOfWork, UnitOfWorkFactory
+from aiservice.application.quotas import admit_model
 from aiservice.domain.errors import Conflict, NotFound
 from aiservice.domain.models import UUID_SHAPE, Framework, JsonObject, Model
 from aiservice.domain.pagination import Page
@@ -25,13 +27,14 @@ class NewModel:
     tags: list[str] = field(default_factory=list)
 
 
-def find_model(uow: UnitOfWork, ident: str) -> Model:
+def find_model(uow: UnitOfWork, ident: str, caller: Principal | None = None) -> Model:
     """A model by id or by name, within the unit of work's tenant; NotFound otherwise.
 
-    Another tenant's model is NotFound too, so ids never leak across tenants.
+    Another tenant's model is NotFound too, so ids never leak across tenants; so is a model outside
+    the ``caller``'s reach (an API key limited to other models), so its existence does not leak either.
     """
     model = uow.models.get(ident) if UUID_SHAPE.match(ident) else uow.models.get_by_name(ident)
-    if model is None:
+    if model is None or (caller is not None and not caller.sees_model(model.id)):
         raise NotFound(f"No model {ident!r} exists.", extra={"model": ident})
     return model
 
@@ -46,6 +49,7 @@ class ModelRegistry:
         parse_input_schema(spec.input_schema)
         parse_output_schema(spec.output_schema)
         with self._uow(principal.tenant_id) as uow:
+            admit_model(uow, spec.framework)  # locks the tenant's row until commit
             existing = uow.models.get_by_name(spec.name)
             if existing is not None:
                 raise _duplicate(spec.name, existing.id)
@@ -69,12 +73,16 @@ class ModelRegistry:
     def get_model(self, principal: Principal, reference: str) -> Model:
         principal.require(Permission.MODEL_READ)
         with self._uow(principal.tenant_id, writes=False) as uow:
-            return find_model(uow, reference)
+            return find_model(uow, reference, principal)
 
     def list_models(self, principal: Principal, query: ModelQuery) -> Page[Model]:
         principal.require(Permission.MODEL_READ)
         with self._uow(principal.tenant_id, writes=False) as uow:
-            return uow.models.search(query)
+            page = uow.models.search(query)
+        if principal.model_ids is None:
+            return page
+        # A key limited to some models lists only those (a page may come out shorter than asked).
+        return Page([m for m in page.items if principal.sees_model(m.id)], page.next_cursor)
 
     def update_model(self, principal: Principal, reference: str, changes: dict[str, Any]) -> Model:
         principal.require(Permission.MODEL_WRITE)
@@ -85,8 +93,10 @@ class ModelRegistry:
         if "output_schema" in changes:
             parse_output_schema(changes["output_schema"])
         with self._uow(principal.tenant_id) as uow:
-            model = find_model(uow, reference)
-            if model.update(changes, self._clock()):
+            model = find_model(uow, reference, principal)
+            before = {name: getattr(model, name, None) for name in changes}
+            if changed := model.update(changes, self._clock()):
+                note_changes(before, {name: getattr(model, name) for name in changed})
                 uow.models.save(model)
                 uow.commit()
             return model
@@ -95,7 +105,7 @@ class ModelRegistry:
         """Soft delete: the model disappears from every query; its artifacts stay until a purge."""
         principal.require(Permission.MODEL_DELETE)
         with self._uow(principal.tenant_id) as uow:
-            model = find_model(uow, reference)
+            model = find_model(uow, reference, principal)
             model.delete(self._clock())
             uow.models.save(model)
             uow.commit()

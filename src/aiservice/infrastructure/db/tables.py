@@ -53,6 +53,8 @@ tenants = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("settings", Json, nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
+    # Limits by quota name (migration 0005); an absent quota is unlimited.
+    sa.Column("quotas", Json, nullable=False, server_default=sa.text("'{}'")),
 )
 
 models = sa.Table(
@@ -213,3 +215,77 @@ training_job_events = sa.Table(
 )
 
 Row = dict[str, Any]
+
+# API keys for machine callers (migration 0004). ``id`` is unique on its own: a presented key names
+# only its id, and authentication finds the key (and so its tenant) by that id.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("roles", Json, nullable=False),
+    sa.Column("model_ids", Json, nullable=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=True),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    sa.Index("ix_api_keys_tenant_created", "tenant_id", "created_at"),
+)
+
+# The audit log (migration 0006): one hash chain per tenant, numbered 1, 2, ... without gaps. Rows are
+# never updated (a trigger refuses it). ``changes`` is the diff's canonical JSON text, kept as text so
+# it reads back byte for byte as it was hashed. No foreign key: records outlive what they describe.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("outcome", sa.String(10), nullable=False),
+    sa.Column("subject", sa.String(200), nullable=True),
+    sa.Column("roles", Json, nullable=False),
+    sa.Column("resource_type", sa.String(50), nullable=True),
+    sa.Column("resource_id", sa.String(200), nullable=True),
+    sa.Column("resource_name", sa.String(400), nullable=True),
+    sa.Column("reason", sa.String(100), nullable=True),
+    sa.Column("client_ip", sa.String(64), nullable=True),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("changes", sa.Text(), nullable=True),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_log_tenant_at", "tenant_id", "at"),
+)
+
+# Each tenant's last record: the row writers lock (SELECT ... FOR UPDATE) so a chain never forks.
+audit_chain_heads = sa.Table(
+    "audit_chain_heads",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# The outbox relay's lease (migration 0007): one row per lease name; the relay that holds it publishes.
+# Taken or renewed with a conditional UPDATE (holder is me, or the lease has expired).
+outbox_lease = sa.Table(
+    "outbox_lease",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+# Events a consumer has handled (migration 0007), so a redelivered event is handled once. Platform-wide:
+# keyed by the consumer, not the tenant; pruned after a retention period.
+processed_events = sa.Table(
+    "processed_events",
+    metadata,
+    sa.Column("consumer", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.String(36), primary_key=True),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("processed_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_processed_events_processed_at", "processed_at"),
+)

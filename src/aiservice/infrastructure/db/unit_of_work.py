@@ -9,15 +9,21 @@ from typing import Self
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from aiservice.application.audit import current_call
 from aiservice.application.ports import Clock, OutboxMessage
 from aiservice.domain.events import DomainEvent
+from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyRepository
+from aiservice.infrastructure.db.audit_repository import append_record
 from aiservice.infrastructure.db.engine import writer_engine
 from aiservice.infrastructure.db.job_repositories import SqlAlchemyTrainingJobRepository
 from aiservice.infrastructure.db.repositories import (
     SqlAlchemyAliasRepository,
     SqlAlchemyModelRepository,
-    SqlAlchemyTenantRepository,
     SqlAlchemyVersionRepository,
+)
+from aiservice.infrastructure.db.tenant_repositories import (
+    SqlAlchemyTenantRepository,
+    SqlAlchemyUsageRepository,
 )
 from aiservice.infrastructure.db.tables import outbox
 
@@ -43,6 +49,8 @@ class SqlAlchemyUnitOfWork:
         self.aliases = SqlAlchemyAliasRepository(self._conn, self.tenant_id)
         self.tenants = SqlAlchemyTenantRepository(self._conn, self._clock())
         self.jobs = SqlAlchemyTrainingJobRepository(self._conn, self.tenant_id)
+        self.usage = SqlAlchemyUsageRepository(self._conn, self.tenant_id)
+        self.api_keys = SqlAlchemyApiKeyRepository(self._conn, self.tenant_id)
         return self
 
     def __exit__(
@@ -64,7 +72,13 @@ class SqlAlchemyUnitOfWork:
         events = [*self._collect_entity_events(), *self._events]
         if events:
             self._conn.execute(outbox.insert(), [_outbox_row(e) for e in events])
+        call = current_call()  # the call being served, if any: its audit record joins this transaction
+        audit = call.commit_entry(self.tenant_id, self._clock(), events) if call else None
+        if audit is not None:
+            append_record(self._conn, audit)
         self._conn.commit()
+        if call is not None and audit is not None:
+            call.recorded = True
         self._events.clear()
         if events:
             self._on_events(events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -34,6 +35,12 @@ class ServiceMetrics:
             "ai_service_events_published",
             "Outbox events delivered to subscribers, by event type.",
             ["event_type"],
+            registry=self.registry,
+        )
+        self.outbox_lag = Gauge(
+            "ai_service_outbox_lag",
+            "Seconds the oldest outbox event not yet published has waited, as this replica's relay sees it "
+            "(0 on replicas that do not hold the relay lease: take the max over replicas).",
             registry=self.registry,
         )
 
@@ -77,6 +84,24 @@ class ServiceMetrics:
             "Measured memory of the models loaded in the cache, in bytes.",
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "ai_service_rate_limited",
+            "Calls refused (429) by a rate limit, by rate class (predict, management).",
+            ["rate_class"],
+            registry=self.registry,
+        )
+        self.rate_limit_unchecked = Counter(
+            "ai_service_rate_limit_unchecked",
+            "Calls let through unchecked because the shared rate limit store (Redis) was unreachable.",
+            registry=self.registry,
+        )
+        self.tenant_predictions = Counter(
+            "ai_service_tenant_predictions",
+            "Authenticated prediction calls by tenant and outcome (success, failed): counted here "
+            "instead of audited one by one, unless the tenant sets auditPredictions.",
+            ["tenant", "outcome"],
+            registry=self.registry,
+        )
         self._cache_seen = (0, 0, 0)
 
     def prediction(self, model: str, version: int, outcome: str, duration_ms: float) -> None:
@@ -100,6 +125,10 @@ class ServiceMetrics:
         self._cache_seen = (stats.hits, stats.misses, stats.evictions)
         self.cache_models.set(models)
         self.cache_bytes.set(loaded_bytes)
+
+    def watch_outbox_lag(self, lag_seconds: Callable[[], float]) -> None:
+        """Read the outbox lag from the relay whenever metrics are scraped (no I/O: the relay keeps it)."""
+        self.outbox_lag.set_function(lag_seconds)
 
     def observe_request(self, method: str, route: str, status: int, duration_ms: float) -> None:
         labels = (method, route, str(status))

@@ -11,6 +11,7 @@ import typer
 from aiservice.bootstrap import ConfigurationError, bootstrap, token_service
 from aiservice.domain.errors import DomainError
 from aiservice.domain.tenancy import Role
+from aiservice.interfaces.cli.audit import audit_app
 from aiservice.interfaces.cli.training import jobs_app, train
 from aiservice.settings import Settings
 
@@ -20,6 +21,7 @@ tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(audit_app, name="audit")
 app.command("train")(train)
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")

@@ -12,10 +12,21 @@ from starlette.types import Scope
 from aiservice import __version__
 from aiservice.bootstrap import Container
 from aiservice.interfaces.http import v2
-from aiservice.interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from aiservice.interfaces.http.middleware import (
+    BodyLimitMiddleware,
+    HardenedFastAPI,
+    RequestContextMiddleware,
+    add_cors,
+)
+from aiservice.interfaces.http.audit_context import AuditMiddleware
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.problems import install_problem_handlers
+from aiservice.interfaces.http.routers import admin as admin_router
+from aiservice.interfaces.http.routers import api_keys as api_keys_router
+from aiservice.interfaces.http.routers import audit as audit_router
 from aiservice.interfaces.http.routers import datasets, health, models, predict, training, versions
+from aiservice.interfaces.http.routers import permissions as permissions_router
+from aiservice.interfaces.http.routers import tenants as tenants_router
 
 _UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/models/[^/]+/versions/?$")
 _DATASET_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/datasets/?$")
@@ -25,7 +36,8 @@ Register models of any major framework, upload immutable versions with checksumm
 promote them through stages and address them by alias.
 
 Every `/api/v1/ai` call needs `Authorization: Bearer <JWT>` and `X-Tenant-ID` equal to the token's
-tenant. Errors are `application/problem+json` (RFC 9457).
+tenant, or `Authorization: ApiKey <key>` (a key names its tenant). Errors are
+`application/problem+json` (RFC 9457).
 """
 
 
@@ -42,7 +54,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
             if manage_lifecycle:
                 container.close()
 
-    app = FastAPI(
+    app = HardenedFastAPI(  # security headers on every response, 500s included
         title="aiservice",
         version=__version__,
         description=DESCRIPTION,
@@ -59,6 +71,11 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(versions.router)
     app.include_router(training.router)
     app.include_router(datasets.router)
+    app.include_router(audit_router.router)
+    app.include_router(api_keys_router.router)
+    app.include_router(tenants_router.router)
+    app.include_router(permissions_router.router)
+    app.include_router(admin_router.router)
     app.include_router(v2.router)
 
     upload_limit = container.settings.max_artifact_bytes + 1024**2  # the artifact plus form overhead
@@ -77,6 +94,10 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         BodyLimitMiddleware,
         default_limit=container.settings.max_json_body_bytes,
         streaming_limit=streaming_limit,
+        max_json_depth=container.settings.max_json_depth,
     )
+    add_cors(app, container.settings.cors_origin_list)
+    # Inside RequestContextMiddleware, which sets the request id the records carry.
+    app.add_middleware(AuditMiddleware, audit=container.audit, metrics=container.metrics)
     app.add_middleware(RequestContextMiddleware, metrics=container.metrics)
     return app

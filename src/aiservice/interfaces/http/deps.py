@@ -5,17 +5,28 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from aiservice.application.audit import bind_principal
 from aiservice.application.inference import InferenceService
 from aiservice.application.registry import ModelRegistry
 from aiservice.application.versions import ModelVersions
 from aiservice.bootstrap import Container
 from aiservice.domain.tenancy import Principal
+from aiservice.interfaces.http.rate_limit import spend
 
 _bearer = HTTPBearer(
-    auto_error=False, description="A JWT signed with JWT_SECRET (see `aiservice token create`)."
+    auto_error=False,
+    description="A JWT: HS256 signed with JWT_SECRET (see `aiservice token create`), or RS256/ES256 "
+    "signed by the identity provider whose JWKS is configured.",
+)
+# Documents the other scheme of the same header: `Authorization: ApiKey aisk_...`.
+_api_key = APIKeyHeader(
+    name="Authorization",
+    scheme_name="ApiKey",
+    auto_error=False,
+    description="`ApiKey <key>`: a key from POST /api/v1/ai/api-keys. X-Tenant-ID is optional with a key.",
 )
 
 
@@ -33,22 +44,32 @@ async def container(request: Request) -> Container:
 async def principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _key: Annotated[str | None, Depends(_api_key)],
     x_tenant_id: Annotated[
-        str | None, Header(alias="X-Tenant-ID", description="Must equal the token's tenant.")
+        str | None,
+        Header(
+            alias="X-Tenant-ID", description="Must equal the credential's tenant; optional with an API key."
+        ),
     ] = None,
 ) -> Principal:
     return await authenticate(request)
 
 
 async def authenticate(request: Request) -> Principal:
-    """Verify the caller on the event loop (microseconds) unless the tenant's status must be read from
-    the database, which happens in a worker thread."""
-    authenticator = _container(request).authenticator
+    """Verify the caller on the event loop (microseconds) unless that needs the database (an API key,
+    a tenant's status) or the network (signing keys), which happens in a worker thread."""
+    c = _container(request)
+    authenticator = c.authenticator
     authorization = request.headers.get("authorization")
     tenant = request.headers.get("x-tenant-id")
-    if authenticator.tenant_known(tenant):
-        return authenticator.authenticate(authorization, tenant)
-    return await run_in_threadpool(authenticator.authenticate, authorization, tenant)
+    if not authenticator.needs_io(authorization, tenant):
+        caller = authenticator.authenticate(authorization, tenant)
+    else:
+        caller = await run_in_threadpool(authenticator.authenticate, authorization, tenant)
+    bind_principal(caller)  # the audit record of this call names its caller
+    if c.rate_limits.enabled:  # after authentication: the budgets are the caller's and its tenant's
+        await spend(request, c.rate_limits, caller, c.metrics)
+    return caller
 
 
 def inference_of(request: Request) -> InferenceService:

@@ -12,7 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from aiservice.domain.errors import DomainError, FieldError
+from aiservice.domain.errors import DomainError, FieldError, Unauthenticated
+from aiservice.interfaces.http.audit_context import note_problem
 
 PROBLEM_BASE = "https://aiservice.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
@@ -36,6 +37,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unsupported-media-type": 415,
     "range-not-satisfiable": 416,
     "quota-exceeded": 429,
+    "rate-limited": 429,
     "unavailable": 503,
     "prediction-failed": 500,
     "artifact-corrupt": 500,
@@ -64,6 +66,7 @@ def problem_response(
         "detail": detail,
     }
     if request is not None:
+        note_problem(request, code)
         body["instance"] = request.url.path
         request_id = getattr(request.state, "request_id", None)
         if request_id:
@@ -81,7 +84,7 @@ def status_of(exc: DomainError) -> int:
 
 def domain_problem(request: Request, exc: DomainError, extra: dict[str, Any] | None = None) -> Response:
     """The problem response for a domain error; server-side ones are logged."""
-    headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthenticated" else None
+    headers = {"WWW-Authenticate": _challenge(request)} if isinstance(exc, Unauthenticated) else None
     status = status_of(exc)
     if status >= 500:
         log.error("request failed", problem=exc.code, detail=exc.detail, path=request.url.path)
@@ -95,6 +98,12 @@ def domain_problem(request: Request, exc: DomainError, extra: dict[str, Any] | N
         extra={**exc.extra, **(extra or {})},
         headers=headers,
     )
+
+
+def _challenge(request: Request) -> str:
+    """The scheme the caller tried (ApiKey), else Bearer; never an echo of the credential."""
+    scheme = request.headers.get("authorization", "").partition(" ")[0]
+    return "ApiKey" if scheme.lower() == "apikey" else "Bearer"
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
