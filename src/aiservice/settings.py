@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     artifact_root: str | None = None
     max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
     max_json_body_bytes: int = Field(default=1024**2, gt=0)
+    max_json_depth: int = Field(default=64, ge=1, le=512)
     inspect_timeout_seconds: float = Field(default=120.0, gt=0)
     inspect_memory_mb: int = Field(default=4096, gt=0)
 
@@ -61,6 +62,25 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = None
     aws_default_region: str | None = None
 
+    # Token buckets (requests a second, burst; 0 = off) per principal and per tenant, for predict
+    # calls and for management calls. Shared through Redis when REDIS_HOST is set.
+    rate_limit_predict_rps: float = Field(default=0, ge=0)
+    rate_limit_predict_burst: int = Field(default=0, ge=0)
+    rate_limit_management_rps: float = Field(default=0, ge=0)
+    rate_limit_management_burst: int = Field(default=0, ge=0)
+    rate_limit_tenant_predict_rps: float = Field(default=0, ge=0)
+    rate_limit_tenant_predict_burst: int = Field(default=0, ge=0)
+    rate_limit_tenant_management_rps: float = Field(default=0, ge=0)
+    rate_limit_tenant_management_burst: int = Field(default=0, ge=0)
+    rate_limit_key_prefix: str = "aiservice:ratelimit:"
+    redis_host: str | None = None
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_password: SecretStr | None = None
+    redis_db: int = Field(default=0, ge=0)
+    cors_origins: str = ""
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
     @property
     def resolved_database_url(self) -> str:
         """``DATABASE_URL`` wins; else PostgreSQL when ``DB_HOST`` is set; else SQLite under ``DATA_DIR``."""
@@ -80,6 +100,10 @@ class Settings(BaseSettings):
     def dataset_root_paths(self) -> list[Path]:
         roots = [Path(p.strip()) for p in self.dataset_roots.split(",") if p.strip()]
         return roots or [self.data_dir / "datasets"]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def secret_file(self) -> Path:

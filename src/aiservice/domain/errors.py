@@ -106,3 +106,10 @@ class UntrustedArtifact(InvalidArtifact):
 
     code = "untrusted-artifact"
     title = "Untrusted artifact"
+
+
+class RateLimited(DomainError):
+    """The caller spent its request budget (token bucket) and must wait before the next call."""
+
+    code = "rate-limited"
+    title = "Too many requests"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import uvicorn
 
-from aiservice.bootstrap import DEFAULT_TENANT, Container, bootstrap
+from aiservice.bootstrap import DEFAULT_TENANT, ConfigurationError, Container, bootstrap
 from aiservice.domain.tenancy import Role
 from aiservice.infrastructure.observability.logging import configure_logging
 from aiservice.interfaces.http.app import create_app
@@ -18,7 +19,7 @@ BANNER_TTL_SECONDS = 12 * 3600
 def _banner(container: Container) -> str:
     s = container.settings
     token = container.tokens.issue("admin", DEFAULT_TENANT, [Role.ADMIN.value], BANNER_TTL_SECONDS)
-    base = f"http://localhost:{s.port}"
+    base = f"{_scheme(s)}://localhost:{s.port}"
     return (
         "\n"
         f"aiservice is starting on {s.host}:{s.port} (docs: {base}/docs)\n"
@@ -31,7 +32,32 @@ def _banner(container: Container) -> str:
     )
 
 
+def _scheme(settings: Settings) -> str:
+    return "https" if settings.tls_cert_file else "http"
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options: HTTPS when TLS_CERT_FILE and TLS_KEY_FILE are set (both or neither)."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if (cert is None) != (key is None):
+        raise ConfigurationError("TLS needs both TLS_CERT_FILE and TLS_KEY_FILE, or neither.")
+    for name, path in (("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)):
+        if path is not None and not path.is_file():
+            raise ConfigurationError(f"{name} names {path}, which is not a readable file.")
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+    }
+    if cert is not None and key is not None:
+        options |= {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    return options
+
+
 def run(settings: Settings) -> None:
+    options = server_options(settings)  # a TLS mistake stops the start before anything is done
     configure_logging(settings.log_level, settings.log_format)
     container = bootstrap(settings)
     if settings.auto_migrate:
@@ -43,11 +69,4 @@ def run(settings: Settings) -> None:
     # Everything imported so far lives as long as the process: keep it out of every collection, so
     # full collections (which stop the event loop) only walk what requests create.
     gc.freeze()
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
+    uvicorn.run(app, **options)

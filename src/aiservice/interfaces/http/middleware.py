@@ -1,19 +1,27 @@
-"""ASGI middleware: request ids, access logs and metrics, and request body limits."""
+"""ASGI middleware: request ids, access logs and metrics, request body limits and strict JSON,
+security and rate limit headers, CORS."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import secrets
 import time
 from collections.abc import Callable
 
 import structlog
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aiservice.application.ports import RateDecision
+from aiservice.application.rate_limits import retry_after
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.interfaces.http.problems import problem_response
+from aiservice.interfaces.http.rate_limit import RATE_LIMIT_STATE
+from aiservice.interfaces.http.strict_json import violation
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("aiservice.http")
@@ -76,11 +84,13 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over a route's limit with 413 before a handler sees them.
+    """Refuses bodies over a route's limit with 413, and bodies that are not strict JSON with 400,
+    before a handler sees them.
 
     Small (JSON) bodies are read whole here, up to their limit, and replayed to the app, so a
-    chunked body without Content-Length is bounded too. Streaming routes (uploads) pass through
-    with only the Content-Length check; they count bytes themselves.
+    chunked body without Content-Length is bounded too, and checked for repeated keys and nesting
+    deeper than ``max_json_depth``. Streaming routes (uploads, v2 inference) pass through with only
+    the Content-Length check; they count bytes themselves.
     """
 
     def __init__(
@@ -88,36 +98,54 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         default_limit: int,
         streaming_limit: Callable[[Scope], int | None],
+        max_json_depth: int | None = None,
     ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.streaming_limit = streaming_limit
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        streaming = self.streaming_limit(scope)
+        buffered = scope["method"] in _BODY_METHODS
+        streaming = self.streaming_limit(scope) if buffered else None
         limit = streaming if streaming is not None else self.default_limit
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await self._reject(scope, send, limit)
             return
-        if streaming is not None:
+        if not buffered or streaming is not None:
             await self.app(scope, receive, send)
             return
-        body, messages = 0, []
+        size, messages = 0, []
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break
-            body += len(message.get("body", b""))
-            if body > limit:
+            size += len(message.get("body", b""))
+            if size > limit:
                 await self._reject(scope, send, limit)
                 return
             if not message.get("more_body", False):
                 break
+        if self.max_json_depth is not None and size and _may_be_json(headers.get(b"content-type")):
+            body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+            problem = violation(body, self.max_json_depth)
+            if problem is not None:
+                response = problem_response(
+                    Request(scope),
+                    problem.code,
+                    problem.title,
+                    problem.detail,
+                    status=400,
+                    extra=problem.extra,
+                )
+                await response(scope, _empty, send)
+                return
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
@@ -135,8 +163,103 @@ class BodyLimitMiddleware:
             extra={"limit": limit},
             headers={"Connection": "close"},
         )
-        await response(scope, lambda: _empty(), send)
+        await response(scope, _empty, send)
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_NOT_JSON = (b"multipart/", b"application/x-www-form-urlencoded", b"application/octet-stream")
+
+
+def _may_be_json(content_type: bytes | None) -> bool:
+    """Any body but a form or raw bytes: the predict route parses JSON whatever the declared type."""
+    return content_type is None or not content_type.lower().lstrip().startswith(_NOT_JSON)
 
 
 async def _empty() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+_CSP_API = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+_CSP_PAGE = (b"content-security-policy", b"frame-ancestors 'none'")  # /docs loads its scripts
+_NO_STORE = (b"cache-control", b"no-store")
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers, and the rate limit a call was measured against, to every response.
+
+    It must wrap the whole app, error handling included, so that 500s carry the headers too: see
+    ``HardenedFastAPI``. ``Strict-Transport-Security`` is only sent over TLS, as RFC 6797 wants.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _secured(list(message.get("headers", [])), scope)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _secured(headers: list[tuple[bytes, bytes]], scope: Scope) -> list[tuple[bytes, bytes]]:
+    names = {name.lower(): value for name, value in headers}
+    headers += _SECURITY_HEADERS
+    if b"cache-control" not in names:
+        headers.append(_NO_STORE)
+    html = names.get(b"content-type", b"").startswith(b"text/html")
+    headers.append(_CSP_PAGE if html else _CSP_API)
+    if scope.get("scheme") == "https":
+        headers.append(_HSTS)
+    decision = scope.get("state", {}).get(RATE_LIMIT_STATE)
+    if isinstance(decision, RateDecision):
+        headers += [
+            (b"ratelimit-limit", str(decision.limit).encode()),
+            (b"ratelimit-remaining", str(decision.remaining).encode()),
+            (b"ratelimit-reset", str(math.ceil(decision.reset_seconds)).encode()),
+        ]
+        if not decision.allowed:
+            headers.append((b"retry-after", str(retry_after(decision)).encode()))
+    return headers
+
+
+class HardenedFastAPI(FastAPI):
+    """FastAPI with ``SecurityHeadersMiddleware`` outside Starlette's ServerErrorMiddleware, which
+    ``add_middleware`` cannot reach: an unhandled error's 500 is sent from there."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeadersMiddleware(super().build_middleware_stack())
+
+
+def add_cors(app: FastAPI, origins: list[str]) -> None:
+    """Cross-origin calls from ``origins`` only (CORS_ORIGINS); without any, browsers' preflights fail."""
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-Tenant-ID", "X-Request-ID", "If-Match"],
+        expose_headers=[
+            "X-Request-ID",
+            "Location",
+            "ETag",
+            "Content-Disposition",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
+        max_age=600,
+    )

@@ -1,0 +1,125 @@
+"""Strict JSON for request bodies: no object repeats a key, and nesting stays under a bound.
+
+Parsers disagree on repeated keys (first wins, last wins, error), so a body that one component reads
+one way and another reads another is refused before any of them sees it. The check is cheap on the
+hot path: orjson parses (microseconds), one walk counts the object members and the nesting, and only
+when that count differs from the body's colons (a repeated key, or an escaped colon) does the exact
+but slower parse run, which names the repeated key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True)
+class JsonViolation:
+    """Why a body that parses as JSON is still refused, as problem fields."""
+
+    code: str
+    title: str
+    detail: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def violation(body: bytes, max_depth: int) -> JsonViolation | None:
+    """What is wrong with ``body``; None when it is strict JSON, or no JSON at all (the route that
+    parses it reports that in its own terms)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():  # orjson stops at 1024 levels
+            return _too_deep(max_depth)
+        return _exact(body, max_depth)  # JSON orjson refuses (NaN, huge integers) may still be JSON
+    try:
+        members = _members(document, max_depth)
+    except _TooDeep:
+        return _too_deep(max_depth)
+    # Every member has one colon outside strings; colons inside strings were counted by the walk.
+    # A repeated key collapses into one member, so the counts then differ. ``\u`` escapes can hide a
+    # colon from the raw count: those bodies take the exact path.
+    if members == body.count(b":") and b"\\u" not in body:
+        return None
+    return _exact(body, max_depth)
+
+
+def _members(node: Any, depth_left: int) -> int:
+    """Object members plus the colons inside strings; raises ``_TooDeep`` past the depth bound.
+
+    Scalars are handled inline rather than by a call each: this walk is on the predict path."""
+    kind = type(node)
+    if kind is str:
+        return int(node.count(":"))
+    if kind is not dict and kind is not list:
+        return 0
+    if depth_left == 0:
+        raise _TooDeep
+    count = 0
+    if kind is dict:
+        count = len(node)
+        for key in node:
+            if ":" in key:
+                count += key.count(":")
+        node = node.values()
+    for value in node:
+        kind = type(value)
+        if kind is dict or kind is list:
+            count += _members(value, depth_left - 1)
+        elif kind is str and ":" in value:
+            count += value.count(":")
+    return count
+
+
+def _exact(body: bytes, max_depth: int) -> JsonViolation | None:
+    try:
+        document = json.loads(body, object_pairs_hook=_unique)
+    except _RepeatedKey as exc:
+        return JsonViolation(
+            "duplicate-json-key",
+            "Duplicate JSON key",
+            f"The request body repeats the key {exc.key!r} in one object; each key may appear once.",
+            {"key": exc.key},
+        )
+    except RecursionError:
+        return _too_deep(max_depth)
+    except ValueError:
+        return None
+    try:
+        _members(document, max_depth)
+    except _TooDeep:
+        return _too_deep(max_depth)
+    return None
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    unique = dict(pairs)
+    if len(unique) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return unique
+
+
+def _too_deep(max_depth: int) -> JsonViolation:
+    return JsonViolation(
+        "json-too-deep",
+        "JSON nested too deeply",
+        f"The request body nests arrays and objects more than {max_depth} levels deep.",
+        {"maxDepth": max_depth},
+    )
