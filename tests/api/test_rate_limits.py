@@ -73,25 +73,25 @@ def test_a_principal_gets_its_burst_then_429(app: App) -> None:
 
 
 def test_the_429_is_a_problem_with_retry_after(app: App) -> None:
-    client, c = app(rate_limit_management_rps=0.5, rate_limit_management_burst=1)
+    client, c = app(rate_limit_management_rps=0.01, rate_limit_management_burst=1)
     client.get(f"{API}/models", headers=headers(c))
     refused = client.get(f"{API}/models", headers=headers(c))
     assert refused.status_code == 429
     assert refused.headers["content-type"] == "application/problem+json"
     problem = refused.json()
     assert problem["type"] == "https://aiservice.dev/problems/rate-limited"
-    assert (problem["status"], problem["limit"], problem["retryAfter"]) == (429, 1, 2)
-    assert refused.headers["retry-after"] == "2"
+    assert (problem["status"], problem["limit"], problem["retryAfter"]) == (429, 1, 100)  # 1 token / 0.01 s
+    assert refused.headers["retry-after"] == "100"
     assert refused.headers["ratelimit-remaining"] == "0"
 
 
 def test_allowed_calls_carry_the_ratelimit_fields(app: App) -> None:
-    client, c = app(rate_limit_management_rps=1, rate_limit_management_burst=5)
+    client, c = app(rate_limit_management_rps=0.01, rate_limit_management_burst=5)
     first = client.get(f"{API}/models", headers=headers(c))
     second = client.get(f"{API}/models", headers=headers(c))
     assert (first.headers["ratelimit-limit"], first.headers["ratelimit-remaining"]) == ("5", "4")
     assert second.headers["ratelimit-remaining"] == "3"
-    assert 1 <= int(second.headers["ratelimit-reset"]) <= 2  # two tokens short, one a second
+    assert 190 <= int(second.headers["ratelimit-reset"]) <= 200  # two tokens short, 0.01 a second
     assert "retry-after" not in second.headers
 
 
