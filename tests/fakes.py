@@ -120,17 +120,47 @@ class _Tenants:
     def __init__(self, data: InMemoryDatabase) -> None:
         self.data = data
 
-    def get(self, tenant_id: str) -> Tenant | None:
+    def get(self, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
         return self.data.tenants.get(tenant_id)
 
     def add(self, tenant: Tenant) -> None:
         self.data.tenants[tenant.id] = tenant
 
-    def save_settings(self, tenant: Tenant) -> None:
+    def save(self, tenant: Tenant) -> None:
         self.data.tenants[tenant.id] = tenant
 
     def all_ids(self) -> list[str]:
         return sorted(self.data.tenants)
+
+    def page(self, limit: int, cursor: str | None) -> Page[Tenant]:
+        return Page([self.data.tenants[t] for t in self.all_ids()][:limit], None)
+
+
+class _Usage:
+    def __init__(self, data: InMemoryDatabase, tenant: str) -> None:
+        self.data, self.tenant = data, tenant
+
+    def _live_versions(self) -> list[ModelVersion]:
+        live = {m for (t, m), model in self.data.models.items() if t == self.tenant and not model.deleted_at}
+        return [v for (t, m, _), v in self.data.versions.items() if t == self.tenant and m in live]
+
+    def models(self) -> int:
+        return sum(1 for (t, _), m in self.data.models.items() if t == self.tenant and not m.deleted_at)
+
+    def versions(self, model_id: str) -> int:
+        return sum(1 for (t, m, _) in self.data.versions if (t, m) == (self.tenant, model_id))
+
+    def most_versions(self) -> int:
+        counts: dict[str, int] = {}
+        for v in self._live_versions():
+            counts[v.model_id] = counts.get(v.model_id, 0) + 1
+        return max(counts.values(), default=0)
+
+    def artifact_bytes(self) -> int:
+        return sum(v.artifact.size_bytes for v in self._live_versions())
+
+    def active_jobs(self) -> int:
+        return 0  # the in-memory database keeps no training jobs
 
 
 class InMemoryUnitOfWork:
@@ -147,6 +177,7 @@ class InMemoryUnitOfWork:
         self.versions = _Versions(self._work, self.tenant_id)
         self.aliases = _Aliases(self._work, self.tenant_id)
         self.tenants = _Tenants(self._work)
+        self.usage = _Usage(self._work, self.tenant_id)
         self._events: list[DomainEvent] = []
         return self
 

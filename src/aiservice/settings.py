@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 
+    # Quota limits every tenant created from now on starts with, as JSON ({"maxModels": 100}); a quota
+    # left out is unlimited. Known: maxModels, maxVersionsPerModel, maxArtifactBytes,
+    # maxConcurrentTrainingJobs, maxLoadedModels, maxDeployments.
+    tenant_default_quotas: dict[str, int] = Field(default_factory=dict)
+
     @property
     def resolved_database_url(self) -> str:
         """``DATABASE_URL`` wins; else PostgreSQL when ``DB_HOST`` is set; else SQLite under ``DATA_DIR``."""

@@ -1,75 +1,234 @@
-"""Authentication, roles, and tenant isolation on every endpoint."""
+"""Authentication, the role matrix, and tenant isolation on every endpoint."""
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import httpx2
 import jwt
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from aiservice.bootstrap import Container
-from tests.conftest import TEST_SECRET, Auth
+from aiservice.bootstrap import Container, bootstrap
+from aiservice.infrastructure.db.engine import create_engine
+from aiservice.interfaces.http.app import create_app
+from tests.conftest import TEST_SECRET, Auth, empty_database, make_settings
 from tests.helpers import create_model, row_count, upload
 
 API = "/api/v1/ai"
-
-# One concrete request per API endpoint: (method, path template, JSON body or None).
-ENDPOINTS: list[tuple[str, str, object]] = [
-    ("GET", "/models", None),
-    ("POST", "/models", {"name": "new-one", "framework": "onnx"}),
-    ("GET", "/models/{model}", None),
-    ("PATCH", "/models/{model}", {"description": "changed"}),
-    ("DELETE", "/models/{model}", None),
-    ("POST", "/models/{model}/versions", "upload"),
-    ("GET", "/models/{model}/versions", None),
-    ("GET", "/models/{model}/versions/{version}", None),
-    ("GET", "/models/{model}/versions/{version}/artifact", None),
-    ("POST", "/models/{model}/versions/{version}/stage", {"stage": "staging"}),
-    ("GET", "/models/{model}/aliases", None),
-    ("PUT", "/models/{model}/aliases/{alias}", {"version": 1}),
-    ("DELETE", "/models/{model}/aliases/{alias}", None),
-    ("GET", "/resolve/{reference}", None),
-    ("POST", "/models/{model}/predict", {"input": {"features": [5.1, 3.5, 1.4, 0.2]}}),
-    ("POST", "/models/{model}/batch-predict", {"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]}),
-    ("POST", "/models/{model}/versions/{version}/load", None),
-    ("POST", "/models/{model}/versions/{version}/unload", None),
-    (
-        "POST",
-        "/models/{model}/train",
-        {
-            "trainingConfig": {"algorithm": "sklearn.linear_model.LogisticRegression"},
-            "datasetConfig": {"trainPath": "/nowhere.csv", "format": "csv", "target": "y"},
-        },
-    ),
-    ("POST", "/datasets", "dataset-upload"),
-    ("GET", "/datasets", None),
-    ("GET", "/datasets/{name}", None),
-    ("DELETE", "/datasets/{name}", None),
-]
-# Jobs are addressed by their own ids: tests/api/test_training.py covers these for tenancy and roles.
-JOB_ENDPOINTS = {
-    ("GET", "/training-jobs"),
-    ("GET", "/training-jobs/{job}"),
-    ("GET", "/training-jobs/{job}/events"),
-    ("POST", "/training-jobs/{job}/cancel"),
+INFER_BODY = {
+    "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]
 }
-TARGETED = [e for e in ENDPOINTS if "{" in e[1]]
-PREDICTING = [e for e in ENDPOINTS if e[1].endswith("predict")]
-READING = [e for e in ENDPOINTS if e[0] == "GET"] + PREDICTING
-MUTATING = [e for e in ENDPOINTS if e not in READING]
 
 
-def call(client: TestClient, headers: dict[str, str], method: str, template: str, body: object, model: str):  # type: ignore[no-untyped-def]
-    path = API + template.format(
-        model=model, version=1, alias="champion", reference=f"{model}:1", name="secret-data"
+@dataclass(frozen=True)
+class Endpoint:
+    """One concrete, valid request per endpoint: request validation runs before any permission check,
+    so an invalid body would hide the answer the role matrix looks for."""
+
+    method: str
+    template: str  # as in the OpenAPI document, relative to /api/v1/ai unless it starts with /v2
+    body: object = None  # JSON, or "upload" / "dataset-upload" for multipart
+    when: str | None = None  # the conditional rule of the published table this request exercises
+
+    @property
+    def path(self) -> str:
+        return self.template if self.template.startswith("/v2/") else API + self.template
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.template}" + (f" [{self.when}]" if self.when else "")
+
+
+PRODUCTION = "the version moves into or out of production"
+_TRAIN_BODY = {
+    "trainingConfig": {"algorithm": "sklearn.linear_model.LogisticRegression"},
+    "datasetConfig": {"trainPath": "/nowhere.csv", "format": "csv", "target": "y"},
+}
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("GET", "/permissions"),
+    Endpoint("GET", "/models"),
+    Endpoint("POST", "/models", {"name": "new-one", "framework": "onnx"}),
+    Endpoint("GET", "/models/{model}"),
+    Endpoint("PATCH", "/models/{model}", {"description": "changed"}),
+    Endpoint("DELETE", "/models/{model}"),
+    Endpoint("POST", "/models/{model}/versions", "upload"),
+    Endpoint("GET", "/models/{model}/versions"),
+    Endpoint("GET", "/models/{model}/versions/{version}"),
+    Endpoint("GET", "/models/{model}/versions/{version}/artifact"),
+    Endpoint("POST", "/models/{model}/versions/{version}/stage", {"stage": "staging"}),
+    Endpoint("POST", "/models/{model}/versions/{version}/stage", {"stage": "production"}, PRODUCTION),
+    Endpoint("GET", "/models/{model}/aliases"),
+    Endpoint("PUT", "/models/{model}/aliases/{alias}", {"version": 1}),
+    Endpoint("DELETE", "/models/{model}/aliases/{alias}"),
+    Endpoint("GET", "/resolve/{reference}"),
+    Endpoint("POST", "/models/{model}/predict", {"input": {"features": [5.1, 3.5, 1.4, 0.2]}}),
+    Endpoint("POST", "/models/{model}/batch-predict", {"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]}),
+    Endpoint("POST", "/models/{model}/versions/{version}/load"),
+    Endpoint("POST", "/models/{model}/versions/{version}/unload"),
+    Endpoint("POST", "/models/{model}/train", _TRAIN_BODY),
+    Endpoint("GET", "/training-jobs"),
+    Endpoint("GET", "/training-jobs/{job}"),
+    Endpoint("GET", "/training-jobs/{job}/events"),
+    Endpoint("POST", "/training-jobs/{job}/cancel"),
+    Endpoint("POST", "/datasets", "dataset-upload"),
+    Endpoint("GET", "/datasets"),
+    Endpoint("GET", "/datasets/{name}"),
+    Endpoint("DELETE", "/datasets/{name}"),
+    Endpoint("POST", "/api-keys", {"name": "ci", "roles": ["predictor"]}),
+    Endpoint("GET", "/api-keys"),
+    Endpoint("DELETE", "/api-keys/{key_id}"),
+    Endpoint("GET", "/audit"),
+    Endpoint("GET", "/admin/outbox"),
+    Endpoint("POST", "/tenants", {"id": "initech"}),
+    Endpoint("GET", "/tenants"),
+    Endpoint("GET", "/tenants/{tenant}"),
+    Endpoint("PATCH", "/tenants/{tenant}", {"name": "Acme Corp"}),
+    Endpoint("GET", "/tenants/{tenant}/usage"),
+    Endpoint("GET", "/v2/models/{name}"),
+    Endpoint("GET", "/v2/models/{name}/versions/{version}"),
+    Endpoint("GET", "/v2/models/{name}/ready"),
+    Endpoint("GET", "/v2/models/{name}/versions/{version}/ready"),
+    Endpoint("POST", "/v2/models/{name}/infer", INFER_BODY),
+    Endpoint("POST", "/v2/models/{name}/versions/{version}/infer", INFER_BODY),
+]
+# Addressed by a model (by id or name) or a dataset: another tenant gets a 404 on each. Jobs and API
+# keys have their own ids (tests/api/test_training.py, test_api_keys.py cover them); tenants are the
+# platform's, and /tenants/{id}/usage is covered in tests/api/test_tenants_api.py.
+TARGETED = [
+    e
+    for e in ENDPOINTS
+    if "{" in e.template and not e.template.startswith(("/training-jobs", "/api-keys", "/tenants"))
+]
+PREDICTING = [e for e in ENDPOINTS if e.template.endswith(("predict", "infer"))]
+READING = [e for e in TARGETED if e.method == "GET"] + PREDICTING
+
+
+def call(client: TestClient, headers: dict[str, str], endpoint: Endpoint, model: str) -> httpx2.Response:
+    path = endpoint.path.format(
+        model=model,
+        version=1,
+        alias="champion",
+        reference=f"{model}:1",
+        name=model if endpoint.template.startswith("/v2/") else "secret-data",
+        job=str(uuid.uuid4()),
+        key_id="0" * 32,
+        tenant="acme",
     )
-    if body == "upload":
+    if endpoint.body == "upload":
         return client.post(path, files={"file": ("m.bin", b"other tenant bytes")}, headers=headers)
-    if body == "dataset-upload":
+    if endpoint.body == "dataset-upload":
         return client.post(path, files={"file": ("other.csv", b"a,b\n1,2\n")}, headers=headers)
-    return client.request(method, path, json=body, headers=headers)
+    return client.request(endpoint.method, path, json=endpoint.body, headers=headers)
+
+
+def test_endpoint_table_covers_every_authenticated_route(client: TestClient, auth: Auth) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    routes = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith((API, "/v2/models"))
+        for method in operations
+    }
+    published = client.get(f"{API}/permissions", headers=auth("viewer")).json()["endpoints"]
+    assert routes == {(e.method, e.path) for e in ENDPOINTS}
+    assert routes == {(rule["method"], rule["path"]) for rule in published}
+
+
+def test_permissions_publish_every_role(client: TestClient, auth: Auth) -> None:
+    matrix = client.get(f"{API}/permissions", headers=auth("predictor")).json()
+    assert set(matrix["roles"]) == {"viewer", "predictor", "editor", "deployer", "admin", "superadmin"}
+    assert matrix["roles"]["viewer"] == ["model:read"]
+    assert matrix["roles"]["predictor"] == ["model:predict"]
+    assert (matrix["platformTenant"], matrix["platformRoles"]) == ("platform", ["superadmin"])
+
+
+# -- the role matrix ---------------------------------------------------------------------------
+# Every (role x endpoint) pair, its expected answer derived from the published matrix. Requests name
+# objects that do not exist, so a permitted call passes the permission check and then meets a 404
+# (or succeeds harmlessly); a refused one is a 403 naming the missing permission.
+
+CALLERS: list[tuple[str, tuple[str, ...]]] = [
+    ("acme", ("viewer",)),
+    ("acme", ("predictor",)),
+    ("acme", ("viewer", "predictor")),
+    ("acme", ("editor",)),
+    ("acme", ("deployer",)),
+    ("acme", ("admin",)),
+    ("acme", ("superadmin",)),  # a platform role in a tenant's token counts for nothing
+    ("platform", ("superadmin",)),
+]
+
+
+@dataclass
+class MatrixApp:
+    client: TestClient
+    container: Container
+    published: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def matrix_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MatrixApp]:
+    """One service for all pairs (a service per pair would cost minutes)."""
+    container = bootstrap(make_settings(database_url, Path(tmp_path_factory.mktemp("matrix"))))
+    with TestClient(create_app(container)) as client:
+        container.tenants.ensure("acme")
+        token = container.tokens.issue("reader", "acme", ["viewer"], 600)
+        published = client.get(
+            f"{API}/permissions", headers={"Authorization": f"Bearer {token}", "X-Tenant-ID": "acme"}
+        ).json()
+        yield MatrixApp(client, container, published)
+    engine = create_engine(database_url)
+    empty_database(engine)
+    engine.dispose()
+
+
+def granted_by(published: dict[str, Any], tenant: str, roles: tuple[str, ...]) -> set[str]:
+    """Platform roles count in a token for the platform tenant only, tenant roles everywhere else."""
+    on_platform = tenant == published["platformTenant"]
+    counted = [r for r in roles if (r in published["platformRoles"]) == on_platform]
+    return {p for r in counted for p in published["roles"][r]}
+
+
+def rule_for(published: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
+    (rule,) = [
+        r
+        for r in published["endpoints"]
+        if (r["method"], r["path"], r.get("when")) == (endpoint.method, endpoint.path, endpoint.when)
+    ]
+    return rule
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
+@pytest.mark.parametrize(("tenant", "roles"), CALLERS, ids=[f"{t}:{'+'.join(r)}" for t, r in CALLERS])
+def test_role_matrix(matrix_app: MatrixApp, tenant: str, roles: tuple[str, ...], endpoint: Endpoint) -> None:
+    app = matrix_app
+    app.container.tenants.ensure("acme")  # other tests of this module empty the database
+    token = app.container.tokens.issue("matrix", tenant, list(roles), 600)
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": tenant}
+    granted = granted_by(app.published, tenant, roles)
+    rule = rule_for(app.published, endpoint)
+    allowed = any(set(needed) <= granted for needed in rule["anyOf"])
+
+    response = call(app.client, headers, endpoint, "ghost-model")
+
+    if allowed:
+        assert response.status_code not in (401, 403), response.text
+        assert response.status_code < 500, response.text
+    else:
+        assert response.status_code == 403, response.text
+        problem = response.json()
+        assert problem["type"].endswith("/forbidden")
+        assert problem["permission"] not in granted
+        assert any(problem["permission"] in needed for needed in rule["anyOf"])
+
+
+# -- tenant isolation ----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -86,31 +245,13 @@ def acme_model(client: TestClient, auth: Auth) -> dict[str, object]:
     return model
 
 
-def test_endpoint_table_covers_every_api_route(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
-    routes = {
-        (method.upper(), path.removeprefix(API))
-        for path, operations in paths.items()
-        if path.startswith(API)
-        for method in operations
-    }
-    assert routes == {(method, template) for method, template, _ in ENDPOINTS} | JOB_ENDPOINTS
-
-
 @pytest.mark.parametrize("by", ["id", "name"])
-@pytest.mark.parametrize(("method", "template", "body"), TARGETED)
+@pytest.mark.parametrize("endpoint", TARGETED, ids=str)
 def test_other_tenant_gets_404_on_every_endpoint_and_changes_nothing(
-    client: TestClient,
-    auth: Auth,
-    engine: Engine,
-    acme_model: dict[str, str],
-    by: str,
-    method: str,
-    template: str,
-    body: object,
+    client: TestClient, auth: Auth, engine: Engine, acme_model: dict[str, str], by: str, endpoint: Endpoint
 ) -> None:
     intruder = auth("admin", tenant="globex")
-    response = call(client, intruder, method, template, body, acme_model[by])
+    response = call(client, intruder, endpoint, acme_model[by])
     assert response.status_code == 404, response.text
     assert response.headers["content-type"] == "application/problem+json"
     owner = auth(tenant="acme")
@@ -129,20 +270,11 @@ def test_other_tenant_lists_see_nothing(client: TestClient, auth: Auth, acme_mod
     )
 
 
-@pytest.mark.parametrize(("method", "template", "body"), MUTATING)
-def test_viewer_cannot_change_anything(
-    client: TestClient, auth: Auth, acme_model: dict[str, str], method: str, template: str, body: object
+@pytest.mark.parametrize("endpoint", READING, ids=str)
+def test_viewer_with_predictor_reads_and_predicts_everything(
+    client: TestClient, auth: Auth, acme_model: dict[str, str], endpoint: Endpoint
 ) -> None:
-    response = call(client, auth("viewer"), method, template, body, "secret-model")
-    assert response.status_code == 403
-    assert response.json()["type"].endswith("/forbidden")
-
-
-@pytest.mark.parametrize(("method", "template", "body"), READING)
-def test_viewer_can_read_and_predict_everything(
-    client: TestClient, auth: Auth, acme_model: dict[str, str], method: str, template: str, body: object
-) -> None:
-    response = call(client, auth("viewer"), method, template, body, "secret-model")
+    response = call(client, auth("viewer", "predictor"), endpoint, "secret-model")
     assert response.status_code == 200, response.text
 
 
@@ -152,8 +284,24 @@ def test_editor_writes_but_only_admin_deletes_models(client: TestClient, auth: A
     assert client.delete(f"{API}/models/m", headers=auth("admin")).status_code == 204
 
 
+def test_only_a_deployer_takes_a_version_out_of_production(client: TestClient, auth: Auth) -> None:
+    create_model(client, auth("editor"), "m")
+    upload(client, auth("editor"), "m")
+    stage = f"{API}/models/m/versions/1/stage"
+    assert client.post(stage, json={"stage": "production"}, headers=auth("deployer")).status_code == 200
+    refused = client.post(stage, json={"stage": "archived"}, headers=auth("editor"))
+    assert refused.status_code == 403
+    assert refused.json()["permission"] == "stage:production"
+    assert (
+        client.post(stage, json={"stage": "archived"}, headers=auth("deployer")).json()["stage"] == "archived"
+    )
+
+
 def test_token_without_known_roles_may_do_nothing(client: TestClient, auth: Auth) -> None:
     assert client.get(f"{API}/models", headers=auth("superhero")).status_code == 403
+
+
+# -- authentication ------------------------------------------------------------------------------
 
 
 def _token(key: str = TEST_SECRET, drop: str | None = None, **claims: object) -> str:

@@ -50,7 +50,7 @@ def test_predict_returns_the_label_and_sklearns_probabilities(client: TestClient
     response = client.post(
         f"{API}/iris/predict",
         json={"input": row(100), "options": {"includeConfidence": True}},
-        headers={**auth("viewer"), "X-Request-ID": "p-1"},
+        headers={**auth("predictor"), "X-Request-ID": "p-1"},
     )
     assert response.status_code == 200, response.text
     body = response.json()

@@ -131,7 +131,7 @@ def test_ready_is_503_while_a_dependency_is_down(
 
 def test_metadata_of_a_tabular_classifier(client: TestClient, auth: Auth) -> None:
     iris(client, auth)
-    response = client.get(f"{V2}/iris", headers=auth("viewer"))
+    response = client.get(f"{V2}/iris", headers=auth("predictor"))
     assert response.status_code == 200, response.text
     assert response.json() == {
         "name": "iris",
@@ -150,7 +150,7 @@ def test_metadata_of_a_tabular_classifier(client: TestClient, auth: Auth) -> Non
 def test_ready_reports_whether_the_version_is_loaded(client: TestClient, auth: Auth) -> None:
     iris(client, auth)
     for path in (f"{V2}/iris/ready", f"{V2}/iris/versions/1/ready"):
-        response = client.get(path, headers=auth("viewer"))
+        response = client.get(path, headers=auth("predictor"))
         assert response.status_code == 200, response.text
         assert response.json() == {
             "name": "iris",
@@ -180,7 +180,8 @@ def test_ready_is_503_when_the_runtime_is_missing(
 
 def test_one_tensor_gives_class_names_and_sklearns_probabilities(client: TestClient, auth: Auth) -> None:
     iris(client, auth)
-    response = infer(client, {**auth("viewer"), "X-Request-ID": "v2-1"}, {"inputs": [tensor("input", BATCH)]})
+    headers = {**auth("predictor"), "X-Request-ID": "v2-1"}
+    response = infer(client, headers, {"inputs": [tensor("input", BATCH)]})
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert (body["model_name"], body["model_version"], body["id"]) == ("iris", "1", "v2-1")

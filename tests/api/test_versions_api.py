@@ -219,7 +219,7 @@ def test_production_is_unique_unless_existing_is_archived(client: TestClient, au
     upload(client, auth(), "iris")
     upload(client, auth(), "iris")
     stage = f"{MODELS}/iris/versions/{{n}}/stage"
-    first = client.post(stage.format(n=1), json={"stage": "production"}, headers=auth("editor"))
+    first = client.post(stage.format(n=1), json={"stage": "production"}, headers=auth("deployer"))
     assert first.status_code == 200 and first.json()["stage"] == "production"
     clash = client.post(stage.format(n=2), json={"stage": "production"}, headers=auth())
     assert clash.status_code == 409

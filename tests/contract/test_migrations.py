@@ -83,7 +83,10 @@ def test_a_version_cannot_point_at_another_tenants_model(blank_engine: Engine) -
     with blank_engine.begin() as conn:
         for tenant in ("acme", "globex"):
             conn.execute(
-                sa.text("INSERT INTO tenants VALUES (:t, :t, 'active', '{}', :now)"),
+                sa.text(
+                    "INSERT INTO tenants (tenant_id, name, status, settings, created_at)"
+                    " VALUES (:t, :t, 'active', '{}', :now)"
+                ),
                 {"t": tenant, "now": now},
             )
         conn.execute(

@@ -127,10 +127,11 @@ def test_second_production_needs_archive_existing(versions: ModelVersions, regis
     registry.create_model(EDITOR, NewModel("m", Framework.ONNX))
     add_version(versions)
     add_version(versions)
-    versions.set_stage(EDITOR, "m", 1, Stage.PRODUCTION, archive_existing=False)
+    deployer = Principal("de", "acme", frozenset({Role.DEPLOYER}))
+    versions.set_stage(deployer, "m", 1, Stage.PRODUCTION, archive_existing=False)
     with pytest.raises(Conflict):
-        versions.set_stage(EDITOR, "m", 2, Stage.PRODUCTION, archive_existing=False)
-    versions.set_stage(EDITOR, "m", 2, Stage.PRODUCTION, archive_existing=True)
+        versions.set_stage(deployer, "m", 2, Stage.PRODUCTION, archive_existing=False)
+    versions.set_stage(deployer, "m", 2, Stage.PRODUCTION, archive_existing=True)
     assert versions.get_version(EDITOR, "m", 1).stage == Stage.ARCHIVED
     assert versions.resolve(EDITOR, "m")[1].version == 2
 

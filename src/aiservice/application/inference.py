@@ -12,7 +12,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,14 +24,14 @@ from aiservice.application.serving.batching import AdaptiveBatcher
 from aiservice.application.serving.cache import CacheStats, ModelCache
 from aiservice.application.serving.inputs import ImageDecoder, ServingModel, label_of, to_rows
 from aiservice.application.versions import ModelVersions
-from aiservice.domain.errors import DomainError, InvalidInput, PredictionFailed, Unavailable
+from aiservice.domain.errors import DomainError, InvalidInput, PredictionFailed, QuotaExceeded, Unavailable
 from aiservice.domain.models import Framework, Model, ModelVersion
 from aiservice.domain.schemas import (
     ImageSchema,
     parse_input_schema,
     parse_output_schema,
 )
-from aiservice.domain.tenancy import Permission, Principal
+from aiservice.domain.tenancy import Permission, Principal, Quota
 
 ROUTE_TTL_S = 5.0
 log = logging.getLogger(__name__)
@@ -89,8 +89,12 @@ class InferenceService:
         batch_workers: int = 1,
         timeout_s: float = 30.0,
         devices: dict[Framework, str] | None = None,
+        loaded_model_limit: Callable[[str], int | None] = lambda tenant_id: None,
     ) -> None:
+        """``loaded_model_limit`` gives a tenant's ``maxLoadedModels`` (None: no limit); it is asked
+        on a cold load only, never on a cache hit."""
         self.timeout_s = timeout_s
+        self._loaded_model_limit = loaded_model_limit
         self._devices = devices or {}
         self._versions = versions
         self._store = store
@@ -122,10 +126,10 @@ class InferenceService:
     async def _route(
         self, principal: Principal, ident: str, selector: str
     ) -> tuple[Model, ModelVersion, bool]:
-        principal.require(Permission.MODEL_READ)
+        principal.require(Permission.PREDICT)
         key = (principal.tenant_id, ident, selector)
         cached = self._routes.get(key)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > time.monotonic() and principal.sees_model(cached[1].id):
             return cached[1], cached[2], cached[3]
         loop = asyncio.get_running_loop()
         model, version, allow_pickle = await loop.run_in_executor(
@@ -136,9 +140,33 @@ class InferenceService:
 
     # -- loading -------------------------------------------------------------------------------
 
+    def loaded_models(self, tenant_id: str) -> int:
+        """How many of the tenant's versions this replica's cache holds."""
+        return self.cache.count(lambda key: _tenant_of(key) == tenant_id)
+
+    async def _make_room(self, tenant_id: str, explicit: bool) -> None:
+        """Keep the tenant within ``maxLoadedModels`` in this replica's cache: a prediction that needs a
+        cold model evicts the tenant's least recently used idle one; an explicit load is refused."""
+        loop = asyncio.get_running_loop()
+        limit = await loop.run_in_executor(None, self._loaded_model_limit, tenant_id)
+        if limit is None:
+            return
+
+        def mine(key: Hashable) -> bool:
+            return _tenant_of(key) == tenant_id
+
+        while (current := self.cache.count(mine)) >= limit:
+            if explicit or not await self.cache.evict_oldest(mine):
+                raise QuotaExceeded(
+                    f"Tenant {tenant_id!r} has {current} models loaded, its {Quota.LOADED_MODELS} limit "
+                    + f"is {limit}{'; unload one first' if explicit and limit else ''}.",
+                    extra={"quota": str(Quota.LOADED_MODELS), "limit": limit, "current": current},
+                )
+
     async def _load(
-        self, model: Model, version: ModelVersion, allow_pickle: bool
+        self, model: Model, version: ModelVersion, allow_pickle: bool, *, explicit: bool = False
     ) -> tuple[ServingModel, int]:
+        await self._make_room(model.tenant_id, explicit)
         compiled = version.serving.get("onnx") if version.serving.get("form") == "onnx" else None
         if compiled is not None:  # the checked, faster ONNX form of this version
             framework = Framework.ONNX
@@ -218,7 +246,8 @@ class InferenceService:
         principal.require(Permission.VERSION_WRITE)
         model, version, allow_pickle = await self._route(principal, ident, f":{number}")
         async with self.cache.use(
-            self._key(principal, model, version), lambda: self._load(model, version, allow_pickle)
+            self._key(principal, model, version),
+            lambda: self._load(model, version, allow_pickle, explicit=True),
         ) as entry:
             loaded = entry.value, entry.bytes
         # Callers mostly predict by bare name next: resolve it now so that first predict finds the
@@ -426,6 +455,10 @@ class InferenceService:
                 "reason": "not supported for this model",
             }
         return result
+
+
+def _tenant_of(key: Hashable) -> object:
+    return key[0] if isinstance(key, tuple) else None
 
 
 def _warm_up(loaded: LoadedModel) -> float | None:

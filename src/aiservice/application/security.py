@@ -7,7 +7,7 @@ import time
 
 from aiservice.application.ports import TokenService, UnitOfWorkFactory
 from aiservice.domain.errors import FieldError, Forbidden, InvalidInput, Unauthenticated
-from aiservice.domain.tenancy import Principal, Role, TenantStatus
+from aiservice.domain.tenancy import PLATFORM_TENANT, Principal, Role, TenantStatus
 
 _KNOWN_ROLES = {r.value for r in Role}
 
@@ -51,7 +51,14 @@ class TokenAuthenticator:
         with self._lock:
             return self._active.get(tenant_header or "", 0.0) > time.monotonic()
 
+    def forget_tenant(self, tenant_id: str) -> None:
+        """The tenant changed (suspended, say): read its status again on its next request."""
+        with self._lock:
+            self._active.pop(tenant_id, None)
+
     def _check_tenant(self, tenant_id: str) -> None:
+        if tenant_id == PLATFORM_TENANT:  # the operators' reserved tenant has no row and no data
+            return
         now = time.monotonic()
         with self._lock:
             if self._active.get(tenant_id, 0.0) > now:

@@ -24,6 +24,7 @@ from aiservice.application.ports import (
     UnitOfWorkFactory,
     chunks,
 )
+from aiservice.application.quotas import admit_training_job
 from aiservice.application.registry import find_model
 from aiservice.application.versions import ModelVersions, VersionMetadata
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -134,7 +135,7 @@ class TrainingJobs:
     def submit(self, principal: Principal, model_ident: str, request: TrainingRequest) -> TrainingJob:
         principal.require(Permission.TRAIN)
         with self._uow(principal.tenant_id, writes=False) as uow:
-            model = find_model(uow, model_ident)
+            model = find_model(uow, model_ident, principal)
         dataset = self._checked(principal, model, request)
         now = self._clock()
         job = TrainingJob(
@@ -151,6 +152,7 @@ class TrainingJobs:
             else None,
         )
         with self._uow(principal.tenant_id) as uow:
+            admit_training_job(uow)  # locks the tenant's row until commit
             if uow.models.get(model.id) is None:
                 raise NotFound(f"Model {model_ident!r} was deleted meanwhile.")
             uow.jobs.add(job)
@@ -246,7 +248,7 @@ class TrainingJobs:
     ) -> Page[TrainingJob]:
         principal.require(Permission.MODEL_READ)
         with self._uow(principal.tenant_id, writes=False) as uow:
-            model_id = find_model(uow, model_ident).id if model_ident else None
+            model_id = find_model(uow, model_ident, principal).id if model_ident else None
             return uow.jobs.page(model_id, status, limit, cursor)
 
     def cancel(self, principal: Principal, job_id: str) -> TrainingJob:

@@ -19,6 +19,7 @@ from aiservice.application.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from aiservice.application.quotas import admit_version
 from aiservice.application.registry import find_model
 from aiservice.domain.errors import Conflict, FieldError, InvalidArtifact, NotFound
 from aiservice.domain.events import ModelAliasDeleted, ModelAliasSet, ModelStageChanged, ModelVersionCreated
@@ -102,7 +103,8 @@ class ModelVersions:
         """
         principal.require(Permission.VERSION_WRITE)
         with self._uow(principal.tenant_id, writes=False) as uow:
-            model = find_model(uow, model_ident)
+            model = find_model(uow, model_ident, principal)
+            admit_version(uow, model, 1, lock=False)  # an over-quota upload fails before its bytes
         key = f"{principal.tenant_id}/{model.id}/{uuid4().hex}"
         return VersionUpload(principal, model.id, key, self._store.writer(key, self.max_artifact_bytes))
 
@@ -127,6 +129,7 @@ class ModelVersions:
                 model = uow.models.get(upload.model_id)
                 if model is None:  # deleted while the bytes were streaming
                     raise NotFound(f"Model {upload.model_id!r} was deleted during the upload.")
+                admit_version(uow, model, stored.size_bytes)  # locks the tenant's row until commit
                 version = ModelVersion(
                     tenant_id=model.tenant_id,
                     model_id=model.id,
@@ -225,13 +228,13 @@ class ModelVersions:
     ) -> Page[ModelVersion]:
         principal.require(Permission.MODEL_READ)
         with self._uow(principal.tenant_id, writes=False) as uow:
-            model = find_model(uow, model_ident)
+            model = find_model(uow, model_ident, principal)
             return uow.versions.page(model.id, limit, cursor)
 
     def get_version(self, principal: Principal, model_ident: str, number: int) -> ModelVersion:
         principal.require(Permission.MODEL_READ)
         with self._uow(principal.tenant_id, writes=False) as uow:
-            return _version(uow, find_model(uow, model_ident), number)
+            return _version(uow, find_model(uow, model_ident, principal), number)
 
     def open_artifact(
         self, principal: Principal, model_ident: str, number: int
@@ -244,14 +247,18 @@ class ModelVersions:
         """Turn ``name``, ``id``, ``name:3``, ``name@alias``, ``name@production`` or ``name@latest``
         into one version. A bare model means its production version, else its latest."""
         principal.require(Permission.MODEL_READ)
+        return self._resolve(principal, reference)
+
+    def _resolve(self, principal: Principal, reference: str) -> tuple[Model, ModelVersion]:
         ref = ModelReference.parse(reference, field_name="reference")
         with self._uow(principal.tenant_id, writes=False) as uow:
-            model = find_model(uow, ref.model)
+            model = find_model(uow, ref.model, principal)
             return model, _resolve_in(uow, model, ref)
 
     def serving_target(self, principal: Principal, reference: str) -> tuple[Model, ModelVersion, bool]:
-        """``resolve`` plus whether the tenant accepts pickle, for the loader."""
-        model, version = self.resolve(principal, reference)
+        """``resolve`` for a caller who may predict, plus whether the tenant accepts pickle."""
+        principal.require(Permission.PREDICT)
+        model, version = self._resolve(principal, reference)
         with self._uow(principal.tenant_id, writes=False) as uow:
             tenant = uow.tenants.get(principal.tenant_id)
         return model, version, bool(tenant and tenant.allow_pickle)
@@ -262,11 +269,15 @@ class ModelVersions:
         self, principal: Principal, model_ident: str, number: int, stage: Stage, archive_existing: bool
     ) -> ModelVersion:
         principal.require(Permission.STAGE_WRITE)
+        if stage == Stage.PRODUCTION:
+            principal.require(Permission.STAGE_PRODUCTION)
         with self._uow(principal.tenant_id) as uow:
-            model = find_model(uow, model_ident)
+            model = find_model(uow, model_ident, principal)
             version = _version(uow, model, number)
             if version.stage == stage:
                 return version
+            if version.stage == Stage.PRODUCTION:  # taking a version out of production is a deployer's call
+                principal.require(Permission.STAGE_PRODUCTION)
             now = self._clock()
             if stage == Stage.PRODUCTION:
                 current = [v for v in uow.versions.in_stage(model.id, stage) if v.version != number]
@@ -302,7 +313,7 @@ class ModelVersions:
         principal.require(Permission.ALIAS_WRITE)
         check_alias_name(alias)
         with self._uow(principal.tenant_id) as uow:
-            model = find_model(uow, model_ident)
+            model = find_model(uow, model_ident, principal)
             _version(uow, model, number, field_name="body.version")
             previous = uow.aliases.get(model.id, alias)
             record = Alias(model_id=model.id, name=alias, version=number, updated_at=self._clock())
@@ -322,7 +333,7 @@ class ModelVersions:
     def delete_alias(self, principal: Principal, model_ident: str, alias: str) -> None:
         principal.require(Permission.ALIAS_WRITE)
         with self._uow(principal.tenant_id) as uow:
-            model = find_model(uow, model_ident)
+            model = find_model(uow, model_ident, principal)
             existing = uow.aliases.get(model.id, alias)
             if existing is None:
                 raise NotFound(f"Model {model.name!r} has no alias {alias!r}.", extra={"alias": alias})
@@ -337,7 +348,7 @@ class ModelVersions:
     def aliases(self, principal: Principal, model_ident: str) -> list[Alias]:
         principal.require(Permission.MODEL_READ)
         with self._uow(principal.tenant_id, writes=False) as uow:
-            return uow.aliases.for_model(find_model(uow, model_ident).id)
+            return uow.aliases.for_model(find_model(uow, model_ident, principal).id)
 
 
 def _version(uow: UnitOfWork, model: Model, number: int, field_name: str = "path.version") -> ModelVersion:

@@ -28,8 +28,6 @@ class Permission(StrEnum):
     DATASET_WRITE = "dataset:write"  # upload and delete training datasets
     APIKEY_MANAGE = "apikey:manage"  # create, list and revoke the tenant's API keys
     AUDIT_READ = "audit:read"  # read the tenant's audit log
-
-
     TENANT_READ = "tenant:read"  # the caller's own tenant: its quotas and their use
     TENANTS_MANAGE = "tenants:manage"  # the platform: create, list and change every tenant
 
@@ -163,9 +161,13 @@ def parse_settings(raw: Mapping[str, Any], where: str = "settings") -> dict[str,
             expected = "a boolean" if name == "allowPickle" else "a list of frameworks or null"
             errors.append(FieldError(f"{where}.{name}", f"must be {expected}"))
         else:
-            errors.append(FieldError(f"{where}.{name}", "unknown setting; known: allowPickle, allowedFrameworks"))
+            errors.append(
+                FieldError(f"{where}.{name}", "unknown setting; known: allowPickle, allowedFrameworks")
+            )
     if errors:
-        raise InvalidInput("Invalid tenant settings: " + "; ".join(e.field for e in errors) + ".", errors=errors)
+        raise InvalidInput(
+            "Invalid tenant settings: " + "; ".join(e.field for e in errors) + ".", errors=errors
+        )
     return settings
 
 

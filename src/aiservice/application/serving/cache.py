@@ -107,6 +107,19 @@ class ModelCache(Generic[T]):
             del self._loading[key]
             self._changed()
 
+    def count(self, where: Callable[[Hashable], bool]) -> int:
+        """How many loaded entries have a key ``where`` accepts."""
+        return sum(1 for key in self._entries if where(key))
+
+    async def evict_oldest(self, where: Callable[[Hashable], bool]) -> bool:
+        """Evict the least recently used idle entry whose key ``where`` accepts; False if none is idle."""
+        victim = next((k for k, e in self._entries.items() if e.pins == 0 and where(k)), None)
+        if victim is None:
+            return False
+        self.stats.evictions += 1
+        await self.unload(victim)
+        return True
+
     async def unload(self, key: Hashable) -> bool:
         entry = self._entries.pop(key, None)
         if entry is None:

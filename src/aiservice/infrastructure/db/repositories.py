@@ -13,8 +13,7 @@ from aiservice.domain.errors import Conflict, FieldError, InvalidInput
 from aiservice.domain.models import Alias, ArtifactRef, Framework, Model, ModelVersion, Stage
 from aiservice.domain.pagination import Page, decode_cursor, encode_cursor
 from aiservice.domain.signature import Signature
-from aiservice.domain.tenancy import Tenant, TenantStatus
-from aiservice.infrastructure.db.tables import model_aliases, model_versions, models, tenants
+from aiservice.infrastructure.db.tables import model_aliases, model_versions, models
 
 _SORT_COLUMNS = {"createdAt": models.c.created_at, "updatedAt": models.c.updated_at, "name": models.c.name}
 
@@ -372,43 +371,3 @@ def _alias(row: sa.RowMapping) -> Alias:
     return Alias(
         model_id=row["model_id"], name=row["alias"], version=row["version"], updated_at=row["updated_at"]
     )
-
-
-class SqlAlchemyTenantRepository:
-    def __init__(self, conn: Connection, now: datetime) -> None:
-        self._conn = conn
-        self._now = now
-
-    def get(self, tenant_id: str) -> Tenant | None:
-        row = (
-            self._conn.execute(sa.select(tenants).where(tenants.c.tenant_id == tenant_id)).mappings().first()
-        )
-        if row is None:
-            return None
-        return Tenant(
-            id=row["tenant_id"],
-            name=row["name"],
-            status=TenantStatus(row["status"]),
-            settings=row["settings"],
-        )
-
-    def save_settings(self, tenant: Tenant) -> None:
-        self._conn.execute(
-            tenants.update().where(tenants.c.tenant_id == tenant.id).values(settings=tenant.settings)
-        )
-
-    def all_ids(self) -> list[str]:
-        return list(
-            self._conn.execute(sa.select(tenants.c.tenant_id).order_by(tenants.c.tenant_id)).scalars()
-        )
-
-    def add(self, tenant: Tenant) -> None:
-        self._conn.execute(
-            tenants.insert().values(
-                tenant_id=tenant.id,
-                name=tenant.name,
-                status=tenant.status.value,
-                settings=tenant.settings,
-                created_at=self._now,
-            )
-        )
