@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
 
     jwt_secret: SecretStr | None = None
+    # RS256/ES256 tokens from an identity provider: its JWKS by URL or from a local file (not both).
+    jwt_jwks_url: str | None = None
+    jwt_jwks_file: str | None = None
+    jwt_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    jwt_jwks_min_refetch_seconds: float = Field(default=30.0, ge=0)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
     data_dir: Path = Path("./var")
     artifact_root: str | None = None
     max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)

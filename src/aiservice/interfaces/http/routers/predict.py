@@ -127,14 +127,14 @@ _PREDICT_DOCS: dict[str, Any] = {
             "application/json": {"schema": _inlined(PredictRequest.model_json_schema(by_alias=True))}
         },
     },
-    "security": [{"HTTPBearer": []}],
+    "security": [{"HTTPBearer": []}, {"ApiKey": []}],
     "parameters": [
         {
             "name": "X-Tenant-ID",
             "in": "header",
-            "required": True,
+            "required": False,
             "schema": {"type": "string"},
-            "description": "Must equal the token's tenant.",
+            "description": "Must equal the credential's tenant (optional with an API key).",
         }
     ],
 }
