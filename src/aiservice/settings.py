@@ -55,6 +55,23 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    # Events: where the outbox relay publishes (inprocess | redis | nats | kafka), see .env.example.
+    event_bus: Literal["inprocess", "redis", "nats", "kafka"] = "inprocess"
+    event_destination_prefix: str = Field(
+        default="ai-service", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+    )
+    event_consumer_group: str | None = None
+    event_warm_on_promotion: bool = True
+    event_publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    outbox_lease_seconds: float = Field(default=30.0, gt=0)
+    outbox_max_backoff_seconds: float = Field(default=60.0, gt=0)
+    redis_stream_maxlen: int = Field(default=1_000_000, ge=0)
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream: str = Field(default="AI_SERVICE", pattern=r"^[A-Za-z0-9_-]+$")
+    kafka_broker: str = "127.0.0.1:9092"
+    kafka_idempotent: bool = True
+    kafka_topic_partitions: int = Field(default=3, ge=1)
+    kafka_topic_replication: int = Field(default=1, ge=1)
 
     training_concurrency: int = Field(default=1, ge=1)
     training_heartbeat_seconds: float = Field(default=5.0, gt=0)
