@@ -74,8 +74,11 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
 
     def drain() -> None:
         assert process.stdout is not None
-        for line in process.stdout:
-            server.output.append(line.rstrip("\n"))
+        try:
+            for line in process.stdout:
+                server.output.append(line.rstrip("\n"))
+        except (ValueError, OSError):  # closed at teardown while a slow machine was still reading
+            return
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
@@ -100,6 +103,6 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-        reader.join(timeout=5)
+        reader.join(timeout=30)
         assert process.stdout is not None
         process.stdout.close()

@@ -51,15 +51,6 @@ def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
     assert resolved["version"]["stage"] == "production"
     predicted = next(d for d in documents if "prediction" in d)
     assert predicted["prediction"] == "virginica"
-
-    # The upload part continues from there: upload, list, train on dataset://iris, delete.
-    stdout = paste_block(live_server, "datasets", timeout=180)
-    documents = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    assert documents[0]["uri"] == "dataset://iris"
-    assert [d["name"] for d in documents[1]["items"]] == ["iris"]
-    status = next(line for line in stdout.splitlines() if line.startswith("data: ") and "status" in line)
-    assert json.loads(status.removeprefix("data: "))["status"] == "succeeded"
-    assert stdout.rstrip().endswith("204")
     assert predicted["featureImportance"]["method"] == "coefficient-x-value"
     v2 = next(d for d in documents if d.get("model_name") == "iris")
     assert {o["name"]: o["data"] for o in v2["outputs"]}["label"] == ["virginica"]
