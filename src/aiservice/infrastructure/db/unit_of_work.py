@@ -21,11 +21,11 @@ from aiservice.infrastructure.db.repositories import (
     SqlAlchemyModelRepository,
     SqlAlchemyVersionRepository,
 )
+from aiservice.infrastructure.db.tables import outbox
 from aiservice.infrastructure.db.tenant_repositories import (
     SqlAlchemyTenantRepository,
     SqlAlchemyUsageRepository,
 )
-from aiservice.infrastructure.db.tables import outbox
 
 
 class SqlAlchemyUnitOfWork:

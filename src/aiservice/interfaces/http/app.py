@@ -12,13 +12,13 @@ from starlette.types import Scope
 from aiservice import __version__
 from aiservice.bootstrap import Container
 from aiservice.interfaces.http import v2
+from aiservice.interfaces.http.audit_context import AuditMiddleware
 from aiservice.interfaces.http.middleware import (
     BodyLimitMiddleware,
     HardenedFastAPI,
     RequestContextMiddleware,
     add_cors,
 )
-from aiservice.interfaces.http.audit_context import AuditMiddleware
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.problems import install_problem_handlers
 from aiservice.interfaces.http.routers import admin as admin_router
