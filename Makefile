@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+FUZZ_EXAMPLES ?= 200
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format bench bench-quick clean
+.PHONY: run test lint format fuzz bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ format: $(STAMP)
 
 test: lint ## lint, then the whole suite (PostgreSQL tests skip locally without a server, fail under CI=true)
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+fuzz: $(STAMP) ## schemathesis against /openapi.json, FUZZ_EXAMPLES (default 200) cases per operation, both databases
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -n 2 -m fuzz tests/fuzz
 
 bench: $(STAMP) ## performance figures: registry throughput and 1 GB upload
 	$(BIN)/python bench/registry.py

@@ -13,6 +13,8 @@ from aiservice.domain.errors import FieldError, InvalidInput
 from aiservice.domain.events import DomainEvent, ModelCreated, ModelDeleted, ModelUpdated
 from aiservice.domain.signature import Signature
 
+MAX_VERSION = 2**31 - 1  # version numbers are 32-bit: a larger one names no version and is refused
+
 JsonObject = dict[str, Any]
 
 # Names and aliases appear inside references (``name@alias``, ``name:3``), so they exclude ``@`` and ``:``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiservice.domain.errors import FieldError, InvalidInput
-from aiservice.domain.models import UUID_SHAPE
+from aiservice.domain.models import MAX_VERSION, UUID_SHAPE
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class ModelReference:
             return cls(model=model, alias=alias)
         if ":" in text:
             model, _, number = text.partition(":")
-            if not model or not number.isdigit() or int(number) < 1:
+            # int() refuses some digits isdigit() takes, and numbers of thousands of digits
+            decimal = number.isascii() and number.isdigit() and len(number) <= 10
+            if not model or not decimal or not 1 <= int(number) <= MAX_VERSION:
                 raise bad("the version must be a positive integer")
             return cls(model=model, version=int(number))
         return cls(model=text)

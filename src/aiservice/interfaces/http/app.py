@@ -19,6 +19,7 @@ from aiservice.interfaces.http.middleware import (
     RequestContextMiddleware,
     add_cors,
 )
+from aiservice.interfaces.http.openapi import document_problems
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.problems import install_problem_handlers
 from aiservice.interfaces.http.routers import admin as admin_router
@@ -65,6 +66,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     )
     app.state.container = container
     install_problem_handlers(app)
+    document_problems(app)
     app.include_router(health.router)
     app.include_router(predict.router)  # first: the hottest routes are matched with the fewest tries
     app.include_router(models.router)

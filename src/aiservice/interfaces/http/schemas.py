@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from aiservice.domain.models import Alias, Framework, Model, ModelVersion, Stage
+from aiservice.domain.models import MAX_VERSION, Alias, Framework, Model, ModelVersion, Stage
 
 T = TypeVar("T")
 
@@ -160,7 +160,7 @@ class StageChange(ApiModel):
 
 
 class AliasSet(ApiModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class AliasOut(ApiModel):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -41,6 +41,7 @@ from aiservice.domain.schemas import (
 from aiservice.domain.signature import Signature
 from aiservice.domain.tenancy import Principal
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.paths import VersionNumber
 from aiservice.interfaces.http.problems import domain_problem
 from aiservice.interfaces.http.v2_codec import (
     DTYPES,
@@ -90,7 +91,6 @@ def _problem(request: Request, exc: DomainError) -> Response:
 
 
 router = APIRouter(tags=["open inference protocol (v2)"], route_class=_V2Route)
-VersionNumber = Annotated[int, Path(ge=1)]
 _INFER_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,

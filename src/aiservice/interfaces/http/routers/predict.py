@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, ValidationError
 
 from aiservice.application.inference import PredictionResult, PredictOptions
 from aiservice.domain.errors import DomainError, PayloadTooLarge
+from aiservice.domain.models import MAX_VERSION
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep, authenticate, inference_of
-from aiservice.interfaces.http.paths import API_PREFIX
+from aiservice.interfaces.http.paths import API_PREFIX, VersionNumber
 from aiservice.interfaces.http.problems import PROBLEM_BASE, status_of
 from aiservice.interfaces.http.schemas import ApiModel
 
@@ -23,7 +24,7 @@ class PredictOptionsIn(ApiModel):
     include_confidence: bool = False
     include_feature_importance: bool = False
     version: int | None = Field(
-        default=None, ge=1, description="Pin a version (default: production, else latest)"
+        default=None, ge=1, le=MAX_VERSION, description="Pin a version (default: production, else latest)"
     )
     alias: str | None = Field(default=None, max_length=64, description="Pin an alias or a stage name")
 
@@ -187,7 +188,6 @@ async def batch_predict(
     return Response(orjson.dumps({"outputs": outputs}), media_type="application/json")
 
 
-VersionNumber = Annotated[int, Path(ge=1)]
 
 
 @router.post("/{model}/versions/{version}/load", summary="Load a version into the model cache")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from aiservice.interfaces.http.deps import CallerDep, VersionsDep
 from aiservice.interfaces.http.downloads import RangeNotSatisfiable, artifact_response
-from aiservice.interfaces.http.paths import API_PREFIX
+from aiservice.interfaces.http.paths import API_PREFIX, VersionNumber
 from aiservice.interfaces.http.schemas import (
     AliasOut,
     AliasSet,
@@ -23,7 +23,6 @@ from aiservice.interfaces.http.uploads import openapi_body, receive_version
 
 router = APIRouter(prefix=API_PREFIX, tags=["versions"])
 
-VersionNumber = Annotated[int, Path(ge=1)]
 
 _UPLOAD_BODY = openapi_body(
     "The artifact, or a zip/tar of a folder",
