@@ -19,6 +19,7 @@ from aiservice.application.api_keys import ApiKeys
 from aiservice.application.audit import AuditLog
 from aiservice.application.compilation import OnnxCompilation
 from aiservice.application.datasets import Datasets
+from aiservice.application.erasure import TenantErasure
 from aiservice.application.event_handlers import (
     EventConsumption,
     EventHandlers,
@@ -77,6 +78,8 @@ from aiservice.infrastructure.ratelimit.memory import InMemoryRateLimiter
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector, warm_fork_server
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+from aiservice.infrastructure.storage.encrypted import EncryptedArtifactStore, RotationReport
+from aiservice.infrastructure.storage.keys import KeyConfigError, generate_key, load_keyring
 from aiservice.infrastructure.storage.local import LocalArtifactStore
 from aiservice.settings import Settings
 
@@ -121,6 +124,7 @@ class Container:
     secret_is_generated: bool
     secret_created_now: bool
     rate_limits: RateLimits
+    erasure: TenantErasure
 
     def prepare(self) -> bool:
         """Apply migrations and make sure the default tenant exists; True if it was created now."""
@@ -141,6 +145,40 @@ class Container:
         self.compile_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
         self.rate_limits.close()
+
+
+def artifact_store(settings: Settings) -> LocalArtifactStore | EncryptedArtifactStore:
+    """The local store, wrapped to encrypt at rest when a master key is configured."""
+    store = LocalArtifactStore(settings.artifact_path)
+    secret = settings.artifact_encryption_key
+    listed = settings.artifact_encryption_keys
+    try:
+        keys = load_keyring(
+            secret.get_secret_value() if secret else None,
+            listed.get_secret_value() if listed else None,
+            settings.artifact_encryption_key_file,
+        )
+    except KeyConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if keys is None:
+        return store
+    return EncryptedArtifactStore(store, keys, plaintext_ttl_seconds=settings.artifact_plaintext_ttl_seconds)
+
+
+def rotate_artifact_keys(settings: Settings) -> tuple[str, RotationReport]:
+    """Re-wrap every artifact's data key under the current master key: (its id, what was done)."""
+    store = artifact_store(settings)
+    if not isinstance(store, EncryptedArtifactStore):
+        raise ConfigurationError(
+            "No ARTIFACT_ENCRYPTION_KEY, ARTIFACT_ENCRYPTION_KEYS or ARTIFACT_ENCRYPTION_KEY_FILE is set: "
+            "nothing to rotate."
+        )
+    return store.keys.current.id, store.rotate()
+
+
+def new_master_key() -> tuple[str, str]:
+    """A random master key for artifact encryption: (base64, id)."""
+    return generate_key()
 
 
 def signing_secret(settings: Settings) -> tuple[str, bool, bool]:
@@ -210,7 +248,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
     secret, generated, created = signing_secret(settings)
     engine = create_engine(settings.resolved_database_url)
     uow = SqlAlchemyUnitOfWorkFactory(engine, utcnow)
-    store = LocalArtifactStore(settings.artifact_path)
+    store = artifact_store(settings)
     tokens = _jwt_service(settings, secret)
     metrics = ServiceMetrics()
     bus = EventBus()
@@ -342,6 +380,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
         secret_is_generated=generated,
         secret_created_now=created,
         rate_limits=rate_limits(settings, metrics),
+        erasure=TenantErasure(uow, store, dataset_store, on_erased=inference.invalidate),
     )
 
 

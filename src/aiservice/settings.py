@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var")
     artifact_root: str | None = None
     max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # Encryption at rest (off unless one of the three is set; see .env.example for the formats).
+    artifact_encryption_key: SecretStr | None = None
+    artifact_encryption_keys: SecretStr | None = None
+    artifact_encryption_key_file: Path | None = None
+    artifact_plaintext_ttl_seconds: float = Field(default=600.0, ge=0)
     max_json_body_bytes: int = Field(default=1024**2, gt=0)
     max_json_depth: int = Field(default=64, ge=1, le=512)
     inspect_timeout_seconds: float = Field(default=120.0, gt=0)
@@ -58,6 +63,20 @@ class Settings(BaseSettings):
     # Events: where the outbox relay publishes (inprocess | redis | nats | kafka), see .env.example.
     event_bus: Literal["inprocess", "redis", "nats", "kafka"] = "inprocess"
     event_destination_prefix: str = Field(
+    # Observability: OpenTelemetry traces go to OTLP/HTTP when an endpoint is set (JAEGER_ENDPOINT is
+    # mapped to the same Jaeger's OTLP receiver); no endpoint = tracing off.
+    otel_exporter_otlp_endpoint: str | None = None
+    jaeger_endpoint: str | None = None
+    otel_service_name: str = "aiservice"
+    otel_traces_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # /metrics also on a port of its own; several workers' metrics merged from this folder.
+    prometheus_port: int | None = Field(default=None, ge=1, le=65535)
+    prometheus_multiproc_dir: Path | None = None
+    metrics_max_label_values: int = Field(default=200, ge=1)
+    # Fraction of predictions logged (modelId, tenantId, duration, confidence) at info.
+    prediction_log_sample_rate: float = Field(default=0.01, ge=0, le=1)
+    # Readiness fails once the event broker has been unreachable for this long.
+    broker_down_grace_seconds: float = Field(default=30.0, ge=0)
         default="ai-service", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
     )
     event_consumer_group: str | None = None

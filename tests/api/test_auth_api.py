@@ -90,6 +90,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/tenants/{tenant}"),
     Endpoint("PATCH", "/tenants/{tenant}", {"name": "Acme Corp"}),
     Endpoint("GET", "/tenants/{tenant}/usage"),
+    Endpoint("DELETE", "/tenants/{tenant}/data"),
     Endpoint("GET", "/v2/models/{name}"),
     Endpoint("GET", "/v2/models/{name}/versions/{version}"),
     Endpoint("GET", "/v2/models/{name}/ready"),

@@ -150,6 +150,22 @@ class ApiKeyLookup(Protocol):
     def find(self, key_id: str) -> ApiKey | None: ...
 
 
+@dataclass(frozen=True)
+class ErasedRows:
+    """What a tenant's erasure removed from the database: row counts by kind, the models that were
+    there (their caches are forgotten) and the artifact keys whose bytes go next."""
+
+    counts: dict[str, int]
+    models: dict[str, str]  # id -> name
+    artifact_keys: list[str]
+
+
+class TenantDataRepository(Protocol):
+    def erase_all(self) -> ErasedRows:
+        """Delete every row the tenant owns but the tenant itself and its audit chain."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction for one tenant: its repositories add the tenant to every query.
 
@@ -173,6 +189,8 @@ class UnitOfWork(Protocol):
     def usage(self) -> UsageRepository: ...
     @property
     def api_keys(self) -> ApiKeyRepository: ...
+    @property
+    def tenant_data(self) -> TenantDataRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

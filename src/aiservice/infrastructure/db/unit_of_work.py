@@ -22,6 +22,7 @@ from aiservice.infrastructure.db.repositories import (
     SqlAlchemyVersionRepository,
 )
 from aiservice.infrastructure.db.tables import outbox
+from aiservice.infrastructure.db.tenant_erasure import SqlAlchemyTenantDataRepository
 from aiservice.infrastructure.db.tenant_repositories import (
     SqlAlchemyTenantRepository,
     SqlAlchemyUsageRepository,
@@ -51,6 +52,7 @@ class SqlAlchemyUnitOfWork:
         self.jobs = SqlAlchemyTrainingJobRepository(self._conn, self.tenant_id)
         self.usage = SqlAlchemyUsageRepository(self._conn, self.tenant_id)
         self.api_keys = SqlAlchemyApiKeyRepository(self._conn, self.tenant_id)
+        self.tenant_data = SqlAlchemyTenantDataRepository(self._conn, self.tenant_id)
         return self
 
     def __exit__(

@@ -12,6 +12,7 @@ from aiservice.bootstrap import ConfigurationError, bootstrap, token_service
 from aiservice.domain.errors import DomainError
 from aiservice.domain.tenancy import Role
 from aiservice.interfaces.cli.audit import audit_app
+from aiservice.interfaces.cli.keys import keys_app
 from aiservice.interfaces.cli.training import jobs_app, train
 from aiservice.settings import Settings
 
@@ -22,6 +23,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 app.command("train")(train)
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")

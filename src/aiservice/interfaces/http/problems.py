@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from aiservice.domain.errors import DomainError, FieldError, Unauthenticated
+from aiservice.domain.errors import DomainError, FieldError, QuotaExceeded, Unauthenticated
 from aiservice.interfaces.http.audit_context import note_problem
 
 PROBLEM_BASE = "https://aiservice.dev/problems/"
@@ -109,6 +109,9 @@ def _challenge(request: Request) -> str:
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     return domain_problem(request, exc)
+    if isinstance(exc, QuotaExceeded):  # counted per tenant and quota (ai_service_quota_exceeded_total)
+        tenant = request.headers.get("x-tenant-id")
+        request.app.state.container.metrics.quota_refused(tenant, str(exc.extra.get("quota", "unknown")))
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:

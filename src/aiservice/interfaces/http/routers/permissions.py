@@ -94,6 +94,7 @@ ENDPOINT_RULES: tuple[Rule, ...] = (
     _rule("GET", "/tenants", P.TENANTS_MANAGE),
     _rule("GET", "/tenants/{tenant}", P.TENANTS_MANAGE),
     _rule("PATCH", "/tenants/{tenant}", P.TENANTS_MANAGE),
+    _rule("DELETE", "/tenants/{tenant}/data", P.TENANTS_MANAGE),
     Rule(
         "GET",
         _full("/tenants/{tenant}/usage"),

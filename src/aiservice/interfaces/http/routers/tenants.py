@@ -150,3 +150,23 @@ def tenant_usage(tenant: TenantId, caller: CallerDep, c: ContainerDep) -> UsageO
         status=found.status,
         quotas={str(use.quota): QuotaUseOut.of(use) for use in uses},
     )
+
+
+class ErasureOut(ApiModel):
+    tenant_id: str
+    erased: dict[str, int] = Field(
+        description="What was erased, by kind: models, versions, aliases, artifacts, trainingJobs, "
+        "trainingJobEvents, datasets, apiKeys, outboxEvents"
+    )
+
+
+@router.delete(
+    "/{tenant}/data",
+    response_model=ErasureOut,
+    summary="Erase every model, artifact, training job, dataset and API key of a tenant (GDPR)",
+    description="The tenant itself (and its status) and its audit log stay; the erasure is recorded "
+    "there as `tenant.erase`. Erasing again erases nothing more.",
+)
+def erase_tenant(tenant: TenantId, caller: CallerDep, c: ContainerDep) -> ErasureOut:
+    report = c.erasure.erase(caller, tenant)
+    return ErasureOut(tenant_id=report.tenant_id, erased=report.counts)

@@ -1,0 +1,61 @@
+"""A tenant's rows erased in the unit of work's transaction (GDPR erasure); the tenant row and its
+audit chain stay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from aiservice.application.ports import ErasedRows
+from aiservice.infrastructure.db.tables import (
+    api_keys,
+    model_aliases,
+    model_versions,
+    models,
+    outbox,
+    training_job_events,
+    training_jobs,
+)
+
+# Children before parents: the foreign keys hold until the end.
+_ORDER = (
+    ("trainingJobEvents", training_job_events),
+    ("trainingJobs", training_jobs),
+    ("aliases", model_aliases),
+    ("versions", model_versions),
+    ("models", models),
+    ("apiKeys", api_keys),
+    ("outboxEvents", outbox),
+)
+
+
+class SqlAlchemyTenantDataRepository:
+    def __init__(self, conn: Connection, tenant_id: str) -> None:
+        self._conn = conn
+        self._tenant = tenant_id
+
+    def erase_all(self) -> ErasedRows:
+        """Delete every model (soft-deleted ones too), version, alias, training job and its events,
+        API key and outbox event of the tenant; returns the counts, the models and the artifact keys."""
+        rows = self._conn.execute(
+            sa.select(model_versions.c.artifact_key, model_versions.c.serving).where(
+                model_versions.c.tenant_id == self._tenant
+            )
+        ).all()
+        named = self._conn.execute(
+            sa.select(models.c.id, models.c.name).where(models.c.tenant_id == self._tenant)
+        ).all()
+        counts = {
+            name: self._conn.execute(table.delete().where(table.c.tenant_id == self._tenant)).rowcount
+            for name, table in _ORDER
+        }
+        keys = [row.artifact_key for row in rows] + [k for row in rows if (k := _compiled_key(row.serving))]
+        return ErasedRows(counts=counts, models={m.id: m.name for m in named}, artifact_keys=keys)
+
+
+def _compiled_key(serving: Any) -> str | None:
+    onnx = serving.get("onnx") if isinstance(serving, dict) else None
+    key = onnx.get("key") if isinstance(onnx, dict) else None
+    return key if isinstance(key, str) else None

@@ -1,0 +1,38 @@
+"""``aiservice keys``: master keys for artifacts encrypted at rest (generate one, rotate to the current)."""
+
+from __future__ import annotations
+
+import typer
+
+from aiservice.bootstrap import ConfigurationError, new_master_key, rotate_artifact_keys
+from aiservice.settings import Settings
+
+keys_app = typer.Typer(help="Master keys for artifact encryption at rest.", no_args_is_help=True)
+
+
+@keys_app.command("generate")
+def generate() -> None:
+    """Print a new random master key (base64) on stdout, and its fingerprint id on stderr."""
+    secret, key_id = new_master_key()
+    typer.echo(secret)
+    typer.echo(f"id: {key_id}", err=True)
+
+
+@keys_app.command("rotate")
+def rotate() -> None:
+    """Re-wrap every artifact's data key under the current master key (bodies are not rewritten).
+
+    Make the new key current and keep the old ones listed until this reports no failure; then the
+    old ones can go. Exit status 1 if any artifact could not be re-wrapped."""
+    try:
+        current, report = rotate_artifact_keys(Settings())
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(
+        f"current key {current}: {report.rewrapped} re-wrapped, "
+        f"{report.current} already current, {len(report.failed)} failed"
+    )
+    for key in report.failed:
+        typer.echo(f"  failed: {key}", err=True)
+    if report.failed:
+        raise typer.Exit(code=1)

@@ -1,0 +1,183 @@
+"""Artifacts encrypted at rest, seen through the API: uploads, predictions and downloads work as before,
+while the files on disk hold ciphertext only; tampering and key changes are reported, not served."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
+
+from aiservice.bootstrap import ConfigurationError, Container, artifact_store, bootstrap
+from aiservice.interfaces.cli.main import app as cli_app
+from aiservice.interfaces.http.app import create_app
+from aiservice.settings import Settings
+from tests.conftest import Auth, make_settings
+from tests.helpers import create_model, iris_model_bytes, upload
+
+API = "/api/v1/ai/models"
+OLD_KEY = base64.b64encode(os.urandom(32)).decode()
+NEW_KEY = base64.b64encode(os.urandom(32)).decode()
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+ROW = dict.fromkeys(FEATURES, 1.0)
+MARKER = iris_model_bytes()[200:240]  # bytes of the uploaded artifact, unlikely anywhere else
+
+
+@pytest.fixture
+def settings(engine: Engine, database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "data", artifact_encryption_keys=f"old:{OLD_KEY}")
+
+
+def _files(root: Path) -> list[Path]:
+    """Artifact bodies and envelopes: everything but the private folder of decrypted copies."""
+    return [p for p in root.rglob("*") if p.is_file() and ".decrypted" not in p.parts]
+
+
+def _iris(client: TestClient, auth: Auth, name: str = "iris") -> None:
+    create_model(
+        client,
+        auth(),
+        name,
+        inputSchema={"type": "tabular", "features": [{"name": f, "type": "number"} for f in FEATURES]},
+    )
+    response = upload(client, auth(), name)
+    assert response.status_code == 201, response.text
+
+
+@pytest.fixture
+def reopen(settings: Settings) -> Iterator[object]:
+    """A second app over the same database and artifacts, with other settings."""
+    opened: list[Container] = []
+
+    def start(**overrides: object) -> TestClient:
+        container = bootstrap(make_settings(settings.resolved_database_url, settings.data_dir, **overrides))
+        opened.append(container)
+        return TestClient(create_app(container, manage_lifecycle=False))
+
+    yield start
+    for container in opened:
+        container.close()
+
+
+def test_upload_predict_and_download_round_trip_with_ciphertext_on_disk(
+    client: TestClient, auth: Auth, settings: Settings
+) -> None:
+    _iris(client, auth)
+    bodies = _files(settings.artifact_path)
+    assert len(bodies) == 2  # the body and its key envelope
+    assert not any(MARKER in p.read_bytes() for p in bodies)
+
+    predicted = client.post(f"{API}/iris/predict", json={"input": ROW}, headers=auth())
+    assert predicted.status_code == 200, predicted.text
+
+    download = client.get(f"{API}/iris/versions/1/artifact", headers=auth())
+    assert download.content == iris_model_bytes()
+    assert (
+        download.headers["x-checksum-sha256"] == hashlib.sha256(iris_model_bytes()).hexdigest()
+    )  # plaintext
+
+
+def test_a_range_download_returns_the_plaintext_slice(client: TestClient, auth: Auth) -> None:
+    _iris(client, auth)
+    partial = client.get(f"{API}/iris/versions/1/artifact", headers={**auth(), "Range": "bytes=100-1099"})
+    assert partial.status_code == 206
+    assert partial.content == iris_model_bytes()[100:1100]
+
+
+def test_tampered_ciphertext_is_a_clear_problem_not_a_crash(
+    client: TestClient, auth: Auth, settings: Settings
+) -> None:
+    _iris(client, auth)
+    body = max(_files(settings.artifact_path), key=lambda p: p.stat().st_size)
+    data = bytearray(body.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    body.write_bytes(bytes(data))
+    response = client.get(f"{API}/iris/versions/1/artifact", headers=auth())
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("artifact-corrupt")
+    assert "authentication" in response.json()["detail"]
+    assert "Traceback" not in response.text
+
+
+def test_a_wrong_master_key_is_refused(client: TestClient, auth: Auth, reopen) -> None:  # type: ignore[no-untyped-def]
+    _iris(client, auth)
+    other = reopen(artifact_encryption_keys=f"old:{NEW_KEY}")  # same id, other key
+    response = other.get(f"{API}/iris/versions/1/artifact", headers=auth())
+    assert response.json()["type"].endswith("artifact-corrupt")
+    assert "does not unwrap" in response.json()["detail"]
+
+
+def test_plaintext_artifacts_from_before_encryption_keep_working(
+    auth: Auth,
+    reopen,
+    settings: Settings,  # type: ignore[no-untyped-def]
+) -> None:
+    plain = reopen()  # no key: encryption off
+    create_model(plain, auth(), "legacy")
+    assert upload(plain, auth(), "legacy").status_code == 201
+    assert any(MARKER in p.read_bytes() for p in _files(settings.artifact_path))
+
+    encrypted = reopen(artifact_encryption_key=NEW_KEY)
+    assert encrypted.get(f"{API}/legacy/versions/1/artifact", headers=auth()).content == iris_model_bytes()
+    assert upload(encrypted, auth(), "legacy").status_code == 201
+    assert encrypted.get(f"{API}/legacy/versions/2/artifact", headers=auth()).content == iris_model_bytes()
+    assert sum(MARKER in p.read_bytes() for p in _files(settings.artifact_path)) == 1  # the old one only
+
+
+def test_rotation_lets_the_old_key_go(client: TestClient, auth: Auth, settings: Settings, reopen) -> None:  # type: ignore[no-untyped-def]
+    _iris(client, auth)
+    _iris(client, auth, "second")
+    env = {
+        "DATABASE_URL": settings.resolved_database_url,
+        "DATA_DIR": str(settings.data_dir),
+        "JWT_SECRET": "cli-secret-0123456789-0123456789-0123456789",
+        "ARTIFACT_ENCRYPTION_KEYS": f"new:{NEW_KEY},old:{OLD_KEY}",
+    }
+    result = CliRunner().invoke(cli_app, ["keys", "rotate"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "2 re-wrapped" in result.output
+
+    rotated = reopen(artifact_encryption_keys=f"new:{NEW_KEY}")
+    for name in ("iris", "second"):
+        assert rotated.get(f"{API}/{name}/versions/1/artifact", headers=auth()).content == iris_model_bytes()
+        assert rotated.post(f"{API}/{name}/predict", json={"input": ROW}, headers=auth()).status_code == 200
+
+
+def test_rotation_without_the_old_key_fails_and_says_so(
+    client: TestClient, auth: Auth, settings: Settings
+) -> None:
+    _iris(client, auth)
+    env = {
+        "DATABASE_URL": settings.resolved_database_url,
+        "DATA_DIR": str(settings.data_dir),
+        "ARTIFACT_ENCRYPTION_KEY": NEW_KEY,
+    }
+    result = CliRunner().invoke(cli_app, ["keys", "rotate"], env=env)
+    assert result.exit_code == 1
+    assert "1 failed" in result.output
+
+
+def test_a_generated_key_switches_encryption_on(database_url: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli_app, ["keys", "generate"])
+    assert result.exit_code == 0
+    secret = result.stdout.strip()
+    settings = make_settings(database_url, tmp_path / "data", artifact_encryption_key=secret)
+    writer = artifact_store(settings).writer("t/a", 100)
+    writer.write(MARKER)
+    digest = writer.commit().digest
+    assert MARKER not in (settings.artifact_path / "t/a").read_bytes()
+    with artifact_store(settings).open("t/a", digest) as handle:
+        assert handle.read() == MARKER
+
+
+def test_a_malformed_key_stops_the_service_without_echoing_it(database_url: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        bootstrap(make_settings(database_url, tmp_path / "data", artifact_encryption_key="c2hvcnQ="))
+    assert "32 bytes" in str(caught.value)
+    assert "c2hvcnQ=" not in str(caught.value)
