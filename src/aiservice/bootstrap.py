@@ -30,18 +30,21 @@ from aiservice.application.health import HealthCheck
 from aiservice.application.inference import InferenceService
 from aiservice.application.outbox import EventBus, OutboxRelay, OutboxStatus
 from aiservice.application.ports import (
+    ArtifactStore,
     Authenticator,
     EventConsumer,
     EventPublisher,
     OutboxMessage,
     RateLimiter,
     TokenService,
+    Tracer,
 )
 from aiservice.application.quotas import TenantUsage
 from aiservice.application.rate_limits import RateClass, RateLimit, RateLimitPolicy, RateLimits
 from aiservice.application.registry import ModelRegistry
 from aiservice.application.security import TokenAuthenticator
 from aiservice.application.tenants import Tenants
+from aiservice.application.tracing import NO_TRACER
 from aiservice.application.training import TrainingExecution, TrainingJobs
 from aiservice.application.versions import ModelVersions
 from aiservice.domain.clock import utcnow
@@ -72,7 +75,14 @@ from aiservice.infrastructure.images.pillow import PillowImageDecoder
 from aiservice.infrastructure.jobs.adapters import FrameworkCatalog, LocatedDatasets
 from aiservice.infrastructure.jobs.local import ProcessLauncher
 from aiservice.infrastructure.jobs.supervisor import JobSupervisor, WorkerLauncher
+from aiservice.infrastructure.observability.logging import log_prediction
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
+from aiservice.infrastructure.observability.probes import dependency_probes
+from aiservice.infrastructure.observability.tracing import (
+    TracedArtifactStore,
+    configure_tracing,
+    instrument_engine,
+)
 from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.ratelimit.memory import InMemoryRateLimiter
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
@@ -125,6 +135,7 @@ class Container:
     secret_created_now: bool
     rate_limits: RateLimits
     erasure: TenantErasure
+    tracer: Tracer = NO_TRACER
 
     def prepare(self) -> bool:
         """Apply migrations and make sure the default tenant exists; True if it was created now."""
@@ -132,6 +143,8 @@ class Container:
         return self.tenants.ensure(DEFAULT_TENANT, "Default tenant")[1]
 
     def start(self) -> None:
+        if self.settings.prometheus_port:
+            self.metrics.serve(self.settings.prometheus_port)
         self.relay.start()
         self.events.start()
         self.training_runner.start()
@@ -145,6 +158,8 @@ class Container:
         self.compile_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
         self.rate_limits.close()
+        self.metrics.stop_serving()
+        self.tracer.shutdown()
 
 
 def artifact_store(settings: Settings) -> LocalArtifactStore | EncryptedArtifactStore:
@@ -243,14 +258,27 @@ def _log_event(message: OutboxMessage) -> None:
     )
 
 
-def bootstrap(settings: Settings | None = None) -> Container:
+def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None) -> Container:
+    """The service built from ``settings``; ``tracer`` replaces the one the settings configure (tests)."""
     settings = settings or Settings()
     secret, generated, created = signing_secret(settings)
     engine = create_engine(settings.resolved_database_url)
+    tracer = tracer or configure_tracing(
+        settings.otel_exporter_otlp_endpoint,
+        settings.jaeger_endpoint,
+        service_name=settings.otel_service_name,
+        sample_ratio=settings.otel_traces_sample_ratio,
+    )
+    instrument_engine(engine, tracer)
     uow = SqlAlchemyUnitOfWorkFactory(engine, utcnow)
-    store = artifact_store(settings)
+    store: ArtifactStore = artifact_store(settings)
+    if tracer is not NO_TRACER:
+        store = TracedArtifactStore(store, tracer)
     tokens = _jwt_service(settings, secret)
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(
+        multiprocess_dir=settings.prometheus_multiproc_dir,
+        max_label_values=settings.metrics_max_label_values,
+    )
     bus = EventBus()
     bus.subscribe("*", _log_event)
     bus.subscribe("*", lambda m: metrics.events_published.labels(m.event_type).inc())
@@ -296,6 +324,9 @@ def bootstrap(settings: Settings | None = None) -> Container:
             Framework.TENSORFLOW: settings.tensorflow_backend,
         },
         loaded_model_limit=lambda tenant_id: tenant_usage.limit(tenant_id, Quota.LOADED_MODELS),
+        tracer=tracer,
+        prediction_log=log_prediction,
+        prediction_log_rate=settings.prediction_log_sample_rate,
     )
     tenant_usage = TenantUsage(uow, loaded_models=inference.loaded_models)
 
@@ -336,6 +367,8 @@ def bootstrap(settings: Settings | None = None) -> Container:
         resolve=locator.resolve,
         storage_options=locator.storage_options,
         fingerprint=locator.fingerprint,
+        tracer=tracer,
+        on_job=metrics.training_job,
     )
     training = TrainingJobs(
         uow,
@@ -366,7 +399,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
         authenticator=authenticator,
         api_keys=ApiKeys(uow, utcnow),
         audit=AuditLog(SqlAlchemyAuditStore(engine), uow, utcnow),
-        health=HealthCheck(SqlAlchemyDatabaseProbe(engine), store, __version__, utcnow),
+        health=_health(settings, engine, store),
         bus=bus,
         relay=relay,
         events=EventConsumption(
@@ -381,6 +414,28 @@ def bootstrap(settings: Settings | None = None) -> Container:
         secret_created_now=created,
         rate_limits=rate_limits(settings, metrics),
         erasure=TenantErasure(uow, store, dataset_store, on_erased=inference.invalidate),
+        tracer=tracer,
+    )
+
+
+def _health(settings: Settings, engine: Engine, store: ArtifactStore) -> HealthCheck:
+    probes, broker, absent = dependency_probes(
+        redis=f"{settings.redis_host}:{settings.redis_port}" if settings.redis_host else None,
+        event_bus=settings.event_bus,
+        nats_url=settings.nats_url,
+        kafka_broker=settings.kafka_broker,
+        ray_address=settings.ray_address,
+        job_runner=settings.job_runner,
+    )
+    return HealthCheck(
+        SqlAlchemyDatabaseProbe(engine),
+        store,
+        __version__,
+        utcnow,
+        dependencies=probes,
+        broker=broker,
+        not_configured=absent,
+        broker_grace_s=settings.broker_down_grace_seconds,
     )
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import logging
+import random
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
@@ -19,10 +21,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from aiservice.application.ports import ArtifactStore, LoadedModel, LoadSpec, Prediction, Runtime
+from aiservice.application.ports import (
+    ArtifactStore,
+    LoadedModel,
+    LoadSpec,
+    Prediction,
+    Runtime,
+    SpanValue,
+    Tracer,
+)
 from aiservice.application.serving.batching import AdaptiveBatcher
 from aiservice.application.serving.cache import CacheStats, ModelCache
 from aiservice.application.serving.inputs import ImageDecoder, ServingModel, label_of, to_rows
+from aiservice.application.tracing import NO_TRACER
 from aiservice.application.versions import ModelVersions
 from aiservice.domain.errors import DomainError, InvalidInput, PredictionFailed, QuotaExceeded, Unavailable
 from aiservice.domain.models import Framework, Model, ModelVersion
@@ -46,6 +57,10 @@ class InferenceMetrics(Protocol):
     def batch(self, requests: int, rows: int) -> None: ...
     def cache(self, stats: CacheStats, models: int, loaded_bytes: int) -> None: ...
     def cache_hit(self) -> None: ...
+
+
+PredictionLog = Callable[[str, str, float, float | None], None]
+"""Writes the prediction log line: (model id, tenant id, duration in ms, confidence or None)."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +105,16 @@ class InferenceService:
         timeout_s: float = 30.0,
         devices: dict[Framework, str] | None = None,
         loaded_model_limit: Callable[[str], int | None] = lambda tenant_id: None,
+        tracer: Tracer = NO_TRACER,
+        prediction_log: PredictionLog | None = None,
+        prediction_log_rate: float = 0.0,
     ) -> None:
         """``loaded_model_limit`` gives a tenant's ``maxLoadedModels`` (None: no limit); it is asked
         on a cold load only, never on a cache hit."""
         self.timeout_s = timeout_s
+        self._tracer = tracer
+        self._prediction_log = prediction_log if prediction_log_rate > 0 else None
+        self._prediction_log_rate = prediction_log_rate
         self._loaded_model_limit = loaded_model_limit
         self._devices = devices or {}
         self._versions = versions
@@ -197,7 +218,14 @@ class InferenceService:
             gc.freeze()
             return loaded, grown, call_s
 
-        loaded, grown, call_s = await loop.run_in_executor(None, load)
+        attributes: dict[str, SpanValue] = {
+            "model.id": model.id,
+            "model.version": version.version,
+            "model.framework": framework.value,
+        }
+        with self._tracer.span("model.load", attributes):
+            # The worker thread runs in this context, so the artifact read is a child of the load.
+            loaded, grown, call_s = await loop.run_in_executor(None, contextvars.copy_context().run, load)
         serving = self._serving_model(model, version, loaded, call_s)
         return serving, max(grown, size)
 
@@ -331,6 +359,8 @@ class InferenceService:
                 rows, errors = await self._rows_off_loop(serving, payloads, where, fail_fast)
                 good = [i for i in range(len(payloads)) if i not in errors]
                 prediction = await self._run(serving, rows, chunk) if good else None
+                if prediction is not None and self._prediction_log is not None:
+                    self._log_sampled(principal, serving, prediction, started)
                 importance = (
                     await self._explain(serving, rows)
                     if good and options.include_feature_importance
@@ -385,8 +415,28 @@ class InferenceService:
             return np.empty((0,)), errors
         return np.concatenate(arrays), errors
 
+    def _log_sampled(
+        self, principal: Principal, serving: ServingModel, prediction: Prediction, started: float
+    ) -> None:
+        """The prediction log line, for a ``prediction_log_rate`` fraction of calls."""
+        if self._prediction_log is None or random.random() >= self._prediction_log_rate:
+            return
+        probs = prediction.probabilities
+        confidence = float(np.max(probs[0])) if probs is not None and len(probs) else None
+        duration = round((time.perf_counter() - started) * 1000, 3)
+        self._prediction_log(serving.model.id, principal.tenant_id, duration, confidence)
+
     async def _run(self, serving: ServingModel, rows: np.ndarray, chunk: int | None) -> Prediction:
         """The model's answer, within the time limit; a model's own failure becomes a clear problem."""
+        attributes: dict[str, SpanValue] = {
+            "model.id": serving.model.id,
+            "model.version": serving.version.version,
+            "rows": len(rows),
+        }
+        with self._tracer.span("model.predict", attributes):
+            return await self._run_timed(serving, rows, chunk)
+
+    async def _run_timed(self, serving: ServingModel, rows: np.ndarray, chunk: int | None) -> Prediction:
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task per call, unlike wait_for
                 return await self._run_chunks(serving, rows, chunk)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -490,6 +491,40 @@ class RateLimiter(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+SpanValue = str | int | float | bool
+
+
+class Span(Protocol):
+    """One traced operation, as the code that runs it sees it."""
+
+    def set_attribute(self, key: str, value: SpanValue) -> None: ...
+    def add_event(self, name: str, attributes: dict[str, SpanValue] | None = None) -> None: ...
+    def record_error(self, error: BaseException) -> None: ...
+    def update_name(self, name: str) -> None: ...
+    def end(self) -> None: ...
+
+
+class Tracer(Protocol):
+    """Distributed tracing, vendor-free: the adapter is OpenTelemetry, the default does nothing."""
+
+    def span(
+        self, name: str, attributes: dict[str, SpanValue] | None = None, *, traceparent: str | None = None
+    ) -> AbstractContextManager[Span]:
+        """A span that is current while the block runs (a child of the current one, or of
+        ``traceparent`` when given); an exception leaving the block is recorded on it."""
+        ...
+
+    def start_span(self, name: str, attributes: dict[str, SpanValue] | None = None) -> Span:
+        """A span that outlives a block (a training job): the caller ends it."""
+        ...
+
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of the current span, to carry into messages; None when not tracing."""
+        ...
+
+    def shutdown(self) -> None: ...
 
 
 def chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:

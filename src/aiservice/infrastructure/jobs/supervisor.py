@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import uuid4
 
+from aiservice.application.ports import Span, Tracer
+from aiservice.application.tracing import NO_SPAN, NO_TRACER
 from aiservice.application.training import TrainingExecution, TrainingOutcome, WorkOrder
 from aiservice.domain.training import INTERRUPTED, DatasetConfig, JobFailure, JobStatus
 
@@ -82,6 +84,8 @@ class _Running:
     memory_bytes: int | None
     fingerprints: list[dict[str, Any]] = field(default_factory=list)
     outcome: dict[str, Any] | None = None
+    span: Span = NO_SPAN
+    started: float = field(default_factory=time.monotonic)
 
 
 class JobSupervisor:
@@ -100,7 +104,13 @@ class JobSupervisor:
         storage_options: Callable[[str], dict[str, Any]] | None = None,
         fingerprint: Callable[[str], dict[str, Any]] | None = None,
         poll_s: float = 0.5,
+        tracer: Tracer = NO_TRACER,
+        on_job: Callable[[str, str, float | None], None] = lambda framework, outcome, duration_s: None,
     ) -> None:
+        """``on_job`` hears (framework, outcome, duration) as each job starts (duration None) and ends
+        (succeeded, failed, cancelled); each job is also a ``training.job`` span, its progress events."""
+        self._tracer = tracer
+        self._on_job = on_job
         self._execution = execution
         self.launcher = launcher
         self._concurrency = concurrency
@@ -189,7 +199,7 @@ class JobSupervisor:
             if status != JobStatus.RUNNING:  # cancelled (here or on another replica), or ended elsewhere
                 log.info("training job %s is %s; stopping its worker", job_id, status)
                 running.worker.kill()
-                self._forget(job_id)
+                self._forget(job_id, str(status))
         self._execution.recover_stale(3 * self._heartbeat_s)
 
     def _start_next(self) -> bool:
@@ -241,7 +251,12 @@ class JobSupervisor:
             deadline=time.monotonic() + timeout,
             memory_bytes=job.resources.memory_mb * 1024**2 if job.resources.memory_mb else None,
             fingerprints=fingerprints,
+            span=self._tracer.start_span(
+                "training.job",
+                {"job.id": job.id, "tenant.id": job.tenant_id, "job.framework": order.framework.value},
+            ),
         )
+        self._on_job(order.framework.value, "started", None)
         log.info("training job %s started on the %s runner", job.id, self.launcher.name)
         return True
 
@@ -285,6 +300,10 @@ class JobSupervisor:
             kind = message.get("type")
             if kind == "progress":
                 self._execution.progress(job.tenant_id, job.id, message)
+                counts = {
+                    k: v for k in ("epoch", "epochs", "step", "steps") if isinstance(v := message.get(k), int)
+                }
+                running.span.add_event("progress", counts)  # type: ignore[arg-type]
             elif kind in ("done", "failed"):
                 running.outcome = message
 
@@ -337,16 +356,20 @@ class JobSupervisor:
             return
         if version is not None:
             log.info("training job %s registered version %s", job.id, version.version)
-        self._forget(job.id)
+        self._forget(job.id, "succeeded")
 
     def _end(self, running: _Running, failure: JobFailure) -> None:
         self._execution.fail(running.order.job.tenant_id, running.order.job.id, failure)
-        self._forget(running.order.job.id)
+        running.span.set_attribute("job.failure", failure.stage)
+        self._forget(running.order.job.id, "failed")
 
-    def _forget(self, job_id: str) -> None:
+    def _forget(self, job_id: str, outcome: str) -> None:
         running = self._running.pop(job_id, None)
         if running is None:
             return
+        running.span.set_attribute("job.outcome", outcome)
+        running.span.end()
+        self._on_job(running.order.framework.value, outcome, time.monotonic() - running.started)
         running.worker.kill()  # a no-op once it has ended; a Ray job's other processes may not have
         running.worker.close()
         shutil.rmtree(running.folder, ignore_errors=True)

@@ -8,7 +8,25 @@ from typing import Any
 
 import structlog
 
+from aiservice.infrastructure.observability.tracing import current_ids
+
 SERVICE = "aiservice"
+_predictions = structlog.get_logger("aiservice.predictions")
+
+
+def add_trace_ids(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``trace_id`` and ``span_id`` of the span current when the line is written, if any."""
+    ids = current_ids()
+    if ids is not None:
+        event["trace_id"], event["span_id"] = ids
+    return event
+
+
+def log_prediction(model_id: str, tenant_id: str, duration_ms: float, confidence: float | None) -> None:
+    """The seed's prediction log line (sampled by the caller: PREDICTION_LOG_SAMPLE_RATE)."""
+    _predictions.info(
+        "prediction", modelId=model_id, tenantId=tenant_id, duration=duration_ms, confidence=confidence
+    )
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -36,6 +54,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.ExtraAdder(),
+        add_trace_ids,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
     ]
     renderer: Any = (

@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, start_http_server
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 _MS_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
 
-class ServiceMetrics:
-    """One registry per app instance, so two apps in one process (tests) never collide."""
+OTHER = "other"  # the label value every value past a label's bound is counted under
 
-    def __init__(self) -> None:
+
+class BoundedLabel:
+    """Keeps a label's cardinality bounded: the first ``limit`` distinct values are kept as they are,
+    later ones are counted under ``other``, so a tenant or model flood cannot blow up the series count."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str | None) -> str:
+        value = value or "none"
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) >= self._limit:
+                return OTHER
+            self._seen.add(value)
+        return value
+
+
+class ServiceMetrics:
+    """One registry per app instance, so two apps in one process (tests) never collide.
+
+    ``multiprocess_dir`` (PROMETHEUS_MULTIPROC_DIR, which prometheus_client also reads from the
+    environment when it is imported) makes ``render`` aggregate the values every worker process wrote
+    there. ``max_label_values`` bounds the distinct tenants and models each labelled metric keeps.
+    """
+
+    def __init__(self, *, multiprocess_dir: Path | None = None, max_label_values: int = 200) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._multiprocess_dir = multiprocess_dir
+        self.tenant_label = BoundedLabel(max_label_values)
+        self.model_label = BoundedLabel(max_label_values)
+        self._server: Any = None
         self.requests = Counter(
             "ai_service_requests",
             "HTTP requests handled, by method, route template and status.",
@@ -42,6 +76,7 @@ class ServiceMetrics:
             "Seconds the oldest outbox event not yet published has waited, as this replica's relay sees it "
             "(0 on replicas that do not hold the relay lease: take the max over replicas).",
             registry=self.registry,
+            multiprocess_mode="max",
         )
 
         self.predictions = Counter(
@@ -77,11 +112,40 @@ class ServiceMetrics:
             "ai_service_model_cache_evictions", "Models evicted from the cache.", registry=self.registry
         )
         self.cache_models = Gauge(
-            "ai_service_model_cache_models", "Models loaded in the cache.", registry=self.registry
+            "ai_service_model_cache_models",
+            "Models loaded in the cache.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.cache_bytes = Gauge(
             "ai_service_model_cache_loaded_bytes",
             "Measured memory of the models loaded in the cache, in bytes.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.training_jobs = Counter(
+            "ai_service_model_training_jobs",
+            "Training jobs by framework and outcome (started, succeeded, failed).",
+            ["framework", "outcome"],
+            registry=self.registry,
+        )
+        self.training_running = Gauge(
+            "ai_service_training_jobs_running",
+            "Training jobs this replica's runner is supervising now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.training_duration = Histogram(
+            "ai_service_training_job_duration_seconds",
+            "Wall time of finished training jobs, from start to success or failure, by framework.",
+            ["framework"],
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 24 * 3600),
+            registry=self.registry,
+        )
+        self.quota_exceeded = Counter(
+            "ai_service_quota_exceeded",
+            "Calls refused because a tenant reached a quota, by tenant (bounded) and quota.",
+            ["tenant", "quota"],
             registry=self.registry,
         )
         self.rate_limited = Counter(
@@ -104,7 +168,20 @@ class ServiceMetrics:
         )
         self._cache_seen = (0, 0, 0)
 
+    def training_job(self, framework: str, outcome: str, duration_s: float | None = None) -> None:
+        """A job started (``duration_s`` None) or ended (succeeded or failed after ``duration_s``)."""
+        self.training_jobs.labels(framework, outcome).inc()
+        if duration_s is None:
+            self.training_running.inc()
+        else:
+            self.training_running.dec()
+            self.training_duration.labels(framework).observe(duration_s)
+
+    def quota_refused(self, tenant: str | None, quota: str) -> None:
+        self.quota_exceeded.labels(self.tenant_label(tenant), quota).inc()
+
     def prediction(self, model: str, version: int, outcome: str, duration_ms: float) -> None:
+        model = self.model_label(model)
         self.predictions.labels(model, str(version), outcome).inc()
         self.inference_duration.labels(model, str(version)).observe(duration_ms)
 
@@ -135,5 +212,23 @@ class ServiceMetrics:
         self.requests.labels(*labels).inc()
         self.request_duration.labels(*labels).observe(duration_ms)
 
+    def exposed_registry(self) -> CollectorRegistry:
+        """What a scrape reads: this registry, or every worker's values when multi-process."""
+        if self._multiprocess_dir is None:
+            return self.registry
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+        return merged
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.exposed_registry())
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Serve ``/metrics`` on a port of its own (PROMETHEUS_PORT), besides the API's ``/metrics``."""
+        self._server, _thread = start_http_server(port, addr=addr, registry=self.exposed_registry())
+
+    def stop_serving(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

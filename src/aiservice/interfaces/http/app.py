@@ -101,5 +101,5 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     add_cors(app, container.settings.cors_origin_list)
     # Inside RequestContextMiddleware, which sets the request id the records carry.
     app.add_middleware(AuditMiddleware, audit=container.audit, metrics=container.metrics)
-    app.add_middleware(RequestContextMiddleware, metrics=container.metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=container.metrics, tracer=container.tracer)
     return app

@@ -175,7 +175,9 @@ class AuditMiddleware:
     async def _finish(self, call: CallContext, status: int) -> None:
         if call.principal is not None and call.describe().kind is CallKind.PREDICT:
             outcome = "success" if status < 400 else "failed"
-            self.metrics.tenant_predictions.labels(call.principal.tenant_id, outcome).inc()
+            self.metrics.tenant_predictions.labels(
+                self.metrics.tenant_label(call.principal.tenant_id), outcome
+            ).inc()
         if not self.audit.needs_record(call, status):
             return
         try:

@@ -16,8 +16,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aiservice.application.ports import RateDecision
+from aiservice.application.ports import RateDecision, Tracer
 from aiservice.application.rate_limits import retry_after
+from aiservice.application.tracing import NO_TRACER
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.interfaces.http.problems import problem_response
 from aiservice.interfaces.http.rate_limit import RATE_LIMIT_STATE
@@ -37,11 +38,13 @@ def _new_request_id() -> str:
 
 
 class RequestContextMiddleware:
-    """Accepts or makes ``X-Request-ID``, echoes it, binds it to logs, and records metrics."""
+    """Accepts or makes ``X-Request-ID``, echoes it, binds it to logs, records metrics, and runs the
+    request in a server span (a child of the caller's W3C ``traceparent`` when it sends one)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, tracer: Tracer = NO_TRACER) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,22 +68,27 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            duration = (time.perf_counter() - started) * 1000
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
-            self.metrics.observe_request(scope["method"], template, status, duration)
-            if template not in ("/metrics", "/health"):
-                log.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    route=template,
-                    status=status,
-                    duration=round(duration, 3),
-                )
+        parent = headers.get(b"traceparent", b"").decode("latin-1") or None
+        with self.tracer.span(scope["method"], {"http.method": scope["method"]}, traceparent=parent) as span:
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                duration = (time.perf_counter() - started) * 1000
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "<unmatched>"
+                span.update_name(f"{scope['method']} {template}")
+                span.set_attribute("http.route", template)
+                span.set_attribute("http.status_code", status)
+                self.metrics.observe_request(scope["method"], template, status, duration)
+                if template not in ("/metrics", "/health"):
+                    log.info(
+                        "request",
+                        method=scope["method"],
+                        path=scope["path"],
+                        route=template,
+                        status=status,
+                        duration=round(duration, 3),
+                    )
 
 
 class BodyLimitMiddleware:
@@ -141,7 +149,7 @@ class BodyLimitMiddleware:
                     problem.code,
                     problem.title,
                     problem.detail,
-                    status=400,
+                    status=problem.status,
                     extra=problem.extra,
                 )
                 await response(scope, _empty, send)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from aiservice import __version__
+from aiservice.application.health import HealthReport
 from aiservice.infrastructure.observability.metrics import CONTENT_TYPE
 from aiservice.interfaces.http.deps import ContainerDep
 
@@ -22,11 +23,25 @@ async def health() -> dict[str, Any]:
 
 @router.get(
     "/health/detailed",
-    summary="Readiness: database, artifact store and migrations; 503 when one is down",
+    summary="Every configured dependency (database, artifact store, migrations, Redis, event broker, "
+    "Ray) with its status and latency; 503 when one is down",
     responses={503: {"description": "A dependency is down"}},
 )
 def health_detailed(c: ContainerDep) -> Response:
-    report = c.health.detailed()
+    return _rendered(c.health.detailed())
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness: 503 while migrations are pending, the database is down, or the event broker "
+    "has been down past its grace period (BROKER_DOWN_GRACE_SECONDS)",
+    responses={503: {"description": "Not ready: the body's reasons say why"}},
+)
+def health_ready(c: ContainerDep) -> Response:
+    return _rendered(c.health.ready())
+
+
+def _rendered(report: HealthReport) -> Response:
     return JSONResponse(report.body, status_code=200 if report.healthy else 503)
 
 

@@ -1,0 +1,100 @@
+"""Traces: a predict call is one trace, from the HTTP server span down to the model's load and call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from aiservice.bootstrap import Container, bootstrap
+from aiservice.infrastructure.observability.tracing import OtelTracer, otlp_traces_url
+from aiservice.settings import Settings
+from tests.conftest import Auth
+from tests.helpers import create_model, upload
+
+API = "/api/v1/ai"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def container(settings: Settings, spans: InMemorySpanExporter) -> Iterator[Container]:
+    c = bootstrap(settings, tracer=OtelTracer(spans, batch=False))
+    c.tenants.ensure("acme")
+    yield c
+    c.close()
+
+
+def _predict(client: TestClient, headers: dict[str, str], spans: InMemorySpanExporter) -> list[ReadableSpan]:
+    create_model(client, headers, "iris")
+    assert upload(client, headers, "iris").status_code == 201
+    spans.clear()
+    response = client.post(
+        f"{API}/models/iris/predict",
+        json={"input": {"features": [5.1, 3.5, 1.4, 0.2]}},
+        headers={**headers, "traceparent": TRACEPARENT},
+    )
+    assert response.status_code == 200, response.text
+    return list(spans.get_finished_spans())
+
+
+def _named(spans: list[ReadableSpan], name: str) -> ReadableSpan:
+    found = [s for s in spans if s.name == name]
+    assert found, f"no {name!r} span in {[s.name for s in spans]}"
+    return found[0]
+
+
+def test_a_predict_call_is_a_server_span_with_load_and_predict_children(
+    client: TestClient, auth: Auth, spans: InMemorySpanExporter
+) -> None:
+    finished = _predict(client, auth("editor"), spans)
+    server = _named(finished, "POST /api/v1/ai/models/{model}/predict")
+    load = _named(finished, "model.load")
+    predict = _named(finished, "model.predict")
+    artifact = _named(finished, "artifact.open")
+    assert server.attributes is not None and server.attributes["http.status_code"] == 200
+    assert server.context is not None and load.context is not None
+    assert load.parent is not None and load.parent.span_id == server.context.span_id
+    assert predict.parent is not None and predict.parent.span_id == server.context.span_id
+    assert artifact.parent is not None and artifact.parent.span_id == load.context.span_id
+
+
+def test_the_callers_traceparent_keeps_its_trace_id(
+    client: TestClient, auth: Auth, spans: InMemorySpanExporter
+) -> None:
+    finished = _predict(client, auth("editor"), spans)
+    server = _named(finished, "POST /api/v1/ai/models/{model}/predict")
+    assert server.context is not None
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert server.parent is not None and format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
+    for name in ("model.load", "model.predict", "artifact.open"):
+        span = _named(finished, name)
+        assert span.context is not None and format(span.context.trace_id, "032x") == TRACE_ID
+
+
+def test_database_statements_and_artifact_writes_are_spans(
+    client: TestClient, auth: Auth, spans: InMemorySpanExporter
+) -> None:
+    headers = auth("editor")
+    create_model(client, headers, "iris")
+    spans.clear()
+    assert upload(client, headers, "iris").status_code == 201
+    names = [s.name for s in spans.get_finished_spans()]
+    assert "artifact.put" in names
+    assert any(name.startswith("db INSERT") for name in names)
+
+
+def test_tracing_is_off_without_an_endpoint_and_jaeger_is_reached_through_otlp(tmp_path: Path) -> None:
+    assert otlp_traces_url(None, None) is None
+    assert otlp_traces_url("http://collector:4318", None) == "http://collector:4318/v1/traces"
+    assert otlp_traces_url(None, "http://jaeger:14268/api/traces") == "http://jaeger:4318/v1/traces"
+    assert otlp_traces_url(None, "http://jaeger:4318") == "http://jaeger:4318/v1/traces"
