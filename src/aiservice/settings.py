@@ -59,10 +59,6 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
-    outbox_poll_seconds: float = Field(default=1.0, gt=0)
-    # Events: where the outbox relay publishes (inprocess | redis | nats | kafka), see .env.example.
-    event_bus: Literal["inprocess", "redis", "nats", "kafka"] = "inprocess"
-    event_destination_prefix: str = Field(
     # Observability: OpenTelemetry traces go to OTLP/HTTP when an endpoint is set (JAEGER_ENDPOINT is
     # mapped to the same Jaeger's OTLP receiver); no endpoint = tracing off.
     otel_exporter_otlp_endpoint: str | None = None
@@ -77,6 +73,10 @@ class Settings(BaseSettings):
     prediction_log_sample_rate: float = Field(default=0.01, ge=0, le=1)
     # Readiness fails once the event broker has been unreachable for this long.
     broker_down_grace_seconds: float = Field(default=30.0, ge=0)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    # Events: where the outbox relay publishes (inprocess | redis | nats | kafka), see .env.example.
+    event_bus: Literal["inprocess", "redis", "nats", "kafka"] = "inprocess"
+    event_destination_prefix: str = Field(
         default="ai-service", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
     )
     event_consumer_group: str | None = None

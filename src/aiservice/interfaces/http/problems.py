@@ -108,10 +108,10 @@ def _challenge(request: Request) -> str:
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    return domain_problem(request, exc)
     if isinstance(exc, QuotaExceeded):  # counted per tenant and quota (ai_service_quota_exceeded_total)
         tenant = request.headers.get("x-tenant-id")
         request.app.state.container.metrics.quota_refused(tenant, str(exc.extra.get("quota", "unknown")))
+    return domain_problem(request, exc)
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
