@@ -149,7 +149,7 @@ class BodyLimitMiddleware:
                     problem.code,
                     problem.title,
                     problem.detail,
-                    status=problem.status,
+                    status=400,
                     extra=problem.extra,
                 )
                 await response(scope, _empty, send)
