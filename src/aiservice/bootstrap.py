@@ -80,6 +80,7 @@ from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.infrastructure.observability.probes import dependency_probes
 from aiservice.infrastructure.observability.tracing import (
     TracedArtifactStore,
+    TracedEventPublisher,
     configure_tracing,
     instrument_engine,
 )
@@ -290,7 +291,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         SqlAlchemyOutbox(engine, utcnow),
         bus,
         interval=settings.outbox_poll_seconds,
-        publisher=event_publisher(settings, processor),
+        publisher=_traced(event_publisher(settings, processor), tracer),
         lease=SqlAlchemyOutboxLease(engine, utcnow, settings.outbox_lease_seconds),
         max_backoff=settings.outbox_max_backoff_seconds,
     )
@@ -437,6 +438,10 @@ def _health(settings: Settings, engine: Engine, store: ArtifactStore) -> HealthC
         not_configured=absent,
         broker_grace_s=settings.broker_down_grace_seconds,
     )
+
+
+def _traced(publisher: EventPublisher, tracer: Tracer) -> EventPublisher:
+    return publisher if tracer is NO_TRACER else TracedEventPublisher(publisher, tracer)
 
 
 def consumer_group(settings: Settings) -> str:

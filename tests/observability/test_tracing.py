@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,3 +99,15 @@ def test_tracing_is_off_without_an_endpoint_and_jaeger_is_reached_through_otlp(t
     assert otlp_traces_url("http://collector:4318", None) == "http://collector:4318/v1/traces"
     assert otlp_traces_url(None, "http://jaeger:14268/api/traces") == "http://jaeger:4318/v1/traces"
     assert otlp_traces_url(None, "http://jaeger:4318") == "http://jaeger:4318/v1/traces"
+
+
+def test_each_outbox_batch_published_is_a_span(
+    client: TestClient, auth: Auth, spans: InMemorySpanExporter
+) -> None:
+    create_model(client, auth("editor"), "iris")
+    deadline = time.monotonic() + 10
+    while not any(s.name == "outbox.publish" for s in spans.get_finished_spans()):
+        assert time.monotonic() < deadline, "the relay published nothing in a span"
+        time.sleep(0.05)
+    published = _named(list(spans.get_finished_spans()), "outbox.publish")
+    assert published.attributes is not None and published.attributes["messaging.batch.size"] >= 1

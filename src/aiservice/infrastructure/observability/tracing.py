@@ -26,6 +26,8 @@ from sqlalchemy.engine import Engine
 from aiservice.application.ports import (
     ArtifactStore,
     ArtifactWriter,
+    CloudEvent,
+    EventPublisher,
     Span,
     SpanValue,
     StoredArtifact,
@@ -225,3 +227,23 @@ class _TracedWriter:
 
     def abort(self) -> None:
         self._writer.abort()
+
+
+class TracedEventPublisher:
+    """Satisfies ``EventPublisher``: the wrapped broker publisher, each batch an ``outbox.publish`` span."""
+
+    def __init__(self, publisher: EventPublisher, tracer: Tracer) -> None:
+        self._publisher = publisher
+        self._tracer = tracer
+        self.name = publisher.name
+
+    def publish(self, events: list[CloudEvent]) -> None:
+        attributes: dict[str, SpanValue] = {
+            "messaging.system": self.name,
+            "messaging.batch.size": len(events),
+        }
+        with self._tracer.span("outbox.publish", attributes):
+            self._publisher.publish(events)
+
+    def close(self) -> None:
+        self._publisher.close()
