@@ -86,6 +86,7 @@ from aiservice.infrastructure.observability.tracing import (
 )
 from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.ratelimit.memory import InMemoryRateLimiter
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector, warm_fork_server
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
@@ -301,7 +302,13 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         store,
         utcnow,
         settings.max_artifact_bytes,
-        SubprocessArtifactInspector(settings.inspect_timeout_seconds, settings.inspect_memory_mb * 1024**2),
+        SubprocessArtifactInspector(
+            settings.inspect_timeout_seconds,
+            settings.inspect_memory_mb * 1024**2,
+            ArchiveLimits(
+                settings.max_archive_members, settings.max_unpacked_bytes, settings.max_compression_ratio
+            ),
+        ),
     )
     threads = settings.inference_threads or os.cpu_count() or 2
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var")
     artifact_root: str | None = None
     max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # Archives (torch .pt, .keras, skops, zipped SavedModels): bounds checked before anything unpacks.
+    max_unpacked_bytes: int = Field(default=8 * 1024**3, gt=0)
+    max_archive_members: int = Field(default=10_000, gt=0)
+    max_compression_ratio: int = Field(default=100, gt=1)
     # Encryption at rest (off unless one of the three is set; see .env.example for the formats).
     artifact_encryption_key: SecretStr | None = None
     artifact_encryption_keys: SecretStr | None = None

@@ -108,6 +108,14 @@ class UntrustedArtifact(InvalidArtifact):
     title = "Untrusted artifact"
 
 
+class UnsafeArchive(InvalidArtifact):
+    """An archive member could escape its folder (absolute path, ``..``, a link) or the archive would
+    unpack past its bounds (a zip bomb); ``extra["member"]`` names the member."""
+
+    code = "unsafe-archive"
+    title = "Unsafe archive"
+
+
 class RateLimited(DomainError):
     """The caller spent its request budget (token bucket) and must wait before the next call."""
 

@@ -19,8 +19,9 @@ from typing import Any
 import psutil
 
 from aiservice.application.ports import LoadSpec
-from aiservice.domain.errors import InvalidArtifact, Unavailable, UntrustedArtifact
+from aiservice.domain.errors import InvalidArtifact, Unavailable, UnsafeArchive, UntrustedArtifact
 from aiservice.domain.signature import Signature
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits, check_if_zip
 from aiservice.infrastructure.runtimes.inspect_worker import inspect_into, spec_request
 
 _PRELOAD = (
@@ -31,7 +32,10 @@ _PRELOAD = (
     "onnxruntime",
     "aiservice.infrastructure.runtimes.registry",
 )
-_ERRORS: dict[str, type[InvalidArtifact]] = {"untrusted-artifact": UntrustedArtifact}
+_ERRORS: dict[str, type[InvalidArtifact]] = {
+    "untrusted-artifact": UntrustedArtifact,
+    "unsafe-archive": UnsafeArchive,
+}
 _context_lock = threading.Lock()
 _context: Any = None
 
@@ -114,11 +118,19 @@ def _supervise(
 
 
 class SubprocessArtifactInspector:
-    def __init__(self, timeout_s: float = 120.0, memory_bytes: int = 4 * 1024**3) -> None:
+    def __init__(
+        self,
+        timeout_s: float = 120.0,
+        memory_bytes: int = 4 * 1024**3,
+        archive_limits: ArchiveLimits | None = None,
+    ) -> None:
         self._timeout = timeout_s
         self._memory = memory_bytes
+        self._archive_limits = archive_limits or ArchiveLimits()
 
     def inspect(self, artifact: Path, spec: LoadSpec) -> Signature:
+        # Before any child reads a member: a zip bomb or a member escaping its folder stops here.
+        check_if_zip(artifact, self._archive_limits)
         try:
             result = run_isolated(inspect_into, spec_request(artifact, spec), self._timeout, self._memory)
         except IsolatedFailure as exc:

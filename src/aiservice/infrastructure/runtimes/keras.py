@@ -14,13 +14,12 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import stat
 import sys
 import tempfile
 import weakref
 import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,10 +28,12 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits, extract_zip
 from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction
 
-MAX_MEMBERS = 10_000
-MAX_UNPACKED_BYTES = 2 * 1024**3
+# A ceiling for loads; uploads were checked against the configured MAX_ARCHIVE_MEMBERS/MAX_UNPACKED_BYTES.
+MAX_MEMBERS = ArchiveLimits().max_members
+MAX_UNPACKED_BYTES = ArchiveLimits().max_unpacked_bytes
 # TensorFlow operations that read or write files, or call back into Python, have no place in a served model.
 REFUSED_OPS = frozenset(
     {
@@ -288,57 +289,15 @@ def _keras_named(artifact: Path) -> Iterator[Path]:
 def unpack_zip(artifact: Path) -> Path:
     """Unpack a zip into a new folder next to it, refusing anything that could escape or exhaust it."""
     try:
-        archive = zipfile.ZipFile(artifact)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InvalidArtifact(f"The SavedModel upload is not a readable zip: {exc}") from exc
-    with archive:
-        members = archive.infolist()
-        if len(members) > MAX_MEMBERS:
-            raise InvalidArtifact(f"The zip has {len(members)} members; at most {MAX_MEMBERS} are accepted.")
-        if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
-            raise InvalidArtifact(f"The zip unpacks to more than {MAX_UNPACKED_BYTES // 1024**3} GB.")
-        for member in members:
-            _check_member(member)
-        try:
-            folder = Path(
-                tempfile.mkdtemp(prefix=f".{artifact.name}.", suffix=".unpacked", dir=artifact.parent)
-            )
-        except OSError:  # the artifact's folder is read-only
-            folder = Path(tempfile.mkdtemp(prefix="aiservice-savedmodel-"))
-        try:
-            _extract(archive, members, folder)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        folder = Path(tempfile.mkdtemp(prefix=f".{artifact.name}.", suffix=".unpacked", dir=artifact.parent))
+    except OSError:  # the artifact's folder is read-only
+        folder = Path(tempfile.mkdtemp(prefix="aiservice-savedmodel-"))
+    try:
+        extract_zip(artifact, folder, ArchiveLimits(MAX_MEMBERS, MAX_UNPACKED_BYTES))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
-
-
-def _check_member(member: zipfile.ZipInfo) -> None:
-    name = member.filename
-    path = PurePosixPath(name)
-    if path.is_absolute() or PureWindowsPath(name).drive or name.startswith("\\") or "\\" in name:
-        raise InvalidArtifact(f"The zip member {name!r} has an absolute or Windows path.")
-    if ".." in path.parts:
-        raise InvalidArtifact(f"The zip member {name!r} points outside the archive.")
-    if stat.S_ISLNK(member.external_attr >> 16):
-        raise InvalidArtifact(f"The zip member {name!r} is a symbolic link.")
-
-
-def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], folder: Path) -> None:
-    written = 0
-    for member in members:
-        destination = folder.joinpath(*PurePosixPath(member.filename).parts)
-        if member.is_dir():
-            destination.mkdir(parents=True, exist_ok=True)
-            continue
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with archive.open(member) as source, destination.open("wb") as target:
-            # Count what really comes out: the sizes a zip declares can lie.
-            while chunk := source.read(1 << 20):
-                written += len(chunk)
-                if written > MAX_UNPACKED_BYTES:
-                    raise InvalidArtifact(f"The zip unpacks to more than {MAX_UNPACKED_BYTES // 1024**3} GB.")
-                target.write(chunk)
 
 
 def _saved_model_root(folder: Path) -> Path:

@@ -24,6 +24,7 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits, check_zip
 from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction
 
 # Parts of a torch.export archive that hold compiled code or would be read with full unpickling.
@@ -140,11 +141,8 @@ def _zip_members(artifact: Path) -> set[str]:
     """Member names without the archive's root folder (torch names it after the saved file)."""
     if not zipfile.is_zipfile(artifact):
         return set()
-    try:
-        with zipfile.ZipFile(artifact) as archive:
-            return {name.split("/", 1)[1] for name in archive.namelist() if "/" in name}
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InvalidArtifact(f"The PyTorch archive cannot be read: {exc}") from exc
+    members = check_zip(artifact, ArchiveLimits())  # torch reads members by name: none may escape
+    return {m.filename.split("/", 1)[1] for m in members if "/" in m.filename}
 
 
 def _load_torchscript(artifact: Path, device: Any) -> Any:

@@ -28,6 +28,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "conflict": 409,
     "invalid-artifact": 422,
     "untrusted-artifact": 422,
+    "unsafe-archive": 422,
     "forbidden": 403,
     "tenant-mismatch": 403,
     "unknown-tenant": 403,
