@@ -22,7 +22,7 @@ from aiservice.application.tracing import NO_TRACER
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.interfaces.http.problems import problem_response
 from aiservice.interfaces.http.rate_limit import RATE_LIMIT_STATE
-from aiservice.interfaces.http.strict_json import violation
+from aiservice.interfaces.http.strict_json import nul_violation, url_nul_field, violation
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("aiservice.http")
@@ -117,6 +117,14 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        nul = url_nul_field(scope["path"], scope.get("query_string", b""))
+        if nul is not None:  # PostgreSQL cannot compare text with a NUL: refused here, by name
+            refused = nul_violation(nul)
+            response = problem_response(
+                Request(scope), refused.code, refused.title, refused.detail, status=422, extra=refused.extra
+            )
+            await response(scope, _empty, send)
+            return
         buffered = scope["method"] in _BODY_METHODS
         streaming = self.streaming_limit(scope) if buffered else None
         limit = streaming if streaming is not None else self.default_limit
@@ -149,7 +157,7 @@ class BodyLimitMiddleware:
                     problem.code,
                     problem.title,
                     problem.detail,
-                    status=400,
+                    status=problem.status,
                     extra=problem.extra,
                 )
                 await response(scope, _empty, send)

@@ -1,4 +1,5 @@
-"""Strict JSON for request bodies: no object repeats a key, and nesting stays under a bound.
+"""Strict JSON for request bodies: no object repeats a key, nesting stays under a bound, and no string
+holds a NUL (which PostgreSQL's text type cannot store: a 422 naming the field rather than a 500).
 
 Parsers disagree on repeated keys (first wins, last wins, error), so a body that one component reads
 one way and another reads another is refused before any of them sees it. The check is cheap on the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -24,6 +26,7 @@ class JsonViolation:
     title: str
     detail: str
     extra: dict[str, Any] = field(default_factory=dict)
+    status: int = 400
 
 
 class _TooDeep(Exception):
@@ -102,6 +105,44 @@ def _exact(body: bytes, max_depth: int) -> JsonViolation | None:
         _members(document, max_depth)
     except _TooDeep:
         return _too_deep(max_depth)
+    nul = nul_field(document, "body")  # only here: a NUL is escaped as \u0000, which takes this path
+    return None if nul is None else nul_violation(nul)
+
+
+def nul_violation(where: str) -> JsonViolation:
+    return JsonViolation(
+        "validation-error",
+        "Invalid input",
+        f"{where} holds a NUL character, which no text field, name or query accepts.",
+        {"errors": [{"field": where, "message": "must not contain NUL characters"}]},
+        status=422,
+    )
+
+
+def url_nul_field(path: str, query_string: bytes) -> str | None:
+    """``path``, or ``query.NAME``, when the (decoded) path or a query parameter holds a NUL."""
+    if "\x00" in path:
+        return "path"
+    if b"%00" not in query_string and b"\x00" not in query_string:
+        return None
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return f"query.{name}"
+    return None
+
+
+def nul_field(node: Any, path: str) -> str | None:
+    """The dotted path of the first key or string holding a NUL (PostgreSQL text cannot store one)."""
+    if isinstance(node, str):
+        return path if "\x00" in node else None
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        inner = f"{path}.{key}"
+        if isinstance(key, str) and "\x00" in key:
+            return inner
+        found = nul_field(value, inner)
+        if found is not None:
+            return found
     return None
 
 

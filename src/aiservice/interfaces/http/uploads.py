@@ -24,6 +24,7 @@ from aiservice.domain.errors import DomainError, FieldError, InvalidInput
 from aiservice.domain.models import ModelVersion
 from aiservice.domain.tenancy import Principal
 from aiservice.interfaces.http.schemas import VersionMetadataIn
+from aiservice.interfaces.http.strict_json import nul_field
 
 FLUSH_BYTES = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
@@ -171,7 +172,13 @@ def _metadata(raw: bytearray | None) -> VersionMetadata:
     if not raw:
         return VersionMetadata()
     try:
-        parsed = VersionMetadataIn.model_validate(orjson.loads(raw))
+        document = orjson.loads(raw)
+        nul = nul_field(document, "form.metadata")
+        if nul is not None:
+            raise InvalidInput(
+                f"{nul} holds a NUL character.", errors=[FieldError(nul, "must not contain NUL")]
+            )
+        parsed = VersionMetadataIn.model_validate(document)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(
             "The 'metadata' field must be a JSON object.", errors=[FieldError("form.metadata", "not JSON")]
