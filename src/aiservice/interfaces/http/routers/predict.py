@@ -188,8 +188,6 @@ async def batch_predict(
     return Response(orjson.dumps({"outputs": outputs}), media_type="application/json")
 
 
-
-
 @router.post("/{model}/versions/{version}/load", summary="Load a version into the model cache")
 async def load(model: str, version: VersionNumber, caller: CallerDep, c: ContainerDep) -> dict[str, Any]:
     serving, memory = await c.inference.load(caller, model, version)
