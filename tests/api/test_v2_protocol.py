@@ -533,7 +533,7 @@ def test_tritonclient_reads_metadata_and_infers(
     import tritonclient.http as httpclient
 
     iris(client, auth)
-    headers = auth("viewer")
+    headers = auth("viewer", "predictor")  # reads metadata, and infers
     triton = httpclient.InferenceServerClient(url=server)
     try:
         assert triton.is_server_live(headers=headers)

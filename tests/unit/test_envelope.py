@@ -225,6 +225,7 @@ def test_key_file_in_json_names_its_current_key(tmp_path: Path) -> None:
         (None, f"a:{_b64(OLD.secret)},a:{_b64(NEW.secret)}"),
         ("x", "y"),
     ],
+    ids=["not-base64", "short", "duplicate-id", "both-settings"],  # the keys are random: never in ids
 )
 def test_unusable_key_settings_are_refused_without_echoing_keys(
     single: str | None, listed: str | None
