@@ -48,3 +48,13 @@ def test_every_api_operation_declares_its_problem_responses(client: TestClient) 
                 for status in ("401", "403", "404", "422", "429"):
                     content = responses[status]["content"]
                     assert content == {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_an_audit_time_filter_past_the_calendar_in_utc_is_a_422_problem(
+    client: TestClient, auth: Auth, value: str
+) -> None:
+    response = client.get("/api/v1/ai/audit", params={"since": value, "until": value}, headers=auth("admin"))
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert {e["field"] for e in response.json()["errors"]} == {"query.since"}

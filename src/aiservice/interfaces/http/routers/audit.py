@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, Field
 
 from aiservice.domain.audit import AuditQuery, AuditRecord, Outcome
+from aiservice.domain.errors import FieldError, InvalidInput
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ApiModel, PageOut
@@ -87,8 +88,8 @@ def list_audit_records(
             subject=principal,
             outcome=outcome,
             resource=resource,
-            since=since,
-            until=until,
+            since=_in_utc(since, "query.since"),
+            until=_in_utc(until, "query.until"),
             limit=limit,
             cursor=cursor,
         ),
@@ -96,3 +97,14 @@ def list_audit_records(
     return PageOut[AuditRecordOut](
         items=[AuditRecordOut.of(r) for r in page.items], next_cursor=page.next_cursor
     )
+
+
+def _in_utc(value: datetime | None, field: str) -> datetime | None:
+    """The time in UTC; a time whose offset moves it past year 1 or 9999 is the caller's mistake."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        message = "is out of range once converted to UTC"
+        raise InvalidInput(f"{field} {message}", errors=[FieldError(field, message)]) from None
