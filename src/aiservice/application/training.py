@@ -206,13 +206,7 @@ class TrainingJobs:
             errors.append(
                 FieldError("datasetConfig.target", "the target column is required for csv and parquet")
             )
-        for name, reference in (
-            ("trainPath", dataset.train_path),
-            ("validationPath", dataset.validation_path),
-            ("testPath", dataset.test_path),
-        ):
-            if reference is None:
-                continue
+        for name, reference in dataset.paths():
             try:
                 uri = self._datasets.resolve(principal.tenant_id, reference, f"datasetConfig.{name}")
             except InvalidInput as exc:

@@ -72,7 +72,8 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Dataset references as resolved at submission: readable URIs inside the operator's roots."""
+    """Dataset references as the user wrote them (a path, ``dataset://NAME``, ``s3://...``); a runner
+    resolves them to readable URIs when the job starts."""
 
     train_path: str
     format: str
@@ -81,6 +82,15 @@ class DatasetConfig:
     target: str | None = None
     features: list[str] | None = None
     validation_split: float | None = None
+
+    def paths(self) -> list[tuple[str, str]]:
+        """``(field, reference)`` for each path given, named as in the request: trainPath first."""
+        named = (
+            ("trainPath", self.train_path),
+            ("validationPath", self.validation_path),
+            ("testPath", self.test_path),
+        )
+        return [(name, reference) for name, reference in named if reference]
 
     def to_json(self) -> JsonObject:
         return {

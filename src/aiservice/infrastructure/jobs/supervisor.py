@@ -215,7 +215,7 @@ class JobSupervisor:
                 job.tenant_id, job.id, JobFailure("dataset", f"The dataset could not be read: {detail}")
             )
             return True
-        uris = [u for u in (dataset.train_path, dataset.validation_path, dataset.test_path) if u]
+        uris = [uri for _, uri in dataset.paths()]
         folder = Path(tempfile.mkdtemp(prefix=f"job-{job.id[:8]}-", dir=self._work_dir))
         request = {
             "jobId": job.id,
@@ -262,22 +262,17 @@ class JobSupervisor:
 
     def _located(self, tenant_id: str, dataset: DatasetConfig) -> tuple[DatasetConfig, list[dict[str, Any]]]:
         """The job's references resolved for the worker, and the fingerprint of each under its reference."""
-        paths: dict[str, str | None] = {}
+        paths: dict[str, str] = {}
         fingerprints: list[dict[str, Any]] = []
-        for name, reference in (
-            ("trainPath", dataset.train_path),
-            ("validationPath", dataset.validation_path),
-            ("testPath", dataset.test_path),
-        ):
-            uri = self._resolve(tenant_id, reference, f"datasetConfig.{name}") if reference else None
-            paths[name] = uri
-            if uri and self._fingerprint:
+        for name, reference in dataset.paths():
+            uri = paths[name] = self._resolve(tenant_id, reference, f"datasetConfig.{name}")
+            if self._fingerprint:
                 fingerprints.append({**self._fingerprint(uri), "uri": reference})
         located = replace(
             dataset,
-            train_path=paths["trainPath"] or dataset.train_path,
-            validation_path=paths["validationPath"],
-            test_path=paths["testPath"],
+            train_path=paths["trainPath"],
+            validation_path=paths.get("validationPath"),
+            test_path=paths.get("testPath"),
         )
         return located, fingerprints
 
