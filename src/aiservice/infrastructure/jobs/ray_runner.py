@@ -149,31 +149,24 @@ class RayLauncher:
 
 
 class _QueueSink:
-    """Where ``run_job`` sends its messages: the job's queue, with the artifact inlined on success."""
+    """Where ``run_job`` sends its messages: the job's queue, with the artifact inlined on success.
 
-    def __init__(self, queue: Any) -> None:
+    Without a queue it only notes a failure: a data-parallel worker other than the first trains, and
+    the first one reports.
+    """
+
+    def __init__(self, queue: Any | None) -> None:
         self._queue = queue
         self.failed = False
 
     def send(self, message: dict[str, Any]) -> None:
         self.failed = self.failed or message.get("type") == "failed"
+        if self._queue is None:
+            return
         if message.get("type") == "done":
             artifact = Path(message.pop("artifact"))
             message["artifactBytes"] = artifact.read_bytes()
         self._queue.put(message)
-
-    def close(self) -> None:
-        pass
-
-
-class _Silent:
-    """The sink of a data-parallel worker other than the first: it trains, the first one reports."""
-
-    def __init__(self) -> None:
-        self.failed = False
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.failed = self.failed or message.get("type") == "failed"
 
     def close(self) -> None:
         pass
@@ -253,7 +246,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
         prepare_model=ray.train.torch.prepare_model,
         prepare_loader=ray.train.torch.prepare_data_loader,
     )
-    sink = _QueueSink(config["queue"]) if parallel.rank == 0 else _Silent()
+    sink = _QueueSink(config["queue"] if parallel.rank == 0 else None)
     folder = Path(tempfile.mkdtemp(prefix="aiservice-job-"))
     try:
         run_job({**config["request"], "outDir": str(folder), "dataParallel": parallel}, sink)
