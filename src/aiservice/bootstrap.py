@@ -272,7 +272,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         sample_ratio=settings.otel_traces_sample_ratio,
     )
     instrument_engine(engine, tracer)
-    uow = SqlAlchemyUnitOfWorkFactory(engine, utcnow)
+    uow = SqlAlchemyUnitOfWorkFactory(engine, utcnow, trace_context=tracer.traceparent)
     store: ArtifactStore = artifact_store(settings)
     if tracer is not NO_TRACER:
         store = TracedArtifactStore(store, tracer)
@@ -286,7 +286,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     bus.subscribe("*", lambda m: metrics.events_published.labels(m.event_type).inc())
     event_handlers = EventHandlers()
     processor = EventProcessor(
-        event_handlers, SqlAlchemyProcessedEvents(engine), consumer_group(settings), utcnow
+        event_handlers, SqlAlchemyProcessedEvents(engine), consumer_group(settings), utcnow, tracer=tracer
     )
     relay = OutboxRelay(
         SqlAlchemyOutbox(engine, utcnow),
@@ -386,6 +386,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         wake_runner=runner.wake,
         data_parallel=settings.job_runner == "ray",
         max_timeout_s=settings.training_timeout_seconds,
+        trace_context=tracer.traceparent,
     )
     authenticator = TokenAuthenticator(tokens, uow, api_keys=SqlAlchemyApiKeyLookup(engine))
     return Container(

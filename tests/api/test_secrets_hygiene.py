@@ -11,6 +11,7 @@ import httpx2
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
 from aiservice.bootstrap import Container, bootstrap
 from aiservice.interfaces.http.app import create_app
@@ -24,7 +25,8 @@ FOREIGN_KEY = "foreign-Secret-never-logged-0123456789abcdef"
 
 
 @pytest.fixture
-def service(database_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Container]]:
+def service(engine: Engine, database_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Container]]:
+    """``engine`` empties the database afterwards: the key and model made here must not reach later tests."""
     settings = make_settings(
         database_url,
         tmp_path / "data",

@@ -174,7 +174,9 @@ def test_new_tenants_start_with_the_configured_default_quotas(
     assert own.json()["quotas"] == UNLIMITED
 
 
-def test_an_unknown_default_quota_stops_the_service_from_starting(database_url: str, tmp_path: Path) -> None:
+def test_an_unknown_default_quota_stops_the_service_from_starting(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
     settings: Settings = make_settings(database_url, tmp_path, tenant_default_quotas={"maxWidgets": 3})
     with pytest.raises(ConfigurationError, match="maxWidgets"):
         bootstrap(settings)

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
 from aiservice.application.health import HealthCheck
 from aiservice.bootstrap import bootstrap
@@ -21,7 +22,9 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])  # closed again once the block ends: nothing listens
 
 
-def test_detailed_health_reports_a_configured_redis_that_is_down(database_url: str, tmp_path: Path) -> None:
+def test_detailed_health_reports_a_configured_redis_that_is_down(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
     settings = make_settings(database_url, tmp_path, redis_host="127.0.0.1", redis_port=_closed_port())
     container = bootstrap(settings)
     with TestClient(create_app(container)) as client:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,13 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from aiservice.application.events import envelope, from_envelope
+from aiservice.application.ports import CloudEvent
 from aiservice.bootstrap import Container, bootstrap
 from aiservice.infrastructure.observability.tracing import OtelTracer, otlp_traces_url
+from aiservice.interfaces.http.app import create_app
 from aiservice.settings import Settings
+from tests.api.test_training import FINISHED, iris_model, train_body, wait_for, write_iris_csv
 from tests.conftest import Auth
 from tests.helpers import create_model, upload
 
@@ -111,3 +116,90 @@ def test_each_outbox_batch_published_is_a_span(
         time.sleep(0.05)
     published = _named(list(spans.get_finished_spans()), "outbox.publish")
     assert published.attributes is not None and published.attributes["messaging.batch.size"] >= 1
+
+
+def _wait_for_span(spans: InMemorySpanExporter, name: str, what: str) -> ReadableSpan:
+    deadline = time.monotonic() + 60
+    while not any(s.name == name for s in spans.get_finished_spans()):
+        assert time.monotonic() < deadline, f"no {name!r} span: {what}"
+        time.sleep(0.05)
+    return _named(list(spans.get_finished_spans()), name)
+
+
+def _trace_id(span: ReadableSpan) -> str:
+    assert span.context is not None
+    return format(span.context.trace_id, "032x")
+
+
+def test_the_callers_trace_reaches_the_event_its_change_published(
+    client: TestClient, auth: Auth, spans: InMemorySpanExporter, container: Container
+) -> None:
+    seen: list[CloudEvent] = []
+    container.events.subscribe("ai.model.created.v1", seen.append)
+    created = client.post(
+        f"{API}/models",
+        json={"name": "traced", "framework": "sklearn"},
+        headers={**auth("editor"), "traceparent": TRACEPARENT},
+    )
+    assert created.status_code == 201, created.text
+    processed = _wait_for_span(spans, "event.process", "the consumer handled no event")
+    (event,) = seen
+    assert event.traceparent is not None and event.traceparent.split("-")[1] == TRACE_ID
+    assert envelope(event)["traceparent"] == event.traceparent  # on every broker's wire form
+    assert from_envelope(json.loads(json.dumps(envelope(event)))).traceparent == event.traceparent
+    published = _named(list(spans.get_finished_spans()), "outbox.publish")
+    assert _trace_id(published) == TRACE_ID and _trace_id(processed) == TRACE_ID
+    assert processed.attributes is not None and processed.attributes["messaging.message.id"] == event.id
+
+
+def test_an_untraced_change_publishes_an_event_without_a_trace(settings: Settings) -> None:
+    container = bootstrap(settings)  # tracing off: no endpoint configured
+    container.tenants.ensure("acme")
+    seen: list[CloudEvent] = []
+    container.events.subscribe("ai.model.created.v1", seen.append)
+    with TestClient(create_app(container)) as client:
+        token = container.tokens.issue("tester", "acme", ["editor"], 60)
+        headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "acme", "traceparent": TRACEPARENT}
+        create_model(client, headers, "plain")
+        deadline = time.monotonic() + 10
+        while not seen:
+            assert time.monotonic() < deadline, "the event never arrived"
+            time.sleep(0.05)
+    assert seen[0].traceparent is None and "traceparent" not in envelope(seen[0])
+
+
+def test_a_malformed_traceparent_on_the_wire_is_dropped_not_fatal() -> None:
+    document = {
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "/aiservice/tenants/acme",
+        "type": "ai.model.created.v1",
+        "subject": "m1",
+        "time": "2026-11-26T18:00:00Z",
+        "tenantid": "acme",
+        "traceparent": "not-a-trace",
+        "data": {},
+    }
+    assert from_envelope(document).traceparent is None
+
+
+def test_a_training_job_joins_the_trace_of_the_request_that_submitted_it(
+    client: TestClient, auth: Auth, spans: InMemorySpanExporter, container: Container
+) -> None:
+    headers = auth("editor")
+    root = container.settings.dataset_root_paths[0]
+    root.mkdir(parents=True, exist_ok=True)
+    data = write_iris_csv(root / "iris.csv")
+    iris_model(client, headers)
+    submitted = client.post(
+        f"{API}/models/iris/train", json=train_body(data), headers={**headers, "traceparent": TRACEPARENT}
+    )
+    assert submitted.status_code == 202, submitted.text
+    assert wait_for(client, headers, submitted.json()["id"], *FINISHED)["status"] == "succeeded"
+    job = _wait_for_span(spans, "training.job", "the job's span never ended")
+    register = _named(list(spans.get_finished_spans()), "training.register")
+    assert _trace_id(job) == TRACE_ID and _trace_id(register) == TRACE_ID
+    assert job.context is not None and register.parent is not None
+    assert register.parent.span_id == job.context.span_id
+    assert job.attributes is not None and job.attributes["job.outcome"] == "succeeded"
+    assert any(e.name == "progress" for e in job.events)

@@ -19,7 +19,15 @@ from typing import Any
 
 from aiservice.application.events import EVENT_TYPES
 from aiservice.application.inference import InferenceService
-from aiservice.application.ports import Clock, CloudEvent, EventConsumer, ProcessedEvents
+from aiservice.application.ports import (
+    Clock,
+    CloudEvent,
+    EventConsumer,
+    ProcessedEvents,
+    SpanValue,
+    Tracer,
+)
+from aiservice.application.tracing import NO_TRACER
 from aiservice.domain.tenancy import Principal, Role
 
 log = logging.getLogger(__name__)
@@ -59,8 +67,10 @@ class EventProcessor:
         consumer: str,
         clock: Clock,
         retention: timedelta = PROCESSED_RETENTION,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.consumer = consumer
+        self._tracer = tracer
         self._handlers = handlers
         self._processed = processed
         self._clock = clock
@@ -71,8 +81,16 @@ class EventProcessor:
         """Handle ``event`` unless this consumer already did; True if it was handled now."""
         if self._processed.seen(self.consumer, event.id):
             return False
-        for handler in self._handlers.for_type(event.type):
-            handler(event)
+        attributes: dict[str, SpanValue] = {
+            "messaging.message.id": event.id,
+            "messaging.consumer.group.name": self.consumer,
+            "cloudevents.event_type": event.type,
+            "tenant.id": event.tenant_id,
+        }
+        # A child of the producer's span (the request that made the change), on whichever replica.
+        with self._tracer.span("event.process", attributes, traceparent=event.traceparent):
+            for handler in self._handlers.for_type(event.type):
+                handler(event)
         now = self._clock()
         self._processed.record(self.consumer, event, now)
         if now - self._pruned_at >= _PRUNE_EVERY:

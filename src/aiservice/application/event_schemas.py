@@ -14,7 +14,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from aiservice.application.events import CONTENT_TYPE, SOURCE_PREFIX, SPEC_VERSION, event_type_of
+from aiservice.application.events import (
+    CONTENT_TYPE,
+    SOURCE_PREFIX,
+    SPEC_VERSION,
+    TRACEPARENT_PATTERN,
+    event_type_of,
+)
 from aiservice.domain import events as domain_events
 from aiservice.domain.events import DomainEvent
 
@@ -76,6 +82,11 @@ def schema_of(cls: type[DomainEvent]) -> dict[str, Any]:
             "time": {"type": "string", "format": "date-time"},
             "datacontenttype": {"const": "application/json"},
             "tenantid": {"type": "string", "minLength": 1},
+            "traceparent": {
+                "type": "string",
+                "pattern": TRACEPARENT_PATTERN,
+                "description": "W3C trace context of the request that made the change (when traced)",
+            },
             "data": data,
         },
     }

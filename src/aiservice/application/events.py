@@ -7,6 +7,8 @@
 ```
 
 ``id`` is the outbox event's own id, so it is the same on every retry and consumers deduplicate by it.
+``traceparent`` (the CloudEvents distributed-tracing extension) is there when the change was made inside
+a traced request: a consumer's span joins the producer's trace.
 ``type`` is versioned: a change that breaks a consumer gets a new ``.vN`` type (and a new schema under
 ``docs/events/``); adding optional fields to ``data`` does not.
 """
@@ -54,6 +56,8 @@ FAMILIES: Mapping[str, str] = {
 _TYPE = re.compile(r"^ai\.(?P<name>[a-z0-9_]+(?:\.[a-z0-9_]+)*)\.v(?P<version>[0-9]+)$")
 _WORDS = re.compile(r"[A-Z][a-z0-9]*")
 _REQUIRED = ("specversion", "id", "source", "type", "time", "tenantid", "data")
+TRACEPARENT_PATTERN = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+_TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
 
 
 class MalformedEvent(ValueError):
@@ -97,12 +101,13 @@ def to_cloud_event(message: OutboxMessage) -> CloudEvent:
         data=dict(message.data),
         family=family_of(message.aggregate_type),
         name=name_of(event_type),
+        traceparent=message.traceparent,
     )
 
 
 def envelope(event: CloudEvent) -> dict[str, Any]:
     """The CloudEvents JSON document (structured mode) of an event."""
-    return {
+    document: dict[str, Any] = {
         "specversion": SPEC_VERSION,
         "id": event.id,
         "source": event.source,
@@ -111,8 +116,11 @@ def envelope(event: CloudEvent) -> dict[str, Any]:
         "time": _rfc3339(event.time),
         "datacontenttype": "application/json",
         "tenantid": event.tenant_id,
-        "data": event.data,
     }
+    if event.traceparent:
+        document["traceparent"] = event.traceparent
+    document["data"] = event.data
+    return document
 
 
 def from_envelope(document: Any) -> CloudEvent:
@@ -139,7 +147,13 @@ def from_envelope(document: Any) -> CloudEvent:
         data=document["data"],
         family=name.split(".", 1)[0],
         name=name,
+        traceparent=_traceparent(document.get("traceparent")),
     )
+
+
+def _traceparent(value: object) -> str | None:
+    """A well-formed W3C ``traceparent`` or None: a bad one must not stop the event, only its trace."""
+    return value if isinstance(value, str) and _TRACEPARENT.match(value) else None
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -217,6 +217,7 @@ class OutboxMessage:
     aggregate_id: str
     occurred_at: datetime
     data: dict[str, Any] = field(default_factory=dict)
+    traceparent: str | None = None  # W3C trace context of the request that committed it
 
 
 class Outbox(Protocol):
@@ -243,6 +244,7 @@ class CloudEvent:
     data: dict[str, Any]
     family: str  # model, training, deployment, experiment, tenant
     name: str  # the type without "ai." and its version, e.g. "model.version.created"
+    traceparent: str | None = None  # CloudEvents distributed-tracing extension: the producer's trace
 
 
 class PublishFailed(Exception):
@@ -504,6 +506,9 @@ class Span(Protocol):
     def record_error(self, error: BaseException) -> None: ...
     def update_name(self, name: str) -> None: ...
     def end(self) -> None: ...
+    def traceparent(self) -> str | None:
+        """This span's W3C ``traceparent``: work started later (a job's steps) joins it as a child."""
+        ...
 
 
 class Tracer(Protocol):
@@ -516,8 +521,11 @@ class Tracer(Protocol):
         ``traceparent`` when given); an exception leaving the block is recorded on it."""
         ...
 
-    def start_span(self, name: str, attributes: dict[str, SpanValue] | None = None) -> Span:
-        """A span that outlives a block (a training job): the caller ends it."""
+    def start_span(
+        self, name: str, attributes: dict[str, SpanValue] | None = None, *, traceparent: str | None = None
+    ) -> Span:
+        """A span that outlives a block (a training job): the caller ends it. A child of ``traceparent``
+        when given (the request that asked for the work, long gone), else of the current span."""
         ...
 
     def traceparent(self) -> str | None:

@@ -24,6 +24,9 @@ class _NoSpan(AbstractContextManager["_NoSpan"]):
     def end(self) -> None:
         pass
 
+    def traceparent(self) -> str | None:
+        return None
+
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
@@ -41,7 +44,9 @@ class NoTracer:
     ) -> AbstractContextManager[Span]:
         return NO_SPAN
 
-    def start_span(self, name: str, attributes: dict[str, SpanValue] | None = None) -> Span:
+    def start_span(
+        self, name: str, attributes: dict[str, SpanValue] | None = None, *, traceparent: str | None = None
+    ) -> Span:
         return NO_SPAN
 
     def traceparent(self) -> str | None:

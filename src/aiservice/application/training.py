@@ -123,8 +123,10 @@ class TrainingJobs:
         wake_runner: Callable[[], None] = lambda: None,
         max_timeout_s: int = 24 * 3600,
         data_parallel: bool = False,
+        trace_context: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._uow = uow
+        self._trace_context = trace_context  # the submitting request's traceparent, kept on the job
         self._clock = clock
         self._catalog = catalog
         self._datasets = datasets
@@ -147,6 +149,7 @@ class TrainingJobs:
             created_at=now,
             updated_at=now,
             created_by=principal.subject,
+            traceparent=self._trace_context(),
             epochs=request.training.epochs
             if model.framework in (Framework.PYTORCH, Framework.KERAS)
             else None,

@@ -188,6 +188,7 @@ class TrainingJob:
     dataset_fingerprint: list[JsonObject] = field(default_factory=list)
     runner_id: str | None = None
     heartbeat_at: datetime | None = None
+    traceparent: str | None = None  # the submitting request's W3C trace context: the job joins its trace
 
     def eta_seconds(self, now: datetime) -> float | None:
         """Linear extrapolation from the progress so far; None until there is some."""

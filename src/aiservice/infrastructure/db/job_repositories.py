@@ -207,6 +207,7 @@ def _job_row(job: TrainingJob) -> dict[str, Any]:
         "dataset_fingerprint": job.dataset_fingerprint,
         "runner_id": job.runner_id,
         "heartbeat_at": job.heartbeat_at,
+        "traceparent": job.traceparent,
     }
 
 
@@ -238,4 +239,5 @@ def _job(row: Any) -> TrainingJob:
         dataset_fingerprint=row["dataset_fingerprint"] or [],
         runner_id=row["runner_id"],
         heartbeat_at=row["heartbeat_at"],
+        traceparent=row["traceparent"],
     )

@@ -155,6 +155,7 @@ outbox = sa.Table(
     sa.Column("published_at", UtcDateTime(), nullable=True),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("traceparent", sa.String(55), nullable=True),
     sa.Index("ix_outbox_pending", "published_at", "position"),
     # ``position`` is a delivery sequence, not a business key; the event's identity is per tenant.
     sa.UniqueConstraint("tenant_id", "event_id", name="uq_outbox_tenant_event"),
@@ -189,6 +190,7 @@ training_jobs = sa.Table(
     sa.Column("runner_id", sa.String(100), nullable=True),
     sa.Column("heartbeat_at", UtcDateTime(), nullable=True),
     sa.Column("last_event_seq", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("traceparent", sa.String(55), nullable=True),
     sa.ForeignKeyConstraint(
         ["tenant_id", "model_id"], ["models.tenant_id", "models.id"], name="fk_training_jobs_model"
     ),

@@ -33,12 +33,18 @@ class SqlAlchemyUnitOfWork:
     """Rolls back unless ``commit()`` was called; on commit, recorded events go to the outbox first."""
 
     def __init__(
-        self, engine: Engine, tenant_id: str, clock: Clock, on_events: Callable[[list[DomainEvent]], None]
+        self,
+        engine: Engine,
+        tenant_id: str,
+        clock: Clock,
+        on_events: Callable[[list[DomainEvent]], None],
+        trace_context: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._engine = engine
         self.tenant_id = tenant_id
         self._clock = clock
         self._on_events = on_events
+        self._trace_context = trace_context
         self._events: list[DomainEvent] = []
         self._conn: Connection | None = None
 
@@ -73,7 +79,8 @@ class SqlAlchemyUnitOfWork:
         assert self._conn is not None, "commit() outside the 'with' block"
         events = [*self._collect_entity_events(), *self._events]
         if events:
-            self._conn.execute(outbox.insert(), [_outbox_row(e) for e in events])
+            traceparent = self._trace_context()
+            self._conn.execute(outbox.insert(), [_outbox_row(e, traceparent) for e in events])
         call = current_call()  # the call being served, if any: its audit record joins this transaction
         audit = call.commit_entry(self.tenant_id, self._clock(), events) if call else None
         if audit is not None:
@@ -93,8 +100,9 @@ class SqlAlchemyUnitOfWork:
         return collected
 
 
-def _outbox_row(event: DomainEvent) -> dict[str, object]:
+def _outbox_row(event: DomainEvent, traceparent: str | None) -> dict[str, object]:
     return {
+        "traceparent": traceparent,
         "event_id": event.event_id,
         "tenant_id": event.tenant_id,
         "event_type": event.type,
@@ -111,15 +119,19 @@ class SqlAlchemyUnitOfWorkFactory:
         engine: Engine,
         clock: Clock,
         on_events: Callable[[list[DomainEvent]], None] = lambda events: None,
+        trace_context: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._reader = engine
         self._writer = writer_engine(engine)
         self._clock = clock
         self.on_events = on_events
+        self._trace_context = trace_context  # the current span's traceparent, stored with each event
 
     def __call__(self, tenant_id: str, *, writes: bool = True) -> SqlAlchemyUnitOfWork:
         engine = self._writer if writes else self._reader
-        return SqlAlchemyUnitOfWork(engine, tenant_id, self._clock, lambda events: self.on_events(events))
+        return SqlAlchemyUnitOfWork(
+            engine, tenant_id, self._clock, lambda events: self.on_events(events), self._trace_context
+        )
 
 
 class SqlAlchemyOutbox:
@@ -148,6 +160,7 @@ class SqlAlchemyOutbox:
                     aggregate_id=r["aggregate_id"],
                     occurred_at=r["occurred_at"],
                     data=r["payload"],
+                    traceparent=r["traceparent"],
                 )
                 for r in rows
             ]

@@ -254,6 +254,7 @@ class JobSupervisor:
             span=self._tracer.start_span(
                 "training.job",
                 {"job.id": job.id, "tenant.id": job.tenant_id, "job.framework": order.framework.value},
+                traceparent=job.traceparent,  # joins the trace of the request that submitted it
             ),
         )
         self._on_job(order.framework.value, "started", None)
@@ -332,18 +333,19 @@ class JobSupervisor:
             self._end(running, JobFailure(str(outcome.get("stage", "fit")), str(outcome.get("message", ""))))
             return
         try:
-            version = self._execution.succeed(
-                running.order,
-                TrainingOutcome(
-                    artifact=Path(outcome["artifact"]),
-                    filename=outcome["filename"],
-                    metrics=outcome.get("metrics", {}),
-                    params=outcome.get("params", {}),
-                    device=outcome.get("device", "cpu"),
-                    fingerprints=running.fingerprints,
-                    configuration=outcome.get("configuration", {}),
-                ),
-            )
+            with self._tracer.span("training.register", traceparent=running.span.traceparent()):
+                version = self._execution.succeed(
+                    running.order,
+                    TrainingOutcome(
+                        artifact=Path(outcome["artifact"]),
+                        filename=outcome["filename"],
+                        metrics=outcome.get("metrics", {}),
+                        params=outcome.get("params", {}),
+                        device=outcome.get("device", "cpu"),
+                        fingerprints=running.fingerprints,
+                        configuration=outcome.get("configuration", {}),
+                    ),
+                )
         except Exception as exc:
             detail = getattr(exc, "detail", None) or str(exc)
             log.warning("training job %s could not register its version: %s", job.id, detail)
@@ -354,7 +356,8 @@ class JobSupervisor:
         self._forget(job.id, "succeeded")
 
     def _end(self, running: _Running, failure: JobFailure) -> None:
-        self._execution.fail(running.order.job.tenant_id, running.order.job.id, failure)
+        with self._tracer.span("training.fail", traceparent=running.span.traceparent()):
+            self._execution.fail(running.order.job.tenant_id, running.order.job.id, failure)
         running.span.set_attribute("job.failure", failure.stage)
         self._forget(running.order.job.id, "failed")
 

@@ -62,6 +62,11 @@ class _OtelSpan:
     def end(self) -> None:
         self._span.end()
 
+    def traceparent(self) -> str | None:
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(self._span))
+        return carrier.get("traceparent")
+
 
 class OtelTracer:
     """Satisfies ``Tracer`` with an OpenTelemetry SDK provider that exports through ``exporter``."""
@@ -96,8 +101,11 @@ class OtelTracer:
     ) -> AbstractContextManager[Span]:
         return self._span(name, attributes, traceparent)
 
-    def start_span(self, name: str, attributes: dict[str, SpanValue] | None = None) -> Span:
-        return _OtelSpan(self._tracer.start_span(name, attributes=attributes))
+    def start_span(
+        self, name: str, attributes: dict[str, SpanValue] | None = None, *, traceparent: str | None = None
+    ) -> Span:
+        parent = _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
+        return _OtelSpan(self._tracer.start_span(name, context=parent, attributes=attributes))
 
     def traceparent(self) -> str | None:
         carrier: dict[str, str] = {}
@@ -242,7 +250,10 @@ class TracedEventPublisher:
             "messaging.system": self.name,
             "messaging.batch.size": len(events),
         }
-        with self._tracer.span("outbox.publish", attributes):
+        traces = {event.traceparent for event in events}
+        # A batch from one request joins that request's trace; a mixed batch starts its own.
+        parent = traces.pop() if len(traces) == 1 else None
+        with self._tracer.span("outbox.publish", attributes, traceparent=parent):
             self._publisher.publish(events)
 
     def close(self) -> None:
