@@ -47,6 +47,8 @@ from aiservice.application.tenants import Tenants
 from aiservice.application.tracing import NO_TRACER
 from aiservice.application.training import TrainingExecution, TrainingJobs
 from aiservice.application.versions import ModelVersions
+from aiservice.application.webhook_delivery import WebhookDispatcher, WebhookUrlGuard
+from aiservice.application.webhooks import Webhooks
 from aiservice.domain.clock import utcnow
 from aiservice.domain.errors import InvalidInput
 from aiservice.domain.events import DomainEvent
@@ -65,6 +67,11 @@ from aiservice.infrastructure.db.engine import create_engine
 from aiservice.infrastructure.db.job_repositories import SqlAlchemyJobQueue
 from aiservice.infrastructure.db.probe import SqlAlchemyDatabaseProbe
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
+from aiservice.infrastructure.db.webhook_repositories import (
+    SecretCipher,
+    SqlAlchemyWebhookDeliveryQueue,
+    SqlAlchemyWebhookStore,
+)
 from aiservice.infrastructure.events.database import (
     SqlAlchemyOutboxLease,
     SqlAlchemyOutboxMonitor,
@@ -91,8 +98,9 @@ from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector, warm_fork_server
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 from aiservice.infrastructure.storage.encrypted import EncryptedArtifactStore, RotationReport
-from aiservice.infrastructure.storage.keys import KeyConfigError, generate_key, load_keyring
+from aiservice.infrastructure.storage.keys import KeyConfigError, Keyring, generate_key, load_keyring
 from aiservice.infrastructure.storage.local import LocalArtifactStore
+from aiservice.infrastructure.webhooks.http import HttpxWebhookSender, SocketHostResolver
 from aiservice.settings import Settings
 
 if TYPE_CHECKING:
@@ -137,6 +145,8 @@ class Container:
     secret_created_now: bool
     rate_limits: RateLimits
     erasure: TenantErasure
+    webhooks: Webhooks
+    webhook_dispatcher: WebhookDispatcher
     tracer: Tracer = NO_TRACER
 
     def prepare(self) -> bool:
@@ -148,6 +158,7 @@ class Container:
         if self.settings.prometheus_port:
             self.metrics.serve(self.settings.prometheus_port)
         self.relay.start()
+        self.webhook_dispatcher.start()
         self.events.start()
         self.training_runner.start()
         threading.Thread(target=warm_fork_server, name="warm-fork-server", daemon=True).start()
@@ -156,6 +167,7 @@ class Container:
         self.training_runner.stop()
         self.events.stop()
         self.relay.stop()
+        self.webhook_dispatcher.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.compile_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
@@ -164,19 +176,24 @@ class Container:
         self.tracer.shutdown()
 
 
-def artifact_store(settings: Settings) -> LocalArtifactStore | EncryptedArtifactStore:
-    """The local store, wrapped to encrypt at rest when a master key is configured."""
-    store = LocalArtifactStore(settings.artifact_path)
+def master_keys(settings: Settings) -> Keyring | None:
+    """The master keys of encryption at rest (artifacts, webhook secrets); None when it is off."""
     secret = settings.artifact_encryption_key
     listed = settings.artifact_encryption_keys
     try:
-        keys = load_keyring(
+        return load_keyring(
             secret.get_secret_value() if secret else None,
             listed.get_secret_value() if listed else None,
             settings.artifact_encryption_key_file,
         )
     except KeyConfigError as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+def artifact_store(settings: Settings) -> LocalArtifactStore | EncryptedArtifactStore:
+    """The local store, wrapped to encrypt at rest when a master key is configured."""
+    store = LocalArtifactStore(settings.artifact_path)
+    keys = master_keys(settings)
     if keys is None:
         return store
     return EncryptedArtifactStore(store, keys, plaintext_ttl_seconds=settings.artifact_plaintext_ttl_seconds)
@@ -284,6 +301,8 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     bus = EventBus()
     bus.subscribe("*", _log_event)
     bus.subscribe("*", lambda m: metrics.events_published.labels(m.event_type).inc())
+    webhook_store, webhook_guard, dispatcher = _webhooks(settings, engine, metrics)
+    bus.subscribe("*", dispatcher.on_event)  # on the lease holder, once per event: queues deliveries
     event_handlers = EventHandlers()
     processor = EventProcessor(
         event_handlers, SqlAlchemyProcessedEvents(engine), consumer_group(settings), utcnow, tracer=tracer
@@ -423,8 +442,32 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         secret_created_now=created,
         rate_limits=rate_limits(settings, metrics),
         erasure=TenantErasure(uow, store, dataset_store, on_erased=inference.invalidate),
+        webhooks=Webhooks(webhook_store, webhook_guard, dispatcher, utcnow),
+        webhook_dispatcher=dispatcher,
         tracer=tracer,
     )
+
+
+def _webhooks(
+    settings: Settings, engine: Engine, metrics: ServiceMetrics
+) -> tuple[SqlAlchemyWebhookStore, WebhookUrlGuard, WebhookDispatcher]:
+    cipher = SecretCipher(master_keys(settings))
+    store = SqlAlchemyWebhookStore(engine, cipher, utcnow)
+    guard = WebhookUrlGuard(SocketHostResolver(), allow_private=settings.webhook_allow_private)
+    dispatcher = WebhookDispatcher(
+        store,
+        SqlAlchemyWebhookDeliveryQueue(engine, cipher),
+        HttpxWebhookSender(settings.webhook_timeout_seconds),
+        guard,
+        timeout_s=settings.webhook_timeout_seconds,
+        max_attempts=settings.webhook_max_attempts,
+        max_backoff_s=settings.webhook_max_backoff_seconds,
+        poll_s=settings.webhook_poll_seconds,
+        workers=settings.webhook_workers,
+        clock=utcnow,
+        on_attempt=metrics.webhook_attempt,
+    )
+    return store, guard, dispatcher
 
 
 def _health(settings: Settings, engine: Engine, store: ArtifactStore) -> HealthCheck:

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     kafka_idempotent: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_topic_replication: int = Field(default=1, ge=1)
+    # Webhooks: private, loopback, link-local... targets refused unless allowed; attempts and backoff.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_max_backoff_seconds: float = Field(default=300.0, gt=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_workers: int = Field(default=4, ge=1, le=64)
 
     training_concurrency: int = Field(default=1, ge=1)
     training_heartbeat_seconds: float = Field(default=5.0, gt=0)

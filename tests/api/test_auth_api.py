@@ -84,6 +84,16 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/api-keys"),
     Endpoint("DELETE", "/api-keys/{key_id}"),
     Endpoint("GET", "/audit"),
+    Endpoint(
+        "POST", "/webhooks", {"url": "https://93.184.215.14/hook", "eventTypes": ["ai.model.deleted.v1"]}
+    ),
+    Endpoint("GET", "/webhooks"),
+    Endpoint("GET", "/webhooks/{webhook_id}"),
+    Endpoint("PATCH", "/webhooks/{webhook_id}", {"active": False}),
+    Endpoint("DELETE", "/webhooks/{webhook_id}"),
+    Endpoint("POST", "/webhooks/{webhook_id}/rotate-secret"),
+    Endpoint("POST", "/webhooks/{webhook_id}/ping"),
+    Endpoint("GET", "/webhooks/{webhook_id}/deliveries"),
     Endpoint("GET", "/admin/outbox"),
     Endpoint("POST", "/tenants", {"id": "initech"}),
     Endpoint("GET", "/tenants"),
@@ -98,13 +108,14 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/v2/models/{name}/infer", INFER_BODY),
     Endpoint("POST", "/v2/models/{name}/versions/{version}/infer", INFER_BODY),
 ]
-# Addressed by a model (by id or name) or a dataset: another tenant gets a 404 on each. Jobs and API
-# keys have their own ids (tests/api/test_training.py, test_api_keys.py cover them); tenants are the
-# platform's, and /tenants/{id}/usage is covered in tests/api/test_tenants_api.py.
+# Addressed by a model (by id or name) or a dataset: another tenant gets a 404 on each. Jobs, API keys
+# and webhooks have their own ids (tests/api/test_training.py, test_api_keys.py, tests/webhooks cover
+# them); tenants are the platform's, and /tenants/{id}/usage is covered in tests/api/test_tenants_api.py.
 TARGETED = [
     e
     for e in ENDPOINTS
-    if "{" in e.template and not e.template.startswith(("/training-jobs", "/api-keys", "/tenants"))
+    if "{" in e.template
+    and not e.template.startswith(("/training-jobs", "/api-keys", "/webhooks", "/tenants"))
 ]
 PREDICTING = [e for e in ENDPOINTS if e.template.endswith(("predict", "infer"))]
 READING = [e for e in TARGETED if e.method == "GET"] + PREDICTING
@@ -119,6 +130,7 @@ def call(client: TestClient, headers: dict[str, str], endpoint: Endpoint, model:
         name=model if endpoint.template.startswith("/v2/") else "secret-data",
         job=str(uuid.uuid4()),
         key_id="0" * 32,
+        webhook_id="0" * 32,
         tenant="acme",
     )
     if endpoint.body == "upload":

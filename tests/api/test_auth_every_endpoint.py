@@ -248,6 +248,7 @@ def test_other_tenant_gets_404_by_id_and_by_name_on_every_endpoint(
     model = owned.model[by]
     dataset = model if endpoint.template.startswith("/v2/") else "secret-data"  # v2 names models
     ids = {"model": model, "reference": f"{model}:1", "name": dataset, "job": owned.job, "key_id": owned.key}
+    ids["webhook_id"] = "0" * 32  # tests/webhooks proves another tenant's real webhook is a 404 too
     path = endpoint.path.format(version=1, alias="champion", **ids)
     intruder = service.headers("globex", ("admin",))
     if endpoint.body == "upload":

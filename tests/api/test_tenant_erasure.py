@@ -25,9 +25,13 @@ ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_widt
 
 @pytest.fixture
 def settings(engine: Engine, database_url: str, tmp_path: Path) -> Settings:
-    """Encryption on: the key envelopes and decrypted copies must go with the artifacts."""
+    """Encryption on: the key envelopes and decrypted copies must go with the artifacts. Webhooks may
+    point at this machine (a closed port: their deliveries fail, and are logged)."""
     return make_settings(
-        database_url, tmp_path / "data", artifact_encryption_key=base64.b64encode(os.urandom(32)).decode()
+        database_url,
+        tmp_path / "data",
+        artifact_encryption_key=base64.b64encode(os.urandom(32)).decode(),
+        webhook_allow_private=True,
     )
 
 
@@ -48,7 +52,8 @@ def _erase(client: TestClient, root: dict[str, str], tenant: str = "acme") -> di
 
 
 def _fill(client: TestClient, auth: Auth, tmp_path: Path, tenant: str) -> str:
-    """A model with a trained and an uploaded version, an alias, a dataset and an API key; the key."""
+    """A model with a trained and an uploaded version, an alias, a dataset, an API key and a pinged
+    webhook; the key."""
     headers = auth(tenant=tenant)
     dataset = write_iris_csv(tmp_path / f"{tenant}.csv").read_bytes()
     posted = client.post(
@@ -62,6 +67,10 @@ def _fill(client: TestClient, auth: Auth, tmp_path: Path, tenant: str) -> str:
     client.put(f"{API}/models/iris/aliases/champion", json={"version": 2}, headers=headers)
     assert client.post(f"{API}/models/iris/predict", json={"input": ROW}, headers=headers).status_code == 200
     key = client.post(f"{API}/api-keys", json={"name": "scorer", "roles": ["viewer"]}, headers=headers)
+    hook = client.post(
+        f"{API}/webhooks", json={"url": "http://127.0.0.1:9/", "eventTypes": ["*"]}, headers=headers
+    )
+    assert client.post(f"{API}/webhooks/{hook.json()['id']}/ping", headers=headers).status_code == 200
     return str(key.json()["key"])
 
 
@@ -84,14 +93,18 @@ def test_erasure_removes_the_tenants_data_and_leaves_the_other_tenant_alone(
         "trainingJobEvents": erased["trainingJobEvents"],
         "datasets": 1,
         "apiKeys": 1,
+        "webhooks": 1,
+        "webhookDeliveries": erased["webhookDeliveries"],
         "outboxEvents": erased["outboxEvents"],
     }
     assert erased["trainingJobEvents"] > 0 and erased["outboxEvents"] > 0
+    assert erased["webhookDeliveries"] >= 1  # the ping, and any event delivered by then
     assert _files(container) == globex_files  # bodies, key envelopes, decrypted copies, datasets: gone
     acme = auth(tenant="acme")
     assert client.get(f"{API}/models", headers=acme).json()["items"] == []
     assert client.get(f"{API}/training-jobs", headers=acme).json()["items"] == []
     assert client.get(f"{API}/datasets", headers=acme).json()["items"] == []
+    assert client.get(f"{API}/webhooks", headers=acme).json()["items"] == []
     assert client.get(f"{API}/models/iris/versions/1/artifact", headers=acme).status_code == 404
     assert client.post(f"{API}/models/iris/predict", json={"input": ROW}, headers=acme).status_code == 404
     assert client.get(f"{API}/models", headers={"Authorization": f"ApiKey {acme_key}"}).status_code == 401
@@ -100,6 +113,7 @@ def test_erasure_removes_the_tenants_data_and_leaves_the_other_tenant_alone(
     assert client.get(f"{API}/models/iris/versions/2/artifact", headers=globex).content == iris_model_bytes()
     assert client.post(f"{API}/models/iris/predict", json={"input": ROW}, headers=globex).status_code == 200
     assert client.get(f"{API}/models", headers={"Authorization": f"ApiKey {globex_key}"}).status_code == 200
+    assert len(client.get(f"{API}/webhooks", headers=globex).json()["items"]) == 1
     with engine.connect() as conn:
         left = conn.execute(sa.text("SELECT event_type FROM outbox WHERE tenant_id = 'acme'")).scalars().all()
     assert set(left) == {"ModelDeleted"}  # only the notice that makes every replica forget the model

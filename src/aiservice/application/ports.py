@@ -20,6 +20,7 @@ from aiservice.domain.pagination import Page
 from aiservice.domain.signature import Signature
 from aiservice.domain.tenancy import Principal, Tenant
 from aiservice.domain.training import JobEvent, JobStatus, TrainingJob
+from aiservice.domain.webhooks import DeliveryStatus, Webhook, WebhookDelivery
 
 Clock = Callable[[], datetime]
 
@@ -539,3 +540,106 @@ def chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
     """Read a binary stream in fixed-size chunks, so nothing holds a whole artifact in memory."""
     while chunk := stream.read(size):
         yield chunk
+
+
+# -- webhooks (see domain/webhooks.py) --------------------------------------------------------------
+
+
+class WebhookRepository(Protocol):
+    """One tenant's webhooks and their delivery log; each call is a transaction of its own."""
+
+    def add(self, webhook: Webhook, secret: str) -> None: ...
+    def get(self, webhook_id: str) -> Webhook | None: ...
+    def page(self, limit: int, cursor: str | None) -> Page[Webhook]:
+        """Newest first."""
+        ...
+
+    def save(self, webhook: Webhook, secret: str | None = None) -> None:
+        """Store url, event types, description, active and updated_at (and a new secret when given)."""
+        ...
+
+    def delete(self, webhook_id: str) -> bool:
+        """Remove the webhook with its delivery log; False when there was none."""
+        ...
+
+    def subscribed(self, event_type: str) -> list[Webhook]:
+        """The active webhooks that want ``event_type``."""
+        ...
+
+    def add_delivery(self, delivery: WebhookDelivery) -> bool:
+        """Queue a delivery; False (and nothing written) when its webhook already has that event."""
+        ...
+
+    def delivery(self, delivery_id: str) -> WebhookDelivery | None: ...
+    def deliveries(self, webhook_id: str, limit: int, cursor: str | None) -> Page[WebhookDelivery]:
+        """Newest first."""
+        ...
+
+
+class WebhookStore(Protocol):
+    def __call__(self, tenant_id: str) -> WebhookRepository: ...
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery one worker holds until ``token``'s claim expires: what it needs to send it."""
+
+    delivery: WebhookDelivery
+    url: str
+    secret: str | None  # None: it cannot be read (its encryption key is gone)
+    active: bool
+    token: str
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """How an attempt ended, as the delivery row records it."""
+
+    status: DeliveryStatus
+    attempts: int
+    status_code: int | None
+    error: str | None
+    duration_ms: float | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
+class WebhookDeliveryQueue(Protocol):
+    """Every tenant's pending deliveries, for the delivery workers of every replica."""
+
+    def claim_next(self, now: datetime, until: datetime) -> ClaimedDelivery | None:
+        """Claim the most overdue pending delivery no live claim holds, until ``until``; None when none
+        is due. A conditional update takes it, so two workers never hold one delivery at once."""
+        ...
+
+    def claim(
+        self, tenant_id: str, delivery_id: str, now: datetime, until: datetime
+    ) -> ClaimedDelivery | None:
+        """Claim one pending delivery no live claim holds, due or not (a ping is sent at once)."""
+        ...
+
+    def finish(self, claimed: ClaimedDelivery, result: AttemptResult) -> None:
+        """Record an attempt and release the claim (nothing happens if the claim was lost)."""
+        ...
+
+
+class HostResolver(Protocol):
+    def resolve(self, host: str, port: int) -> list[str]:
+        """The addresses ``host`` resolves to, as text; raises ``OSError`` when it does not resolve."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookResponse:
+    status_code: int | None  # None: no answer (refused, timed out, broken connection)
+    error: str | None
+    duration_ms: float
+
+
+class WebhookSender(Protocol):
+    def post(self, url: str, address: str, body: bytes, headers: dict[str, str]) -> WebhookResponse:
+        """POST ``body`` to ``url``, connecting to ``address`` (checked already) rather than resolving
+        the host again; never follows redirects, never raises for the receiver's failures."""
+        ...
+
+    def close(self) -> None: ...

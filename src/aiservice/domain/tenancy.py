@@ -28,6 +28,7 @@ class Permission(StrEnum):
     DATASET_WRITE = "dataset:write"  # upload and delete training datasets
     APIKEY_MANAGE = "apikey:manage"  # create, list and revoke the tenant's API keys
     AUDIT_READ = "audit:read"  # read the tenant's audit log
+    WEBHOOK_MANAGE = "webhook:manage"  # subscribe URLs to the tenant's events, read their delivery logs
     TENANT_READ = "tenant:read"  # the caller's own tenant: its quotas and their use
     TENANTS_MANAGE = "tenants:manage"  # the platform: create, list and change every tenant
 

@@ -291,3 +291,57 @@ processed_events = sa.Table(
     sa.Column("processed_at", UtcDateTime(), nullable=False),
     sa.Index("ix_processed_events_processed_at", "processed_at"),
 )
+
+# Webhooks (migration 0009): a tenant's subscriptions of a URL to event types. ``secret`` holds the
+# signing secret's 32 bytes wrapped (AES key wrap) under the artifact master key that ``secret_key_id``
+# names, base64; without encryption at rest (``secret_key_id`` NULL) the secret itself.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("event_types", Json, nullable=False),
+    sa.Column("description", sa.String(500), nullable=False),
+    sa.Column("active", sa.Boolean(), nullable=False),
+    sa.Column("secret", sa.String(200), nullable=False),
+    sa.Column("secret_key_id", sa.String(64), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_webhooks_tenant_created", "tenant_id", "created_at", "id"),
+)
+
+# Each event on its way to each webhook (migration 0009), the delivery log. One row per (webhook, event):
+# an event handed over twice is queued once. A worker claims a row (``claimed_until``, ``claim_token``)
+# with a conditional UPDATE before it sends, so replicas do not send one attempt twice.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("webhook_id", sa.String(32), nullable=False),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_status_code", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("duration_ms", sa.Float(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime(), nullable=True),
+    sa.Column("delivered_at", UtcDateTime(), nullable=True),
+    sa.Column("claimed_until", UtcDateTime(), nullable=True),
+    sa.Column("claim_token", sa.String(32), nullable=True),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "webhook_id"],
+        ["webhooks.tenant_id", "webhooks.id"],
+        name="fk_webhook_deliveries_webhook",
+        ondelete="CASCADE",
+    ),
+    sa.UniqueConstraint("tenant_id", "webhook_id", "event_id", name="uq_webhook_deliveries_webhook_event"),
+    sa.Index("ix_webhook_deliveries_log", "tenant_id", "webhook_id", "created_at", "id"),
+    # The workers' queue: pending rows by when they are due, across tenants.
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+)

@@ -17,6 +17,8 @@ from aiservice.infrastructure.db.tables import (
     outbox,
     training_job_events,
     training_jobs,
+    webhook_deliveries,
+    webhooks,
 )
 
 # Children before parents: the foreign keys hold until the end.
@@ -27,6 +29,8 @@ _ORDER = (
     ("versions", model_versions),
     ("models", models),
     ("apiKeys", api_keys),
+    ("webhookDeliveries", webhook_deliveries),
+    ("webhooks", webhooks),
     ("outboxEvents", outbox),
 )
 
@@ -38,7 +42,8 @@ class SqlAlchemyTenantDataRepository:
 
     def erase_all(self) -> ErasedRows:
         """Delete every model (soft-deleted ones too), version, alias, training job and its events,
-        API key and outbox event of the tenant; returns the counts, the models and the artifact keys."""
+        API key, webhook with its deliveries and outbox event of the tenant; returns the counts, the
+        models and the artifact keys."""
         rows = self._conn.execute(
             sa.select(model_versions.c.artifact_key, model_versions.c.serving).where(
                 model_versions.c.tenant_id == self._tenant

@@ -166,6 +166,13 @@ class ServiceMetrics:
             ["tenant", "outcome"],
             registry=self.registry,
         )
+        self.webhook_deliveries = Counter(
+            "ai_service_webhook_deliveries",
+            "Webhook delivery attempts by outcome: succeeded, retried (failed, another attempt follows), "
+            "failed (given up, or refused before sending).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self._cache_seen = (0, 0, 0)
 
     def training_job(self, framework: str, outcome: str, duration_s: float | None = None) -> None:
@@ -176,6 +183,9 @@ class ServiceMetrics:
         else:
             self.training_running.dec()
             self.training_duration.labels(framework).observe(duration_s)
+
+    def webhook_attempt(self, outcome: str) -> None:
+        self.webhook_deliveries.labels(outcome).inc()
 
     def quota_refused(self, tenant: str | None, quota: str) -> None:
         self.quota_exceeded.labels(self.tenant_label(tenant), quota).inc()

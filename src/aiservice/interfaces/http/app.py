@@ -28,6 +28,7 @@ from aiservice.interfaces.http.routers import audit as audit_router
 from aiservice.interfaces.http.routers import datasets, health, models, predict, training, versions
 from aiservice.interfaces.http.routers import permissions as permissions_router
 from aiservice.interfaces.http.routers import tenants as tenants_router
+from aiservice.interfaces.http.routers import webhooks as webhooks_router
 
 _UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/models/[^/]+/versions/?$")
 _DATASET_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/datasets/?$")
@@ -75,6 +76,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(datasets.router)
     app.include_router(audit_router.router)
     app.include_router(api_keys_router.router)
+    app.include_router(webhooks_router.router)
     app.include_router(tenants_router.router)
     app.include_router(permissions_router.router)
     app.include_router(admin_router.router)

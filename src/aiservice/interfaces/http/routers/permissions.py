@@ -48,6 +48,7 @@ _M = "/models/{model}"
 _V = f"{_M}/versions/{{version}}"
 _STAGE = f"{_V}/stage"
 _V2 = "/v2/models/{name}"
+_W = "/webhooks/{webhook_id}"
 
 ENDPOINT_RULES: tuple[Rule, ...] = (
     _rule("GET", "/permissions"),  # any authenticated caller
@@ -89,6 +90,14 @@ ENDPOINT_RULES: tuple[Rule, ...] = (
     _rule("GET", "/api-keys", P.APIKEY_MANAGE),
     _rule("DELETE", "/api-keys/{key_id}", P.APIKEY_MANAGE),
     _rule("GET", "/audit", P.AUDIT_READ),
+    _rule("POST", "/webhooks", P.WEBHOOK_MANAGE),
+    _rule("GET", "/webhooks", P.WEBHOOK_MANAGE),
+    _rule("GET", _W, P.WEBHOOK_MANAGE),
+    _rule("PATCH", _W, P.WEBHOOK_MANAGE),
+    _rule("DELETE", _W, P.WEBHOOK_MANAGE),
+    _rule("POST", f"{_W}/rotate-secret", P.WEBHOOK_MANAGE),
+    _rule("POST", f"{_W}/ping", P.WEBHOOK_MANAGE),
+    _rule("GET", f"{_W}/deliveries", P.WEBHOOK_MANAGE),
     _rule("GET", "/admin/outbox", P.TENANTS_MANAGE),
     _rule("POST", "/tenants", P.TENANTS_MANAGE),
     _rule("GET", "/tenants", P.TENANTS_MANAGE),

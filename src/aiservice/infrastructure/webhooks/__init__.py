@@ -1,0 +1,1 @@
+"""Webhook adapters: the HTTP sender and the host resolver."""
