@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,7 @@ from aiservice.infrastructure.db.webhook_repositories import (
     SecretCipher,
     SqlAlchemyWebhookDeliveryQueue,
     SqlAlchemyWebhookStore,
+    rewrap_webhook_secrets,
 )
 from aiservice.infrastructure.events.database import (
     SqlAlchemyOutboxLease,
@@ -199,15 +201,21 @@ def artifact_store(settings: Settings) -> LocalArtifactStore | EncryptedArtifact
     return EncryptedArtifactStore(store, keys, plaintext_ttl_seconds=settings.artifact_plaintext_ttl_seconds)
 
 
-def rotate_artifact_keys(settings: Settings) -> tuple[str, RotationReport]:
-    """Re-wrap every artifact's data key under the current master key: (its id, what was done)."""
+def rotate_artifact_keys(settings: Settings) -> tuple[str, RotationReport, RotationReport]:
+    """Re-wrap every artifact's data key and every webhook's signing secret under the current master
+    key: (its id, what was done to artifacts, what was done to webhook secrets)."""
     store = artifact_store(settings)
     if not isinstance(store, EncryptedArtifactStore):
         raise ConfigurationError(
             "No ARTIFACT_ENCRYPTION_KEY, ARTIFACT_ENCRYPTION_KEYS or ARTIFACT_ENCRYPTION_KEY_FILE is set: "
             "nothing to rotate."
         )
-    return store.keys.current.id, store.rotate()
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        secrets = rewrap_webhook_secrets(engine, store.keys)
+    finally:
+        engine.dispose()
+    return store.keys.current.id, store.rotate(), secrets
 
 
 def new_master_key() -> tuple[str, str]:
@@ -464,6 +472,7 @@ def _webhooks(
         max_backoff_s=settings.webhook_max_backoff_seconds,
         poll_s=settings.webhook_poll_seconds,
         workers=settings.webhook_workers,
+        retention=timedelta(days=settings.webhook_delivery_retention_days),
         clock=utcnow,
         on_attempt=metrics.webhook_attempt,
     )

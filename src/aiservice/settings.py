@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     webhook_max_backoff_seconds: float = Field(default=300.0, gt=0)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_workers: int = Field(default=4, ge=1, le=64)
+    webhook_delivery_retention_days: float = Field(default=30.0, gt=0)  # finished deliveries kept this long
 
     training_concurrency: int = Field(default=1, ge=1)
     training_heartbeat_seconds: float = Field(default=5.0, gt=0)

@@ -10,11 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from aiservice.bootstrap import ConfigurationError, Container, artifact_store, bootstrap
+from aiservice.infrastructure.db.tables import webhooks
+from aiservice.infrastructure.db.webhook_repositories import SecretCipher
+from aiservice.infrastructure.storage.keys import load_keyring
 from aiservice.interfaces.cli.main import app as cli_app
 from aiservice.interfaces.http.app import create_app
 from aiservice.settings import Settings
@@ -130,7 +134,9 @@ def test_plaintext_artifacts_from_before_encryption_keep_working(
     assert sum(MARKER in p.read_bytes() for p in _files(settings.artifact_path)) == 1  # the old one only
 
 
-def test_rotation_lets_the_old_key_go(client: TestClient, auth: Auth, settings: Settings, reopen) -> None:  # type: ignore[no-untyped-def]
+def test_rotation_lets_the_old_key_go(  # type: ignore[no-untyped-def]
+    client: TestClient, auth: Auth, settings: Settings, reopen, engine: Engine
+) -> None:
     _iris(client, auth)
     _iris(client, auth, "second")
     env = {
@@ -139,9 +145,18 @@ def test_rotation_lets_the_old_key_go(client: TestClient, auth: Auth, settings: 
         "JWT_SECRET": "cli-secret-0123456789-0123456789-0123456789",
         "ARTIFACT_ENCRYPTION_KEYS": f"new:{NEW_KEY},old:{OLD_KEY}",
     }
+    webhook = {"url": "http://93.184.216.34/hook", "eventTypes": ["*"]}  # public: no private opt-in needed
+    made = client.post("/api/v1/ai/webhooks", json=webhook, headers=auth("admin"))
+    assert made.status_code == 201, made.text
     result = CliRunner().invoke(cli_app, ["keys", "rotate"], env=env)
     assert result.exit_code == 0, result.output
     assert "2 re-wrapped" in result.output
+    assert "webhook secrets: 1 re-wrapped" in result.output
+    with engine.connect() as conn:
+        stored, key_id = conn.execute(sa.select(webhooks.c.secret, webhooks.c.secret_key_id)).one()
+    only_new = load_keyring(None, f"new:{NEW_KEY}", None)
+    assert only_new is not None
+    assert key_id == "new" and SecretCipher(only_new).open(stored, key_id) == made.json()["secret"]
 
     rotated = reopen(artifact_encryption_keys=f"new:{NEW_KEY}")
     for name in ("iris", "second"):

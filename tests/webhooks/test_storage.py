@@ -119,3 +119,19 @@ def _succeeded() -> AttemptResult:
 def _status(engine: Engine) -> str:
     with engine.connect() as conn:
         return str(conn.execute(sa.text("SELECT status FROM webhook_deliveries")).scalar_one())
+
+
+def test_finished_deliveries_leave_the_log_after_the_retention_and_pending_ones_stay(
+    queue: SqlAlchemyWebhookDeliveryQueue, container: Container, engine: Engine
+) -> None:
+    event = ModelCreated(tenant_id="acme", aggregate_id="m2", name="m2", framework="onnx")
+    container.webhook_dispatcher.on_event(outbox_message(event))  # a second delivery, still pending
+    now = utcnow()
+    claimed = queue.claim_next(now, now + timedelta(seconds=60))
+    assert claimed is not None
+    queue.finish(claimed, _succeeded())
+    assert queue.prune(now - timedelta(days=1)) == 0  # both younger than the cut-off: kept
+
+    assert queue.prune(utcnow() + timedelta(seconds=1)) == 1  # the finished one only
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM webhook_deliveries")).scalars().all() == ["pending"]

@@ -622,6 +622,10 @@ class WebhookDeliveryQueue(Protocol):
         """Record an attempt and release the claim (nothing happens if the claim was lost)."""
         ...
 
+    def prune(self, before: datetime) -> int:
+        """Delete the finished (succeeded or failed) deliveries made before ``before``; how many."""
+        ...
+
 
 class HostResolver(Protocol):
     def resolve(self, host: str, port: int) -> list[str]:

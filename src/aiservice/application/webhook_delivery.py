@@ -48,6 +48,7 @@ from aiservice.domain.webhooks import (
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 1.0
+PRUNE_EVERY = timedelta(hours=1)
 
 
 class UnresolvableHost(InvalidInput):
@@ -109,6 +110,7 @@ class WebhookDispatcher:
         max_backoff_s: float,
         poll_s: float = 1.0,
         workers: int = 1,
+        retention: timedelta | None = None,
         clock: Clock = utcnow,
         on_attempt: Callable[[str], None] = lambda outcome: None,
     ) -> None:
@@ -124,6 +126,9 @@ class WebhookDispatcher:
         self._workers = workers
         self._clock = clock
         self._on_attempt = on_attempt
+        self._retention = retention  # finished deliveries older than this leave the log (None: kept)
+        self._next_prune = clock()
+        self._prune_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -286,6 +291,18 @@ class WebhookDispatcher:
         delay = min(self._max_backoff, FIRST_BACKOFF_S * 2.0 ** min(attempts - 1, 30))
         return delay * random.uniform(0.5, 1.0)
 
+    def prune_if_due(self) -> int:
+        """Drop finished deliveries past the retention, at most once an hour across this replica's
+        workers; how many went."""
+        if self._retention is None:
+            return 0
+        with self._prune_lock:
+            now = self._clock()
+            if now < self._next_prune:
+                return 0
+            self._next_prune = now + PRUNE_EVERY
+        return self._queue.prune(now - self._retention)
+
     # -- the worker thread ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -313,6 +330,7 @@ class WebhookDispatcher:
             try:
                 while not self._stop.is_set() and self.run_once():
                     pass
+                self.prune_if_due()
             except Exception:
                 log.exception("webhook delivery pass failed")
             self._wake.wait(self._poll)

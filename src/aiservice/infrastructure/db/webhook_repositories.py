@@ -23,6 +23,7 @@ from aiservice.domain.webhooks import DeliveryStatus, Webhook, WebhookDelivery, 
 from aiservice.infrastructure.db.audit_repository import append_record
 from aiservice.infrastructure.db.engine import writer_engine
 from aiservice.infrastructure.db.tables import webhook_deliveries, webhooks
+from aiservice.infrastructure.storage.encrypted import RotationReport
 from aiservice.infrastructure.storage.keys import Keyring
 
 _W, _D = webhooks.c, webhook_deliveries.c
@@ -55,6 +56,31 @@ class SecretCipher:
             return secret_text(self._keys.unwrap(key_id, base64.b64decode(stored)))
         except (ArtifactCorrupt, binascii.Error, ValueError):
             return None
+
+
+def rewrap_webhook_secrets(engine: Engine, keys: Keyring) -> RotationReport:
+    """Seal every webhook secret under the current master key (``aiservice keys rotate``), plaintext
+    ones from before encryption at rest included, so the old keys can go; one that no configured key
+    opens is reported by webhook id and left as it is."""
+    cipher, report = SecretCipher(keys), RotationReport()
+    with writer_engine(engine).begin() as conn:
+        rows = conn.execute(sa.select(_W.tenant_id, _W.id, _W.secret, _W.secret_key_id)).all()
+        for tenant_id, webhook_id, stored, key_id in rows:
+            if key_id == keys.current.id:
+                report.current += 1
+                continue
+            secret = cipher.open(stored, key_id)
+            if secret is None:
+                report.failed.append(f"webhook {webhook_id}")
+                continue
+            sealed, current = cipher.seal(secret)
+            conn.execute(
+                webhooks.update()
+                .where(_W.tenant_id == tenant_id, _W.id == webhook_id)
+                .values(secret=sealed, secret_key_id=current)
+            )
+            report.rewrapped += 1
+    return report
 
 
 class SqlAlchemyWebhookRepository:
@@ -251,6 +277,13 @@ class SqlAlchemyWebhookDeliveryQueue:
                     claim_token=None,
                 )
             )
+
+    def prune(self, before: datetime) -> int:
+        finished = (DeliveryStatus.SUCCEEDED.value, DeliveryStatus.FAILED.value)
+        with self._writer.begin() as conn:
+            return conn.execute(
+                webhook_deliveries.delete().where(_D.status.in_(finished), _D.created_at < before)
+            ).rowcount
 
 
 def _unclaimed(now: datetime) -> sa.ColumnElement[bool]:

@@ -20,19 +20,24 @@ def generate() -> None:
 
 @keys_app.command("rotate")
 def rotate() -> None:
-    """Re-wrap every artifact's data key under the current master key (bodies are not rewritten).
+    """Re-wrap every artifact's data key and every webhook's signing secret under the current master
+    key (artifact bodies are not rewritten).
 
     Make the new key current and keep the old ones listed until this reports no failure; then the
-    old ones can go. Exit status 1 if any artifact could not be re-wrapped."""
+    old ones can go. Exit status 1 if anything could not be re-wrapped."""
     try:
-        current, report = rotate_artifact_keys(Settings())
+        current, artifacts, secrets = rotate_artifact_keys(Settings())
     except ConfigurationError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(
-        f"current key {current}: {report.rewrapped} re-wrapped, "
-        f"{report.current} already current, {len(report.failed)} failed"
+        f"current key {current}: {artifacts.rewrapped} re-wrapped, "
+        f"{artifacts.current} already current, {len(artifacts.failed)} failed"
     )
-    for key in report.failed:
+    typer.echo(
+        f"webhook secrets: {secrets.rewrapped} re-wrapped, "
+        f"{secrets.current} already current, {len(secrets.failed)} failed"
+    )
+    for key in (*artifacts.failed, *secrets.failed):
         typer.echo(f"  failed: {key}", err=True)
-    if report.failed:
+    if artifacts.failed or secrets.failed:
         raise typer.Exit(code=1)
