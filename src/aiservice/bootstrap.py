@@ -449,11 +449,20 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         secret_is_generated=generated,
         secret_created_now=created,
         rate_limits=rate_limits(settings, metrics),
-        erasure=TenantErasure(uow, store, dataset_store, on_erased=inference.invalidate),
+        erasure=TenantErasure(
+            uow, store, dataset_store, on_erased=lambda tenant: _erased(tenant, inference, runner)
+        ),
         webhooks=Webhooks(webhook_store, webhook_guard, dispatcher, utcnow),
         webhook_dispatcher=dispatcher,
         tracer=tracer,
     )
+
+
+def _erased(tenant_id: str, inference: InferenceService, runner: JobSupervisor) -> None:
+    """This replica forgets the tenant's models at once, and its job runner looks at its jobs now: a
+    worker whose job row the erasure deleted is stopped, and its model is never registered."""
+    inference.invalidate(tenant_id)
+    runner.wake()
 
 
 def _webhooks(

@@ -15,7 +15,16 @@ from sqlalchemy.engine import Engine
 
 from aiservice.bootstrap import Container
 from aiservice.settings import Settings
-from tests.api.test_training import FINISHED, iris_model, train_body, wait_for, write_iris_csv
+from tests.api.test_training import (
+    FINISHED,
+    iris_model,
+    slow_torch_job,
+    train_body,
+    training_workers,
+    wait_for,
+    wait_until,
+    write_iris_csv,
+)
 from tests.conftest import Auth, make_settings
 from tests.helpers import iris_model_bytes, stored_files, upload
 
@@ -117,6 +126,24 @@ def test_erasure_removes_the_tenants_data_and_leaves_the_other_tenant_alone(
     with engine.connect() as conn:
         left = conn.execute(sa.text("SELECT event_type FROM outbox WHERE tenant_id = 'acme'")).scalars().all()
     assert set(left) == {"ModelDeleted"}  # only the notice that makes every replica forget the model
+
+
+def test_erasure_stops_the_tenants_running_job_and_its_model_is_never_registered(
+    client: TestClient, auth: Auth, root: dict[str, str], container: Container
+) -> None:
+    headers = auth("editor")
+    datasets = container.settings.dataset_root_paths[0]
+    datasets.mkdir(parents=True, exist_ok=True)
+    job = slow_torch_job(client, headers, datasets)
+    wait_until(lambda: client.get(f"{API}/training-jobs/{job['id']}", headers=headers).json()["epoch"])
+    workers = training_workers()
+    assert workers, "the running job has a worker process"
+
+    assert _erase(client, root)["trainingJobs"] == 1
+    wait_until(lambda: not workers & training_workers(), timeout=15)
+    assert container.training_runner.running == []
+    assert _files(container) == set()  # nothing the job wrote, and no version registered from it
+    assert client.get(f"{API}/models", headers=headers).json()["items"] == []
 
 
 def test_the_erasure_is_recorded_in_the_tenants_audit_chain(

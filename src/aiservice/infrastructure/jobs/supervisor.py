@@ -196,10 +196,11 @@ class JobSupervisor:
         for job_id in ids:
             running = self._running[job_id]
             status = self._execution.status(running.order.job.tenant_id, job_id)
-            if status != JobStatus.RUNNING:  # cancelled (here or on another replica), or ended elsewhere
-                log.info("training job %s is %s; stopping its worker", job_id, status)
+            if status != JobStatus.RUNNING:  # cancelled (here or on another replica), ended elsewhere,
+                outcome = str(status) if status else "deleted"  # or erased with its tenant
+                log.info("training job %s is %s; stopping its worker", job_id, outcome)
                 running.worker.kill()
-                self._forget(job_id, str(status))
+                self._forget(job_id, outcome)
         self._execution.recover_stale(3 * self._heartbeat_s)
 
     def _start_next(self) -> bool:
