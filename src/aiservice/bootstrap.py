@@ -430,7 +430,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         training=training,
         training_runner=runner,
         datasets=dataset_store,
-        dataset_uploads=Datasets(dataset_store, format_problems, settings.max_dataset_bytes),
+        dataset_uploads=Datasets(dataset_store, format_problems, settings.max_dataset_bytes, uow),
         tokens=tokens,
         authenticator=authenticator,
         api_keys=ApiKeys(uow, utcnow),

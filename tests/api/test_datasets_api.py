@@ -135,16 +135,40 @@ def test_a_job_trains_on_an_uploaded_dataset_and_its_version_predicts(
     assert [output["prediction"] for output in answer.json()["outputs"]] == SPECIES
 
 
-def test_a_dataset_deleted_while_its_job_waits_fails_the_job_when_it_would_start(
+def test_a_dataset_a_waiting_job_names_cannot_be_deleted_until_the_job_is_cancelled(
     engine: Engine, database_url: str, tmp_path: Path, iris_csv: bytes
 ) -> None:
+    container, headers = own_service(database_url, tmp_path / "data")
+    with TestClient(create_app(container, manage_lifecycle=False)) as client:  # no runner: the job waits
+        assert post_dataset(client, headers, iris_csv, name="iris").status_code == 201
+        iris_model(client, headers)
+        job = client.post(f"{API}/models/iris/train", json=train_body("dataset://iris"), headers=headers)
+        assert job.status_code == 202, job.text
+
+        refused = client.delete(f"{DATASETS}/iris", headers=headers)
+        assert refused.status_code == 409
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"].endswith("dataset-in-use")
+        assert refused.json()["trainingJobs"] == [job.json()["id"]]
+        assert client.get(f"{DATASETS}/iris", headers=headers).status_code == 200  # kept
+
+        cancel = client.post(f"{API}/training-jobs/{job.json()['id']}/cancel", headers=headers)
+        assert cancel.status_code == 200
+        assert client.delete(f"{DATASETS}/iris", headers=headers).status_code == 204
+    container.close()
+
+
+def test_a_dataset_gone_when_its_job_starts_fails_the_job_saying_so(
+    engine: Engine, database_url: str, tmp_path: Path, iris_csv: bytes
+) -> None:
+    """The store lost it after the job was queued (removed by hand, or deleted in the same instant)."""
     container, headers = own_service(database_url, tmp_path / "data")
     with TestClient(create_app(container, manage_lifecycle=False)) as client:  # no runner yet
         assert post_dataset(client, headers, iris_csv, name="iris").status_code == 201
         iris_model(client, headers)
         job = client.post(f"{API}/models/iris/train", json=train_body("dataset://iris"), headers=headers)
         assert job.status_code == 202, job.text
-        assert client.delete(f"{DATASETS}/iris", headers=headers).status_code == 204
+        assert container.datasets.delete("acme", "iris")
 
         container.start()
         try:

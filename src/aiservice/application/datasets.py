@@ -10,7 +10,8 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Protocol
 
-from aiservice.domain.errors import FieldError, InvalidInput, NotFound
+from aiservice.application.ports import UnitOfWorkFactory
+from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from aiservice.domain.pagination import Page, decode_cursor, encode_cursor
 from aiservice.domain.tenancy import Permission, Principal
 
@@ -91,10 +92,13 @@ class DatasetUpload:
 
 
 class Datasets:
-    def __init__(self, catalog: DatasetCatalog, check: FormatCheck, max_bytes: int) -> None:
+    def __init__(
+        self, catalog: DatasetCatalog, check: FormatCheck, max_bytes: int, uow: UnitOfWorkFactory
+    ) -> None:
         self._catalog = catalog
         self._check = check
         self.max_bytes = max_bytes
+        self._uow = uow
 
     def authorize_upload(self, principal: Principal) -> None:
         """Refuse a caller who may not upload before any byte of the upload is read."""
@@ -139,8 +143,18 @@ class Datasets:
         return dataset
 
     def delete(self, principal: Principal, name: str) -> None:
-        """New training requests naming it are refused; a queued job that names it fails when it reads it."""
+        """Refused (409) while a queued or running job names it; afterwards new training requests naming
+        it are refused (a job submitted in the same instant fails when it reads it)."""
         principal.require(Permission.DATASET_WRITE)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            users = [job.id for job in uow.jobs.unfinished() if job.dataset.names_dataset(name)]
+        if users:
+            raise Conflict(
+                f"Dataset {name!r} is read by {len(users)} queued or running training job(s): "
+                f"{', '.join(users)}. Cancel them, or wait for them to end, then delete it.",
+                code="dataset-in-use",
+                extra={"dataset": name, "trainingJobs": users},
+            )
         if not self._catalog.delete(principal.tenant_id, name):
             raise _not_found(name)
 

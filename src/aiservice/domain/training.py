@@ -83,6 +83,10 @@ class DatasetConfig:
     features: list[str] | None = None
     validation_split: float | None = None
 
+    def names_dataset(self, name: str) -> bool:
+        """Whether one of its references is the uploaded dataset ``name`` (``dataset://NAME``)."""
+        return any(reference == f"dataset://{name}" for _, reference in self.paths())
+
     def paths(self) -> list[tuple[str, str]]:
         """``(field, reference)`` for each path given, named as in the request: trainPath first."""
         named = (

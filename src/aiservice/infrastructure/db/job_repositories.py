@@ -40,6 +40,13 @@ class SqlAlchemyTrainingJobRepository:
         row = self._conn.execute(stmt).mappings().first()
         return _job(row) if row else None
 
+    def unfinished(self) -> list[TrainingJob]:
+        waiting = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+        stmt = sa.select(training_jobs).where(
+            training_jobs.c.tenant_id == self._tenant, training_jobs.c.status.in_(waiting)
+        )
+        return [_job(r) for r in self._conn.execute(stmt.order_by(training_jobs.c.created_at)).mappings()]
+
     def page(
         self, model_id: str | None, status: JobStatus | None, limit: int, cursor: str | None
     ) -> Page[TrainingJob]:
