@@ -324,6 +324,9 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         max_backoff=settings.outbox_max_backoff_seconds,
     )
     metrics.watch_outbox_lag(relay.lag_seconds)
+    archive_limits = ArchiveLimits(
+        settings.max_archive_members, settings.max_unpacked_bytes, settings.max_compression_ratio
+    )
     versions = ModelVersions(
         uow,
         store,
@@ -332,9 +335,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         SubprocessArtifactInspector(
             settings.inspect_timeout_seconds,
             settings.inspect_memory_mb * 1024**2,
-            ArchiveLimits(
-                settings.max_archive_members, settings.max_unpacked_bytes, settings.max_compression_ratio
-            ),
+            archive_limits,
         ),
     )
     threads = settings.inference_threads or os.cpu_count() or 2
@@ -342,7 +343,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     inference = InferenceService(
         versions,
         store,
-        RuntimeRegistry.discover(),
+        RuntimeRegistry.discover(archive_limits),
         executor,
         metrics,
         resident_bytes=resident_bytes,
@@ -368,7 +369,9 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     compilation = OnnxCompilation(
         uow,
         store,
-        SubprocessOnnxCompiler(memory_bytes=settings.inspect_memory_mb * 1024**2),
+        SubprocessOnnxCompiler(
+            memory_bytes=settings.inspect_memory_mb * 1024**2, archive_limits=archive_limits
+        ),
         settings.max_artifact_bytes,
     )
     compile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-compile")

@@ -15,10 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from aiservice.bootstrap import Container
+from aiservice.bootstrap import Container, bootstrap
 from aiservice.domain.errors import UnsafeArchive
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, check_zip, extract_zip
-from tests.conftest import Auth
+from aiservice.interfaces.http.app import create_app
+from tests.conftest import Auth, make_settings
 from tests.helpers import create_model, row_count, stored_files, upload
 
 GIB = 1 << 30
@@ -141,3 +142,43 @@ def test_a_safe_archive_unpacks_inside_its_folder(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "a" / "b.txt").read_bytes() == b"hello"
     with pytest.raises(UnsafeArchive, match="members"):
         check_zip(path, ArchiveLimits(max_members=1))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.(trace|trace_method|save)` is deprecated:DeprecationWarning")
+def test_the_operators_archive_limits_hold_when_the_model_is_loaded_not_only_when_uploaded(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    """A TorchScript file of 10,050 members: over the default limit (10,000), under the configured one.
+    The upload's inspection and the serving load must both use the configured limit."""
+    import torch
+
+    class Wide(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+            for i in range(10_050):  # each buffer is a member of its own in the saved zip
+                self.register_buffer(f"b{i}", torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.linear(x), dim=1)
+
+    path = tmp_path / "wide.pt"
+    torch.jit.save(torch.jit.trace(Wide().eval(), torch.zeros(1, 4)), path)
+    with zipfile.ZipFile(path) as archive:
+        assert len(archive.infolist()) > ArchiveLimits().max_members
+
+    container = bootstrap(make_settings(database_url, tmp_path / "data", max_archive_members=20_000))
+    container.tenants.ensure("acme")
+    token = container.tokens.issue("tester", "acme", ["editor"], 600)
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "acme"}
+    with TestClient(create_app(container)) as client:
+        configuration = {"inputShape": [4], "task": "classification"}
+        create_model(client, headers, "wide", framework="pytorch", configuration=configuration)
+        uploaded = upload(client, headers, "wide", content=path.read_bytes(), filename="model.pt")
+        assert uploaded.status_code == 201, uploaded.text
+        predicted = client.post(
+            "/api/v1/ai/models/wide/predict",
+            json={"input": {"features": [0.1, 0.2, 0.3, 0.4]}},
+            headers=headers,
+        )
+        assert predicted.status_code == 200, predicted.text

@@ -19,9 +19,10 @@ from sklearn.datasets import load_iris
 from aiservice.application.ports import LoadSpec
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
-from aiservice.infrastructure.runtimes import keras as keras_runtime
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector
 from aiservice.infrastructure.runtimes.keras import KerasRuntime
+from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 
 X, _ = load_iris(return_X_y=True)
 X = X.astype(np.float32)
@@ -141,11 +142,11 @@ def test_zip_with_a_symbolic_link_is_refused(tmp_path: Path) -> None:
         KerasRuntime().load(zip_with(tmp_path, link), spec("model.zip"))
 
 
-def test_zip_with_too_many_members_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keras_runtime, "MAX_MEMBERS", 2)
+def test_zip_with_more_members_than_the_operator_allows_is_refused(tmp_path: Path) -> None:
+    runtime = RuntimeRegistry.discover(ArchiveLimits(max_members=2)).get(Framework.TENSORFLOW)
     path = zip_with(tmp_path, *(zipfile.ZipInfo(f"m{i}") for i in range(3)))
-    with pytest.raises(InvalidArtifact, match="members"):
-        KerasRuntime().load(path, spec("model.zip"))
+    with pytest.raises(InvalidArtifact, match="3 members; at most 2"):
+        runtime.load(path, spec("model.zip"))
 
 
 def test_a_lambda_layer_is_refused(tmp_path: Path) -> None:

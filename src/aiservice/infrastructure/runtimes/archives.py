@@ -27,6 +27,20 @@ class ArchiveLimits:
     # POI's zip-bomb rule): a model's weights hardly compress, a bomb's zeros shrink a thousandfold.
     max_compression_ratio: int = 100
 
+    def to_json(self) -> dict[str, int]:
+        """As a child process receives them over its pipe."""
+        return {
+            "maxMembers": self.max_members,
+            "maxUnpackedBytes": self.max_unpacked_bytes,
+            "maxCompressionRatio": self.max_compression_ratio,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, int] | None) -> ArchiveLimits:
+        if not data:
+            return cls()
+        return cls(data["maxMembers"], data["maxUnpackedBytes"], data["maxCompressionRatio"])
+
 
 _RATIO_FLOOR = 1 << 20
 

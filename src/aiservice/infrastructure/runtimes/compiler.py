@@ -6,18 +6,25 @@ from pathlib import Path
 from typing import Any
 
 from aiservice.application.ports import LoadSpec
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.inspect_worker import spec_request
 from aiservice.infrastructure.runtimes.inspector import IsolatedFailure, run_isolated
 from aiservice.infrastructure.runtimes.onnx_compile import compile_into
 
 
 class SubprocessOnnxCompiler:
-    def __init__(self, timeout_s: float = 300.0, memory_bytes: int = 4 * 1024**3) -> None:
+    def __init__(
+        self,
+        timeout_s: float = 300.0,
+        memory_bytes: int = 4 * 1024**3,
+        archive_limits: ArchiveLimits | None = None,
+    ) -> None:
         self._timeout = timeout_s
         self._memory = memory_bytes
+        self._archive_limits = archive_limits
 
     def compile(self, artifact: Path, spec: LoadSpec, out: Path) -> dict[str, Any]:
-        request = spec_request(artifact, spec, out=str(out))
+        request = spec_request(artifact, spec, self._archive_limits, out=str(out))
         try:
             report = run_isolated(
                 compile_into, request, self._timeout, self._memory, what="Compiling to ONNX"

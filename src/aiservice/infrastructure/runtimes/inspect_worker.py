@@ -19,6 +19,7 @@ from aiservice.application.ports import LoadSpec
 from aiservice.domain.errors import DomainError
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 
 
@@ -33,14 +34,18 @@ def smoke_batch(signature: Signature) -> np.ndarray | None:
     return np.zeros((2, *dims), dtype=spec.dtype)
 
 
-def spec_request(artifact: Path, spec: LoadSpec, **extra: str) -> dict[str, Any]:
-    """A load spec as the plain data a child process receives over its pipe."""
+def spec_request(
+    artifact: Path, spec: LoadSpec, limits: ArchiveLimits | None = None, **extra: str
+) -> dict[str, Any]:
+    """A load spec (and the archive limits to load under) as the plain data a child process receives
+    over its pipe."""
     return {
         "framework": spec.framework.value,
         "filename": spec.filename,
         "path": str(artifact),
         "allowPickle": spec.allow_pickle,
         "configuration": spec.configuration,
+        "archiveLimits": (limits or ArchiveLimits()).to_json(),
         **extra,
     }
 
@@ -57,7 +62,8 @@ def spec_of(request: dict[str, Any]) -> LoadSpec:
 
 def inspect(request: dict[str, Any]) -> dict[str, Any]:
     spec = spec_of(request)
-    model = RuntimeRegistry.discover().get(spec.framework).load(Path(request["path"]), spec)
+    registry = RuntimeRegistry.discover(ArchiveLimits.from_json(request.get("archiveLimits")))
+    model = registry.get(spec.framework).load(Path(request["path"]), spec)
     batch = smoke_batch(model.signature)
     if batch is not None:
         try:

@@ -132,7 +132,8 @@ class SubprocessArtifactInspector:
         # Before any child reads a member: a zip bomb or a member escaping its folder stops here.
         check_if_zip(artifact, self._archive_limits)
         try:
-            result = run_isolated(inspect_into, spec_request(artifact, spec), self._timeout, self._memory)
+            request = spec_request(artifact, spec, self._archive_limits)
+            result = run_isolated(inspect_into, request, self._timeout, self._memory)
         except IsolatedFailure as exc:
             raise InvalidArtifact(str(exc)) from None
         if "error" in result:

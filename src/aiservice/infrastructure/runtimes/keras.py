@@ -31,9 +31,6 @@ from aiservice.domain.signature import Signature, TensorSpec
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, extract_zip
 from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction
 
-# A ceiling for loads; uploads were checked against the configured MAX_ARCHIVE_MEMBERS/MAX_UNPACKED_BYTES.
-MAX_MEMBERS = ArchiveLimits().max_members
-MAX_UNPACKED_BYTES = ArchiveLimits().max_unpacked_bytes
 # TensorFlow operations that read or write files, or call back into Python, have no place in a served model.
 REFUSED_OPS = frozenset(
     {
@@ -149,6 +146,9 @@ def keras_signature(
 class KerasRuntime:
     frameworks = (Framework.KERAS, Framework.TENSORFLOW)
 
+    def __init__(self) -> None:
+        self.archive_limits = ArchiveLimits()  # the operator's, set by the registry
+
     def available(self) -> str | None:
         missing = [name for name in ("keras", "tensorflow") if importlib.util.find_spec(name) is None]
         if "keras" in missing:
@@ -161,7 +161,7 @@ class KerasRuntime:
 
     def load(self, artifact: Path, spec: LoadSpec) -> KerasModel:
         if spec.filename.lower().endswith(".zip"):
-            return self._load_saved_model(artifact, spec)
+            return self._load_saved_model(artifact, spec, self.archive_limits)
         if not zipfile.is_zipfile(artifact):
             raise InvalidArtifact(
                 f"{spec.filename!r} is neither a .keras file nor a zipped SavedModel; save the model with "
@@ -200,13 +200,13 @@ class KerasRuntime:
         return KerasModel(forward, signature, dtype, model, tensorflow=extra["backend"] == "tensorflow")
 
     @staticmethod
-    def _load_saved_model(artifact: Path, spec: LoadSpec) -> KerasModel:
+    def _load_saved_model(artifact: Path, spec: LoadSpec, limits: ArchiveLimits) -> KerasModel:
         if importlib.util.find_spec("tensorflow") is None:
             raise InvalidArtifact(
                 "A SavedModel needs TensorFlow, which is not installed here; upload a .keras file."
             )
         _set_threads(spec)
-        folder = unpack_zip(artifact)
+        folder = unpack_zip(artifact, limits)
         try:
             model = _serve_saved_model(folder, spec)
         except BaseException:
@@ -286,14 +286,14 @@ def _keras_named(artifact: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def unpack_zip(artifact: Path) -> Path:
+def unpack_zip(artifact: Path, limits: ArchiveLimits) -> Path:
     """Unpack a zip into a new folder next to it, refusing anything that could escape or exhaust it."""
     try:
         folder = Path(tempfile.mkdtemp(prefix=f".{artifact.name}.", suffix=".unpacked", dir=artifact.parent))
     except OSError:  # the artifact's folder is read-only
         folder = Path(tempfile.mkdtemp(prefix="aiservice-savedmodel-"))
     try:
-        extract_zip(artifact, folder, ArchiveLimits(MAX_MEMBERS, MAX_UNPACKED_BYTES))
+        extract_zip(artifact, folder, limits)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -19,6 +19,7 @@ import numpy as np
 
 from aiservice.application.ports import LoadedModel, LoadSpec, Prediction
 from aiservice.domain.models import Framework
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.inspect_worker import spec_of
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 
@@ -43,7 +44,7 @@ def compile_into(request: dict[str, Any], sender: Connection) -> None:
 def compile_request(request: dict[str, Any]) -> dict[str, Any]:
     spec = spec_of(request)
     framework = spec.framework
-    registry = RuntimeRegistry.discover()
+    registry = RuntimeRegistry.discover(ArchiveLimits.from_json(request.get("archiveLimits")))
     native = registry.get(framework).load(Path(request["path"]), spec)
     signature = native.signature
     shape = signature.inputs[0].shape[1:] if len(signature.inputs) == 1 else ()

@@ -8,6 +8,7 @@ from importlib.metadata import entry_points
 from aiservice.application.ports import Runtime
 from aiservice.domain.errors import Unavailable
 from aiservice.domain.models import Framework
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 
 GROUP = "aiservice.runtimes"
 log = logging.getLogger(__name__)
@@ -21,13 +22,22 @@ class RuntimeRegistry:
                 self._by_framework.setdefault(framework, runtime)
 
     @classmethod
-    def discover(cls) -> RuntimeRegistry:
+    def discover(cls, archive_limits: ArchiveLimits | None = None) -> RuntimeRegistry:
+        """Every installed runtime; those that unpack zips (an ``archive_limits`` attribute) get the
+        operator's limits, the ones uploads were checked against, so a load refuses no less and no
+        more than the upload did."""
         found: list[Runtime] = []
         for entry in entry_points(group=GROUP):
             try:
-                found.append(entry.load()())
+                runtime = entry.load()()
             except Exception:  # a broken plugin must not take the service down
                 log.warning("runtime plugin %s failed to load", entry.name, exc_info=True)
+                continue
+            if archive_limits is not None and isinstance(
+                getattr(runtime, "archive_limits", None), ArchiveLimits
+            ):
+                runtime.archive_limits = archive_limits
+            found.append(runtime)
         return cls(found)
 
     def get(self, framework: Framework) -> Runtime:

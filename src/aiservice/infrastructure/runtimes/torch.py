@@ -95,6 +95,9 @@ def _probabilities(output: np.ndarray) -> np.ndarray:
 class TorchRuntime:
     frameworks = (Framework.PYTORCH,)
 
+    def __init__(self) -> None:
+        self.archive_limits = ArchiveLimits()  # the operator's, set by the registry
+
     def available(self) -> str | None:
         try:
             import torch  # noqa: F401
@@ -109,7 +112,7 @@ class TorchRuntime:
         if threads:
             torch.set_num_threads(int(threads))  # process-wide: the last load decides
         device = _device(spec.device)
-        members = _zip_members(artifact)
+        members = _zip_members(artifact, self.archive_limits)
         input_shape: tuple[int, ...] | None = None
         dtype = "float32"
         if "archive_format" in members:
@@ -137,11 +140,11 @@ def _device(name: str) -> Any:
     return torch.device("cpu")
 
 
-def _zip_members(artifact: Path) -> set[str]:
+def _zip_members(artifact: Path, limits: ArchiveLimits) -> set[str]:
     """Member names without the archive's root folder (torch names it after the saved file)."""
     if not zipfile.is_zipfile(artifact):
         return set()
-    members = check_zip(artifact, ArchiveLimits())  # torch reads members by name: none may escape
+    members = check_zip(artifact, limits)  # torch reads members by name: none may escape
     return {m.filename.split("/", 1)[1] for m in members if "/" in m.filename}
 
 
