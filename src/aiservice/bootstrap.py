@@ -99,7 +99,11 @@ from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector, warm_fork_server
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
-from aiservice.infrastructure.storage.encrypted import EncryptedArtifactStore, RotationReport
+from aiservice.infrastructure.storage.encrypted import (
+    EncryptedArtifactStore,
+    PlaintextSweeper,
+    RotationReport,
+)
 from aiservice.infrastructure.storage.keys import KeyConfigError, Keyring, generate_key, load_keyring
 from aiservice.infrastructure.storage.local import LocalArtifactStore
 from aiservice.infrastructure.webhooks.http import HttpxWebhookSender, SocketHostResolver
@@ -150,6 +154,7 @@ class Container:
     webhooks: Webhooks
     webhook_dispatcher: WebhookDispatcher
     tracer: Tracer = NO_TRACER
+    plaintext_sweeper: PlaintextSweeper | None = None  # with encryption at rest only
 
     def prepare(self) -> bool:
         """Apply migrations and make sure the default tenant exists; True if it was created now."""
@@ -163,6 +168,8 @@ class Container:
         self.webhook_dispatcher.start()
         self.events.start()
         self.training_runner.start()
+        if self.plaintext_sweeper is not None:
+            self.plaintext_sweeper.start()
         threading.Thread(target=warm_fork_server, name="warm-fork-server", daemon=True).start()
 
     def close(self) -> None:
@@ -170,6 +177,8 @@ class Container:
         self.events.stop()
         self.relay.stop()
         self.webhook_dispatcher.stop()
+        if self.plaintext_sweeper is not None:
+            self.plaintext_sweeper.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.compile_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
@@ -299,6 +308,11 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     instrument_engine(engine, tracer)
     uow = SqlAlchemyUnitOfWorkFactory(engine, utcnow, trace_context=tracer.traceparent)
     store: ArtifactStore = artifact_store(settings)
+    sweeper = (
+        PlaintextSweeper(store, settings.artifact_plaintext_ttl_seconds)
+        if isinstance(store, EncryptedArtifactStore)
+        else None
+    )
     if tracer is not NO_TRACER:
         store = TracedArtifactStore(store, tracer)
     tokens = _jwt_service(settings, secret)
@@ -458,6 +472,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         webhooks=Webhooks(webhook_store, webhook_guard, dispatcher, utcnow),
         webhook_dispatcher=dispatcher,
         tracer=tracer,
+        plaintext_sweeper=sweeper,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,3 +197,29 @@ def test_a_malformed_key_stops_the_service_without_echoing_it(database_url: str,
         bootstrap(make_settings(database_url, tmp_path / "data", artifact_encryption_key="c2hvcnQ="))
     assert "32 bytes" in str(caught.value)
     assert "c2hvcnQ=" not in str(caught.value)
+
+
+def test_decrypted_copies_are_swept_after_their_ttl_without_further_requests(
+    engine: Engine, database_url: str, tmp_path: Path, auth: Auth
+) -> None:
+    settings = make_settings(
+        database_url, tmp_path / "data", artifact_encryption_key=NEW_KEY, artifact_plaintext_ttl_seconds=1
+    )
+    container = bootstrap(settings)
+    container.tenants.ensure("acme")
+    plain = settings.artifact_path / ".decrypted"
+    # Upload and load first, the sweeper not yet running: a TTL this short is shorter than an upload's
+    # inspection, which would lose its copy mid-way (see ARTIFACT_PLAINTEXT_TTL_SECONDS in the README).
+    with TestClient(create_app(container, manage_lifecycle=False)) as client:
+        _iris(client, auth)
+        assert client.post(f"{API}/iris/predict", json={"input": ROW}, headers=auth()).status_code == 200
+    assert any(MARKER in p.read_bytes() for p in plain.iterdir())  # the runtime's plaintext copy
+    assert container.plaintext_sweeper is not None
+    container.start()  # the service as it runs: idle from now on
+    try:
+        deadline = time.monotonic() + 10
+        while any(plain.iterdir()):
+            assert time.monotonic() < deadline, "the decrypted copy outlived its TTL on an idle service"
+            time.sleep(0.1)
+    finally:
+        container.close()

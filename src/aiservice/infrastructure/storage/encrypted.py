@@ -8,7 +8,8 @@ does. Artifacts written before encryption was turned on (no magic) are read as t
 
 Runtimes load from a path, so ``local_path`` decrypts into ``<root>/.decrypted/`` (a 0700 folder of
 0600 files, on the same volume as the ciphertext). A copy is removed with its artifact, and any copy
-not handed out for ``plaintext_ttl_seconds`` is swept the next time one is made.
+not handed out for ``plaintext_ttl_seconds`` is swept the next time one is made, and by the service's
+``PlaintextSweeper`` in between, so plaintext does not outlive its use on an idle replica.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import tempfile
+import threading
 import time
 from base64 import b64decode, b64encode
 from collections.abc import Callable
@@ -39,6 +42,7 @@ from aiservice.infrastructure.storage.envelope import (
 from aiservice.infrastructure.storage.keys import Keyring
 from aiservice.infrastructure.storage.local import LocalArtifactStore, LocalArtifactWriter
 
+log = logging.getLogger(__name__)
 SIDECAR_SUFFIX = ".envelope"
 _FORMAT = "aiservice-envelope/1"
 _PLAIN_DIR = ".decrypted"
@@ -220,12 +224,46 @@ class EncryptedArtifactStore:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ArtifactCorrupt(f"The encrypted artifact {key!r} has a damaged key envelope.") from None
 
+    def sweep(self) -> None:
+        """Remove the decrypted copies not handed out for ``plaintext_ttl_seconds``."""
+        self._sweep()
+
     def _sweep(self) -> None:
         cutoff = time.time() - self._ttl
         for entry in self._plain.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 if entry.stat().st_mtime < cutoff:
                     entry.unlink()
+
+
+class PlaintextSweeper:
+    """Sweeps a store's decrypted copies every half TTL (at least every second) from a thread of its
+    own, so copies go even when no new one is made."""
+
+    def __init__(self, store: EncryptedArtifactStore, ttl_seconds: float) -> None:
+        self._store = store
+        self._interval = max(1.0, ttl_seconds / 2)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="plaintext-sweeper", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._store.sweep()
+            except OSError:  # the folder is briefly unavailable: the next pass tries again
+                log.warning("sweeping decrypted artifact copies failed", exc_info=True)
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
