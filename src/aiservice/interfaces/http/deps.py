@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -89,3 +89,9 @@ CallerDep = Annotated[Principal, Depends(principal)]
 RegistryDep = Annotated[ModelRegistry, Depends(registry)]
 VersionsDep = Annotated[ModelVersions, Depends(versions)]
 ContainerDep = Annotated[Container, Depends(container)]
+
+# Every list route pages the same way: a page size and the ``nextCursor`` of the page before.
+PageLimit = Annotated[int, Query(ge=1, le=500, description="At most this many items")]
+PageCursor = Annotated[
+    str | None, Query(max_length=1000, description="The nextCursor of the previous page; none for the first")
+]

@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, Field
 
 from aiservice.domain.audit import AuditQuery, AuditRecord, Outcome
 from aiservice.domain.errors import FieldError, InvalidInput
-from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ApiModel, PageOut
 
@@ -78,8 +78,8 @@ def list_audit_records(
     ] = None,
     since: Annotated[AwareDatetime | None, Query(description="From this time (inclusive)")] = None,
     until: Annotated[AwareDatetime | None, Query(description="Before this time")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> PageOut[AuditRecordOut]:
     page = c.audit.search(
         caller,

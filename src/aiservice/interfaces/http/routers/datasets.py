@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from aiservice.application.datasets import DatasetInfo, Datasets, DatasetUpload
 from aiservice.domain.tenancy import Principal
-from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ApiModel, PageOut
 from aiservice.interfaces.http.uploads import FormParts, UploadForm, openapi_body, read_upload
@@ -80,8 +79,8 @@ async def upload_dataset(
 def list_datasets(
     caller: CallerDep,
     c: ContainerDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> PageOut[DatasetOut]:
     page = c.dataset_uploads.list(caller, limit, cursor)
     return PageOut[DatasetOut](items=[DatasetOut.of(d) for d in page.items], next_cursor=page.next_cursor)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from aiservice.application.ports import ModelQuery, ModelSort
 from aiservice.application.registry import NewModel
 from aiservice.domain.models import Framework
-from aiservice.interfaces.http.deps import CallerDep, RegistryDep, VersionsDep
+from aiservice.interfaces.http.deps import CallerDep, PageCursor, PageLimit, RegistryDep, VersionsDep
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ModelCreate, ModelOut, ModelPatch, PageOut
 
@@ -27,8 +27,8 @@ def create_model(body: ModelCreate, caller: CallerDep, registry: RegistryDep, re
 def list_models(
     caller: CallerDep,
     registry: RegistryDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
     framework: Framework | None = None,
     category: Annotated[str | None, Query(max_length=100)] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,

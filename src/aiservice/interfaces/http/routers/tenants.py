@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Response, status
 from pydantic import Field
 
 from aiservice.application.quotas import QuotaUse
 from aiservice.application.tenants import NewTenant, TenantChanges
 from aiservice.domain.models import Framework
 from aiservice.domain.tenancy import Quota, Tenant, TenantStatus
-from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ApiModel, PageOut
 
@@ -115,8 +115,8 @@ def create_tenant(body: TenantCreate, caller: CallerDep, c: ContainerDep, respon
 def list_tenants(
     caller: CallerDep,
     c: ContainerDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> PageOut[TenantOut]:
     page = c.tenants.list_tenants(caller, limit, cursor)
     return PageOut[TenantOut](items=[TenantOut.of(t) for t in page.items], next_cursor=page.next_cursor)

@@ -23,7 +23,7 @@ from aiservice.domain.training import (
     TrainingConfig,
     TrainingJob,
 )
-from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ApiModel, PageOut
 
@@ -223,8 +223,8 @@ def list_jobs(
         str | None, Query(alias="modelId", max_length=128, description="A model id or name")
     ] = None,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> PageOut[JobOut]:
     page = c.training.list_jobs(caller, model_id, job_status, limit, cursor)
     return PageOut[JobOut](items=[JobOut.of(j) for j in page.items], next_cursor=page.next_cursor)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from aiservice.interfaces.http.deps import CallerDep, VersionsDep
+from aiservice.interfaces.http.deps import CallerDep, PageCursor, PageLimit, VersionsDep
 from aiservice.interfaces.http.downloads import RangeNotSatisfiable, artifact_response
 from aiservice.interfaces.http.paths import API_PREFIX, VersionNumber
 from aiservice.interfaces.http.schemas import (
@@ -53,8 +53,8 @@ def list_versions(
     model: str,
     caller: CallerDep,
     versions: VersionsDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> PageOut[VersionOut]:
     page = versions.list_versions(caller, model, limit, cursor)
     return PageOut[VersionOut](items=[VersionOut.of(v) for v in page.items], next_cursor=page.next_cursor)

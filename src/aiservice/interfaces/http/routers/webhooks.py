@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import Field
 
 from aiservice.application.webhooks import IssuedWebhook, NewWebhook, WebhookChange
 from aiservice.domain.webhooks import MAX_URL_LENGTH, DeliveryStatus, Webhook, WebhookDelivery
-from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ApiModel, PageOut
 
@@ -22,8 +21,6 @@ _EVENT_TYPES = Field(
     description='CloudEvent types to deliver (docs/events/), or ["*"] for every event',
     examples=[["ai.model.version.created.v1", "ai.training.job.succeeded.v1"]],
 )
-Limit = Annotated[int, Query(ge=1, le=500)]
-Cursor = Annotated[str | None, Query(max_length=1000)]
 
 
 class WebhookCreate(ApiModel):
@@ -139,7 +136,7 @@ def create_webhook(
 
 @router.get("/webhooks", response_model=PageOut[WebhookOut], summary="The tenant's webhooks, newest first")
 def list_webhooks(
-    caller: CallerDep, c: ContainerDep, limit: Limit = 50, cursor: Cursor = None
+    caller: CallerDep, c: ContainerDep, limit: PageLimit = 50, cursor: PageCursor = None
 ) -> PageOut[WebhookOut]:
     page = c.webhooks.list(caller, limit, cursor)
     return PageOut[WebhookOut](items=[WebhookOut.of(w) for w in page.items], next_cursor=page.next_cursor)
@@ -200,7 +197,7 @@ def ping_webhook(webhook_id: str, caller: CallerDep, c: ContainerDep) -> Deliver
     summary="A webhook's delivery log, newest first",
 )
 def list_webhook_deliveries(
-    webhook_id: str, caller: CallerDep, c: ContainerDep, limit: Limit = 50, cursor: Cursor = None
+    webhook_id: str, caller: CallerDep, c: ContainerDep, limit: PageLimit = 50, cursor: PageCursor = None
 ) -> PageOut[DeliveryOut]:
     page = c.webhooks.deliveries(caller, webhook_id, limit, cursor)
     return PageOut[DeliveryOut](items=[DeliveryOut.of(d) for d in page.items], next_cursor=page.next_cursor)
