@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Self
+from typing import Any, BinaryIO, Self
 
 from aiservice.application.ports import LoadSpec, ModelQuery, StoredArtifact
 from aiservice.domain.errors import ArtifactCorrupt, PayloadTooLarge
@@ -19,6 +19,7 @@ from aiservice.domain.models import Alias, Model, ModelVersion, Stage
 from aiservice.domain.pagination import Page
 from aiservice.domain.signature import Signature, TensorSpec
 from aiservice.domain.tenancy import Tenant
+from aiservice.domain.training import TrainingJob
 
 
 @dataclass
@@ -27,6 +28,7 @@ class InMemoryDatabase:
     versions: dict[tuple[str, str, int], ModelVersion] = field(default_factory=dict)
     aliases: dict[tuple[str, str, str], Alias] = field(default_factory=dict)
     tenants: dict[str, Tenant] = field(default_factory=dict)
+    jobs: dict[tuple[str, str], TrainingJob] = field(default_factory=dict)
     outbox: list[DomainEvent] = field(default_factory=list)
 
 
@@ -136,6 +138,22 @@ class _Tenants:
         return Page([self.data.tenants[t] for t in self.all_ids()][:limit], None)
 
 
+class _Jobs:
+    """Only what the registry's use cases touch: a model's unfinished jobs, and ending them."""
+
+    def __init__(self, data: InMemoryDatabase, tenant: str) -> None:
+        self.data, self.tenant = data, tenant
+
+    def unfinished(self) -> list[TrainingJob]:
+        return [j for (t, _), j in self.data.jobs.items() if t == self.tenant and not j.status.finished]
+
+    def save(self, job: TrainingJob) -> None:
+        self.data.jobs[(self.tenant, job.id)] = job
+
+    def append_event(self, job_id: str, type: str, data: dict[str, Any], at: datetime) -> int:
+        return 1
+
+
 class _Usage:
     def __init__(self, data: InMemoryDatabase, tenant: str) -> None:
         self.data, self.tenant = data, tenant
@@ -178,6 +196,7 @@ class InMemoryUnitOfWork:
         self.aliases = _Aliases(self._work, self.tenant_id)
         self.tenants = _Tenants(self._work)
         self.usage = _Usage(self._work, self.tenant_id)
+        self.jobs = _Jobs(self._work, self.tenant_id)
         self._events: list[DomainEvent] = []
         return self
 

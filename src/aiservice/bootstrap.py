@@ -436,7 +436,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     return Container(
         settings=settings,
         engine=engine,
-        registry=ModelRegistry(uow, utcnow),
+        registry=ModelRegistry(uow, utcnow, wake_runner=runner.wake),
         versions=versions,
         inference=inference,
         executor=executor,

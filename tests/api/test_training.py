@@ -278,6 +278,26 @@ def test_cancelling_a_running_job_stops_its_worker_within_seconds_and_registers_
     assert again.status_code == 409
 
 
+def test_deleting_a_model_cancels_its_running_and_queued_jobs(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    headers = auth("editor")
+    running = slow_torch_job(client, headers, datasets)
+    wait_until(lambda: client.get(f"{API}/training-jobs/{running['id']}", headers=headers).json()["epoch"])
+    workers = training_workers()
+    assert workers, "the running job has a worker process"
+    body = {
+        "trainingConfig": {"algorithm": "mlp", "params": {"hiddenSizes": [8]}, "epochs": 1},
+        "datasetConfig": {"trainPath": str(datasets / "iris.npz"), "format": "npz"},
+    }
+    queued = client.post(f"{API}/models/net/train", json=body, headers=headers).json()  # waits its turn
+
+    assert client.delete(f"{API}/models/net", headers=auth("admin")).status_code == 204
+    for job in (running, queued):
+        assert client.get(f"{API}/training-jobs/{job['id']}", headers=headers).json()["status"] == "cancelled"
+    wait_until(lambda: not workers & training_workers(), timeout=15)
+
+
 def wait_until(condition: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiservice.application.audit import note_changes
+from aiservice.application.job_endings import cancel_job
 from aiservice.application.ports import Clock, ModelQuery, UnitOfWork, UnitOfWorkFactory
 from aiservice.application.quotas import admit_model
 from aiservice.domain.errors import Conflict, NotFound
@@ -40,9 +42,12 @@ def find_model(uow: UnitOfWork, ident: str, caller: Principal | None = None) -> 
 
 
 class ModelRegistry:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, wake_runner: Callable[[], None] = lambda: None
+    ) -> None:
         self._uow = uow
         self._clock = clock
+        self._wake_runner = wake_runner  # a cancelled job's worker stops at the runner's next look
 
     def create_model(self, principal: Principal, spec: NewModel) -> Model:
         principal.require(Permission.MODEL_WRITE)
@@ -102,13 +107,20 @@ class ModelRegistry:
             return model
 
     def delete_model(self, principal: Principal, reference: str) -> None:
-        """Soft delete: the model disappears from every query; its artifacts stay until a purge."""
+        """Soft delete: the model disappears from every query; its artifacts stay until a purge. Its
+        queued and running training jobs are cancelled with it: they could register nothing."""
         principal.require(Permission.MODEL_DELETE)
+        now = self._clock()
         with self._uow(principal.tenant_id) as uow:
             model = find_model(uow, reference, principal)
-            model.delete(self._clock())
+            model.delete(now)
             uow.models.save(model)
+            jobs = [job for job in uow.jobs.unfinished() if job.model_id == model.id]
+            for job in jobs:
+                cancel_job(uow, job, now)
             uow.commit()
+        if jobs:
+            self._wake_runner()
 
 
 def _duplicate(name: str, existing_id: str) -> Conflict:

@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiservice.application.job_endings import cancel_job, end_job
 from aiservice.application.ports import (
     Clock,
     JobQueue,
@@ -29,7 +30,6 @@ from aiservice.application.registry import find_model
 from aiservice.application.versions import ModelVersions, VersionMetadata
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from aiservice.domain.events import (
-    TrainingJobCancelled,
     TrainingJobFailed,
     TrainingJobQueued,
     TrainingJobStarted,
@@ -260,10 +260,7 @@ class TrainingJobs:
                     "only queued or running jobs can be cancelled.",
                     extra={"status": job.status.value},
                 )
-            _end(uow, job, JobStatus.CANCELLED, now, None)
-            uow.record(
-                TrainingJobCancelled(tenant_id=job.tenant_id, aggregate_id=job.id, model_id=job.model_id)
-            )
+            cancel_job(uow, job, now)
             uow.commit()
         self.wake_runner()  # a running job's worker is stopped at the runner's next look
         return job
@@ -304,7 +301,7 @@ class TrainingExecution:
         with self._uow(job.tenant_id) as uow:
             model = uow.models.get(job.model_id)
             if model is None:
-                _end(
+                end_job(
                     uow,
                     job,
                     JobStatus.FAILED,
@@ -412,7 +409,7 @@ class TrainingExecution:
             current.device = outcome.device
             current.dataset_fingerprint = outcome.fingerprints
             current.progress = 1.0
-            _end(uow, current, JobStatus.SUCCEEDED, now, None, {"version": version.version})
+            end_job(uow, current, JobStatus.SUCCEEDED, now, None, {"version": version.version})
             uow.record(
                 TrainingJobSucceeded(
                     tenant_id=job.tenant_id,
@@ -449,7 +446,7 @@ class TrainingExecution:
             job = uow.jobs.get(job_id, for_update=True)
             if job is None or job.status != JobStatus.RUNNING:
                 return False
-            _end(uow, job, JobStatus.FAILED, now, failure)
+            end_job(uow, job, JobStatus.FAILED, now, failure)
             uow.record(
                 TrainingJobFailed(
                     tenant_id=tenant_id,
@@ -484,22 +481,3 @@ def _job(uow: UnitOfWork, job_id: str, *, for_update: bool = False) -> TrainingJ
     if job is None:
         raise NotFound(f"No training job {job_id!r} exists.", extra={"job": job_id})
     return job
-
-
-def _end(
-    uow: UnitOfWork,
-    job: TrainingJob,
-    status: JobStatus,
-    now: datetime,
-    failure: JobFailure | None,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    job.status = status
-    job.failure = failure
-    job.finished_at = now
-    job.updated_at = now
-    uow.jobs.save(job)
-    data: dict[str, Any] = {"status": status.value, **(extra or {})}
-    if failure is not None:
-        data["error"] = failure.to_json()
-    uow.jobs.append_event(job.id, "status", data, now)
