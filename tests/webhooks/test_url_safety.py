@@ -220,3 +220,23 @@ def test_a_delivery_connects_to_the_address_checked_not_a_fresh_lookup(
     assert request.headers["host"] == name
     assert request.headers["x-aiservice-signature"] == expected_signature(issued.secret, request)
     assert json.loads(request.body)["type"] == "ai.webhook.ping.v1"
+
+
+def test_when_one_address_does_not_answer_the_next_checked_one_is_tried(
+    engine: Engine, tenants: None, receiver: Receiver
+) -> None:
+    """A host with two addresses, the first dead (nothing listens on 127.0.0.2): the delivery still
+    arrives, in one attempt, through the second."""
+    name = f"two.example.test:{receiver.port}"
+    sender = HttpxWebhookSender(timeout_s=2)
+    resolver = ScriptedResolver(["127.0.0.2", "127.0.0.1"])
+    webhooks, _ = _webhooks(engine, resolver, sender, allow_private=True)
+    issued = webhooks.create(ADMIN, NewWebhook(f"http://{name}/hook", ["*"]))
+
+    try:
+        delivery = webhooks.ping(ADMIN, issued.webhook.id)
+    finally:
+        sender.close()
+
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("succeeded", 1, 200)
+    assert len(receiver.received()) == 1

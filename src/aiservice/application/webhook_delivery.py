@@ -238,7 +238,7 @@ class WebhookDispatcher:
         delivery = claimed.delivery
         retry = retry and attempts < self._max_attempts
         try:
-            address = self._guard.addresses(claimed.url, "url")[0]
+            addresses = self._guard.addresses(claimed.url, "url")
         except ForbiddenAddress as exc:
             return self._result(DeliveryStatus.FAILED, attempts, None, f"Refused: {exc.detail}", None)
         except InvalidInput as exc:  # unresolvable now: DNS may recover
@@ -255,7 +255,10 @@ class WebhookDispatcher:
             "X-AIService-Event-Id": delivery.event_id,
             "X-AIService-Delivery-Id": delivery.id,
         }
-        response = self._sender.post(claimed.url, address, body, headers)
+        for address in addresses:  # every one checked; the next only while none answered
+            response = self._sender.post(claimed.url, address, body, headers)
+            if response.status_code is not None:
+                break
         code = response.status_code
         if code is not None and 200 <= code < 300:
             return self._result(DeliveryStatus.SUCCEEDED, attempts, code, None, response.duration_ms)
