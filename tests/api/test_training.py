@@ -215,6 +215,10 @@ def test_jobs_are_listed_newest_first_and_filtered_by_model_and_status(
     wait_for(client, headers, second["id"], *FINISHED)
     everything = client.get(f"{API}/training-jobs", headers=headers).json()["items"]
     assert [j["id"] for j in everything] == [second["id"], first["id"]]
+    page = client.get(f"{API}/training-jobs", params={"limit": 1}, headers=headers).json()
+    rest = client.get(f"{API}/training-jobs", params={"cursor": page["nextCursor"]}, headers=headers).json()
+    assert [j["id"] for j in page["items"] + rest["items"]] == [second["id"], first["id"]]
+    assert rest["nextCursor"] is None
     only_iris = client.get(f"{API}/training-jobs", params={"modelId": "iris"}, headers=headers).json()
     assert [j["id"] for j in only_iris["items"]] == [first["id"]]
     succeeded = client.get(f"{API}/training-jobs", params={"status": "succeeded"}, headers=headers).json()

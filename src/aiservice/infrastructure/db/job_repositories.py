@@ -8,8 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from aiservice.domain.errors import FieldError, InvalidInput
-from aiservice.domain.pagination import Page, decode_cursor, encode_cursor
+from aiservice.domain.pagination import Page
 from aiservice.domain.training import (
     DatasetConfig,
     JobEvent,
@@ -20,6 +19,7 @@ from aiservice.domain.training import (
     TrainingJob,
 )
 from aiservice.infrastructure.db.engine import writer_engine
+from aiservice.infrastructure.db.keyset import newest_first
 from aiservice.infrastructure.db.tables import training_job_events, training_jobs
 
 
@@ -55,27 +55,8 @@ class SqlAlchemyTrainingJobRepository:
             stmt = stmt.where(training_jobs.c.model_id == model_id)
         if status is not None:
             stmt = stmt.where(training_jobs.c.status == status.value)
-        if cursor:
-            position = decode_cursor(cursor)
-            created, ident = position.get("c"), position.get("i")
-            if not isinstance(created, str) or not isinstance(ident, str):
-                raise InvalidInput("The cursor is malformed.", errors=[FieldError("query.cursor", "bad key")])
-            at = datetime.fromisoformat(created)
-            stmt = stmt.where(
-                sa.or_(
-                    training_jobs.c.created_at < at,
-                    sa.and_(training_jobs.c.created_at == at, training_jobs.c.id < ident),
-                )
-            )
-        stmt = stmt.order_by(training_jobs.c.created_at.desc(), training_jobs.c.id.desc()).limit(limit + 1)
-        rows = self._conn.execute(stmt).mappings().all()
-        items = [_job(r) for r in rows[:limit]]
-        next_cursor = (
-            encode_cursor({"c": items[-1].created_at.isoformat(), "i": items[-1].id})
-            if len(rows) > limit
-            else None
-        )
-        return Page(items=items, next_cursor=next_cursor)
+        created, ident = training_jobs.c.created_at, training_jobs.c.id
+        return newest_first(self._conn, stmt, created, ident, limit, cursor, _job)
 
     def save(self, job: TrainingJob) -> None:
         row = _job_row(job)

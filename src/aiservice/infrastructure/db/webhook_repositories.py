@@ -6,9 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,17 +16,17 @@ from sqlalchemy.engine import Connection, Engine
 from aiservice.application.audit import CallContext, current_call
 from aiservice.application.ports import AttemptResult, ClaimedDelivery, Clock
 from aiservice.domain.audit import Outcome, Resource
-from aiservice.domain.errors import ArtifactCorrupt, FieldError, InvalidInput, NotFound
-from aiservice.domain.pagination import Page, decode_cursor, encode_cursor
+from aiservice.domain.errors import ArtifactCorrupt, NotFound
+from aiservice.domain.pagination import Page
 from aiservice.domain.webhooks import DeliveryStatus, Webhook, WebhookDelivery, secret_bytes, secret_text
 from aiservice.infrastructure.db.audit_repository import append_record
 from aiservice.infrastructure.db.engine import writer_engine
+from aiservice.infrastructure.db.keyset import newest_first
 from aiservice.infrastructure.db.tables import webhook_deliveries, webhooks
 from aiservice.infrastructure.storage.encrypted import RotationReport
 from aiservice.infrastructure.storage.keys import Keyring
 
 _W, _D = webhooks.c, webhook_deliveries.c
-T = TypeVar("T")
 
 
 class SecretCipher:
@@ -112,7 +111,8 @@ class SqlAlchemyWebhookRepository:
 
     def page(self, limit: int, cursor: str | None) -> Page[Webhook]:
         stmt = sa.select(webhooks).where(_W.tenant_id == self._tenant)
-        return _page(self._engine, stmt, _W.created_at, _W.id, limit, cursor, _webhook)
+        with self._engine.connect() as conn:
+            return newest_first(conn, stmt, _W.created_at, _W.id, limit, cursor, _webhook)
 
     def save(self, webhook: Webhook, secret: str | None = None) -> None:
         values = _webhook_row(webhook)
@@ -169,7 +169,8 @@ class SqlAlchemyWebhookRepository:
 
     def deliveries(self, webhook_id: str, limit: int, cursor: str | None) -> Page[WebhookDelivery]:
         stmt = sa.select(webhook_deliveries).where(_D.tenant_id == self._tenant, _D.webhook_id == webhook_id)
-        return _page(self._engine, stmt, _D.created_at, _D.id, limit, cursor, _delivery)
+        with self._engine.connect() as conn:
+            return newest_first(conn, stmt, _D.created_at, _D.id, limit, cursor, _delivery)
 
     def _mine(self, webhook_id: str) -> sa.ColumnElement[bool]:
         return sa.and_(_W.tenant_id == self._tenant, _W.id == webhook_id)
@@ -293,41 +294,6 @@ def _unclaimed(now: datetime) -> sa.ColumnElement[bool]:
 def _recorded(call: CallContext | None) -> None:
     if call is not None:
         call.recorded = True
-
-
-def _page(
-    engine: Engine,
-    stmt: sa.Select[Any],
-    created: sa.Column[datetime],
-    ident: sa.Column[str],
-    limit: int,
-    cursor: str | None,
-    build: Callable[[sa.RowMapping], T],
-) -> Page[T]:
-    """Newest first, by (created, ident), ``limit`` at a time."""
-    if cursor:
-        moment, last = _position(cursor)
-        stmt = stmt.where(sa.or_(created < moment, sa.and_(created == moment, ident < last)))
-    stmt = stmt.order_by(created.desc(), ident.desc()).limit(limit + 1)
-    with engine.connect() as conn:
-        rows = conn.execute(stmt).mappings().all()
-    items: list[T] = [build(r) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last_row = rows[limit - 1]
-        next_cursor = encode_cursor({"c": last_row[created.name].isoformat(), "i": last_row[ident.name]})
-    return Page(items=items, next_cursor=next_cursor)
-
-
-def _position(cursor: str) -> tuple[datetime, str]:
-    position = decode_cursor(cursor)
-    at, last = position.get("c"), position.get("i")
-    try:
-        if isinstance(at, str) and isinstance(last, str):
-            return datetime.fromisoformat(at), last
-    except ValueError:
-        pass
-    raise InvalidInput("The cursor is malformed.", errors=[FieldError("query.cursor", "bad key")])
 
 
 def _webhook_row(webhook: Webhook) -> dict[str, Any]:
