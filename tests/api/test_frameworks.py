@@ -104,6 +104,13 @@ BUILDERS = {
 
 def register(client: TestClient, auth: Auth, framework: str, tmp_path: Path) -> Built:
     built = BUILDERS[framework](tmp_path)
+    declare(client, auth, framework, built)
+    response = upload(client, auth(), framework, built.path.read_bytes(), filename=built.path.name)
+    assert response.status_code == 201, response.text
+    return built
+
+
+def declare(client: TestClient, auth: Auth, framework: str, built: Built) -> None:
     features = [{"name": f"f{i}", "type": "number"} for i in range(4)]
     create_model(
         client,
@@ -114,9 +121,32 @@ def register(client: TestClient, auth: Auth, framework: str, tmp_path: Path) -> 
         inputSchema={"type": "tabular", "features": features},
         outputSchema={"classes": CLASSES},
     )
-    response = upload(client, auth(), framework, built.path.read_bytes(), filename=built.path.name)
+
+
+@pytest.mark.parametrize(
+    ("framework", "media_type"),
+    [
+        ("sklearn", "application/x-skops"),
+        ("xgboost", "application/json"),
+        ("onnx", "application/onnx"),
+        ("pytorch", "application/x-pytorch"),
+        ("keras", "application/x-keras"),
+    ],
+)
+def test_an_artifact_is_stored_and_served_under_our_media_type_not_the_clients(
+    client: TestClient, auth: Auth, tmp_path: Path, framework: str, media_type: str
+) -> None:
+    built = BUILDERS[framework](tmp_path)
+    declare(client, auth, framework, built)
+    part = (built.path.name, built.path.read_bytes(), "text/html")  # what a careless client may declare
+    response = client.post(f"{API}/{framework}/versions", files={"file": part}, headers=auth())
     assert response.status_code == 201, response.text
-    return built
+    download = client.get(f"{API}/{framework}/versions/1/artifact", headers=auth())
+    assert download.status_code == 200
+    assert (response.json()["artifact"]["mediaType"], download.headers["content-type"]) == (
+        media_type,
+        media_type,
+    )
 
 
 def named(i: int) -> dict[str, float]:

@@ -63,7 +63,7 @@ def versions(
 def add_version(versions: ModelVersions, data: bytes = b"bytes", who: Principal = EDITOR) -> int:
     upload = versions.start_upload(who, "m")
     upload.write(data)
-    return versions.finish_upload(upload, "f.bin", "", VersionMetadata()).version
+    return versions.finish_upload(upload, "f.bin", VersionMetadata()).version
 
 
 def test_duplicate_name_conflict_carries_the_existing_id(registry: ModelRegistry) -> None:
@@ -106,7 +106,7 @@ def test_failed_record_removes_the_stored_bytes(
     upload.write(b"abc")
     registry.delete_model(Principal("adm", "acme", frozenset({Role.ADMIN})), "m")
     with pytest.raises(NotFound):
-        versions.finish_upload(upload, "f", "", VersionMetadata())
+        versions.finish_upload(upload, "f", VersionMetadata())
     assert store.blobs == {}
 
 

@@ -429,9 +429,7 @@ class TrainingExecution:
             upload.abort()
             raise
         try:
-            version = self._versions.finish_upload(
-                upload, outcome.filename, "application/octet-stream", metadata, on_commit=finish_job
-            )
+            version = self._versions.finish_upload(upload, outcome.filename, metadata, on_commit=finish_job)
         except _JobEnded:
             return None
         finally:

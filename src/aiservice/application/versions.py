@@ -23,6 +23,7 @@ from aiservice.application.quotas import admit_version
 from aiservice.application.registry import find_model
 from aiservice.domain.errors import Conflict, FieldError, InvalidArtifact, NotFound
 from aiservice.domain.events import ModelAliasDeleted, ModelAliasSet, ModelStageChanged, ModelVersionCreated
+from aiservice.domain.media_types import artifact_media_type
 from aiservice.domain.models import (
     Alias,
     ArtifactRef,
@@ -112,11 +113,12 @@ class ModelVersions:
         self,
         upload: VersionUpload,
         filename: str,
-        media_type: str,
         metadata: VersionMetadata,
         on_commit: Callable[[UnitOfWork, ModelVersion], None] | None = None,
     ) -> ModelVersion:
         """Seal the bytes, inspect them in isolation, and record version N+1 with their signature.
+
+        The artifact's media type comes from ``filename`` through our own map, never from the client.
 
         On any failure (a broken, untrusted or mislabelled artifact included) the bytes are removed.
         ``on_commit`` runs inside the version's transaction (a training job ends there); if it raises,
@@ -139,7 +141,7 @@ class ModelVersions:
                         digest=stored.digest,
                         size_bytes=stored.size_bytes,
                         filename=safe_filename(filename),
-                        media_type=media_type or "application/octet-stream",
+                        media_type=artifact_media_type(safe_filename(filename)),
                     ),
                     created_at=self._clock(),
                     description=metadata.description,

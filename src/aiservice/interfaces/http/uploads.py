@@ -84,7 +84,6 @@ class FormParts:
         self.is_file = False
         self.files = 0
         self.filename = ""
-        self.media_type = ""
         self.pending: list[memoryview] = []
         self.pending_bytes = 0
         self.fields: dict[str, bytearray] = {}
@@ -116,8 +115,8 @@ class FormParts:
                     "Send exactly one 'file' part.", errors=[FieldError("form.file", "repeated")]
                 )
             self.is_file = True
+            # The part's Content-Type is not read: the server names the media type from the filename.
             self.filename = options.get(b"filename", b"artifact").decode("utf-8", "replace")
-            self.media_type = self.headers.get(b"content-type", b"application/octet-stream").decode("latin-1")
         elif self.name in self.form.fields:
             if self.files and self.name in self.form.leading:
                 raise InvalidInput(
@@ -263,4 +262,4 @@ async def receive_version(
     except BaseException:
         await run_in_threadpool(upload.abort)
         raise
-    return await run_in_threadpool(versions.finish_upload, upload, parts.filename, parts.media_type, metadata)
+    return await run_in_threadpool(versions.finish_upload, upload, parts.filename, metadata)
