@@ -11,9 +11,14 @@ from fastapi import Request
 from starlette.responses import Response, StreamingResponse
 
 from aiservice.domain.errors import DomainError
+from aiservice.domain.media_types import MODEL_MEDIA_TYPES, OCTET_STREAM
 from aiservice.domain.models import ModelVersion
 
 CHUNK = 1 << 20
+# A download's OpenAPI content: every media type an artifact can be stored under.
+ARTIFACT_CONTENT: dict[str, dict[str, object]] = {
+    media_type: {} for media_type in sorted({*MODEL_MEDIA_TYPES.values(), OCTET_STREAM})
+}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from aiservice.interfaces.http.deps import CallerDep, PageCursor, PageLimit, VersionsDep
-from aiservice.interfaces.http.downloads import RangeNotSatisfiable, artifact_response
+from aiservice.interfaces.http.downloads import ARTIFACT_CONTENT, RangeNotSatisfiable, artifact_response
 from aiservice.interfaces.http.paths import API_PREFIX, VersionNumber
 from aiservice.interfaces.http.schemas import (
     AliasOut,
@@ -68,7 +68,10 @@ def get_version(model: str, version: VersionNumber, caller: CallerDep, versions:
 @router.get(
     "/models/{model}/versions/{version}/artifact",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
+    responses={
+        200: {"content": ARTIFACT_CONTENT},
+        206: {"description": "Partial content", "content": ARTIFACT_CONTENT},
+    },
     summary="Download the artifact (verified against its SHA-256; ETag and Range supported)",
 )
 async def download_artifact(
