@@ -113,6 +113,100 @@ def test_bodies_that_are_no_json_are_left_to_the_route(client: TestClient, auth:
     assert response.json()["type"].endswith("/malformed-json")
 
 
+# -- media types -------------------------------------------------------------------------------
+
+NOT_JSON = {
+    "text/plain": "text/plain;charset=UTF-8",  # what a browser's fetch() sends a string as
+    "form": "application/x-www-form-urlencoded",  # what curl -d sends unless told otherwise
+    "xml": "application/xml",
+    "no content type": None,
+}
+
+
+def json_body_routes(paths: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every operation whose only body is JSON: uploads and v2 /infer keep their own media types."""
+    return [
+        (method.upper(), template, operation)
+        for template, operations in paths.items()
+        for method, operation in operations.items()
+        if list(operation.get("requestBody", {}).get("content", {})) == ["application/json"]
+    ]
+
+
+@pytest.mark.parametrize("content_type", list(NOT_JSON.values()), ids=list(NOT_JSON))
+def test_every_route_that_takes_json_refuses_another_media_type_with_415(
+    client: TestClient, auth: Auth, content_type: str | None
+) -> None:
+    routes = json_body_routes(client.get("/openapi.json").json()["paths"])
+    assert {"/api/v1/ai/models/{model}/predict", "/api/v1/ai/models/{model}/batch-predict"} <= {
+        template for _, template, _ in routes
+    }
+    assert len(routes) >= 12
+    headers = auth() if content_type is None else {**auth(), "Content-Type": content_type}
+    for method, template, operation in routes:
+        path = template.replace("{version}", "1").replace("{", "").replace("}", "")
+        response = client.request(method, path, content=b'{"input": {"a": 1}}', headers=headers)
+        assert response.status_code == 415, (method, template, response.status_code)
+        problem = response.json()
+        assert response.headers["content-type"] == "application/problem+json"
+        assert problem["type"] == "https://aiservice.dev/problems/unsupported-media-type"
+        assert [e["field"] for e in problem["errors"]] == ["header.Content-Type"]
+        assert "application/json" in problem["detail"]
+        assert "415" in operation["responses"], (method, template)
+
+
+def test_a_form_body_is_told_how_to_send_json_with_curl(client: TestClient, auth: Auth) -> None:
+    response = client.post(f"{API}/models/iris/predict", data={"input": "x"}, headers=auth())
+    assert response.status_code == 415
+    assert "curl --json" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+        "application/merge-patch+json",
+    ],
+)
+def test_json_is_accepted_with_any_case_charset_or_json_suffix(
+    client: TestClient, auth: Auth, content_type: str
+) -> None:
+    body = b'{"name": "typed", "framework": "sklearn"}'
+    response = client.post(f"{API}/models", content=body, headers={**auth(), "Content-Type": content_type})
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])  # curl -X POST [-d '']
+def test_a_post_without_a_body_needs_no_json_content_type(
+    client: TestClient, auth: Auth, content_type: str | None
+) -> None:
+    headers = auth() if content_type is None else {**auth(), "Content-Type": content_type}
+    response = client.post(f"{API}/training-jobs/none/cancel", headers=headers)
+    assert (response.status_code, response.json()["type"]) == (
+        404,
+        "https://aiservice.dev/problems/not-found",
+    )
+
+
+def test_only_operations_with_a_body_declare_415(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    declared = {
+        (method, template)
+        for template, operations in paths.items()
+        for method, operation in operations.items()
+        if "415" in operation["responses"]
+    }
+    with_body = {
+        (method, template)
+        for template, operations in paths.items()
+        for method, operation in operations.items()
+        if "requestBody" in operation
+    }
+    assert declared == with_body
+
+
 # -- body limits -------------------------------------------------------------------------------
 
 

@@ -58,6 +58,11 @@ def test_readme_tour_works_when_pasted(live_server: LiveServer) -> None:
     assert batch[0]["prediction"] == "setosa"
     assert batch[1]["error"]["errors"] == [{"field": "inputs.1.petal_width", "message": "required"}]
 
+    # The API-key example in Security continues from the tour's iris: a key, then a prediction with it.
+    stdout = paste_block(live_server, "api-keys", timeout=60)
+    predicted = json.loads(stdout)
+    assert (predicted["modelId"], predicted["prediction"]) == (resolved["model"]["id"], "setosa")
+
 
 def test_readme_training_walk_through_works_when_pasted(live_server: LiveServer) -> None:
     stdout = paste_block(live_server, "training", timeout=180)

@@ -22,7 +22,12 @@ from aiservice.application.tracing import NO_TRACER
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.interfaces.http.problems import problem_response
 from aiservice.interfaces.http.rate_limit import RATE_LIMIT_STATE
-from aiservice.interfaces.http.strict_json import nul_violation, url_nul_field, violation
+from aiservice.interfaces.http.strict_json import (
+    media_type_violation,
+    nul_violation,
+    url_nul_field,
+    violation,
+)
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("aiservice.http")
@@ -92,13 +97,15 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over a route's limit with 413, and bodies that are not strict JSON with 400,
-    before a handler sees them.
+    """Refuses bodies over a route's limit with 413, bodies not declared as JSON with 415, and bodies
+    that are not strict JSON with 400, before a handler sees them.
 
     Small (JSON) bodies are read whole here, up to their limit, and replayed to the app, so a
-    chunked body without Content-Length is bounded too, and checked for repeated keys and nesting
-    deeper than ``max_json_depth``. Streaming routes (uploads, v2 inference) pass through with only
-    the Content-Length check; they count bytes themselves.
+    chunked body without Content-Length is bounded too, and checked for a JSON Content-Type (every
+    such route takes JSON; /predict parses its own body and would read a form or text as JSON),
+    repeated keys and nesting deeper than ``max_json_depth``. An empty body passes, so body-less
+    POSTs need no Content-Type. Streaming routes (uploads, v2 inference) pass through with only the
+    Content-Length check; they count bytes and check their own media types.
     """
 
     def __init__(
@@ -148,9 +155,11 @@ class BodyLimitMiddleware:
                 return
             if not message.get("more_body", False):
                 break
-        if self.max_json_depth is not None and size and _may_be_json(headers.get(b"content-type")):
-            body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
-            problem = violation(body, self.max_json_depth)
+        if size:
+            problem = media_type_violation(headers.get(b"content-type"))
+            if problem is None and self.max_json_depth is not None:
+                body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+                problem = violation(body, self.max_json_depth)
             if problem is not None:
                 response = problem_response(
                     Request(scope),
@@ -183,12 +192,6 @@ class BodyLimitMiddleware:
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_NOT_JSON = (b"multipart/", b"application/x-www-form-urlencoded", b"application/octet-stream")
-
-
-def _may_be_json(content_type: bytes | None) -> bool:
-    """Any body but a form or raw bytes: the predict route parses JSON whatever the declared type."""
-    return content_type is None or not content_type.lower().lstrip().startswith(_NOT_JSON)
 
 
 async def _empty() -> Message:

@@ -39,9 +39,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 
-# Any operation can fail inside (500); one that takes input or a caller can also refuse them.
+# Any operation can fail inside (500); one that takes input or a caller can also refuse them, and one
+# that takes a body can refuse its media type (415).
 PUBLIC_ERRORS = (400, 413, 500)
-CALLER_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)
+CALLER_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
+BODY_ERRORS = (415,)
 _FASTAPI_ONLY = ("HTTPValidationError", "ValidationError")
 
 
@@ -71,7 +73,10 @@ def declare_problems(schema: dict[str, Any]) -> None:
 def _declare(operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     takes_caller = any(p.get("name") == "X-Tenant-ID" for p in operation.get("parameters", []))
-    for status in CALLER_ERRORS if takes_caller else PUBLIC_ERRORS:
+    statuses = CALLER_ERRORS if takes_caller else PUBLIC_ERRORS
+    if "requestBody" in operation:
+        statuses = tuple(sorted((*statuses, *BODY_ERRORS)))
+    for status in statuses:
         declared = responses.setdefault(str(status), {"description": HTTPStatus(status).phrase})
         if status == 422 or "content" not in declared:  # FastAPI's own 422 shape is never sent
             declared["content"] = {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}

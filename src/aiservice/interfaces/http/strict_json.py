@@ -1,5 +1,6 @@
-"""Strict JSON for request bodies: no object repeats a key, nesting stays under a bound, and no string
-holds a NUL (which PostgreSQL's text type cannot store: a 422 naming the field rather than a 500).
+"""Strict JSON for request bodies: declared as JSON (else a 415), no object repeats a key, nesting stays
+under a bound, and no string holds a NUL (which PostgreSQL's text type cannot store: a 422 naming the
+field rather than a 500).
 
 Parsers disagree on repeated keys (first wins, last wins, error), so a body that one component reads
 one way and another reads another is refused before any of them sees it. The check is cheap on the
@@ -107,6 +108,45 @@ def _exact(body: bytes, max_depth: int) -> JsonViolation | None:
         return _too_deep(max_depth)
     nul = nul_field(document, "body")  # only here: a NUL is escaped as \u0000, which takes this path
     return None if nul is None else nul_violation(nul)
+
+
+_FORM = b"application/x-www-form-urlencoded"
+
+
+def is_json_media_type(content_type: bytes | None) -> bool:
+    """``application/json`` or ``application/*+json``, any case, with or without parameters (charset)."""
+    if content_type is None:
+        return False
+    media_type = content_type.partition(b";")[0].strip().lower()
+    return media_type == b"application/json" or (
+        media_type.startswith(b"application/") and media_type.endswith(b"+json")
+    )
+
+
+def media_type_violation(content_type: bytes | None) -> JsonViolation | None:
+    """Why a body declared as ``content_type`` is refused by a route that takes JSON; None for JSON.
+
+    A body without a Content-Type is refused too (RFC 9110 lets a recipient treat it as bytes), and
+    a form gets a hint: it is what ``curl -d`` sends unless told otherwise."""
+    if is_json_media_type(content_type):
+        return None
+    if content_type is None or not content_type.strip():
+        detail = "This route takes a JSON body, but the request has no Content-Type"
+    elif content_type.partition(b";")[0].strip().lower() == _FORM:
+        detail = (
+            f"This route takes a JSON body, not a form ({_FORM.decode()}, which curl -d sends unless "
+            "told otherwise: use curl --json, or add -H 'Content-Type: application/json')"
+        )
+    else:
+        declared = content_type.decode("latin-1").partition(";")[0].strip()[:100]
+        detail = f"This route takes a JSON body, not {declared}"
+    return JsonViolation(
+        "unsupported-media-type",
+        "Unsupported media type",
+        f"{detail}; send it with Content-Type: application/json.",
+        {"errors": [{"field": "header.Content-Type", "message": "must be application/json"}]},
+        status=415,
+    )
 
 
 def nul_violation(where: str) -> JsonViolation:
