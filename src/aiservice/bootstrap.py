@@ -365,6 +365,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         max_models=settings.model_cache_size,
         max_memory_bytes=settings.model_cache_memory_mb * 1024**2,
         max_batch_size=settings.max_batch_size,
+        max_batch_rows=settings.batcher_max_rows,
         max_batch_delay_s=settings.max_batch_delay_ms / 1000,
         batch_workers=min(threads, 2),
         timeout_s=settings.predict_timeout_seconds,

@@ -53,10 +53,19 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=64, ge=1, le=512)
     inspect_timeout_seconds: float = Field(default=120.0, gt=0)
     inspect_memory_mb: int = Field(default=4096, gt=0)
+    # Uploads taking longer are refused (408); staging files older than this are abandoned and swept.
+    upload_timeout_seconds: float = Field(default=3600.0, gt=0)
+    # What a crash leaves (staging, job folders, unreferenced artifacts) is swept at start and this often;
+    # an artifact no version refers to goes once older than the grace (other replicas' inspections).
+    sweep_interval_seconds: float = Field(default=600.0, gt=0)
+    artifact_orphan_grace_seconds: float = Field(default=86400.0, gt=0)
 
     model_cache_size: int = Field(default=10, ge=1)
     model_cache_memory_mb: int = Field(default=2048, ge=1)
-    max_batch_size: int = Field(default=32, ge=1)
+    max_batch_size: int = Field(default=1000, ge=1)  # inputs one /batch-predict request may hold
+    # The adaptive batcher: concurrent requests merge into one model call of at most this many rows,
+    # waiting at most MAX_BATCH_DELAY_MS for a fuller batch while load is present.
+    batcher_max_rows: int = Field(default=32, ge=1)
     max_batch_delay_ms: float = Field(default=2.0, ge=0)
     inference_threads: int = Field(default=0, ge=0)
     onnx_compile: bool = True

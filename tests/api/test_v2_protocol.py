@@ -137,12 +137,12 @@ def test_metadata_of_a_tabular_classifier(client: TestClient, auth: Auth) -> Non
         "name": "iris",
         "versions": ["1"],
         "platform": "sklearn",
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+        "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}],
         "outputs": [
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "probabilities", "datatype": "FP64", "shape": [-1, 3]},
         ],
-        "parameters": {"task": "classification", "feature_names": FEATURES},
+        "parameters": {"task": "classification", "form": "native", "feature_names": FEATURES},
     }
     assert client.get(f"{V2}/iris/versions/1", headers=auth()).json() == response.json()
 
@@ -273,7 +273,7 @@ def test_a_regressor_without_schemas_gives_predictions(client: TestClient, auth:
     _bare(client, auth, regressor)
     metadata = client.get(f"{V2}/bare", headers=auth()).json()
     assert (metadata["inputs"], metadata["outputs"]) == (
-        [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+        [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}],
         [{"name": "predictions", "datatype": "FP64", "shape": [-1]}],
     )
     assert "feature_names" not in metadata["parameters"]
@@ -393,7 +393,7 @@ COLUMNS = [tensor(f, BATCH[:2, i]) for i, f in enumerate(FEATURES)]
 BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("element-count", _bad(shape=[2, 4], data=[1.0] * 7), 422, "inputs.0.data"),
     ("ragged", _bad(data=[[1.0, 2.0, 3.0, 4.0], [1.0]]), 422, "inputs.0.data"),
-    ("model-datatype", _bad(datatype="FP64"), 422, "inputs.0.datatype"),
+    ("model-datatype", _bad(datatype="BOOL", data=[[True] * 4] * 2), 422, "inputs.0.datatype"),
     ("data-not-datatype", _bad(data=[["a", "b", "c", "d"]] * 2), 422, "inputs.0.data"),
     ("int-out-of-range", _bad(datatype="UINT8", data=[[1, 2, 3, 300]] * 2), 422, "inputs.0.data"),
     ("unknown-datatype", _bad(datatype="FP8"), 422, "inputs.0.datatype"),

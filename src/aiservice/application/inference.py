@@ -32,16 +32,25 @@ from aiservice.application.ports import (
 )
 from aiservice.application.serving.batching import AdaptiveBatcher
 from aiservice.application.serving.cache import CacheStats, ModelCache
-from aiservice.application.serving.inputs import ImageDecoder, ServingModel, label_of, to_rows
+from aiservice.application.serving.inputs import (
+    ImageDecoder,
+    ServingModel,
+    caller_labels,
+    label_of,
+    to_rows,
+)
 from aiservice.application.tracing import NO_TRACER
 from aiservice.application.versions import ModelVersions
 from aiservice.domain.errors import DomainError, InvalidInput, PredictionFailed, QuotaExceeded, Unavailable
 from aiservice.domain.models import Framework, Model, ModelVersion
 from aiservice.domain.schemas import (
     ImageSchema,
+    InputSchema,
+    TabularSchema,
+    derived_schema,
     parse_input_schema,
-    parse_output_schema,
 )
+from aiservice.domain.tabular import TabularPlan
 from aiservice.domain.tenancy import Permission, Principal, Quota
 
 ROUTE_TTL_S = 5.0
@@ -76,12 +85,24 @@ class PredictOptions:
         return f"@{self.alias}" if self.alias else ""
 
 
+@dataclass(frozen=True)
+class Route:
+    """What a reference resolved to: the version, whether its tenant accepts pickle, and the form
+    (native or onnx) it is served in."""
+
+    model: Model
+    version: ModelVersion
+    allow_pickle: bool
+    form: str
+
+
 @dataclass
 class PredictionResult:
     prediction: Any
     model_id: str
     version: int
     latency_ms: float
+    form: str = "native"  # the form of the version that answered: native or onnx
     confidence: float | None = None
     probabilities: dict[str, float] | None = None
     feature_importance: dict[str, Any] | None = None
@@ -99,7 +120,8 @@ class InferenceService:
         images: ImageDecoder | None = None,
         max_models: int = 10,
         max_memory_bytes: int = 2 * 1024**3,
-        max_batch_size: int = 32,
+        max_batch_size: int = 1000,
+        max_batch_rows: int = 32,
         max_batch_delay_s: float = 0.002,
         batch_workers: int = 1,
         timeout_s: float = 30.0,
@@ -124,10 +146,11 @@ class InferenceService:
         self._metrics = metrics
         self._resident_bytes = resident_bytes
         self._images = images
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = max_batch_size  # inputs one /batch-predict request may hold
+        self.max_batch_rows = max_batch_rows  # rows the adaptive batcher merges into one model call
         self._batch_delay = max_batch_delay_s
         self._batch_workers = batch_workers
-        self._routes: dict[tuple[str, str, str], tuple[float, Model, ModelVersion, bool]] = {}
+        self._routes: dict[tuple[str, str, str], tuple[float, Route]] = {}
         self.cache: ModelCache[ServingModel] = ModelCache(
             max_models,
             max_memory_bytes,
@@ -140,24 +163,23 @@ class InferenceService:
 
     def invalidate(self, tenant_id: str, model_id: str | None = None) -> None:
         """Forget resolutions of a model (or a whole tenant) after an event says it changed."""
-        for key, (_, model, _, _) in list(self._routes.items()):
-            if key[0] == tenant_id and (model_id is None or model.id == model_id):
+        for key, (_, route) in list(self._routes.items()):
+            if key[0] == tenant_id and (model_id is None or route.model.id == model_id):
                 self._routes.pop(key, None)
 
-    async def _route(
-        self, principal: Principal, ident: str, selector: str
-    ) -> tuple[Model, ModelVersion, bool]:
+    async def _route(self, principal: Principal, ident: str, selector: str) -> Route:
         principal.require(Permission.PREDICT)
         key = (principal.tenant_id, ident, selector)
         cached = self._routes.get(key)
-        if cached is not None and cached[0] > time.monotonic() and principal.sees_model(cached[1].id):
-            return cached[1], cached[2], cached[3]
+        if cached is not None and cached[0] > time.monotonic() and principal.sees_model(cached[1].model.id):
+            return cached[1]
         loop = asyncio.get_running_loop()
         model, version, allow_pickle = await loop.run_in_executor(
             None, self._versions.serving_target, principal, ident + selector
         )
-        self._routes[key] = (time.monotonic() + ROUTE_TTL_S, model, version, allow_pickle)
-        return model, version, allow_pickle
+        route = Route(model, version, allow_pickle, serving_form(model, version))
+        self._routes[key] = (time.monotonic() + ROUTE_TTL_S, route)
+        return route
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -184,11 +206,10 @@ class InferenceService:
                     extra={"quota": str(Quota.LOADED_MODELS), "limit": limit, "current": current},
                 )
 
-    async def _load(
-        self, model: Model, version: ModelVersion, allow_pickle: bool, *, explicit: bool = False
-    ) -> tuple[ServingModel, int]:
+    async def _load(self, route: Route, *, explicit: bool = False) -> tuple[ServingModel, int]:
+        model, version = route.model, route.version
         await self._make_room(model.tenant_id, explicit)
-        compiled = version.serving.get("onnx") if version.serving.get("form") == "onnx" else None
+        compiled = version.serving.get("onnx") if route.form == "onnx" else None
         if compiled is not None:  # the checked, faster ONNX form of this version
             framework = Framework.ONNX
             spec = LoadSpec(Framework.ONNX, "model.onnx", configuration=compiled.get("configuration", {}))
@@ -198,7 +219,7 @@ class InferenceService:
             spec = LoadSpec(
                 framework=model.framework,
                 filename=version.artifact.filename,
-                allow_pickle=allow_pickle,
+                allow_pickle=route.allow_pickle,
                 configuration=version.serving_configuration(model),
                 device=self._devices.get(model.framework, "cpu"),
             )
@@ -226,27 +247,20 @@ class InferenceService:
         with self._tracer.span("model.load", attributes):
             # The worker thread runs in this context, so the artifact read is a child of the load.
             loaded, grown, call_s = await loop.run_in_executor(None, contextvars.copy_context().run, load)
-        serving = self._serving_model(model, version, loaded, call_s)
+        serving = self._serving_model(route, loaded, call_s)
         return serving, max(grown, size)
 
     @staticmethod
-    def _key(principal: Principal, model: Model, version: ModelVersion) -> tuple[str, str, int, str]:
+    def _key(principal: Principal, route: Route) -> tuple[str, str, int, str]:
         """Cache key; the serving form is part of it, so a compiled form replaces the native one."""
-        return (principal.tenant_id, model.id, version.version, str(version.serving.get("form", "native")))
+        return (principal.tenant_id, route.model.id, route.version.version, route.form)
 
-    def _serving_model(
-        self, model: Model, version: ModelVersion, loaded: LoadedModel, call_s: float | None = None
-    ) -> ServingModel:
+    def _serving_model(self, route: Route, loaded: LoadedModel, call_s: float | None = None) -> ServingModel:
+        model, version = route.model, route.version
         signature = loaded.signature
-        declared = parse_output_schema(model.output_schema)
-        configured = version.serving_configuration(model).get("classes")
-        labels: tuple[Any, ...] | None
-        if declared is not None:
-            labels = declared
-        elif isinstance(configured, list) and len(configured) == len(signature.classes or ()):
-            labels = tuple(configured)  # a trained version's own labels, where its runtime knows indices only
-        else:
-            labels = signature.classes
+        labels = caller_labels(model, version, signature)
+        schema = effective_input_schema(model, version)
+        stored = version.signature or signature  # the native form's columns, checked at upload
         return ServingModel(
             model=model,
             version=version,
@@ -254,15 +268,19 @@ class InferenceService:
             batcher=AdaptiveBatcher(
                 loaded.predict,
                 self._executor,
-                max_batch_size=self.max_batch_size,
+                max_batch_size=self.max_batch_rows,
                 max_delay_s=self._batch_delay,
                 workers=self._batch_workers,
                 on_batch=self._metrics.batch,
                 first_call_s=call_s,
             ),
-            input_schema=parse_input_schema(model.input_schema, where="inputSchema"),
+            input_schema=schema,
             labels=labels,
             class_index={c: i for i, c in enumerate(signature.classes or ())},
+            plan=TabularPlan.bind(schema, stored, version.version)
+            if isinstance(schema, TabularSchema)
+            else None,
+            form=route.form,
         )
 
     @staticmethod
@@ -272,10 +290,9 @@ class InferenceService:
     async def load(self, principal: Principal, ident: str, number: int) -> tuple[ServingModel, int]:
         """Warm a version into the cache. It changes nothing users see but costs memory: writers only."""
         principal.require(Permission.VERSION_WRITE)
-        model, version, allow_pickle = await self._route(principal, ident, f":{number}")
+        route = await self._route(principal, ident, f":{number}")
         async with self.cache.use(
-            self._key(principal, model, version),
-            lambda: self._load(model, version, allow_pickle, explicit=True),
+            self._key(principal, route), lambda: self._load(route, explicit=True)
         ) as entry:
             loaded = entry.value, entry.bytes
         # Callers mostly predict by bare name next: resolve it now so that first predict finds the
@@ -286,8 +303,8 @@ class InferenceService:
 
     async def unload(self, principal: Principal, ident: str, number: int) -> bool:
         principal.require(Permission.VERSION_WRITE)
-        model, version, _ = await self._route(principal, ident, f":{number}")
-        return await self.cache.unload(self._key(principal, model, version))
+        route = await self._route(principal, ident, f":{number}")
+        return await self.cache.unload(self._key(principal, route))
 
     # -- raw tensors (the Open Inference Protocol) ---------------------------------------------
 
@@ -295,32 +312,31 @@ class InferenceService:
         self, principal: Principal, ident: str, selector: str = ""
     ) -> tuple[Model, ModelVersion]:
         """The version a reference serves, with its stored signature; loads nothing."""
-        model, version, _ = await self._route(principal, ident, selector)
-        return model, version
+        route = await self._route(principal, ident, selector)
+        return route.model, route.version
 
     def require_runtime(self, framework: Framework) -> Runtime:
         """The runtime serving ``framework``; ``Unavailable`` when it is missing or cannot import."""
         return self._runtimes.get(framework)
 
     def is_loaded(self, principal: Principal, model: Model, version: ModelVersion) -> bool:
-        return self._key(principal, model, version) in self.cache
+        return self._key(principal, Route(model, version, False, serving_form(model, version))) in self.cache
 
     async def infer_array(
         self, principal: Principal, ident: str, selector: str, rows: np.ndarray
     ) -> tuple[ServingModel, Prediction]:
         """Run an already-shaped batch (rows first) through the cache and the batcher."""
         started = time.perf_counter()
-        model, version, allow_pickle = await self._route(principal, ident, selector)
+        route = await self._route(principal, ident, selector)
         outcome = "error"
         try:
-            key = self._key(principal, model, version)
-            async with self.cache.use(key, lambda: self._load(model, version, allow_pickle)) as entry:
+            async with self.cache.use(self._key(principal, route), lambda: self._load(route)) as entry:
                 prediction = await self._run(entry.value, rows, None)
             outcome = "success"
             return entry.value, prediction
         finally:
             self._metrics.prediction(
-                model.name, version.version, outcome, (time.perf_counter() - started) * 1000
+                route.model.name, route.version.version, outcome, (time.perf_counter() - started) * 1000
             )
 
     def labels_for(self, serving: ServingModel, values: np.ndarray) -> list[Any]:
@@ -350,11 +366,10 @@ class InferenceService:
     ) -> list[PredictionResult | DomainError]:
         """One result per payload, in order. A bad payload fails alone unless ``fail_fast``."""
         started = time.perf_counter()
-        model, version, allow_pickle = await self._route(principal, ident, options.selector())
-        key = self._key(principal, model, version)
+        route = await self._route(principal, ident, options.selector())
         outcome = "error"
         try:
-            async with self.cache.use(key, lambda: self._load(model, version, allow_pickle)) as entry:
+            async with self.cache.use(self._key(principal, route), lambda: self._load(route)) as entry:
                 serving = entry.value
                 rows, errors = await self._rows_off_loop(serving, payloads, where, fail_fast)
                 good = [i for i in range(len(payloads)) if i not in errors]
@@ -382,7 +397,7 @@ class InferenceService:
             raise
         finally:
             self._metrics.prediction(
-                model.name, version.version, outcome, (time.perf_counter() - started) * 1000
+                route.model.name, route.version.version, outcome, (time.perf_counter() - started) * 1000
             )
 
     async def _rows_off_loop(
@@ -485,6 +500,7 @@ class InferenceService:
             model_id=serving.model.id,
             version=serving.version.version,
             latency_ms=round(latency, 3),
+            form=serving.form,
         )
         if prediction.probabilities is not None and options.include_confidence:
             probs = prediction.probabilities[row]
@@ -505,6 +521,25 @@ class InferenceService:
                 "reason": "not supported for this model",
             }
         return result
+
+
+def serving_form(model: Model, version: ModelVersion) -> str:
+    """The compiled ONNX form where one was kept, except where callers may send missing values that
+    it was found not to answer as the native model does: then the native form serves."""
+    if version.serving.get("form") != "onnx" or "onnx" not in version.serving:
+        return "native"
+    if version.serving.get("missingValues") == "differ":
+        schema = effective_input_schema(model, version)
+        if isinstance(schema, TabularSchema) and any(f.nullable for f in schema.features):
+            return "native"
+    return "onnx"
+
+
+def effective_input_schema(model: Model, version: ModelVersion) -> InputSchema | None:
+    """The schema a version is served with: the model's declared one, else the one its own named
+    columns give (derived at upload from the artifact), else none."""
+    declared = parse_input_schema(model.input_schema, where="inputSchema")
+    return declared if declared is not None else derived_schema(version.signature)
 
 
 def _tenant_of(key: Hashable) -> object:

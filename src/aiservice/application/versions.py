@@ -32,6 +32,7 @@ from aiservice.domain.models import (
     ModelVersion,
     Stage,
     check_alias_name,
+    runtime_configuration,
 )
 from aiservice.domain.pagination import Page
 from aiservice.domain.references import ModelReference
@@ -184,7 +185,7 @@ class ModelVersions:
             framework=model.framework,
             filename=filename,
             allow_pickle=tenant.allow_pickle if tenant else False,
-            configuration={**model.configuration, **configuration},
+            configuration=runtime_configuration(model, configuration),
         )
         path = self._store.local_path(stored.key, stored.digest, verify=False)
         signature = self._inspector.inspect(path, spec)

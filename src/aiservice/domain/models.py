@@ -152,7 +152,20 @@ class ModelVersion:
     configuration: JsonObject = field(default_factory=dict)
 
     def serving_configuration(self, model: Model) -> JsonObject:
-        return {**model.configuration, **self.configuration}
+        return runtime_configuration(model, self.configuration)
+
+
+def runtime_configuration(model: Model, own: JsonObject) -> JsonObject:
+    """What a runtime reads a version with: the model's configuration, defaulting ``task`` to the
+    model's category (classification, regression) and ``classes`` to its outputSchema's classes, so a
+    network declared a classifier answers labels; a version's ``own`` keys come last."""
+    defaults: JsonObject = {}
+    if model.category in ("classification", "regression"):
+        defaults["task"] = model.category
+    classes = model.output_schema.get("classes")
+    if isinstance(classes, list) and classes:
+        defaults["classes"] = classes
+    return {**defaults, **model.configuration, **own}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
-"""Input schemas: what callers send, checked field by field and turned into model-ready arrays.
+"""Input schemas: what callers send, declared per model (or derived from what a version takes).
 
-Kinds: ``tabular`` (named features), ``tensor`` (dtype and shape with -1 wildcards), ``text``
-(strings with a maximum length) and ``image`` (decoded by an adapter; checked here for shape). A
-model without a declared schema takes ``{"features": [...]}`` sized by its runtime's signature.
-Category features are encoded as the index of their value in the declared ``values`` list.
+Kinds: ``tabular`` (named features), ``tensor`` (a dtype and ONE SAMPLE's shape, without the batch
+dimension, -1 for any size), ``text`` (strings with a maximum length) and ``image`` (decoded by an
+adapter). A tabular feature is a ``number``, ``integer``, ``boolean``, ``category`` (one of ``values``)
+or ``string`` (any text); ``nullable`` lets callers send ``null`` for it (a missing value, NaN to the
+model), served only by versions that were found at upload to answer with it missing. A model without
+a declared schema takes the one derived from its version's named columns, else
+``{"features": [...]}`` sized by its runtime's signature. ``domain/tabular.py`` turns named features
+into the model's columns.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from typing import Any, Literal
 import numpy as np
 
 from aiservice.domain.errors import FieldError, InvalidInput
-from aiservice.domain.signature import Signature
+from aiservice.domain.signature import Column, Signature
 
-FeatureType = Literal["number", "integer", "boolean", "category"]
-_FEATURE_TYPES = ("number", "integer", "boolean", "category")
+FeatureType = Literal["number", "integer", "boolean", "category", "string"]
+_FEATURE_TYPES = ("number", "integer", "boolean", "category", "string")
 _DTYPES = {
     "float16",
     "float32",
@@ -40,7 +44,15 @@ class Feature:
     name: str
     type: FeatureType = "number"
     values: tuple[Any, ...] | None = None
-    allow_nan: bool = False
+    nullable: bool = False  # callers may send null (a missing value)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.values is not None:
+            data["values"] = list(self.values)
+        if self.nullable:
+            data["nullable"] = True
+        return data
 
 
 @dataclass(frozen=True)
@@ -52,17 +64,15 @@ class TabularSchema:
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    @property
-    def plain_numbers(self) -> bool:
-        """Every feature a finite number: rows can be checked in bulk."""
-        return all(f.type == "number" and not f.allow_nan for f in self.features)
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "tabular", "features": [f.to_json() for f in self.features]}
 
 
 @dataclass(frozen=True)
 class TensorSchema:
     name: str
     dtype: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # one sample's shape: no batch dimension
     kind: Literal["tensor"] = "tensor"
 
 
@@ -94,39 +104,17 @@ def parse_input_schema(raw: dict[str, Any], where: str = "body.inputSchema") -> 
         return None
     kind = raw.get("type")
     if kind == "tabular":
-        features = raw.get("features")
-        if not isinstance(features, list) or not features:
-            raise _bad(f"{where}.features", "a non-empty list of {name, type} objects is required")
-        parsed: list[Feature] = []
-        for i, item in enumerate(features):
-            path = f"{where}.features.{i}"
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
-                raise _bad(path, "each feature needs a name")
-            ftype = item.get("type", "number")
-            if ftype not in _FEATURE_TYPES:
-                raise _bad(f"{path}.type", f"must be one of {', '.join(_FEATURE_TYPES)}")
-            values = item.get("values")
-            if ftype == "category" and (not isinstance(values, list) or not values):
-                raise _bad(f"{path}.values", "a category feature lists its allowed values")
-            parsed.append(
-                Feature(
-                    name=item["name"],
-                    type=ftype,
-                    values=tuple(values) if isinstance(values, list) else None,
-                    allow_nan=bool(item.get("allowNaN", False)),
-                )
-            )
-        names = [f.name for f in parsed]
-        if len(set(names)) != len(names):
-            raise _bad(f"{where}.features", "feature names must be unique")
-        return TabularSchema(tuple(parsed))
+        return _tabular(raw, where)
     if kind == "tensor":
         dtype = raw.get("dtype", "float32")
         shape = raw.get("shape")
         if dtype not in _DTYPES:
             raise _bad(f"{where}.dtype", f"must be one of {', '.join(sorted(_DTYPES))}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and (d > 0 or d == -1) for d in shape):
-            raise _bad(f"{where}.shape", "a list of positive sizes or -1 wildcards is required")
+        if not isinstance(shape, list) or not all(type(d) is int and (d > 0 or d == -1) for d in shape):
+            raise _bad(
+                f"{where}.shape",
+                "one sample's shape is required (no batch dimension): a list of positive sizes or -1",
+            )
         return TensorSchema(name=str(raw.get("name", "input")), dtype=dtype, shape=tuple(shape))
     if kind == "text":
         max_length = raw.get("maxLength", 10_000)
@@ -145,75 +133,73 @@ def parse_input_schema(raw: dict[str, Any], where: str = "body.inputSchema") -> 
     raise _bad(f"{where}.type", "must be one of tabular, tensor, text, image")
 
 
-def tabular_rows(schema: TabularSchema, rows: list[Any], where: str = "input") -> np.ndarray:
-    """Named-feature objects -> a float32 [N, F] array in the schema's order; every problem named."""
-    fast = _plain_number_rows(schema, rows)
-    if fast is not None:
-        return fast
-    errors: list[FieldError] = []
-    out = np.empty((len(rows), len(schema.features)), dtype=np.float32)
-    known = set(schema.names)
-    for r, row in enumerate(rows):
-        base = where if len(rows) == 1 else f"{where}.{r}"
-        if not isinstance(row, dict):
-            errors.append(FieldError(base, "must be an object of feature values"))
-            continue
-        errors += [FieldError(f"{base}.{name}", "unknown feature") for name in row if name not in known]
-        for c, feature in enumerate(schema.features):
-            path = f"{base}.{feature.name}"
-            if feature.name not in row:
-                errors.append(FieldError(path, "required"))
-                continue
-            value, problem = _cell(feature, row[feature.name])
-            if problem:
-                errors.append(FieldError(path, problem))
-            else:
-                out[r, c] = value
-    if errors:
-        shown = ", ".join(e.field for e in errors[:5])
-        raise InvalidInput(f"The input does not match the model's features: {shown}.", errors=errors)
-    return out
+def _tabular(raw: dict[str, Any], where: str) -> TabularSchema:
+    features = raw.get("features")
+    if not isinstance(features, list) or not features:
+        raise _bad(f"{where}.features", "a non-empty list of {name, type} objects is required")
+    parsed: list[Feature] = []
+    for i, item in enumerate(features):
+        path = f"{where}.features.{i}"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+            raise _bad(path, "each feature needs a name")
+        ftype = item.get("type", "number")
+        if ftype not in _FEATURE_TYPES:
+            raise _bad(f"{path}.type", f"must be one of {', '.join(_FEATURE_TYPES)}")
+        values = item.get("values")
+        if ftype == "category" and (not isinstance(values, list) or not values):
+            raise _bad(f"{path}.values", "a category feature lists its allowed values")
+        if ftype != "category" and values is not None:
+            raise _bad(f"{path}.values", "only a category feature lists values")
+        # ``allowNaN`` is the field's earlier name, still read.
+        nullable = item.get("nullable", item.get("allowNaN", False))
+        if not isinstance(nullable, bool):
+            raise _bad(f"{path}.nullable", "must be true or false")
+        parsed.append(
+            Feature(
+                name=item["name"],
+                type=ftype,
+                values=tuple(values) if isinstance(values, list) else None,
+                nullable=nullable,
+            )
+        )
+    names = [f.name for f in parsed]
+    if len(set(names)) != len(names):
+        raise _bad(f"{where}.features", "feature names must be unique")
+    return TabularSchema(tuple(parsed))
 
 
-def _plain_number_rows(schema: TabularSchema, rows: list[Any]) -> np.ndarray | None:
-    """The bulk path for all-number schemas; None (so every cell is checked and named) on any doubt."""
-    if not schema.plain_numbers:
+def model_columns(signature: Signature | None) -> tuple[Column, ...] | None:
+    """The tabular columns a version takes, in its order; older signatures knew only their names."""
+    if signature is None:
         return None
-    names = schema.names
-    try:
-        values = [[row[name] for name in names] for row in rows if len(row) == len(names)]
-    except (KeyError, TypeError):
-        return None
-    if len(values) != len(rows) or not all(type(v) is float or type(v) is int for r in values for v in r):
-        return None  # bool is not int here: ``type(True) is bool``
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except OverflowError:
-        return None
-    if not np.isfinite(array).all():
-        return None
-    return array.astype(np.float32)
+    if signature.columns:
+        return signature.columns
+    if signature.feature_names:
+        return tuple(Column(name) for name in signature.feature_names)
+    if signature.n_features:
+        return tuple(Column(None) for _ in range(signature.n_features))
+    return None
 
 
-def _cell(feature: Feature, value: Any) -> tuple[float, str | None]:
-    if feature.type == "category":
-        values = feature.values or ()
-        if value not in values or isinstance(value, bool) != any(isinstance(v, bool) for v in values):
-            return 0.0, f"must be one of {list(values)}"
-        return float(values.index(value)), None
-    if feature.type == "boolean":
-        if not isinstance(value, bool):
-            return 0.0, "must be true or false"
-        return float(value), None
-    if value is None and feature.allow_nan:
-        return math.nan, None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0.0, f"must be a {'whole ' if feature.type == 'integer' else ''}number"
-    if not math.isfinite(value) and not feature.allow_nan:
-        return 0.0, "must be a finite number"
-    if feature.type == "integer" and math.isfinite(value) and value != int(value):
-        return 0.0, "must be a whole number"
-    return float(value), None
+def derived_schema(signature: Signature | None) -> TabularSchema | None:
+    """The schema a version's own named columns describe, for a model that declares none."""
+    columns = model_columns(signature)
+    if not columns or not all(c.name for c in columns):
+        return None
+    features = []
+    for column in columns:
+        kind: FeatureType = column.type
+        if kind == "category" and not column.values:
+            kind = "string"
+        features.append(
+            Feature(
+                name=str(column.name),
+                type=kind,
+                values=column.values if kind == "category" else None,
+                nullable=column.nullable,
+            )
+        )
+    return TabularSchema(tuple(features))
 
 
 def feature_vectors(rows: list[Any], signature: Signature | None, where: str = "input") -> np.ndarray:
@@ -246,21 +232,22 @@ def feature_vectors(rows: list[Any], signature: Signature | None, where: str = "
         raise InvalidInput("The input does not match the model.", errors=errors)
     if expected is None and len({len(v) for v in out}) > 1:
         raise _bad(where, "every row needs the same number of features")
-    return np.asarray(out, dtype=np.float32)
+    return np.asarray(out, dtype=np.float64)
 
 
 def tensor_input(schema: TensorSchema, values: list[Any], where: str = "input") -> np.ndarray:
-    """Nested lists -> an array of the declared dtype, the leading dimension being the row count."""
+    """One value per sample, each of the schema's sample shape -> a batch of the declared dtype."""
     path = f"{where}.{schema.name}"
     try:
         array = np.asarray(values, dtype=schema.dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise _bad(path, f"cannot be read as a {schema.dtype} tensor ({exc})") from exc
     expected = schema.shape
-    if array.ndim != len(expected) or any(
-        e not in (-1, a) for e, a in zip(expected, array.shape, strict=True)
+    sample = list(array.shape[1:])
+    if array.ndim != len(expected) + 1 or any(
+        e not in (-1, a) for e, a in zip(expected, sample, strict=True)
     ):
-        raise _bad(path, f"has shape {list(array.shape)}, expected {list(expected)} (-1 is any size)")
+        raise _bad(path, f"has shape {sample}, expected {list(expected)} (-1 is any size)")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise _bad(path, "must not contain NaN or infinity")
     return array
@@ -294,26 +281,19 @@ def signature_mismatches(
 ) -> list[FieldError]:
     """Where a model's declared schemas disagree with what its artifact really takes and gives."""
     problems: list[FieldError] = []
-    n_features = signature.n_features
-    if isinstance(input_schema, TabularSchema) and n_features is not None:
-        if len(input_schema.features) != n_features:
-            problems.append(
-                FieldError(
-                    "inputSchema.features",
-                    f"the schema declares {len(input_schema.features)} features, "
-                    f"the model takes {n_features}",
-                )
-            )
+    if isinstance(input_schema, TabularSchema):
+        problems += _tabular_mismatches(input_schema, model_columns(signature))
     if isinstance(input_schema, TensorSchema) and len(signature.inputs) == 1:
-        actual = signature.inputs[0].shape
+        sample = signature.inputs[0].shape[1:]
         declared = input_schema.shape
-        if len(actual) != len(declared) or any(
-            a > 0 and d > 0 and a != d for a, d in zip(actual, declared, strict=False)
+        if len(sample) != len(declared) or any(
+            a > 0 and d > 0 and a != d for a, d in zip(sample, declared, strict=True)
         ):
             problems.append(
                 FieldError(
                     "inputSchema.shape",
-                    f"the schema declares {list(declared)}, the model takes {list(actual)}",
+                    f"the schema declares samples of shape {list(declared)}, the model takes samples of "
+                    f"shape {list(sample)} (the shape is one sample's, without the batch dimension)",
                 )
             )
     if classes is not None and signature.classes is not None and len(classes) != len(signature.classes):
@@ -324,3 +304,48 @@ def signature_mismatches(
             )
         )
     return problems
+
+
+def _tabular_mismatches(schema: TabularSchema, columns: tuple[Column, ...] | None) -> list[FieldError]:
+    if columns is None:
+        return []
+    if len(schema.features) != len(columns):
+        return [
+            FieldError(
+                "inputSchema.features",
+                f"the schema declares {len(schema.features)} features, the model takes {len(columns)}",
+            )
+        ]
+    if not all(c.name for c in columns):
+        return []
+    model_names = [str(c.name) for c in columns]
+    if set(model_names) != set(schema.names):
+        return [
+            FieldError(
+                "inputSchema.features",
+                f"the schema names the features {schema.names}, the model was fitted on {model_names}",
+            )
+        ]
+    by_name = {c.name: c for c in columns}
+    problems = []
+    for i, feature in enumerate(schema.features):
+        message = _type_mismatch(feature, by_name[feature.name])
+        if message:
+            problems.append(FieldError(f"inputSchema.features.{i}.type", message))
+    return problems
+
+
+def _type_mismatch(feature: Feature, column: Column) -> str | None:
+    if column.raw and feature.type not in ("category", "string"):
+        known = f" (it knows {list(column.values)})" if column.values else ""
+        return (
+            f"the model reads {feature.name!r} as text{known}; declare it as a category with its values, "
+            "or as a string"
+        )
+    if not column.raw and feature.type == "string":
+        return f"the model reads {feature.name!r} as a number, not text"
+    if column.raw and feature.type == "category" and column.values is not None:
+        unknown = [v for v in feature.values or () if v not in column.values]
+        if unknown:
+            return f"the model does not know the categories {unknown} of {feature.name!r}"
+    return None

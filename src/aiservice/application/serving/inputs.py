@@ -19,10 +19,12 @@ from aiservice.domain.schemas import (
     TensorSchema,
     TextSchema,
     feature_vectors,
-    tabular_rows,
+    parse_output_schema,
     tensor_input,
     text_input,
 )
+from aiservice.domain.signature import Signature
+from aiservice.domain.tabular import TabularPlan
 
 
 class ImageDecoder(Protocol):
@@ -41,17 +43,32 @@ class ServingModel:
     version: ModelVersion
     loaded: LoadedModel
     batcher: AdaptiveBatcher
-    input_schema: InputSchema | None
+    input_schema: InputSchema | None  # the model's declared schema, else the one its version's columns give
     labels: tuple[Any, ...] | None  # what callers see: outputSchema.classes, else the model's own
     class_index: dict[Any, int] = field(default_factory=dict)
+    plan: TabularPlan | None = None  # named features -> the model's columns, for a tabular schema
+    form: str = "native"  # native, or onnx: the form of the version that answers
 
     @property
     def feature_names(self) -> list[str]:
-        if isinstance(self.input_schema, TabularSchema):
-            return self.input_schema.names
+        """Names in the model's column order (the order of its attributions)."""
+        if self.plan is not None:
+            return self.plan.model_names
         names = self.loaded.signature.feature_names
         n = self.loaded.signature.n_features or 0
         return list(names) if names else [f"f{i}" for i in range(n)]
+
+
+def caller_labels(model: Model, version: ModelVersion, signature: Signature) -> tuple[Any, ...] | None:
+    """The labels callers see, by the model's class position: outputSchema.classes, else a trained
+    version's configured classes (where its runtime knows indices only), else the model's own."""
+    declared = parse_output_schema(model.output_schema)
+    if declared is not None:
+        return declared
+    configured = version.serving_configuration(model).get("classes")
+    if isinstance(configured, list) and len(configured) == len(signature.classes or ()):
+        return tuple(configured)
+    return signature.classes
 
 
 def label_of(serving: ServingModel, value: Any) -> Any:
@@ -70,10 +87,10 @@ def to_rows(
 ) -> np.ndarray:
     schema = serving.input_schema
     where = paths[0] if len(paths) == 1 else paths[0].rsplit(".", 1)[0]
-    if schema is None:
+    if serving.plan is not None:
+        return serving.plan.rows(payloads, where)
+    if schema is None or isinstance(schema, TabularSchema):
         return feature_vectors(payloads, serving.loaded.signature, where)
-    if isinstance(schema, TabularSchema):
-        return tabular_rows(schema, payloads, where)
     values = []
     for payload, path in zip(payloads, paths, strict=True):
         if not isinstance(payload, dict) or schema.name not in payload:
@@ -88,8 +105,7 @@ def to_rows(
             )
         values.append(payload[schema.name])
     if isinstance(schema, TensorSchema):
-        batch_schema = TensorSchema(schema.name, schema.dtype, (-1, *schema.shape[1:]))
-        return tensor_input(batch_schema, values, where)
+        return tensor_input(schema, values, where)
     if isinstance(schema, TextSchema):
         return text_input(schema, values, where)
     if isinstance(schema, ImageSchema):

@@ -13,25 +13,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from aiservice.application.ports import LoadSpec
 from aiservice.domain.errors import DomainError
 from aiservice.domain.models import Framework
-from aiservice.domain.signature import Signature
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
-
-
-def smoke_batch(signature: Signature) -> np.ndarray | None:
-    """Two rows of zeros shaped like the model's only input, when its shape is fully known."""
-    if len(signature.inputs) != 1:
-        return None
-    spec = signature.inputs[0]
-    dims = spec.shape[1:]
-    if not spec.shape or any(d < 1 for d in dims) or spec.dtype == "object":
-        return None
-    return np.zeros((2, *dims), dtype=spec.dtype)
+from aiservice.infrastructure.runtimes.trials import smoke_batch, with_nullability
 
 
 def spec_request(
@@ -73,10 +60,14 @@ def inspect(request: dict[str, Any]) -> dict[str, Any]:
                 "error": {
                     "code": "invalid-artifact",
                     "detail": f"The model loaded but failed on a trial input of shape "
-                    f"{list(batch.shape)}: {exc}",
+                    f"{list(batch.shape)}: {_first_line(exc)}",
                 }
             }
-    return {"signature": model.signature.to_json()}
+    return {"signature": with_nullability(model).to_json()}
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def answer(request: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import numpy as np
 from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
-from aiservice.domain.signature import Signature, TensorSpec
+from aiservice.domain.signature import Column, ColumnType, Signature, TensorSpec
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, extract_zip
 from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction
 
@@ -65,13 +65,23 @@ class KerasModel:
         classes = signature.classes
         self._classes = np.asarray(classes) if classes is not None else None
 
+    def _input(self, batch: np.ndarray) -> Any:
+        """The batch as one tensor; for a model of several one-value inputs (a functional model over
+        named features), one [N, 1] tensor per column, in the model's input order."""
+        if len(self.signature.inputs) > 1 and self.signature.columns:
+            return [
+                np.ascontiguousarray(batch[:, j : j + 1], dtype=spec.dtype)
+                for j, spec in enumerate(self.signature.inputs)
+            ]
+        return np.ascontiguousarray(batch, dtype=self._dtype)
+
     def predict(self, batch: np.ndarray) -> Prediction:
-        output = _to_numpy(self._forward(np.ascontiguousarray(batch, dtype=self._dtype)))
+        output = _to_numpy(self._forward(self._input(batch)))
         return network_prediction(output, self.signature.task, self._classes, _probabilities)
 
     def explain(self, batch: np.ndarray) -> Attributions | None:
         """Gradient x input of each row's predicted class output, or of the regression output."""
-        if self.signature.task == "other" or not self._tensorflow:
+        if self.signature.task == "other" or not self._tensorflow or len(self.signature.inputs) > 1:
             return None
         import tensorflow as tf
 
@@ -140,7 +150,24 @@ def keras_signature(
         outputs = (TensorSpec("prediction", "float32", (-1,)),)
     else:
         outputs = (TensorSpec("output", "float32", (-1, *output_shape[1:])),)
-    return Signature(inputs=tuple(inputs), outputs=outputs, task=task, classes=classes, extra=extra)
+    return Signature(
+        inputs=tuple(inputs),
+        outputs=outputs,
+        task=task,
+        classes=classes,
+        extra=extra,
+        columns=_columns(inputs),
+    )
+
+
+def _columns(inputs: list[TensorSpec]) -> tuple[Column, ...] | None:
+    """A functional model of several one-value inputs takes a table whose columns are its named inputs."""
+    if len(inputs) < 2 or not all(i.shape in ((-1,), (-1, 1)) for i in inputs):
+        return None
+    if any(i.dtype not in ("float16", "float32", "float64", "int32", "int64", "bool") for i in inputs):
+        return None
+    kinds: dict[str, ColumnType] = {"bool": "boolean", "int32": "integer", "int64": "integer"}
+    return tuple(Column(i.name, kinds.get(i.dtype, "number")) for i in inputs)
 
 
 class KerasRuntime:

@@ -18,7 +18,7 @@ import numpy as np
 from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact
 from aiservice.domain.models import Framework
-from aiservice.domain.signature import Signature, Task, TensorSpec
+from aiservice.domain.signature import Column, Signature, Task, TensorSpec
 
 ONNX_DTYPES = {
     "tensor(float)": "float32",
@@ -54,15 +54,32 @@ class OnnxModel:
     ) -> None:
         self.session = session
         self.signature = signature
-        self._input = session.get_inputs()[0]
-        self._dtype = np.dtype(numpy_dtype(self._input.type))
+        self._inputs = [
+            (i.name, np.dtype(numpy_dtype(i.type)), len(i.shape or ())) for i in session.get_inputs()
+        ]
         self._label = label
         self._proba = proba
         # Configured classes name the probability columns; the graph's own labels would not match them.
         self._relabel = relabel or label is None
 
+    def _feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """One tensor for a single-input graph; else the batch's column j for the graph's input j
+        (a graph converted from a DataFrame takes one [N, 1] input per column)."""
+        if len(self._inputs) == 1:
+            name, dtype, _rank = self._inputs[0]
+            return {name: batch.astype(dtype, copy=False)}
+        feeds = {}
+        for j, (name, dtype, rank) in enumerate(self._inputs):
+            column = batch[:, j]
+            if dtype.kind == "O":
+                column = np.array([_text(v) for v in column.tolist()], dtype=object)
+            else:
+                column = column.astype(dtype)
+            feeds[name] = column.reshape(-1, 1) if rank == 2 else column
+        return feeds
+
     def predict(self, batch: np.ndarray) -> Prediction:
-        outputs = self.session.run(None, {self._input.name: batch.astype(self._dtype, copy=False)})
+        outputs = self.session.run(None, self._feeds(batch))
         if self._proba is not None:
             probabilities = self._probabilities(outputs[self._proba])
             if self._relabel:
@@ -88,6 +105,13 @@ class OnnxModel:
 
     def explain(self, batch: np.ndarray) -> Attributions | None:
         return None
+
+
+def _text(value: Any) -> str:
+    """A string input's element: text as it is, a missing value as empty text."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
 def _find_outputs(outputs: list[Any]) -> tuple[int | None, int | None]:
@@ -143,7 +167,7 @@ def _uses_external_data(model: Any) -> bool:
 
 
 def onnx_signature(
-    session: Any, label: int | None, proba: int | None, classes: tuple[Any, ...] | None
+    session: Any, label: int | None, proba: int | None, classes: tuple[Any, ...] | None, model: Any
 ) -> Signature:
     inputs = tuple(TensorSpec(i.name, numpy_dtype(i.type), _shape(i.shape)) for i in session.get_inputs())
     outputs = session.get_outputs()
@@ -163,7 +187,46 @@ def onnx_signature(
         task=task,
         classes=classes if task == "classification" else None,
         extra={"providers": list(session.get_providers())},
+        columns=_columns(inputs, model),
     )
+
+
+def _columns(inputs: tuple[TensorSpec, ...], model: Any) -> tuple[Column, ...] | None:
+    """A graph of several one-value inputs (converted from a DataFrame: one per column) takes a table
+    whose columns are its inputs, named and typed as they are."""
+    if len(inputs) < 2 or not all(len(i.shape) in (1, 2) and i.shape[1:] in ((), (1,)) for i in inputs):
+        return None
+    columns = []
+    for spec in inputs:
+        if spec.dtype == "object":
+            values = _categories(model, spec.name)
+            columns.append(Column(spec.name, "category" if values else "string", values))
+        elif spec.dtype == "bool":
+            columns.append(Column(spec.name, "boolean"))
+        else:
+            columns.append(
+                Column(spec.name, "integer" if spec.dtype.startswith(("int", "uint")) else "number")
+            )
+    return tuple(columns)
+
+
+def _categories(model: Any, name: str) -> tuple[Any, ...] | None:
+    """The categories a strict OneHotEncoder node reading the input ``name`` (directly, or through
+    casts and reshapes) knows; None when no such node says."""
+    passing = {"Cast", "Identity", "Reshape", "Flatten"}
+    reached = {name}
+    for node in model.graph.node:
+        if not reached.intersection(node.input[:1]):
+            continue
+        if node.op_type in passing:
+            reached.update(node.output)
+        elif node.op_type == "OneHotEncoder":
+            attributes = {a.name: a for a in node.attribute}
+            if attributes["zeros"].i if "zeros" in attributes else 1:
+                return None  # unknown values are encoded as zeros (the default): any text is fine
+            known = attributes.get("cats_strings")
+            return tuple(v.decode() for v in known.strings) if known is not None else None
+    return None
 
 
 class OnnxRuntime:
@@ -197,7 +260,7 @@ class OnnxRuntime:
             if classes is None:
                 width = _shape(session.get_outputs()[proba].shape)[-1:]
                 classes = tuple(range(width[0])) if width and width[0] > 0 else None
-        signature = onnx_signature(session, label, proba, classes)
+        signature = onnx_signature(session, label, proba, classes, proto)
         relabel = bool(spec.configuration.get("classes"))
         return OnnxModel(session, signature, label, proba, relabel)
 

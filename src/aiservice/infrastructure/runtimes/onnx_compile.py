@@ -19,9 +19,11 @@ import numpy as np
 
 from aiservice.application.ports import LoadedModel, LoadSpec, Prediction
 from aiservice.domain.models import Framework
+from aiservice.domain.signature import Signature
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.inspect_worker import spec_of
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+from aiservice.infrastructure.runtimes.trials import tabular_batch, with_nullability
 
 SAMPLE_ROWS = 256
 PROBABILITY_TOLERANCE = 1e-4
@@ -46,20 +48,33 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
     framework = spec.framework
     registry = RuntimeRegistry.discover(ArchiveLimits.from_json(request.get("archiveLimits")))
     native = registry.get(framework).load(Path(request["path"]), spec)
-    signature = native.signature
-    shape = signature.inputs[0].shape[1:] if len(signature.inputs) == 1 else ()
-    if not shape or any(d < 1 for d in shape) or signature.inputs[0].dtype == "object":
+    signature = with_nullability(native)
+    sample = _sample(signature)
+    if sample is None:
         return {"kept": False, "form": "native", "reason": "the input is not a fixed-shape numeric tensor"}
-    sample = np.random.default_rng(0).normal(size=(SAMPLE_ROWS, *shape)).astype(np.float32)
-    onnx_bytes, configuration = _convert(framework, native, sample)
+    onnx_bytes, configuration = _convert(framework, native, sample, signature)
     out = Path(request["out"])
     out.write_bytes(onnx_bytes)
     compiled = registry.get(Framework.ONNX).load(
         out, LoadSpec(Framework.ONNX, "model.onnx", configuration=configuration)
     )
-    difference, agree = _compare(native.predict(sample), compiled.predict(sample), signature.task)
+    try:
+        compiled_prediction = compiled.predict(sample)
+    except Exception as exc:
+        out.unlink(missing_ok=True)
+        return {
+            "kept": False,
+            "form": "native",
+            "reason": f"the ONNX form fails on the check sample: {_first_line(exc)}",
+        }
+    difference, agree = _compare(native.predict(sample), compiled_prediction, signature.task)
     tolerance = PROBABILITY_TOLERANCE if signature.task == "classification" else VALUE_RTOL
-    report: dict[str, Any] = {"tolerance": tolerance, "maxAbsDiff": difference, "sampleRows": SAMPLE_ROWS}
+    report: dict[str, Any] = {
+        "tolerance": tolerance,
+        "maxAbsDiff": difference,
+        "sampleRows": SAMPLE_ROWS,
+        "missingValues": _missing_values(native, compiled, signature),
+    }
     if not agree:
         out.unlink(missing_ok=True)
         return {
@@ -91,22 +106,64 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _convert(framework: Framework, native: LoadedModel, sample: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+def _missing_values(native: LoadedModel, compiled: LoadedModel, signature: Signature) -> str:
+    """Whether the ONNX form answers rows with missing values as the native one does: "same",
+    "differ" (such rows are then served natively) or "none" (the model answers no missing value)."""
+    if not any(c.nullable for c in signature.columns or ()):
+        return "none"
+    sample = tabular_batch(signature.columns or (), SAMPLE_ROWS, seed=1, missing=True)
+    try:
+        _difference, agree = _compare(native.predict(sample), compiled.predict(sample), signature.task)
+    except Exception:
+        return "differ"
+    return "same" if agree else "differ"
+
+
+def _sample(signature: Signature) -> np.ndarray | None:
+    """The seeded rows both forms must agree on: a table's columns as the model takes them, else a
+    fixed-shape numeric tensor."""
+    if signature.columns:
+        return tabular_batch(signature.columns, SAMPLE_ROWS)
+    shape = signature.inputs[0].shape[1:] if len(signature.inputs) == 1 else ()
+    if not shape or any(d < 1 for d in shape) or signature.inputs[0].dtype == "object":
+        return None
+    return np.random.default_rng(0).normal(size=(SAMPLE_ROWS, *shape)).astype(np.float32)
+
+
+def _convert(
+    framework: Framework, native: LoadedModel, sample: np.ndarray, signature: Signature
+) -> tuple[bytes, dict[str, Any]]:
     if framework == Framework.SKLEARN:
-        return _from_sklearn(native, sample), {}
+        return _from_sklearn(native, sample, signature), {}
     if framework == Framework.XGBOOST:
         return _from_xgboost(native, sample.shape[1]), {}
     return _from_torch(native, sample)
 
 
-def _from_sklearn(native: Any, sample: np.ndarray) -> bytes:
+def _from_sklearn(native: Any, sample: np.ndarray, signature: Signature) -> bytes:
+    """One float tensor when every column is a number and the estimator converts so; else (a
+    ColumnTransformer over a DataFrame, text columns) one [N, 1] input per column, named as it is."""
     from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.base import is_classifier
 
     estimator = native.estimator
     final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
     options = {id(final): {"zipmap": False}} if is_classifier(final) else None
-    onx = to_onnx(estimator, sample[:1], options=options)
+    columns = signature.columns or ()
+    if not any(c.raw for c in columns):
+        try:
+            onx = to_onnx(estimator, sample[:1].astype(np.float32), options=options)
+            return bytes(onx.SerializeToString())
+        except Exception:
+            if not signature.named_columns:
+                raise
+    if not signature.named_columns:
+        raise ValueError("text columns without names cannot be given ONNX inputs")
+    types = [
+        (str(c.name), StringTensorType([None, 1]) if c.raw else FloatTensorType([None, 1])) for c in columns
+    ]
+    onx = to_onnx(estimator, initial_types=types, options=options)
     return bytes(onx.SerializeToString())
 
 
@@ -114,8 +171,13 @@ def _from_xgboost(native: Any, n_features: int) -> bytes:
     from onnxmltools import convert_xgboost
     from onnxmltools.convert.common.data_types import FloatTensorType
 
+    booster = native.booster
+    if booster.feature_names:  # the converter reads features as f0, f1...: by position, as we feed them
+        booster = booster.copy()
+        booster.feature_names = None
+        booster.feature_types = None
     onx = convert_xgboost(
-        native.booster, initial_types=[("input", FloatTensorType([None, n_features]))], target_opset=15
+        booster, initial_types=[("input", FloatTensorType([None, n_features]))], target_opset=15
     )
     return bytes(onx.SerializeToString())
 

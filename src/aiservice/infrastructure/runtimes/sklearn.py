@@ -16,6 +16,7 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
+from aiservice.infrastructure.runtimes.sklearn_columns import sklearn_columns
 
 TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
@@ -23,25 +24,42 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 
 class SklearnModel:
+    """An estimator fitted on a DataFrame is fed a DataFrame with its own column names (text columns
+    as their values, numbers as float64), as it was fitted; one fitted on an array gets the array."""
+
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
         self.signature = sklearn_signature(estimator)
         self._proba = self.signature.task == "classification" and hasattr(estimator, "predict_proba")
+        columns = self.signature.columns or ()
+        self._names = [c.name for c in columns] if self.signature.named_columns else None
+        self._numbers = [c.name for c in columns if not c.raw]
+
+    def _input(self, batch: np.ndarray) -> Any:
+        if self._names is None:
+            return batch
+        import pandas as pd
+
+        frame = pd.DataFrame(batch, columns=self._names, copy=False)
+        if batch.dtype == object and self._numbers:
+            frame = frame.astype(dict.fromkeys(self._numbers, np.float64))
+        return frame
 
     def predict(self, batch: np.ndarray) -> Prediction:
-        values = np.asarray(self.estimator.predict(batch))
-        probabilities = np.asarray(self.estimator.predict_proba(batch)) if self._proba else None
+        rows = self._input(batch)
+        values = np.asarray(self.estimator.predict(rows))
+        probabilities = np.asarray(self.estimator.predict_proba(rows)) if self._proba else None
         return Prediction(values=values, probabilities=probabilities)
 
     def explain(self, batch: np.ndarray) -> Attributions | None:
         coef = getattr(self.estimator, "coef_", None)
-        if coef is None:
+        if coef is None or batch.dtype == object:
             return None
         coef = np.atleast_2d(np.asarray(coef, dtype=np.float64))
         if coef.shape[0] == 1:
             return Attributions("coefficient-x-value", batch * coef[0])
         # Multiclass: the coefficients of each row's predicted class.
-        predicted = self.estimator.predict(batch)
+        predicted = self.estimator.predict(self._input(batch))
         rows = np.searchsorted(np.asarray(self.estimator.classes_), predicted)
         return Attributions("coefficient-x-value", batch * coef[rows])
 
@@ -49,18 +67,19 @@ class SklearnModel:
 def sklearn_signature(estimator: Any) -> Signature:
     n_features = int(getattr(estimator, "n_features_in_", -1))
     classes: Any = getattr(estimator, "classes_", None)
-    names = getattr(estimator, "feature_names_in_", None)
+    columns = sklearn_columns(estimator)
     is_classifier = classes is not None
     outputs = [TensorSpec("label", "object" if is_classifier else "float64", (-1,))]
     if is_classifier:
         outputs.append(TensorSpec("probabilities", "float64", (-1, len(classes))))
+    raw = any(c.raw for c in columns or ())
     return Signature(
-        inputs=(TensorSpec("input", "float32", (-1, n_features)),),
+        inputs=(TensorSpec("input", "object" if raw else "float64", (-1, n_features)),),
         outputs=tuple(outputs),
         task="classification" if is_classifier else "regression",
         classes=tuple(c.item() if hasattr(c, "item") else c for c in classes) if is_classifier else None,
-        feature_names=tuple(str(n) for n in names) if names is not None else None,
         extra={"estimator": type(estimator).__name__},
+        columns=columns,
     )
 
 

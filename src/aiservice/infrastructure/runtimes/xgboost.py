@@ -16,7 +16,7 @@ import numpy as np
 from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact
 from aiservice.domain.models import Framework
-from aiservice.domain.signature import Signature, Task, TensorSpec
+from aiservice.domain.signature import Column, ColumnType, Signature, Task, TensorSpec
 
 # Objectives whose output is a probability, a margin to squash, or a hard label.
 PROBABILITY_OBJECTIVES = ("binary:logistic", "multi:softprob")
@@ -97,8 +97,21 @@ def xgboost_signature(booster: Any, objective: str, n_classes: int) -> Signature
         outputs=tuple(outputs),
         task=task,
         classes=classes,
-        feature_names=tuple(str(n) for n in names) if names else None,
         extra={"objective": objective, "trees": int(booster.num_boosted_rounds())},
+        columns=_columns(names, booster.feature_types, int(booster.num_features())),
+    )
+
+
+# XGBoost's feature types: quantitative, integer, indicator; a categorical feature ("c") takes its code.
+_COLUMN_TYPES: dict[str, ColumnType] = {"q": "number", "float": "number", "int": "integer", "i": "boolean"}
+
+
+def _columns(names: list[str] | None, types: list[str] | None, count: int) -> tuple[Column, ...]:
+    """One column per feature, named when the booster was fitted with names (a DataFrame, say)."""
+    labels = [str(n) for n in names] if names else [None] * count
+    kinds = list(types) if types and len(types) == count else ["q"] * count
+    return tuple(
+        Column(label, _COLUMN_TYPES.get(kind, "number")) for label, kind in zip(labels, kinds, strict=True)
     )
 
 

@@ -1,12 +1,11 @@
 """The Open Inference Protocol (KServe v2, as spoken by Triton, KServe and MLServer) under ``/v2``.
 
 Health and server metadata are open; every ``/v2/models/...`` call needs the same bearer token and
-``X-Tenant-ID`` as the rest of the API, and another tenant's model is 404. A tabular model takes one
-FP32 ``[N, F]`` tensor named ``input`` of model-ready values (a category as its index, a boolean as
-0 or 1), or one 1-D tensor per feature, named as the feature and typed as it is (a category as its
-values, a boolean as BOOL). Classifiers give ``label`` (the outputSchema's class names) and
-``probabilities``, regressors ``predictions``. Errors are problem+json with an ``error`` member too,
-which is what Triton's clients read.
+``X-Tenant-ID`` as the rest of the API, and another tenant's model is 404. What a tabular model takes is
+in ``v2_inputs.py``. Classifiers give ``label`` (the outputSchema's class names) and ``probabilities``,
+regressors ``predictions``, each in exactly the datatype the model's metadata lists, whichever form
+serves; the response's ``parameters.form`` names that form. Errors are problem+json with an
+``error`` member too, which is what Triton's clients read.
 """
 
 from __future__ import annotations
@@ -24,21 +23,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from aiservice import __version__
+from aiservice.application.inference import effective_input_schema, serving_form
 from aiservice.application.ports import Prediction
-from aiservice.application.serving.inputs import ServingModel
+from aiservice.application.serving.inputs import ServingModel, caller_labels
 from aiservice.bootstrap import Container
 from aiservice.domain.errors import DomainError, FieldError, InvalidInput, PayloadTooLarge, Unavailable
-from aiservice.domain.models import Model
-from aiservice.domain.schemas import (
-    Feature,
-    ImageSchema,
-    TabularSchema,
-    TensorSchema,
-    TextSchema,
-    parse_input_schema,
-    parse_output_schema,
-)
-from aiservice.domain.signature import Signature
+from aiservice.domain.models import Model, ModelVersion
+from aiservice.domain.schemas import ImageSchema, TabularSchema, TensorSchema, TextSchema
+from aiservice.domain.tabular import TabularPlan
 from aiservice.domain.tenancy import Principal
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep
 from aiservice.interfaces.http.paths import VersionNumber
@@ -46,13 +38,17 @@ from aiservice.interfaces.http.problems import domain_problem
 from aiservice.interfaces.http.v2_codec import (
     DTYPES,
     InferRequest,
-    ModelInputs,
     Output,
     datatype_of,
     encode_response,
     label_datatype,
     malformed,
     parse_request,
+)
+from aiservice.interfaces.http.v2_inputs import (
+    ModelInputs,
+    output_array,
+    tabular_inputs,
     tensor_spec,
     to_batch,
 )
@@ -165,8 +161,11 @@ async def version_infer(
 
 async def _metadata(c: Container, caller: Principal, name: str, selector: str) -> dict[str, Any]:
     model, version = await c.inference.describe(caller, name, selector)
-    inputs = _inputs(model, version.signature)
-    parameters: dict[str, Any] = {"task": version.signature.task if version.signature else None}
+    inputs = _inputs(model, version)
+    parameters: dict[str, Any] = {
+        "task": version.signature.task if version.signature else None,
+        "form": serving_form(model, version),
+    }
     if inputs.features:
         parameters["feature_names"] = [f.name for f in inputs.features]
     return {
@@ -174,7 +173,7 @@ async def _metadata(c: Container, caller: Principal, name: str, selector: str) -
         "versions": [str(version.version)],
         "platform": model.framework.value,
         "inputs": inputs.tensors,
-        "outputs": _output_specs(model, version.signature),
+        "outputs": output_specs(model, version),
         "parameters": parameters,
     }
 
@@ -204,8 +203,8 @@ async def _infer(c: Container, caller: Principal, request: Request, name: str, s
         parsed = parse_request(body, header_length)
     model, version = await c.inference.describe(caller, name, selector)
     if version.signature is not None:
-        _check_requested(parsed, [o["name"] for o in _output_specs(model, version.signature)])
-    rows = to_batch(_inputs(model, version.signature), parsed.inputs)
+        _check_requested(parsed, [o["name"] for o in output_specs(model, version)])
+    rows = to_batch(_inputs(model, version), parsed.inputs)
     serving, prediction = await c.inference.infer_array(caller, name, selector, rows)
     produced = _outputs(c, serving, prediction)
     _check_requested(parsed, list(produced))
@@ -216,6 +215,7 @@ async def _infer(c: Container, caller: Principal, request: Request, name: str, s
         "model_name": serving.model.name,
         "model_version": str(serving.version.version),
         "id": parsed.id if parsed.id is not None else getattr(request.state, "request_id", ""),
+        "parameters": {"form": serving.form},
     }
     content, length = encode_response(header, chosen)
     if length is None:
@@ -245,12 +245,13 @@ def _check_requested(parsed: InferRequest, available: list[str]) -> None:
             )
 
 
-def _inputs(model: Model, signature: Signature | None) -> ModelInputs:
-    schema = parse_input_schema(model.input_schema, where="inputSchema")
+def _inputs(model: Model, version: ModelVersion) -> ModelInputs:
+    schema = effective_input_schema(model, version)
+    signature = version.signature
     if isinstance(schema, TabularSchema):
-        return ModelInputs([tensor_spec("input", "FP32", [-1, len(schema.features)])], schema.features)
+        return tabular_inputs(TabularPlan.bind(schema, signature, version.version))
     if isinstance(schema, TensorSchema):
-        return ModelInputs([tensor_spec(schema.name, datatype_of(schema.dtype), [-1, *schema.shape[1:]])])
+        return ModelInputs([tensor_spec(schema.name, datatype_of(schema.dtype), [-1, *schema.shape])])
     if isinstance(schema, TextSchema):
         return ModelInputs([tensor_spec(schema.name, "BYTES", [-1])], text_limit=schema.max_length)
     if isinstance(schema, ImageSchema):
@@ -263,23 +264,24 @@ def _inputs(model: Model, signature: Signature | None) -> ModelInputs:
     tensors = [tensor_spec(t.name, datatype_of(t.dtype), list(t.shape)) for t in signature.inputs]
     if len(tensors) > 1:
         return ModelInputs(
-            tensors, unsupported="Models with several input tensors are not served over v2 yet."
+            tensors, unsupported="Models with several unnamed input tensors are not served over v2 yet."
         )
-    names = signature.feature_names if signature.n_features else None
-    return ModelInputs(tensors, tuple(Feature(n) for n in names or ()))
+    return ModelInputs(tensors)
 
 
 # -- outputs -----------------------------------------------------------------------------------
 
 
-def _output_specs(model: Model, signature: Signature | None) -> list[dict[str, Any]]:
+def output_specs(model: Model, version: ModelVersion) -> list[dict[str, Any]]:
+    """The outputs a version gives, as its metadata lists them; ``/infer`` answers exactly these
+    datatypes, whichever form (native or ONNX) serves."""
+    signature = version.signature
     if signature is None:
         return []
     first = signature.outputs[0] if signature.outputs else None
     if signature.task == "classification":
-        labels = parse_output_schema(model.output_schema, where="outputSchema") or signature.classes
-        label = label_datatype(labels) if labels else datatype_of(first.dtype if first else "object")
-        specs = [tensor_spec("label", label, [-1])]
+        labels = caller_labels(model, version, signature)
+        specs = [tensor_spec("label", label_datatype(labels) if labels else "INT64", [-1])]
         proba = next((o for o in signature.outputs if len(o.shape) == 2), None)
         if proba is not None:
             width = len(signature.classes) if signature.classes else proba.shape[1]
@@ -291,30 +293,36 @@ def _output_specs(model: Model, signature: Signature | None) -> list[dict[str, A
 
 
 def _outputs(c: Container, serving: ServingModel, prediction: Prediction) -> dict[str, Output]:
-    signature = serving.version.signature or serving.loaded.signature
     values, probabilities = prediction.values, prediction.probabilities
-    if signature.task == "classification" or probabilities is not None:
-        outputs = {"label": _labels(c, serving, values)}
-        if probabilities is not None:
-            outputs["probabilities"] = Output(
-                "probabilities", datatype_of(probabilities.dtype), probabilities
-            )
-        return outputs
-    if signature.task == "regression":
-        return {"predictions": Output("predictions", datatype_of(values.dtype), values)}
-    name = signature.outputs[0].name if signature.outputs else "output"
-    return {name: Output(name, datatype_of(values.dtype), values)}
+    outputs: dict[str, Output] = {}
+    for spec in output_specs(serving.model, serving.version) or _native_specs(serving, prediction):
+        name, datatype = spec["name"], spec["datatype"]
+        if name == "label":
+            array = _labels(c, serving, values, datatype)
+        elif name == "probabilities":
+            if probabilities is None:
+                continue
+            array = output_array(datatype, probabilities)
+        else:
+            array = output_array(datatype, values)
+        outputs[name] = Output(name, datatype, array)
+    return outputs
 
 
-def _labels(c: Container, serving: ServingModel, values: np.ndarray) -> Output:
+def _native_specs(serving: ServingModel, prediction: Prediction) -> list[dict[str, Any]]:
+    """A version stored without a signature: its outputs as the model gives them."""
+    name = serving.loaded.signature.outputs[0].name if serving.loaded.signature.outputs else "output"
+    return [tensor_spec(name, datatype_of(prediction.values.dtype), [-1])]
+
+
+def _labels(c: Container, serving: ServingModel, values: np.ndarray, datatype: str) -> np.ndarray:
     """Caller-facing labels, mapped once per distinct class rather than once per row."""
     try:
         distinct, inverse = np.unique(values, return_inverse=True)
     except TypeError:  # labels numpy cannot order
         distinct, inverse = values.reshape(-1), np.arange(values.size)
     mapped = c.inference.labels_for(serving, distinct)
-    datatype = label_datatype(mapped)
     table = np.empty(len(mapped), dtype=DTYPES[datatype].newbyteorder("="))
     for i, label in enumerate(mapped):
         table[i] = label
-    return Output("label", datatype, table[inverse.reshape(-1)].reshape(values.shape))
+    return table[inverse.reshape(-1)].reshape(values.shape)

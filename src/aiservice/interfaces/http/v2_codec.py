@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from aiservice.domain.errors import FieldError, InvalidInput, Unavailable
-from aiservice.domain.schemas import Feature
+from aiservice.domain.errors import FieldError, InvalidInput
 
 DTYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -251,139 +250,6 @@ def _bytes_elements(raw: memoryview, count: int, where: str) -> np.ndarray:
     if offset != len(raw):
         raise invalid(where, f"holds more than {count} elements")
     return out
-
-
-# -- model inputs ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelInputs:
-    """What a model takes over v2: the tensors its metadata lists, and how to read them."""
-
-    tensors: list[dict[str, Any]]
-    features: tuple[Feature, ...] = ()  # one 1-D tensor per feature is accepted too, in this order
-    text_limit: int | None = None
-    unsupported: str | None = None
-
-
-def tensor_spec(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
-    return {"name": name, "datatype": datatype, "shape": shape}
-
-
-def to_batch(inputs: ModelInputs, tensors: list[Tensor]) -> np.ndarray:
-    """The request's tensors as one batch, rows first, for ``infer_array``."""
-    if inputs.unsupported:
-        raise Unavailable(inputs.unsupported, code="unsupported-input")
-    expected = inputs.tensors[0]
-    if len(tensors) == 1 and tensors[0].name == expected["name"]:
-        return _single(inputs, expected, tensors[0])
-    known = {f.name for f in inputs.features}
-    errors = [
-        FieldError(f"{t.where}.name", f"unknown input {t.name!r}; this model takes {_takes(inputs)}")
-        for t in tensors
-        if t.name not in known
-    ]
-    if not errors:
-        given = {t.name for t in tensors}
-        errors = [
-            FieldError("inputs", f"no tensor for feature {f.name!r}")
-            for f in inputs.features
-            if f.name not in given
-        ]
-    if errors:
-        raise InvalidInput(f"The inputs do not match the model: {errors[0].message}.", errors=errors)
-    by_name = {t.name: t for t in tensors}
-    return _columns(inputs.features, [by_name[f.name] for f in inputs.features])
-
-
-def _takes(inputs: ModelInputs) -> str:
-    single = repr(inputs.tensors[0]["name"])
-    if not inputs.features:
-        return single
-    return f"{single} or one tensor per feature ({', '.join(f.name for f in inputs.features)})"
-
-
-def _single(inputs: ModelInputs, expected: dict[str, Any], tensor: Tensor) -> np.ndarray:
-    where, shape = tensor.where, expected["shape"]
-    if tensor.datatype != expected["datatype"]:
-        raise invalid(f"{where}.datatype", f"must be {expected['datatype']} for this model")
-    if len(tensor.shape) != len(shape) or any(
-        e not in (-1, a) for e, a in zip(shape, tensor.shape, strict=True)
-    ):
-        raise invalid(f"{where}.shape", f"is {list(tensor.shape)}; this model takes {shape} (-1 is any size)")
-    if not tensor.shape or tensor.shape[0] < 1:
-        raise invalid(f"{where}.shape", "at least one row is required")
-    array = tensor.array
-    if inputs.text_limit is not None:
-        too_long = [i for i, text in enumerate(array.reshape(-1)) if len(text) > inputs.text_limit]
-        if too_long:
-            raise invalid(
-                f"{where}.data", f"element {too_long[0]} is longer than {inputs.text_limit} characters"
-            )
-    if array.dtype.kind == "f":
-        finite = np.isfinite(array)
-        if inputs.features:
-            allowed = np.array([f.allow_nan for f in inputs.features])
-            bad = [
-                f.name for f, ok in zip(inputs.features, finite.all(axis=0) | allowed, strict=True) if not ok
-            ]
-            if bad:
-                raise invalid(f"{where}.data", f"holds NaN or infinity for {', '.join(bad)}")
-        elif not finite.all():
-            raise invalid(f"{where}.data", "must not hold NaN or infinity")
-    return array
-
-
-def _columns(features: tuple[Feature, ...], tensors: list[Tensor]) -> np.ndarray:
-    rows = tensors[0].shape[0] if tensors[0].shape else 0
-    errors: list[FieldError] = []
-    for t in tensors:
-        if t.shape not in ((rows,), (rows, 1)) or rows < 1:
-            errors.append(
-                FieldError(f"{t.where}.shape", "must be [N] with N >= 1 and the same N for every feature")
-            )
-    if errors:
-        raise InvalidInput("Feature tensors must be 1-D and equally long.", errors=errors)
-    out = np.empty((rows, len(features)), dtype=np.float32)
-    for c, (feature, tensor) in enumerate(zip(features, tensors, strict=True)):
-        column, problem = _column(feature, tensor)
-        if problem:
-            errors.append(FieldError(problem[0], problem[1]))
-        else:
-            out[:, c] = column
-    if errors:
-        raise InvalidInput(
-            f"The feature tensors are not valid: {', '.join(e.field for e in errors[:5])}.", errors=errors
-        )
-    return out
-
-
-def _column(feature: Feature, tensor: Tensor) -> tuple[np.ndarray, tuple[str, str] | None]:
-    """A feature's values as float32, the way ``tabular_rows`` encodes them, or (field, problem)."""
-    flat, datatype, where = tensor.array.reshape(-1), tensor.datatype, tensor.where
-    if feature.type == "category":
-        values = feature.values or ()
-        wanted = label_datatype(values)
-        if (datatype == "BYTES") != (wanted == "BYTES") or (datatype == "BOOL") != (wanted == "BOOL"):
-            return flat, (f"{where}.datatype", f"must be {wanted} for the category feature {feature.name!r}")
-        index = {v: i for i, v in enumerate(values)}
-        codes = np.fromiter((index.get(v, -1) for v in flat.tolist()), dtype=np.float32, count=len(flat))
-        if (codes < 0).any():
-            return flat, (f"{where}.data", f"must hold only {list(values)}")
-        return codes, None
-    if feature.type == "boolean":
-        if datatype != "BOOL":
-            return flat, (f"{where}.datatype", "must be BOOL for a boolean feature")
-        return flat.astype(np.float32), None
-    if datatype in ("BOOL", "BYTES"):
-        return flat, (f"{where}.datatype", f"must be numeric for the {feature.type} feature {feature.name!r}")
-    column = flat.astype(np.float32)
-    finite = np.isfinite(column)
-    if not feature.allow_nan and not finite.all():
-        return flat, (f"{where}.data", "must not hold NaN or infinity")
-    if feature.type == "integer" and (np.mod(column[finite], 1) != 0).any():
-        return flat, (f"{where}.data", "must hold whole numbers")
-    return column, None
 
 
 # -- responses --------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class PredictResponse(ApiModel):
     feature_importance: dict[str, Any] | None = None
     model_id: str
     version: int
+    form: str = Field(description="The form of the version that answered: native, or onnx (compiled)")
     latency_ms: float
     request_id: str | None = None
 
@@ -80,6 +81,7 @@ def _response(result: PredictionResult, request_id: str | None) -> dict[str, Any
         "prediction": result.prediction,
         "modelId": result.model_id,
         "version": result.version,
+        "form": result.form,
         "latencyMs": result.latency_ms,
         "requestId": request_id,
     }
