@@ -58,7 +58,7 @@ from aiservice.domain.tenancy import Quota, parse_limits
 from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyLookup
 from aiservice.infrastructure.auth.jwks import JwksKeySet, jwks_from_file, jwks_from_url
 from aiservice.infrastructure.auth.jwt_tokens import JwtTokenService
-from aiservice.infrastructure.auth.secret_file import load_or_create_secret
+from aiservice.infrastructure.auth.secret_file import load_or_create_secret, read_secret
 from aiservice.infrastructure.datasets.checks import format_problems
 from aiservice.infrastructure.datasets.locator import DatasetLocator, S3Options
 from aiservice.infrastructure.datasets.store import DatasetStore
@@ -250,8 +250,25 @@ def _logged(task: Callable[..., object], *args: object) -> None:
         log.exception("background task %s failed", getattr(task, "__name__", task))
 
 
-def token_service(settings: Settings) -> TokenService:
-    return _jwt_service(settings, signing_secret(settings)[0])
+def token_service(settings: Settings) -> tuple[TokenService, str]:
+    """Tokens signed with the server's own secret, and where it came from (``JWT_SECRET`` or the file).
+
+    Unlike the server's start, this never creates a secret file: one made here, in a folder the server
+    does not use, would sign tokens the server rejects. With neither, a ConfigurationError says which
+    file was looked for."""
+    if settings.jwt_secret is not None:
+        return _jwt_service(settings, settings.jwt_secret.get_secret_value()), "JWT_SECRET"
+    if settings.environment == "production":
+        raise ConfigurationError("JWT_SECRET must be set when ENVIRONMENT=production.")
+    path = settings.secret_file.resolve()
+    secret = read_secret(path)
+    if not secret:
+        raise ConfigurationError(
+            f"no signing secret: {path} {'is empty' if secret == '' else 'does not exist'} and JWT_SECRET "
+            "is not set. The server writes that file on its first start: run this in the server's folder, "
+            "or set DATA_DIR to the server's data folder, or JWT_SECRET to its secret."
+        )
+    return _jwt_service(settings, secret), str(path)
 
 
 def _jwt_service(settings: Settings, secret: str) -> JwtTokenService:

@@ -189,5 +189,5 @@ def test_the_cli_makes_a_superadmin_token_for_the_platform_tenant(
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     result = CliRunner().invoke(cli, ["token", "create", "--tenant", "platform", "--role", "superadmin"])
     assert result.exit_code == 0, result.output
-    headers = {"Authorization": f"Bearer {result.output.strip()}", "X-Tenant-ID": "platform"}
+    headers = {"Authorization": f"Bearer {result.stdout.strip()}", "X-Tenant-ID": "platform"}
     assert client.get(TENANTS, headers=headers).status_code == 200

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,18 +60,19 @@ class LiveServer:
         return next(line for line in self.output if line.startswith(prefix))
 
 
-@pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+@contextmanager
+def serving(folder: Path) -> Iterator[LiveServer]:
+    """``aiservice serve`` started in ``folder`` on a free port, stopped on leaving."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "aiservice", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
+        cwd=folder,
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    server = LiveServer(tmp_path, port, process)
+    server = LiveServer(folder, port, process)
 
     def drain() -> None:
         assert process.stdout is not None
@@ -106,3 +108,16 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         reader.join(timeout=30)
         assert process.stdout is not None
         process.stdout.close()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    with serving(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for a module whose tests only read from it or leave nothing another test sees."""
+    with serving(tmp_path_factory.mktemp("served")) as server:
+        yield server

@@ -84,7 +84,7 @@ def test_train_follows_a_job_to_its_version_and_jobs_lists_and_shows_it(live_ser
 
     refused = cli(live_server, token, "jobs", "cancel", job_id)
     assert refused.returncode == 1
-    assert "409" in refused.stdout and "already succeeded" in refused.stdout
+    assert refused.stderr.startswith("error: 409 ") and "already succeeded" in refused.stderr
 
 
 def test_train_reports_an_invalid_request_with_its_fields(live_server: LiveServer) -> None:
@@ -101,5 +101,5 @@ def test_train_reports_an_invalid_request_with_its_fields(live_server: LiveServe
     )
     result = cli(live_server, token, "train", "m", "--config", "train.yaml")
     assert result.returncode == 1
-    assert "trainingConfig.algorithm" in result.stdout
-    assert "datasetConfig.trainPath" in result.stdout
+    assert "trainingConfig.algorithm" in result.stderr
+    assert "datasetConfig.trainPath" in result.stderr

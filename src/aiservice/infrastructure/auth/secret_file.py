@@ -7,12 +7,19 @@ import secrets
 from pathlib import Path
 
 
+def read_secret(path: Path) -> str | None:
+    """The secret stored at ``path``; None when there is no such file."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
 def load_or_create_secret(path: Path) -> tuple[str, bool]:
     """The secret stored at ``path``, created if absent; the flag says whether it was created now."""
-    try:
-        return path.read_text().strip(), False
-    except FileNotFoundError:
-        pass
+    existing = read_secret(path)
+    if existing is not None:
+        return existing, False
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(48)
     try:

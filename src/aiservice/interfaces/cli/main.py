@@ -12,11 +12,12 @@ from aiservice.bootstrap import ConfigurationError, bootstrap, token_service
 from aiservice.domain.errors import DomainError
 from aiservice.domain.tenancy import Role
 from aiservice.interfaces.cli.audit import audit_app
+from aiservice.interfaces.cli.exits import EPILOG, USAGE, fail
 from aiservice.interfaces.cli.keys import keys_app
 from aiservice.interfaces.cli.training import jobs_app, train
 from aiservice.settings import Settings
 
-app = typer.Typer(help="aiservice: ML model registry and serving.", no_args_is_help=True)
+app = typer.Typer(help="aiservice: ML model registry and serving.", no_args_is_help=True, epilog=EPILOG)
 token_app = typer.Typer(help="Issue API tokens.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -87,12 +88,16 @@ def token_create(
     subject: Annotated[str, typer.Option(help="Who the token stands for (the 'sub' claim)")] = "cli",
     ttl: Annotated[str, typer.Option(help="Lifetime: 90s, 30m, 1h, 7d")] = "1h",
 ) -> None:
-    """Print a signed token, alone on stdout, so scripts can capture it."""
+    """Print a token signed with the server's secret, alone on stdout, so scripts can capture it.
+
+    The secret is JWT_SECRET, else the file the server generated (DATA_DIR/jwt_secret, DATA_DIR being
+    ./var from the current folder); which one is said on stderr. No secret is ever created here."""
     seconds = parse_ttl(ttl)
     try:
-        tokens = token_service(Settings())
+        tokens, source = token_service(Settings())
     except ConfigurationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        fail(USAGE, str(exc))
+    typer.echo(f"signed with {source if source == 'JWT_SECRET' else f'the secret in {source}'}", err=True)
     typer.echo(tokens.issue(subject, tenant, [r.value for r in role], seconds))
 
 

@@ -7,6 +7,7 @@ work the same against a local ``make run`` and a remote deployment.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,45 +18,29 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-jobs_app = typer.Typer(help="Look at and cancel training jobs.", no_args_is_help=True)
+from aiservice.interfaces.cli.client import (
+    API,
+    DEFAULT_URL,
+    TenantOption,
+    TokenOption,
+    UrlOption,
+    api_client,
+    checked,
+)
+from aiservice.interfaces.cli.exits import EPILOG, USAGE, fail
+
+jobs_app = typer.Typer(help="Look at and cancel training jobs.", no_args_is_help=True, epilog=EPILOG)
 console = Console()
-API = "/api/v1/ai"
-
-UrlOption = Annotated[str, typer.Option("--url", envvar="AISERVICE_URL", help="The service's base URL")]
-TokenOption = Annotated[
-    str, typer.Option("--token", envvar="AISERVICE_TOKEN", help="An API token (aiservice token create)")
-]
-TenantOption = Annotated[str, typer.Option("--tenant", envvar="AISERVICE_TENANT", help="Tenant id")]
-
-
-def _client(url: str, token: str, tenant: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=url.rstrip("/"),
-        headers={"Authorization": f"Bearer {token}", "X-Tenant-ID": tenant},
-        timeout=httpx.Timeout(30.0, read=None),
-    )
-
-
-def _checked(response: httpx.Response) -> Any:
-    if response.is_success:
-        return response.json()
-    try:
-        problem = response.json()
-        detail = problem.get("detail") or problem.get("title")
-        fields = "".join(f"\n  {e['field']}: {e['message']}" for e in problem.get("errors", []))
-    except (ValueError, AttributeError):
-        detail, fields = response.text[:500], ""
-    console.print(f"[red]error {response.status_code}:[/red] {detail}{fields}")
-    raise typer.Exit(1)
+RECONNECTS = 5  # tries in a row, a second apart, before --follow gives the server up as gone
 
 
 def _load_config(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc}") from exc
+        fail(USAGE, f"--config: cannot read {path}: {exc}")
     if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path} must hold a mapping with trainingConfig and datasetConfig")
+        fail(USAGE, f"--config: {path} must hold a mapping with trainingConfig and datasetConfig")
     return data
 
 
@@ -67,15 +52,15 @@ def train(
             "--config", "-c", help="YAML (or JSON) with trainingConfig, datasetConfig, resourceConfig"
         ),
     ],
-    url: UrlOption = "http://127.0.0.1:3004",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
     tenant: TenantOption = "default",
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Show progress until the job ends")] = False,
 ) -> None:
     """Submit a training job; with --follow, show its progress until it ends."""
     body = _load_config(config)
-    with _client(url, token, tenant) as client:
-        job = _checked(client.post(f"{API}/models/{model}/train", json=body))
+    with api_client(url, token, tenant) as client:
+        job = checked(client.post(f"{API}/models/{model}/train", json=body))
         console.print(f"job [bold]{job['id']}[/bold] {job['status']}")
         if follow:
             job = _follow(client, job["id"])
@@ -95,14 +80,16 @@ def _follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
     )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("training", total=1.0, label="queued", metrics="")
+        failures = 0
         while True:
             try:
                 with client.stream(
                     "GET", f"{API}/training-jobs/{job_id}/events", headers={"Last-Event-ID": str(last)}
                 ) as stream:
+                    failures = 0
                     if not stream.is_success:
                         stream.read()
-                        _checked(stream)
+                        checked(stream)
                     event, data = "", ""
                     for line in stream.iter_lines():
                         if line.startswith("id:"):
@@ -116,8 +103,11 @@ def _follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
                             event, data = "", ""
                 break
             except httpx.TransportError:
-                continue  # resume after the last event seen
-    job: dict[str, Any] = _checked(client.get(f"{API}/training-jobs/{job_id}"))
+                failures += 1
+                if failures >= RECONNECTS:
+                    raise  # the client reports the server as unreachable
+                time.sleep(1.0)  # then resume after the last event seen
+    job: dict[str, Any] = checked(client.get(f"{API}/training-jobs/{job_id}"))
     _summary(job)
     return job
 
@@ -149,7 +139,7 @@ def _summary(job: dict[str, Any]) -> None:
 
 @jobs_app.command("list")
 def list_jobs(
-    url: UrlOption = "http://127.0.0.1:3004",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
     tenant: TenantOption = "default",
     model: Annotated[str | None, typer.Option(help="Only this model's jobs")] = None,
@@ -164,8 +154,8 @@ def list_jobs(
         params["modelId"] = model
     if status:
         params["status"] = status
-    with _client(url, token, tenant) as client:
-        page = _checked(client.get(f"{API}/training-jobs", params=params))
+    with api_client(url, token, tenant) as client:
+        page = checked(client.get(f"{API}/training-jobs", params=params))
     table = Table("id", "model", "status", "progress", "version", "created")
     for job in page["items"]:
         table.add_row(
@@ -182,24 +172,24 @@ def list_jobs(
 @jobs_app.command("show")
 def show_job(
     job_id: Annotated[str, typer.Argument(help="The job's id")],
-    url: UrlOption = "http://127.0.0.1:3004",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
     tenant: TenantOption = "default",
 ) -> None:
     """One job as JSON."""
-    with _client(url, token, tenant) as client:
-        job = _checked(client.get(f"{API}/training-jobs/{job_id}"))
+    with api_client(url, token, tenant) as client:
+        job = checked(client.get(f"{API}/training-jobs/{job_id}"))
     console.print_json(data=job)
 
 
 @jobs_app.command("cancel")
 def cancel_job(
     job_id: Annotated[str, typer.Argument(help="The job's id")],
-    url: UrlOption = "http://127.0.0.1:3004",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
     tenant: TenantOption = "default",
 ) -> None:
     """Cancel a queued or running job."""
-    with _client(url, token, tenant) as client:
-        job = _checked(client.post(f"{API}/training-jobs/{job_id}/cancel"))
+    with api_client(url, token, tenant) as client:
+        job = checked(client.post(f"{API}/training-jobs/{job_id}/cancel"))
     console.print(f"job {job['id']}: {job['status']}")
