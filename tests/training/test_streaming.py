@@ -234,6 +234,37 @@ def test_job_maps_streamed_labels_onto_the_declared_classes(files: Files, tmp_pa
     assert result["metrics"]["test_accuracy"] >= 0.85
 
 
+CODES = {"kind": "position", "values": {"0": "no", "1": "yes"}}
+
+
+def label_codes(files: Files, folder: Path) -> str:
+    """The training rows with their labels written as positions in ["no", "yes"]: 0 and 1."""
+    return write_csv(folder / "codes.csv", files.X[:1000], (files.y[:1000] == "yes").astype(int))
+
+
+@pytest.mark.usefixtures("no_whole_reads")
+def test_job_reads_streamed_label_codes_as_the_classes_its_mapping_names(
+    files: Files, tmp_path: Path
+) -> None:
+    request = job(files, tmp_path, trainPath=label_codes(files, tmp_path), labelMapping=CODES)
+    request["configuration"] = {"classes": ["no", "yes"]}
+    result, _ = run(request)
+    assert result["configuration"]["classes"] == ["no", "yes"]  # what the version serves, not 0 and 1
+    assert result["metrics"]["validation_accuracy"] >= 0.85
+
+
+def test_a_mapping_onto_classes_the_model_no_longer_declares_fails_the_job(
+    files: Files, tmp_path: Path
+) -> None:
+    request = job(files, tmp_path, trainPath=label_codes(files, tmp_path), labelMapping=CODES)
+    request["outputSchema"] = {"classes": ["nay", "yea"]}  # renamed after the job was submitted
+    with pytest.raises(
+        TrainingError, match=r"maps the label 0 to 'no' by position.*no longer declares"
+    ) as caught:
+        run(request)
+    assert caught.value.stage == "dataset"
+
+
 def test_job_refuses_a_streamed_label_the_declaration_lacks(files: Files, tmp_path: Path) -> None:
     request = job(files, tmp_path)
     request["outputSchema"] = {"classes": ["no", "maybe"]}

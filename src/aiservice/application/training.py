@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from aiservice.application.ports import (
 )
 from aiservice.application.quotas import admit_training_job
 from aiservice.application.registry import find_model
+from aiservice.application.training_labels import judge_labels
 from aiservice.application.versions import ModelVersions, VersionMetadata
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from aiservice.domain.events import (
@@ -47,12 +48,16 @@ from aiservice.domain.training import (
     JobEvent,
     JobFailure,
     JobStatus,
+    LabelMapping,
     ResourceConfig,
+    TargetValues,
     TrainingConfig,
     TrainingJob,
+    declared_classes,
 )
 
 TRAINABLE = frozenset({Framework.SKLEARN, Framework.XGBOOST, Framework.PYTORCH, Framework.KERAS})
+TASKS = ("classification", "regression")
 log = logging.getLogger(__name__)
 
 
@@ -60,6 +65,10 @@ class TrainingCatalog(Protocol):
     """Which algorithms and hyper-parameters each framework's trainer accepts; cheap, no training."""
 
     def validate(self, framework: Framework, config: TrainingConfig) -> list[FieldError]: ...
+
+    def task(self, framework: Framework, config: TrainingConfig) -> str | None:
+        """What the algorithm learns, "classification" or "regression"; None when the model decides."""
+        ...
 
 
 class DatasetAccess(Protocol):
@@ -69,6 +78,11 @@ class DatasetAccess(Protocol):
 
     def problems(self, uri: str, config: DatasetConfig) -> list[str]:
         """What stops the dataset being used, found from its header alone."""
+        ...
+
+    def target_values(self, uri: str, config: DatasetConfig, field: str) -> TargetValues:
+        """The distinct target values (of the first rows only, for a large file), or ``InvalidInput``
+        naming ``field`` when they cannot be read."""
         ...
 
 
@@ -209,6 +223,7 @@ class TrainingJobs:
             errors.append(
                 FieldError("datasetConfig.target", "the target column is required for csv and parquet")
             )
+        readable: list[tuple[str, str]] = []
         for name, reference in dataset.paths():
             try:
                 uri = self._datasets.resolve(principal.tenant_id, reference, f"datasetConfig.{name}")
@@ -216,10 +231,12 @@ class TrainingJobs:
                 errors += exc.errors or [FieldError(f"datasetConfig.{name}", exc.detail)]
                 continue
             if dataset.format in DATASET_FORMATS:
-                errors += [
-                    FieldError(f"datasetConfig.{name}", problem)
-                    for problem in self._datasets.problems(uri, dataset)
-                ]
+                problems = self._datasets.problems(uri, dataset)
+                errors += [FieldError(f"datasetConfig.{name}", problem) for problem in problems]
+                if not problems:
+                    readable.append((name, uri))
+        mapping, label_errors = self._labels(model, request, readable)
+        errors += label_errors
         if errors:
             raise InvalidInput(
                 "The training request is invalid: "
@@ -228,7 +245,36 @@ class TrainingJobs:
             )
         # The job keeps the references as the user wrote them (dataset://NAME, not the server's folders);
         # the runner resolves them again when the job starts, against the data as it is then.
-        return dataset
+        return replace(dataset, label_mapping=mapping)
+
+    def _labels(
+        self, model: Model, request: TrainingRequest, readable: list[tuple[str, str]]
+    ) -> tuple[LabelMapping | None, list[FieldError]]:
+        """The target's values against the model's declared classes (``training_labels``); only
+        classifiers whose model declares classes read anything here."""
+        declared = declared_classes(model.output_schema, model.configuration)
+        if declared is None or not readable or self._task(model, request.training) != "classification":
+            return None, []
+        errors: list[FieldError] = []
+        scans: list[tuple[str, TargetValues]] = []
+        for name, uri in readable:
+            try:
+                scans.append(
+                    (name, self._datasets.target_values(uri, request.dataset, f"datasetConfig.{name}"))
+                )
+            except InvalidInput as exc:
+                errors += exc.errors or [FieldError(f"datasetConfig.{name}", exc.detail)]
+        mapping, problems = judge_labels(*declared, scans)
+        return mapping, errors + problems
+
+    def _task(self, model: Model, training: TrainingConfig) -> str | None:
+        """What the job will learn, decided as its worker decides: the algorithm, else the model's
+        ``configuration.task``, else classification (the model declares classes)."""
+        if model.framework not in TRAINABLE:
+            return None
+        known = self._catalog.task(model.framework, training)
+        configured = model.configuration.get("task")
+        return known or (configured if configured in TASKS else "classification")
 
     def get(self, principal: Principal, job_id: str) -> TrainingJob:
         principal.require(Permission.MODEL_READ)
@@ -395,7 +441,12 @@ class TrainingExecution:
             metrics=outcome.metrics,
             params=outcome.params,
             source_run=f"training-job:{job.id}",
-            lineage={"trainingJob": job.id, "datasets": outcome.fingerprints, "device": outcome.device},
+            lineage={
+                "trainingJob": job.id,
+                "datasets": outcome.fingerprints,
+                "device": outcome.device,
+                **({"labelMapping": mapping.to_json()} if (mapping := job.dataset.label_mapping) else {}),
+            },
             configuration=outcome.configuration,
         )
 

@@ -7,6 +7,8 @@ and a reason a user can act on) or cancelled.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -17,6 +19,7 @@ from aiservice.domain.models import JsonObject
 
 DATASET_FORMATS = ("csv", "parquet", "npz", "imagefolder")
 HISTORY_LIMIT = 1000  # epochs kept in a job's history; a job with more keeps the latest
+_INTEGER = re.compile(r"0|[1-9][0-9]*")  # how a label reads as an integer: 0, 7, 42; never 07 or 1.0
 
 
 class JobStatus(StrEnum):
@@ -82,6 +85,7 @@ class DatasetConfig:
     target: str | None = None
     features: list[str] | None = None
     validation_split: float | None = None
+    label_mapping: LabelMapping | None = None  # decided at submission, never sent by the user
 
     def names_dataset(self, name: str) -> bool:
         """Whether one of its references is the uploaded dataset ``name`` (``dataset://NAME``)."""
@@ -97,7 +101,7 @@ class DatasetConfig:
         return [(name, reference) for name, reference in named if reference]
 
     def to_json(self) -> JsonObject:
-        return {
+        data: JsonObject = {
             "trainPath": self.train_path,
             "validationPath": self.validation_path,
             "testPath": self.test_path,
@@ -106,6 +110,9 @@ class DatasetConfig:
             "features": self.features,
             "validationSplit": self.validation_split,
         }
+        if self.label_mapping is not None:
+            data["labelMapping"] = self.label_mapping.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: JsonObject) -> DatasetConfig:
@@ -117,7 +124,90 @@ class DatasetConfig:
             target=data.get("target"),
             features=data.get("features"),
             validation_split=data.get("validationSplit"),
+            label_mapping=LabelMapping.from_json(data["labelMapping"]) if data.get("labelMapping") else None,
         )
+
+
+@dataclass(frozen=True)
+class LabelMapping:
+    """How a job reads a label-encoded target: ``position`` maps the integers 0..K-1 to the model's K
+    declared classes in order, which is what a target written by a label encoder means."""
+
+    kind: str  # "position", the only kind so far
+    values: dict[str, Any]  # a target value as text ("0") -> the declared class it stands for
+
+    @classmethod
+    def by_position(cls, classes: Sequence[Any]) -> LabelMapping:
+        return cls("position", {str(index): label for index, label in enumerate(classes)})
+
+    def to_json(self) -> JsonObject:
+        return {"kind": self.kind, "values": dict(self.values)}
+
+    @classmethod
+    def from_json(cls, data: JsonObject) -> LabelMapping:
+        return cls(kind=data["kind"], values=dict(data["values"]))
+
+
+@dataclass(frozen=True)
+class TargetValues:
+    """A dataset file's distinct target values, read at submission to compare with the declared classes."""
+
+    column: str  # how messages name the target: "column 'species' of iris.csv", "array 'y' of iris.npz"
+    values: tuple[Any, ...]  # distinct, typed as the worker types them (a csv's "1" is the integer 1)
+    rows: int  # how many rows were read
+    complete: bool  # False when only the first rows were read: a large file, or too many distinct values
+
+
+def declared_classes(output_schema: Any, configuration: Any) -> tuple[list[Any], str] | None:
+    """The classes a model declares, in output order, and where: ``outputSchema.classes`` (what serving
+    labels predictions with) else ``configuration.classes``; None when it declares none."""
+    for where, holder in (("outputSchema", output_schema), ("configuration", configuration)):
+        classes = holder.get("classes") if isinstance(holder, dict) else None
+        if isinstance(classes, list) and classes:
+            return list(classes), f"{where}.classes"
+    return None
+
+
+def integer_label(value: Any) -> int | None:
+    """A label's integer value: an int (not a bool) or its canonical decimal text (an image folder's
+    name, an npz's text labels); None for anything else, floats included."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    return None
+
+
+def position_mapping(values: Iterable[Any], classes: Sequence[Any]) -> LabelMapping | None:
+    """The positional mapping when ``values`` (the distinct targets of every file of a job) are a label
+    encoding of ``classes``: the classes are names, not integers, and every value is an integer in
+    0..K-1 (a subset will do). None when the values are the classes themselves, or anything else."""
+    values = list(values)
+    if not values or not unknown_labels(values, classes, None):
+        return None
+    if any(integer_label(label) is not None for label in classes):
+        return None  # integer classes: 0 could be a label or a position; refuse to guess
+    positions = [integer_label(value) for value in values]
+    if all(position is not None and 0 <= position < len(classes) for position in positions):
+        return LabelMapping.by_position(classes)
+    return None
+
+
+def unknown_labels(values: Iterable[Any], classes: Sequence[Any], mapping: LabelMapping | None) -> list[Any]:
+    """The values neither a declared class nor (with a mapping) a mapped value, sorted as text. Labels
+    compare as text, as the worker compares them: a csv's 1 is the declared "1"."""
+    known = set(mapping.values) if mapping is not None else {str(label) for label in classes}
+    return sorted((value for value in values if str(value) not in known), key=str)
+
+
+def missing_classes(values: Iterable[Any], classes: Sequence[Any], mapping: LabelMapping | None) -> list[Any]:
+    """The declared classes no value stands for: training data must show every one."""
+    seen = {str(value) for value in values}
+    if mapping is not None:
+        return [label for text, label in mapping.values.items() if text not in seen]
+    return [label for label in classes if str(label) not in seen]
 
 
 @dataclass(frozen=True)

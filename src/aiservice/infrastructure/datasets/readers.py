@@ -402,7 +402,7 @@ def _read_parquet(fs: Any, path: str, name: str, target: str | None, features: l
 # --- npz -------------------------------------------------------------------------------------------------
 
 
-def _npz_members(handle: Any, name: str) -> tuple[str, str]:
+def npz_members(handle: Any, name: str) -> tuple[str, str]:
     """The names of the features and labels arrays (``X`` or ``x``, and ``y``)."""
     try:
         members = [member.removesuffix(".npy") for member in zipfile.ZipFile(handle).namelist()]
@@ -419,14 +419,14 @@ def _npz_members(handle: Any, name: str) -> tuple[str, str]:
 def _check_npz(fs: Any, path: str, name: str, target: str | None, features: list[str] | None) -> list[str]:
     _file_size(fs, path, name, "npz")
     with fs.open(path, "rb") as handle:
-        _npz_members(handle, name)
+        npz_members(handle, name)
     return []
 
 
 def _read_npz(fs: Any, path: str, name: str, target: str | None, features: list[str] | None) -> Table:
     _file_size(fs, path, name, "npz")
     with fs.open(path, "rb") as handle:
-        x_name, y_name = _npz_members(handle, name)
+        x_name, y_name = npz_members(handle, name)
         try:
             with np.load(handle, allow_pickle=False) as archive:
                 X, y = archive[x_name], archive[y_name]
@@ -460,7 +460,7 @@ def _npz_table(X: np.ndarray, y: np.ndarray, name: str, x_name: str) -> Table:
 # --- image folders ---------------------------------------------------------------------------------------
 
 
-def _images(fs: Any, root: str, name: str) -> list[tuple[str, str]]:
+def image_files(fs: Any, root: str, name: str) -> list[tuple[str, str]]:
     """``(relative path, path)`` of each image in ``root/<class>/``, sorted; its class is the first part."""
     if not fs.isdir(root):
         raise DatasetError(f"{name} is not a folder of class folders")
@@ -497,13 +497,13 @@ def _size(image: Any) -> np.ndarray:
 
 
 def _check_images(fs: Any, path: str, name: str, target: str | None, features: list[str] | None) -> list[str]:
-    relative, first = _images(fs, path, name)[0]
+    relative, first = image_files(fs, path, name)[0]
     _decode(fs, first, f"{name}/{relative}", _size)
     return []
 
 
 def _read_images(fs: Any, root: str, name: str, image_size: tuple[int, int] | None) -> Table:
-    images = _images(fs, root, name)
+    images = image_files(fs, root, name)
     if image_size is None:
         width, height = _decode(fs, images[0][1], f"{name}/{images[0][0]}", _size)
         image_size = (int(height), int(width))

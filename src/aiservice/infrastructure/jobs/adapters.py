@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from aiservice.domain.errors import FieldError
+from aiservice.domain.errors import FieldError, InvalidInput
 from aiservice.domain.models import Framework
-from aiservice.domain.training import DatasetConfig, TrainingConfig
+from aiservice.domain.training import DatasetConfig, TargetValues, TrainingConfig
+from aiservice.infrastructure.datasets.labels import target_values
 from aiservice.infrastructure.datasets.locator import DatasetLocator
-from aiservice.infrastructure.datasets.readers import check_readable
-from aiservice.infrastructure.training.catalog import validate
+from aiservice.infrastructure.datasets.readers import DatasetError, check_readable
+from aiservice.infrastructure.training.catalog import task_of, validate
 
 
 class FrameworkCatalog:
     def validate(self, framework: Framework, config: TrainingConfig) -> list[FieldError]:
         return validate(framework.value, config.algorithm, config.params)
+
+    def task(self, framework: Framework, config: TrainingConfig) -> str | None:
+        return task_of(framework.value, config.algorithm)
 
 
 class LocatedDatasets:
@@ -26,3 +30,9 @@ class LocatedDatasets:
         return check_readable(
             uri, config.format, config.target, config.features, self._locator.storage_options(uri)
         )
+
+    def target_values(self, uri: str, config: DatasetConfig, field: str) -> TargetValues:
+        try:
+            return target_values(uri, config.format, config.target, self._locator.storage_options(uri))
+        except DatasetError as exc:
+            raise InvalidInput(f"{field}: {exc}", errors=[FieldError(field, str(exc))]) from exc

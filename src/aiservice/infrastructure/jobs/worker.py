@@ -19,6 +19,7 @@ import math
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from aiservice.application.ports import LoadedModel, LoadSpec
 from aiservice.domain.models import Framework
-from aiservice.domain.training import GpuPolicy
+from aiservice.domain.training import GpuPolicy, LabelMapping, declared_classes
 from aiservice.infrastructure.datasets.readers import DatasetError, Table, read_table
 from aiservice.infrastructure.datasets.streaming import (
     STREAM_FORMATS,
@@ -114,20 +115,24 @@ def train_request(request: dict[str, Any], send: Callable[[dict[str, Any]], None
     validation = read(dataset["validationPath"]) if dataset.get("validationPath") else None
     test = read(dataset["testPath"]) if dataset.get("testPath") else None
     task = _task(request, train)
-    classes = _declared_classes(request["outputSchema"]) if task == "classification" else None
-    if classes is not None:
+    declared = declared_classes(request["outputSchema"], configuration) if task == "classification" else None
+    classes = declared[0] if declared else None
+    if declared is not None:
         # Served labels come from the declared list by output position, so the model is trained on
         # positions in that list: its outputs then line up with the declaration whatever the labels sort as.
-        train = _as_positions(train, "train", classes)
-        validation = _as_positions(validation, "validation", classes) if validation else None
-        test = _as_positions(test, "test", classes) if test else None
+        # A label-encoded target (0..K-1, mapped at submission) already is those positions.
+        position = _positions(*declared, dataset.get("labelMapping"))
+        train = _as_positions(train, "train", position, declared[1])
+        validation = _as_positions(validation, "validation", position, declared[1]) if validation else None
+        test = _as_positions(test, "test", position, declared[1]) if test else None
         if isinstance(train, Table):
-            _require_every_class(train, classes)
+            _require_every_class(train, *declared)
     split = dataset.get("validationSplit")
     if validation is None:
         train, validation = _split(train, split or DEFAULT_VALIDATION_SPLIT, training.get("seed", 0), task)
-    if classes is not None and not isinstance(train, Table):
-        _require_every_class(train, classes)  # from the rows it trains on: the pass the trainer needs anyway
+    if declared is not None and not isinstance(train, Table):
+        # From the rows it trains on: the pass the trainer needs anyway.
+        _require_every_class(train, *declared)
 
     spec = TrainSpec(
         framework=framework.value,
@@ -195,14 +200,19 @@ def train_request(request: dict[str, Any], send: Callable[[dict[str, Any]], None
 def _served_configuration(
     configuration: dict[str, Any], trained: list[Any] | None, declared: list[Any] | None, task: str
 ) -> dict[str, Any]:
-    """The trainer's configuration plus the labels of the output columns, for runtimes whose artifacts
-    know class positions only (XGBoost boosters): without them callers would see 0, 1, 2."""
-    if task != "classification" or declared is not None or trained is None or "classes" in configuration:
+    """The trainer's configuration plus the labels of the output columns: the declared classes for a model
+    trained on positions in them, else the trained labels for runtimes whose artifacts know class
+    positions only (XGBoost boosters). Without them callers would see 0, 1, 2."""
+    if task != "classification":
+        return configuration
+    if declared is not None:
+        return {**configuration, "classes": declared}
+    if trained is None or "classes" in configuration:
         return configuration
     return {**configuration, "classes": trained}
 
 
-def _require_every_class(data: Data, classes: list[Any]) -> None:
+def _require_every_class(data: Data, classes: list[Any], where: str) -> None:
     present = np.unique(data.y) if isinstance(data, Table) else data.stats().labels
     if present is None:  # more distinct labels than a stream counts: more than any declaration
         return
@@ -210,31 +220,61 @@ def _require_every_class(data: Data, classes: list[Any]) -> None:
     if missing:
         raise TrainingError(
             "dataset",
-            "Every class the model's outputSchema.classes declares must appear in the training data; "
+            f"Every class the model's {where} declares must appear in the training data; "
             f"missing: {', '.join(str(classes[i]) for i in missing[:10])}",
         )
 
 
-def _as_positions(data: Data, name: str, classes: list[Any]) -> Data:
+@dataclass(frozen=True)
+class _Positions:
+    """Each label (as text) the job accepts, and its position in the declared classes."""
+
+    index: dict[str, int]
+    mapped: bool  # the labels are a positional mapping's integers, decided when the job was submitted
+
+
+def _positions(classes: list[Any], where: str, mapping: dict[str, Any] | None) -> _Positions:
+    """The declared classes' positions by label; with a positional mapping, by the integers it maps."""
+    position = {str(c): i for i, c in enumerate(classes)}
+    if not mapping:
+        return _Positions(position, mapped=False)
+    mapped = {}
+    for text, label in LabelMapping.from_json(mapping).values.items():
+        if str(label) not in position:
+            raise TrainingError(
+                "dataset",
+                f"The job maps the label {text} to {label!r} by position, but the model's {where} no "
+                "longer declares it (it changed after the job was submitted); submit the job again.",
+            )
+        mapped[text] = position[str(label)]
+    return _Positions(mapped, mapped=True)
+
+
+def _as_positions(data: Data, name: str, position: _Positions, where: str) -> Data:
     """Labels replaced by their position in the declared classes (a stream's batch by batch, as they are
     read); a label not declared fails the job."""
     if not isinstance(data, Table):
-        return MappedStream(data, lambda batch, _: _table_as_positions(batch, name, classes))
-    return _table_as_positions(data, name, classes)
+        return MappedStream(data, lambda batch, _: _table_as_positions(batch, name, position, where))
+    return _table_as_positions(data, name, position, where)
 
 
-def _table_as_positions(table: Table, name: str, classes: list[Any]) -> Table:
-    position = {str(c): i for i, c in enumerate(classes)}
+def _table_as_positions(table: Table, name: str, position: _Positions, where: str) -> Table:
     labels = [str(v) for v in table.y.tolist()]
-    unknown = sorted({label for label in labels if label not in position})
+    unknown = sorted({label for label in labels if label not in position.index})
+    if unknown and position.mapped:
+        raise TrainingError(
+            "dataset",
+            f"The {name} data has labels outside the positional mapping onto the model's {where} that "
+            f"this job recorded when it was submitted (integers 0..{len(position.index) - 1}); the data "
+            f"changed since: {', '.join(unknown[:10])}",
+        )
     if unknown:
         raise TrainingError(
             "dataset",
-            f"The {name} data has labels the model's outputSchema.classes does not know: "
-            f"{', '.join(unknown[:10])}",
+            f"The {name} data has labels the model's {where} does not know: {', '.join(unknown[:10])}",
         )
     return Table(
-        table.X, np.array([position[label] for label in labels], dtype=np.int64), table.feature_names
+        table.X, np.array([position.index[label] for label in labels], dtype=np.int64), table.feature_names
     )
 
 
@@ -314,7 +354,7 @@ def _task(request: dict[str, Any], train: Data) -> str:
     declared = request["configuration"].get("task")
     if declared in ("classification", "regression"):
         return str(declared)
-    if _declared_classes(request["outputSchema"]) is not None or request["configuration"].get("classes"):
+    if declared_classes(request["outputSchema"], request["configuration"]) is not None:
         return "classification"
     return "regression" if _target_kind(train) == "f" else "classification"
 
@@ -326,11 +366,6 @@ def _target_kind(data: Data) -> str:
     for batch in data.batches():
         return str(batch.y.dtype.kind)
     return "O"
-
-
-def _declared_classes(output_schema: dict[str, Any]) -> list[Any] | None:
-    classes = output_schema.get("classes") if isinstance(output_schema, dict) else None
-    return list(classes) if isinstance(classes, list) and classes else None
 
 
 def _schema_features(input_schema: dict[str, Any]) -> list[str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -148,6 +149,11 @@ class JobOut(ApiModel):
     device: str | None
     training_config: dict[str, Any]
     dataset_config: dict[str, Any]
+    label_mapping: dict[str, Any] | None = Field(
+        description="How the target's values are read, decided at submission: null when they are the "
+        'model\'s declared classes; {"kind": "position", "values": {"0": "setosa", ...}} when they are '
+        "the integers 0..K-1 and the model declares K class names: read as those classes by position"
+    )
     resource_config: dict[str, Any]
     dataset_fingerprint: list[dict[str, Any]]
     created_by: str | None
@@ -183,7 +189,8 @@ class JobOut(ApiModel):
             version=job.version,
             device=job.device,
             training_config=job.training.to_json(),
-            dataset_config=job.dataset.to_json(),
+            dataset_config=replace(job.dataset, label_mapping=None).to_json(),  # as the user sent it
+            label_mapping=job.dataset.label_mapping.to_json() if job.dataset.label_mapping else None,
             resource_config=job.resources.to_json(),
             dataset_fingerprint=job.dataset_fingerprint,
             created_by=job.created_by,
