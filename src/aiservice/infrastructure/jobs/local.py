@@ -2,7 +2,7 @@
 
 A crash, an out-of-memory kill or a segfault in a framework ends that job's process only, never the
 service. Processes come from the fork server warmed at start-up, so a job does not pay for importing
-the service again.
+the service again, and die with the service (a killed service leaves no job training on).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from aiservice.infrastructure.jobs.worker import run_job
-from aiservice.infrastructure.runtimes.inspector import forkserver_context
+from aiservice.infrastructure.runtimes.inspector import forkserver_context, tied_process
 
 log = logging.getLogger(__name__)
 KILL_GRACE_S = 3.0
@@ -76,7 +76,7 @@ class ProcessLauncher:
     def launch(self, request: dict[str, Any], folder: Path) -> ProcessWorker:
         context = forkserver_context()
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=run_job, args=(request, sender), daemon=True)
+        process = tied_process(run_job, request, sender)
         process.start()
         sender.close()
         log.info("training job %s runs in process %s", request["jobId"], process.pid)

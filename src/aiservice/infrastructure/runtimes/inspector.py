@@ -2,7 +2,8 @@
 
 Each inspection runs in its own process, forked from a fork server that has already imported numpy
 and the light frameworks, so isolation costs milliseconds rather than a fresh interpreter's seconds.
-A crash, hang or memory blow-up of an untrusted artifact kills that child, never the service.
+A crash, hang or memory blow-up of an untrusted artifact kills that child, never the service, and
+every child dies with the service (see ``lifeline``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psutil
 from aiservice.application.ports import LoadSpec
 from aiservice.domain.errors import InvalidArtifact, Unavailable, UnsafeArchive, UntrustedArtifact
 from aiservice.domain.signature import Signature
+from aiservice.infrastructure.lifeline import run_tied
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, check_if_zip
 from aiservice.infrastructure.runtimes.inspect_worker import inspect_into, spec_request
 
@@ -49,6 +51,12 @@ def forkserver_context() -> Any:
         return _context
 
 
+def tied_process(target: Callable[..., None], *args: Any) -> Any:
+    """A daemon process (not started) from the fork server, running ``target(*args)``, that dies when
+    the service dies, even by ``kill -9``."""
+    return forkserver_context().Process(target=run_tied, args=(target, *args), daemon=True)
+
+
 def _nothing() -> None:
     """A child that only proves the fork server is up."""
 
@@ -56,7 +64,7 @@ def _nothing() -> None:
 def warm_fork_server() -> None:
     """Start the fork server now (its preload imports take seconds) rather than in the first upload
     inspection or training job; meant for a background thread at service start."""
-    process = forkserver_context().Process(target=_nothing, daemon=True)
+    process = tied_process(_nothing)
     process.start()
     process.join(timeout=120)
 
@@ -76,7 +84,7 @@ def run_isolated(
     resident memory; returns what the child sent."""
     context = forkserver_context()
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=target, args=(request, sender), daemon=True)
+    process = tied_process(target, request, sender)
     process.start()
     sender.close()
     too_big = f"{what} used more than {memory_bytes // 1024**2} MB; it was stopped."
