@@ -66,3 +66,27 @@ def upload(
         data=data,
         headers=headers,
     )
+
+
+class SleepOnLoad:
+    """Unpickles to None after sleeping: an attribute of a pickled model that makes loading it slow."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[Any, tuple[float]]:
+        import time
+
+        return time.sleep, (self.seconds,)
+
+
+def slow_pickled_model(seconds: float) -> bytes:
+    """A real iris classifier, pickled (a tenant must allow pickle), that takes ``seconds`` to load:
+    an upload whose inspection is slow."""
+    import pickle
+
+    import skops.io as sio
+
+    estimator = sio.loads(iris_model_bytes())
+    estimator.slow_load = SleepOnLoad(seconds)
+    return pickle.dumps(estimator)

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from aiservice import __version__
 from aiservice.application.api_keys import ApiKeys
+from aiservice.application.artifact_keys import InFlightKeys
 from aiservice.application.audit import AuditLog
 from aiservice.application.compilation import OnnxCompilation
 from aiservice.application.datasets import Datasets
@@ -29,7 +30,9 @@ from aiservice.application.event_handlers import (
 )
 from aiservice.application.health import HealthCheck
 from aiservice.application.inference import InferenceService
+from aiservice.application.leftovers import LeftoverSweeper, StaleWork
 from aiservice.application.outbox import EventBus, OutboxRelay, OutboxStatus
+from aiservice.application.periodic import PeriodicTask
 from aiservice.application.ports import (
     ArtifactStore,
     Authenticator,
@@ -63,6 +66,7 @@ from aiservice.infrastructure.datasets.checks import format_problems
 from aiservice.infrastructure.datasets.locator import DatasetLocator, S3Options
 from aiservice.infrastructure.datasets.store import DatasetStore
 from aiservice.infrastructure.db import migrate
+from aiservice.infrastructure.db.artifact_references import SqlAlchemyArtifactReferences
 from aiservice.infrastructure.db.audit_repository import SqlAlchemyAuditStore
 from aiservice.infrastructure.db.engine import create_engine
 from aiservice.infrastructure.db.job_repositories import SqlAlchemyJobQueue
@@ -153,6 +157,8 @@ class Container:
     erasure: TenantErasure
     webhooks: Webhooks
     webhook_dispatcher: WebhookDispatcher
+    leftovers: LeftoverSweeper
+    leftover_sweeps: PeriodicTask  # leftovers.sweep at start and every SWEEP_INTERVAL_SECONDS
     tracer: Tracer = NO_TRACER
     plaintext_sweeper: PlaintextSweeper | None = None  # with encryption at rest only
 
@@ -168,6 +174,7 @@ class Container:
         self.webhook_dispatcher.start()
         self.events.start()
         self.training_runner.start()
+        self.leftover_sweeps.start()
         if self.plaintext_sweeper is not None:
             self.plaintext_sweeper.start()
         threading.Thread(target=warm_fork_server, name="warm-fork-server", daemon=True).start()
@@ -177,6 +184,7 @@ class Container:
         self.events.stop()
         self.relay.stop()
         self.webhook_dispatcher.stop()
+        self.leftover_sweeps.stop()
         if self.plaintext_sweeper is not None:
             self.plaintext_sweeper.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -324,7 +332,8 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     )
     instrument_engine(engine, tracer)
     uow = SqlAlchemyUnitOfWorkFactory(engine, utcnow, trace_context=tracer.traceparent)
-    store: ArtifactStore = artifact_store(settings)
+    inventory = artifact_store(settings)
+    store: ArtifactStore = inventory
     sweeper = (
         PlaintextSweeper(store, settings.artifact_plaintext_ttl_seconds)
         if isinstance(store, EncryptedArtifactStore)
@@ -358,6 +367,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     archive_limits = ArchiveLimits(
         settings.max_archive_members, settings.max_unpacked_bytes, settings.max_compression_ratio
     )
+    in_flight = InFlightKeys()  # keys this replica is writing: never swept
     versions = ModelVersions(
         uow,
         store,
@@ -368,6 +378,8 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
             settings.inspect_memory_mb * 1024**2,
             archive_limits,
         ),
+        in_flight=in_flight,
+        upload_timeout_s=settings.upload_timeout_seconds,
     )
     threads = settings.inference_threads or os.cpu_count() or 2
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
@@ -405,6 +417,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
             memory_bytes=settings.inspect_memory_mb * 1024**2, archive_limits=archive_limits
         ),
         settings.max_artifact_bytes,
+        in_flight,
     )
     compile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-compile")
     if settings.onnx_compile:
@@ -451,6 +464,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         trace_context=tracer.traceparent,
     )
     authenticator = TokenAuthenticator(tokens, uow, api_keys=SqlAlchemyApiKeyLookup(engine))
+    leftovers = _leftovers(settings, engine, inventory, dataset_store, runner, in_flight, metrics)
     return Container(
         settings=settings,
         engine=engine,
@@ -465,7 +479,13 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         training=training,
         training_runner=runner,
         datasets=dataset_store,
-        dataset_uploads=Datasets(dataset_store, format_problems, settings.max_dataset_bytes, uow),
+        dataset_uploads=Datasets(
+            dataset_store,
+            format_problems,
+            settings.max_dataset_bytes,
+            uow,
+            upload_timeout_s=settings.upload_timeout_seconds,
+        ),
         tokens=tokens,
         authenticator=authenticator,
         api_keys=ApiKeys(uow, utcnow),
@@ -489,8 +509,44 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         ),
         webhooks=Webhooks(webhook_store, webhook_guard, dispatcher, utcnow),
         webhook_dispatcher=dispatcher,
+        leftovers=leftovers,
+        leftover_sweeps=PeriodicTask("leftover-sweeper", settings.sweep_interval_seconds, leftovers.sweep),
         tracer=tracer,
         plaintext_sweeper=sweeper,
+    )
+
+
+def _leftovers(
+    settings: Settings,
+    engine: Engine,
+    inventory: LocalArtifactStore | EncryptedArtifactStore,
+    datasets: DatasetStore,
+    runner: JobSupervisor,
+    in_flight: InFlightKeys,
+    metrics: ServiceMetrics,
+) -> LeftoverSweeper:
+    """What crashed work leaves on disk, each kind judged by the longest that work may take."""
+    s = settings
+    if s.artifact_orphan_grace_seconds <= s.inspect_timeout_seconds:
+        log.warning(
+            "ARTIFACT_ORPHAN_GRACE_SECONDS (%g) is not above INSPECT_TIMEOUT_SECONDS (%g): an upload another "
+            "replica is still inspecting could be swept",
+            s.artifact_orphan_grace_seconds,
+            s.inspect_timeout_seconds,
+        )
+    upload = timedelta(seconds=s.upload_timeout_seconds)
+    return LeftoverSweeper(
+        inventory,
+        SqlAlchemyArtifactReferences(engine),
+        in_flight,
+        utcnow,
+        work=[
+            StaleWork("artifact-staging", inventory, upload),
+            StaleWork("dataset-staging", datasets, upload),
+            StaleWork("training-folders", runner, timedelta(seconds=s.training_timeout_seconds) + upload),
+        ],
+        grace=timedelta(seconds=s.artifact_orphan_grace_seconds),
+        on_swept=metrics.swept,
     )
 
 

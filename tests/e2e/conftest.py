@@ -61,13 +61,14 @@ class LiveServer:
 
 
 @contextmanager
-def serving(folder: Path) -> Iterator[LiveServer]:
-    """``aiservice serve`` started in ``folder`` on a free port, stopped on leaving."""
+def serving(folder: Path, **env: str) -> Iterator[LiveServer]:
+    """``aiservice serve`` started in ``folder`` on a free port (with ``env`` on top of a fresh user's
+    environment), stopped on leaving."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "aiservice", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=folder,
-        env=clean_env(),
+        env=clean_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

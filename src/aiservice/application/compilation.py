@@ -3,7 +3,8 @@ native model on a sample, and serve whichever of the two answered faster there.
 
 Runs after the upload has committed (the version is servable natively at once); the result is
 recorded on the version as ``serving``: the form that serves, why, the tolerance checked, the
-largest difference seen and both latencies.
+largest difference seen and both latencies. The compiled form's key is held in flight from its first
+byte until that record commits, so the sweeper of leftovers never takes it for an orphan.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import logging
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
-from uuid import uuid4
 
+from aiservice.application.artifact_keys import InFlightKeys, new_artifact_key
 from aiservice.application.ports import ArtifactStore, LoadSpec, UnitOfWorkFactory, chunks
 from aiservice.domain.events import ModelVersionCompiled
-from aiservice.domain.models import Framework
+from aiservice.domain.models import Framework, ModelVersion
 
 COMPILABLE = frozenset({Framework.SKLEARN, Framework.XGBOOST, Framework.PYTORCH})
 log = logging.getLogger(__name__)
@@ -30,12 +31,18 @@ class ModelCompiler(Protocol):
 
 class OnnxCompilation:
     def __init__(
-        self, uow: UnitOfWorkFactory, store: ArtifactStore, compiler: ModelCompiler, max_bytes: int
+        self,
+        uow: UnitOfWorkFactory,
+        store: ArtifactStore,
+        compiler: ModelCompiler,
+        max_bytes: int,
+        in_flight: InFlightKeys | None = None,
     ) -> None:
         self._uow = uow
         self._store = store
         self._compiler = compiler
         self._max_bytes = max_bytes
+        self._in_flight = in_flight or InFlightKeys()
 
     def compile_version(self, tenant_id: str, model_id: str, number: int) -> dict[str, Any] | None:
         """Compile one version (idempotent: a version compiled before is left alone)."""
@@ -57,13 +64,20 @@ class OnnxCompilation:
             configuration=version.serving_configuration(model),
         )
         source = self._store.local_path(version.artifact.key, version.artifact.digest)
-        with tempfile.TemporaryDirectory(prefix="aiservice-onnx-") as folder:
-            out = Path(folder) / "model.onnx"
-            report = self._compiler.compile(source, spec, out)
-            serving: dict[str, Any] = {"compiled": True, **report}
-            if report.get("kept") and out.exists():
-                serving["onnx"] = self._store_onnx(tenant_id, model_id, out, report.get("configuration", {}))
-        serving.pop("configuration", None)
+        key = new_artifact_key(tenant_id, model_id, ".onnx")
+        with self._in_flight.holding(key):
+            with tempfile.TemporaryDirectory(prefix="aiservice-onnx-") as folder:
+                out = Path(folder) / "model.onnx"
+                report = self._compiler.compile(source, spec, out)
+                serving: dict[str, Any] = {"compiled": True, **report}
+                if report.get("kept") and out.exists():
+                    serving["onnx"] = self._store_onnx(key, out, report.get("configuration", {}))
+            serving.pop("configuration", None)
+            self._record(tenant_id, model_id, version, serving)
+        log.info("version %s of model %s compiled: %s", number, model_id, serving.get("reason"))
+        return serving
+
+    def _record(self, tenant_id: str, model_id: str, version: ModelVersion, serving: dict[str, Any]) -> None:
         with self._uow(tenant_id) as uow:
             version.serving = serving
             uow.versions.set_serving(version)
@@ -71,19 +85,15 @@ class OnnxCompilation:
                 ModelVersionCompiled(
                     tenant_id=tenant_id,
                     aggregate_id=model_id,
-                    version=number,
+                    version=version.version,
                     form=str(serving.get("form", "native")),
                     reason=str(serving.get("reason", "")),
                 )
             )
             uow.commit()
-        log.info("version %s of model %s compiled: %s", number, model_id, serving.get("reason"))
-        return serving
 
-    def _store_onnx(
-        self, tenant_id: str, model_id: str, path: Path, configuration: dict[str, Any]
-    ) -> dict[str, Any]:
-        writer = self._store.writer(f"{tenant_id}/{model_id}/{uuid4().hex}.onnx", self._max_bytes)
+    def _store_onnx(self, key: str, path: Path, configuration: dict[str, Any]) -> dict[str, Any]:
+        writer = self._store.writer(key, self._max_bytes)
         try:
             with path.open("rb") as handle:
                 for chunk in chunks(handle):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Protocol
 
 from aiservice.application.ports import UnitOfWorkFactory
+from aiservice.application.upload_deadline import UploadDeadline
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from aiservice.domain.pagination import Page, decode_cursor, encode_cursor
 from aiservice.domain.tenancy import Permission, Principal
@@ -76,29 +77,42 @@ FormatCheck = Callable[[Path, str], list[str]]
 
 @dataclass
 class DatasetUpload:
-    """An upload in progress: who sends it, and where its bytes go."""
+    """An upload in progress: who sends it, and where its bytes go; bytes past the deadline are refused."""
 
     principal: Principal
     staged: StagedDataset
     format: str
+    deadline: UploadDeadline = field(default_factory=UploadDeadline)
 
     def write_all(self, chunks: list[memoryview]) -> None:
         """Write buffered chunks in one call, so a caller on an event loop hops to a thread once."""
+        self.check_deadline()
         for chunk in chunks:
             self.staged.write(chunk)
 
     def abort(self) -> None:
         self.staged.abort()
 
+    def check_deadline(self) -> None:
+        """Past the deadline: ``UploadTimedOut``, and the bytes staged so far go."""
+        self.deadline.check(self.abort)
+
 
 class Datasets:
     def __init__(
-        self, catalog: DatasetCatalog, check: FormatCheck, max_bytes: int, uow: UnitOfWorkFactory
+        self,
+        catalog: DatasetCatalog,
+        check: FormatCheck,
+        max_bytes: int,
+        uow: UnitOfWorkFactory,
+        *,
+        upload_timeout_s: float = float("inf"),
     ) -> None:
         self._catalog = catalog
         self._check = check
         self.max_bytes = max_bytes
         self._uow = uow
+        self._upload_timeout_s = upload_timeout_s
 
     def authorize_upload(self, principal: Principal) -> None:
         """Refuse a caller who may not upload before any byte of the upload is read."""
@@ -110,12 +124,14 @@ class Datasets:
         """Open a writer for the bytes. ``name`` defaults to the file name's stem (made a valid name),
         ``format`` to the file name's extension."""
         principal.require(Permission.DATASET_WRITE)
+        deadline = UploadDeadline(self._upload_timeout_s)
         format = format or format_of(filename)
         staged = self._catalog.writer(principal.tenant_id, name or name_of(filename), format, self.max_bytes)
-        return DatasetUpload(principal, staged, format)
+        return DatasetUpload(principal, staged, format, deadline)
 
     def finish_upload(self, upload: DatasetUpload) -> DatasetInfo:
         """Keep the bytes if they read as their format; otherwise remove them and raise ``InvalidInput``."""
+        upload.check_deadline()
         try:
             problems = self._check(upload.staged.staged_path, upload.format)
             if problems:

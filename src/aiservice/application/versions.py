@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import BinaryIO
-from uuid import uuid4
 
+from aiservice.application.artifact_keys import InFlightKeys, new_artifact_key
 from aiservice.application.ports import (
     ArtifactInspector,
     ArtifactStore,
@@ -21,6 +21,7 @@ from aiservice.application.ports import (
 )
 from aiservice.application.quotas import admit_version
 from aiservice.application.registry import find_model
+from aiservice.application.upload_deadline import UploadDeadline
 from aiservice.domain.errors import Conflict, FieldError, InvalidArtifact, NotFound
 from aiservice.domain.events import ModelAliasDeleted, ModelAliasSet, ModelStageChanged, ModelVersionCreated
 from aiservice.domain.media_types import artifact_media_type
@@ -59,23 +60,38 @@ class PurgeReport:
 
 @dataclass
 class VersionUpload:
-    """An upload in progress: the model it is for and the writer its bytes stream into."""
+    """An upload in progress: the model it is for and the writer its bytes stream into. Its key is
+    held in flight (never swept) until it is recorded or aborted; bytes past the deadline are refused."""
 
     principal: Principal
     model_id: str
     key: str
     writer: ArtifactWriter
+    deadline: UploadDeadline = field(default_factory=UploadDeadline)
+    in_flight: InFlightKeys | None = None
 
     def write(self, chunk: bytes | memoryview) -> None:
-        self.writer.write(chunk)
+        self.write_all([chunk])
 
-    def write_all(self, chunks: list[memoryview]) -> None:
+    def write_all(self, chunks: Sequence[bytes | memoryview]) -> None:
         """Write buffered chunks in one call, so a caller on an event loop hops to a thread once."""
+        self.check_deadline()
         for chunk in chunks:
             self.writer.write(chunk)
 
     def abort(self) -> None:
         self.writer.abort()
+        self.done()
+
+    def done(self) -> None:
+        """The key is recorded on a version or its bytes are gone: the sweeper may judge it now."""
+        if self.in_flight is not None:
+            self.in_flight.release(self.key)
+            self.in_flight = None
+
+    def check_deadline(self) -> None:
+        """Past the deadline: ``UploadTimedOut``, and the bytes staged so far go."""
+        self.deadline.check(self.abort)
 
 
 STAGE_NAMES = frozenset(s.value for s in Stage)
@@ -89,12 +105,17 @@ class ModelVersions:
         clock: Clock,
         max_artifact_bytes: int,
         inspector: ArtifactInspector,
+        *,
+        in_flight: InFlightKeys | None = None,
+        upload_timeout_s: float = float("inf"),
     ) -> None:
         self._uow = uow
         self._store = store
         self._inspector = inspector
         self._clock = clock
         self.max_artifact_bytes = max_artifact_bytes
+        self.in_flight = in_flight or InFlightKeys()
+        self._upload_timeout_s = upload_timeout_s
 
     # -- uploads -------------------------------------------------------------------------------
 
@@ -107,8 +128,15 @@ class ModelVersions:
         with self._uow(principal.tenant_id, writes=False) as uow:
             model = find_model(uow, model_ident, principal)
             admit_version(uow, model, 1, lock=False)  # an over-quota upload fails before its bytes
-        key = f"{principal.tenant_id}/{model.id}/{uuid4().hex}"
-        return VersionUpload(principal, model.id, key, self._store.writer(key, self.max_artifact_bytes))
+        key = new_artifact_key(principal.tenant_id, model.id)
+        deadline = UploadDeadline(self._upload_timeout_s)
+        self.in_flight.hold(key)
+        try:
+            writer = self._store.writer(key, self.max_artifact_bytes)
+        except BaseException:
+            self.in_flight.release(key)
+            raise
+        return VersionUpload(principal, model.id, key, writer, deadline, self.in_flight)
 
     def finish_upload(
         self,
@@ -125,7 +153,12 @@ class ModelVersions:
         ``on_commit`` runs inside the version's transaction (a training job ends there); if it raises,
         nothing is recorded.
         """
-        stored = upload.writer.commit()
+        try:
+            upload.check_deadline()
+            stored = upload.writer.commit()
+        except BaseException:
+            upload.done()
+            raise
         try:
             signature = self._inspect(upload, stored, safe_filename(filename), metadata.configuration)
             with self._uow(upload.principal.tenant_id) as uow:
@@ -172,6 +205,8 @@ class ModelVersions:
         except BaseException:
             self._store.delete(stored.key)
             raise
+        finally:
+            upload.done()
 
     def _inspect(
         self, upload: VersionUpload, stored: StoredArtifact, filename: str, configuration: JsonObject

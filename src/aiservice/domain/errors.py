@@ -70,6 +70,13 @@ class PayloadTooLarge(DomainError):
     title = "Payload too large"
 
 
+class UploadTimedOut(DomainError):
+    """An upload took longer than the service allows; its bytes were not kept."""
+
+    code = "upload-timeout"
+    title = "Upload took too long"
+
+
 class QuotaExceeded(DomainError):
     code = "quota-exceeded"
     title = "Quota exceeded"

@@ -3,7 +3,8 @@
 Layout: ``root/<tenant>/<name>/`` holds the bytes (a file named like the dataset, so reader messages name
 what the tenant uploaded) and ``.meta.json``. An upload is staged in a hidden folder beside it and renamed
 into place on commit: readers never see half a dataset, and renaming a folder onto an existing one fails,
-so two uploads of one name cannot both win.
+so two uploads of one name cannot both win. A deleted dataset is renamed to a hidden folder, then
+removed. Hidden folders a crash left behind go with ``sweep_stale``.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from aiservice.application.leftovers import Swept
 from aiservice.application.tenants import TENANT_ID
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput, PayloadTooLarge
+from aiservice.infrastructure.stale_files import remove_stale
 
 # Like the contract's [A-Za-z0-9._-]{1,128}, but never starting with a dot: '.', '..' and our hidden
 # staging and metadata entries can then never be a dataset's name.
 DATASET_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 UPLOAD_FORMATS = ("csv", "parquet", "npz")
 _META = ".meta.json"
+_WORK_PREFIXES = (".upload-", ".deleted-")  # an upload being staged, a deleted dataset being removed
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class DatasetWriter:
         self._format = format
         self._max = max_bytes
         tenant_dir.mkdir(parents=True, exist_ok=True)
-        self._staging = Path(tempfile.mkdtemp(dir=tenant_dir, prefix=".upload-"))
+        self._staging = Path(tempfile.mkdtemp(dir=tenant_dir, prefix=_WORK_PREFIXES[0]))
         self._file = (self._staging / name).open("wb", buffering=0)
         self._hash = hashlib.sha256()
         self._size = 0
@@ -168,13 +172,25 @@ class DatasetStore:
         tenant_dir = _tenant_dir(self.root, tenant_id)
         if not DATASET_NAME.fullmatch(name):
             return False
-        trash = tenant_dir / f".deleted-{uuid.uuid4().hex}"
+        trash = tenant_dir / f"{_WORK_PREFIXES[1]}{uuid.uuid4().hex}"
         try:
             os.rename(tenant_dir / name, trash)
         except FileNotFoundError:
             return False
         shutil.rmtree(trash, ignore_errors=True)
         return True
+
+    def sweep_stale(self, cutoff: datetime) -> Swept:
+        """Remove staging and deleted folders last modified before ``cutoff``: their process died
+        (``WorkArea``)."""
+        found = [
+            entry
+            for tenant_dir in self.root.iterdir()
+            if tenant_dir.is_dir()
+            for entry in tenant_dir.iterdir()
+            if entry.name.startswith(_WORK_PREFIXES)
+        ]
+        return remove_stale(found, cutoff)
 
 
 def _conflict(name: str) -> Conflict:

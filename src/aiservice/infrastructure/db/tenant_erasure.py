@@ -56,11 +56,12 @@ class SqlAlchemyTenantDataRepository:
             name: self._conn.execute(table.delete().where(table.c.tenant_id == self._tenant)).rowcount
             for name, table in _ORDER
         }
-        keys = [row.artifact_key for row in rows] + [k for row in rows if (k := _compiled_key(row.serving))]
+        keys = [row.artifact_key for row in rows] + [k for row in rows if (k := compiled_key(row.serving))]
         return ErasedRows(counts=counts, models={m.id: m.name for m in named}, artifact_keys=keys)
 
 
-def _compiled_key(serving: Any) -> str | None:
+def compiled_key(serving: Any) -> str | None:
+    """The store key of a version's compiled ONNX form, from its ``serving`` column; None if none."""
     onnx = serving.get("onnx") if isinstance(serving, dict) else None
     key = onnx.get("key") if isinstance(onnx, dict) else None
     return key if isinstance(key, str) else None

@@ -19,16 +19,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import uuid4
 
+from aiservice.application.leftovers import Swept
 from aiservice.application.ports import Span, Tracer
 from aiservice.application.tracing import NO_SPAN, NO_TRACER
 from aiservice.application.training import TrainingExecution, TrainingOutcome, WorkOrder
 from aiservice.domain.training import INTERRUPTED, DatasetConfig, JobFailure, JobStatus
+from aiservice.infrastructure.stale_files import remove_stale
 
 log = logging.getLogger(__name__)
+JOB_FOLDER = "job-"  # each job's folder in the work folder: job-<id>-<random>
 
 
 class LaunchFailed(Exception):
@@ -158,6 +162,13 @@ class JobSupervisor:
     def running(self) -> list[str]:
         return list(self._running)
 
+    def sweep_stale(self, cutoff: datetime) -> Swept:
+        """Remove job folders last modified before ``cutoff`` that no job of this runner uses: what jobs
+        of a killed service left (``WorkArea``)."""
+        in_use = {running.folder for running in list(self._running.values())}
+        folders = [f for f in self._work_dir.glob(f"{JOB_FOLDER}*") if f not in in_use]
+        return remove_stale(folders, cutoff)
+
     # -- the supervisor loop -------------------------------------------------------------------
 
     def _supervise(self) -> None:
@@ -217,7 +228,7 @@ class JobSupervisor:
             )
             return True
         uris = [uri for _, uri in dataset.paths()]
-        folder = Path(tempfile.mkdtemp(prefix=f"job-{job.id[:8]}-", dir=self._work_dir))
+        folder = Path(tempfile.mkdtemp(prefix=f"{JOB_FOLDER}{job.id[:8]}-", dir=self._work_dir))
         request = {
             "jobId": job.id,
             "framework": order.framework.value,

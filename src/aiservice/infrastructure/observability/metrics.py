@@ -173,6 +173,19 @@ class ServiceMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.swept_files = Counter(
+            "ai_service_swept_files",
+            "Leftovers of work a crash or a kill interrupted, removed by the sweeper, by kind: "
+            "artifact-staging, dataset-staging, training-folders, orphan-artifacts.",
+            ["what"],
+            registry=self.registry,
+        )
+        self.swept_bytes = Counter(
+            "ai_service_swept_bytes",
+            "Bytes of those leftovers, by kind.",
+            ["what"],
+            registry=self.registry,
+        )
         self._cache_seen = (0, 0, 0)
 
     def training_job(self, framework: str, outcome: str, duration_s: float | None = None) -> None:
@@ -183,6 +196,10 @@ class ServiceMetrics:
         else:
             self.training_running.dec()
             self.training_duration.labels(framework).observe(duration_s)
+
+    def swept(self, what: str, files: int, size_bytes: int) -> None:
+        self.swept_files.labels(what).inc(files)
+        self.swept_bytes.labels(what).inc(size_bytes)
 
     def webhook_attempt(self, outcome: str) -> None:
         self.webhook_deliveries.labels(outcome).inc()

@@ -9,7 +9,11 @@ does. Artifacts written before encryption was turned on (no magic) are read as t
 Runtimes load from a path, so ``local_path`` decrypts into ``<root>/.decrypted/`` (a 0700 folder of
 0600 files, on the same volume as the ciphertext). A copy is removed with its artifact, and any copy
 not handed out for ``plaintext_ttl_seconds`` is swept the next time one is made, and by the service's
-``PlaintextSweeper`` in between, so plaintext does not outlive its use on an idle replica.
+``PlaintextSweeper`` at start-up and in between, so plaintext does not outlive its use on an idle
+replica or a crash.
+
+For the sweeper of leftovers, a sidecar whose artifact body is gone (a crash between writing the two)
+is listed as an artifact of its own, so an unreferenced one is removed like any orphan.
 """
 
 from __future__ import annotations
@@ -18,17 +22,18 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 import os
 import tempfile
-import threading
 import time
 from base64 import b64decode, b64encode
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from aiservice.application.leftovers import StoredKey, Swept
+from aiservice.application.periodic import PeriodicTask
 from aiservice.application.ports import StoredArtifact
 from aiservice.domain.errors import ArtifactCorrupt, PayloadTooLarge
 from aiservice.infrastructure.storage.envelope import (
@@ -40,10 +45,8 @@ from aiservice.infrastructure.storage.envelope import (
     is_encrypted,
 )
 from aiservice.infrastructure.storage.keys import Keyring
-from aiservice.infrastructure.storage.local import LocalArtifactStore, LocalArtifactWriter
+from aiservice.infrastructure.storage.local import SIDECAR_SUFFIX, LocalArtifactStore, LocalArtifactWriter
 
-log = logging.getLogger(__name__)
-SIDECAR_SUFFIX = ".envelope"
 _FORMAT = "aiservice-envelope/1"
 _PLAIN_DIR = ".decrypted"
 
@@ -141,6 +144,19 @@ class EncryptedArtifactStore:
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
 
+    # -- leftovers -------------------------------------------------------------------------------
+
+    def stored_keys(self) -> Iterator[StoredKey]:
+        """Every artifact, and every sidecar left without its artifact (``ArtifactInventory``)."""
+        for stored in self.inner.files():
+            if not stored.key.endswith(SIDECAR_SUFFIX):
+                yield stored
+            elif not self.inner.exists(key := stored.key.removesuffix(SIDECAR_SUFFIX)):
+                yield StoredKey(key, stored.modified_at, stored.size_bytes)
+
+    def sweep_stale(self, cutoff: datetime) -> Swept:
+        return self.inner.sweep_stale(cutoff)
+
     # -- reads -----------------------------------------------------------------------------------
 
     def open(self, key: str, digest: str) -> BinaryIO:
@@ -236,34 +252,12 @@ class EncryptedArtifactStore:
                     entry.unlink()
 
 
-class PlaintextSweeper:
-    """Sweeps a store's decrypted copies every half TTL (at least every second) from a thread of its
-    own, so copies go even when no new one is made."""
+class PlaintextSweeper(PeriodicTask):
+    """Sweeps a store's decrypted copies at start-up and every half TTL (at least every second), so
+    copies go even when no new one is made, and copies a crash left go at the next start."""
 
     def __init__(self, store: EncryptedArtifactStore, ttl_seconds: float) -> None:
-        self._store = store
-        self._interval = max(1.0, ttl_seconds / 2)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="plaintext-sweeper", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._store.sweep()
-            except OSError:  # the folder is briefly unavailable: the next pass tries again
-                log.warning("sweeping decrypted artifact copies failed", exc_info=True)
+        super().__init__("plaintext-sweeper", max(1.0, ttl_seconds / 2), store.sweep)
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -1,20 +1,32 @@
 """Artifacts on the local file system: written to a staging file while hashed, then renamed into place.
 
 A reader gets bytes only after they were hashed again and matched the digest recorded at upload.
+Names starting with a dot are the store's own: ``.staging/``, temporaries beside artifacts, and what
+the encrypted store keeps; they are never listed as artifacts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from aiservice.application.leftovers import StoredKey, Swept
 from aiservice.application.ports import StoredArtifact
 from aiservice.domain.errors import ArtifactCorrupt, PayloadTooLarge
+from aiservice.infrastructure.stale_files import remove_stale
 
 _READ_CHUNK = 1 << 20
+STAGING = ".staging"
+SIDECAR_SUFFIX = ".envelope"  # the encrypted store's key file beside each artifact; never an artifact
+# Temporaries written beside artifacts: a sidecar on its way in, and what a loader makes next to an
+# artifact (``.<artifact name>.<random>``: a link under another name, an unpacked archive).
+_TEMPORARY = re.compile(r"\.envelope-.*|\.[0-9a-f]{32}(\.onnx)?\..+")
 
 
 class LocalArtifactWriter:
@@ -22,7 +34,7 @@ class LocalArtifactWriter:
         self._target = root / key
         self._key = key
         self._max = max_bytes
-        staging = root / ".staging"
+        staging = root / STAGING
         staging.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=staging, prefix="upload-")
         self._path = Path(name)
@@ -105,3 +117,43 @@ class LocalArtifactStore:
     def check_writable(self) -> None:
         with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
             pass
+
+    def files(self) -> Iterator[StoredKey]:
+        """Every file outside the store's hidden entries, relative to the root, sidecars included."""
+        for folder, dirs, names in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in names:
+                if name.startswith("."):
+                    continue
+                path = Path(folder, name)
+                try:
+                    stat = path.lstat()
+                except FileNotFoundError:
+                    continue
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                yield StoredKey(path.relative_to(self.root).as_posix(), modified, stat.st_size)
+
+    def stored_keys(self) -> Iterator[StoredKey]:
+        """Every committed artifact (``ArtifactInventory``)."""
+        return (f for f in self.files() if not f.key.endswith(SIDECAR_SUFFIX))
+
+    def sweep_stale(self, cutoff: datetime) -> Swept:
+        """Remove what writers and loaders that died left (``WorkArea``): staging files, probes, and
+        temporaries beside artifacts, last modified before ``cutoff``. A loader's folder beside an
+        artifact that still exists stays (an unpacked model may be serving from it)."""
+        staging = self.root / STAGING
+        found = list(staging.iterdir()) if staging.is_dir() else []
+        found += self.root.glob(".probe-*")
+        for folder, dirs, names in os.walk(self.root):
+            hidden = [d for d in dirs if d.startswith(".")]
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found += (
+                Path(folder, entry)
+                for entry in [*hidden, *names]
+                if _TEMPORARY.fullmatch(entry) and not _owner_exists(entry, names)
+            )
+        return remove_stale(found, cutoff)
+
+
+def _owner_exists(temporary: str, names: list[str]) -> bool:
+    return any(temporary.startswith(f".{name}.") for name in names if not name.startswith("."))

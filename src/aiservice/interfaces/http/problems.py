@@ -36,6 +36,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unauthenticated": 401,
     "payload-too-large": 413,
     "unsupported-media-type": 415,
+    "upload-timeout": 408,
     "range-not-satisfiable": 416,
     "quota-exceeded": 429,
     "rate-limited": 429,

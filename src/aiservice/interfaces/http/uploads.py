@@ -23,6 +23,8 @@ from aiservice.application.versions import ModelVersions, VersionMetadata, Versi
 from aiservice.domain.errors import DomainError, FieldError, InvalidInput
 from aiservice.domain.models import ModelVersion
 from aiservice.domain.tenancy import Principal
+from aiservice.interfaces.http.openapi import PROBLEM_REF
+from aiservice.interfaces.http.problems import PROBLEM_JSON
 from aiservice.interfaces.http.schemas import VersionMetadataIn
 from aiservice.interfaces.http.strict_json import nul_field
 
@@ -54,7 +56,14 @@ def openapi_body(file: str, **fields: dict[str, Any]) -> dict[str, Any]:
     by ``file``) and the given text fields' schemas."""
     properties = {**fields, "file": {"type": "string", "format": "binary", "description": file}}
     schema = {"type": "object", "required": ["file"], "properties": properties}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+    too_slow = {  # past UPLOAD_TIMEOUT_SECONDS
+        "description": "The upload took too long (upload-timeout); nothing was kept",
+        "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+    }
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}},
+        "responses": {"408": too_slow},
+    }
 
 
 class MalformedUpload(DomainError):
