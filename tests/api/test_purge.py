@@ -41,3 +41,15 @@ def test_delete_keeps_artifacts_and_purge_erases_them(
     )
     kept = client.get("/api/v1/ai/models/kept/versions/1/artifact", headers=auth(tenant="globex"))
     assert kept.content == iris_model_bytes("forest")
+
+
+def test_purge_erases_a_versions_compiled_onnx_form_too(
+    client: TestClient, auth: Auth, container: Container
+) -> None:
+    model = create_model(client, auth(), "doomed")
+    assert upload(client, auth(), "doomed").status_code == 201
+    compiled = container.compilation.compile_version("acme", model["id"], 1)
+    assert compiled is not None and "onnx" in compiled  # a kept compiled form, stored beside the artifact
+    client.delete("/api/v1/ai/models/doomed", headers=auth())
+    container.versions.purge_deleted(timedelta(0))
+    assert stored_files(container.settings.artifact_path) == []

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from aiservice.infrastructure.db.tables import model_versions
-from aiservice.infrastructure.db.tenant_erasure import compiled_key
+from aiservice.infrastructure.db.tenant_erasure import version_keys
 
 
 class SqlAlchemyArtifactReferences:
@@ -19,7 +19,4 @@ class SqlAlchemyArtifactReferences:
     def referenced_keys(self) -> set[str]:
         query = sa.select(model_versions.c.artifact_key, model_versions.c.serving)
         with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        keys = {row.artifact_key for row in rows}
-        keys.update(key for row in rows if (key := compiled_key(row.serving)))
-        return keys
+            return set(version_keys(conn.execute(query)))

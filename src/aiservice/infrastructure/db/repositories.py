@@ -14,6 +14,7 @@ from aiservice.domain.models import Alias, ArtifactRef, Framework, Model, ModelV
 from aiservice.domain.pagination import Page, decode_cursor, encode_cursor
 from aiservice.domain.signature import Signature
 from aiservice.infrastructure.db.tables import model_aliases, model_versions, models
+from aiservice.infrastructure.db.tenant_erasure import version_keys
 
 _SORT_COLUMNS = {"createdAt": models.c.created_at, "updatedAt": models.c.updated_at, "name": models.c.name}
 
@@ -121,12 +122,12 @@ class SqlAlchemyModelRepository:
         return [_model(r) for r in rows]
 
     def erase(self, model_id: str) -> list[str]:
-        keys = list(
+        keys = version_keys(  # each version's artifact and its compiled form
             self._conn.execute(
-                sa.select(model_versions.c.artifact_key).where(
+                sa.select(model_versions.c.artifact_key, model_versions.c.serving).where(
                     model_versions.c.tenant_id == self._tenant, model_versions.c.model_id == model_id
                 )
-            ).scalars()
+            )
         )
         for table in (model_aliases, model_versions):
             self._conn.execute(

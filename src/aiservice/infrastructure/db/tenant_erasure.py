@@ -3,6 +3,7 @@ audit chain stay."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,8 +57,15 @@ class SqlAlchemyTenantDataRepository:
             name: self._conn.execute(table.delete().where(table.c.tenant_id == self._tenant)).rowcount
             for name, table in _ORDER
         }
-        keys = [row.artifact_key for row in rows] + [k for row in rows if (k := compiled_key(row.serving))]
-        return ErasedRows(counts=counts, models={m.id: m.name for m in named}, artifact_keys=keys)
+        return ErasedRows(
+            counts=counts, models={m.id: m.name for m in named}, artifact_keys=version_keys(rows)
+        )
+
+
+def version_keys(rows: Iterable[Any]) -> list[str]:
+    """The store keys of version rows (``artifact_key``, ``serving``): each artifact and compiled form."""
+    rows = list(rows)
+    return [row.artifact_key for row in rows] + [k for row in rows if (k := compiled_key(row.serving))]
 
 
 def compiled_key(serving: Any) -> str | None:
