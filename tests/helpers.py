@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import sqlalchemy as sa
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
+
+from aiservice.bootstrap import Container
+from aiservice.interfaces.http.app import create_app
 
 
 def row_count(engine: Engine, table: str) -> int:
@@ -90,3 +99,27 @@ def slow_pickled_model(seconds: float) -> bytes:
     estimator = sio.loads(iris_model_bytes())
     estimator.slow_load = SleepOnLoad(seconds)
     return pickle.dumps(estimator)
+
+
+@contextmanager
+def serve_in_thread(container: Container) -> Iterator[str]:
+    """The app on a real socket (for clients that need one: tritonclient, say), served by uvicorn in
+    a thread; the container's lifecycle stays with whoever made it. Yields ``host:port``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(container, manage_lifecycle=False), host="127.0.0.1", port=port, log_config=None
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

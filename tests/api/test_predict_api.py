@@ -156,6 +156,21 @@ def test_batch_larger_than_max_batch_size_is_413(
     inputs = [row(0)] * (container.inference.max_batch_size + 1)
     response = client.post(f"{API}/iris/batch-predict", json={"inputs": inputs}, headers=auth())
     assert response.status_code == 413
+    assert (response.json()["limit"], "MAX_BATCH_SIZE" in response.json()["detail"]) == (1000, True)
+
+
+def test_a_batch_of_a_hundred_is_answered_whatever_the_batcher_merges(
+    client: TestClient, auth: Auth, container: Container
+) -> None:
+    """MAX_BATCH_SIZE counts a request's inputs (1000 by default); the adaptive batcher's own bound on
+    the rows it merges (BATCHER_MAX_ROWS, 32) does not limit one request."""
+    iris(client, auth)
+    assert (container.inference.max_batch_size, container.inference.max_batch_rows) == (1000, 32)
+    inputs = [row(i) for i in range(100)]
+    response = client.post(f"{API}/iris/batch-predict", json={"inputs": inputs}, headers=auth())
+    assert response.status_code == 200, response.text
+    expected = [CLASSES[i] for i in reference().predict(X[:100])]
+    assert [o["prediction"] for o in response.json()["outputs"]] == expected
 
 
 def test_version_and_alias_pin_the_model(client: TestClient, auth: Auth) -> None:

@@ -260,6 +260,7 @@ class InferenceService:
         signature = loaded.signature
         labels = caller_labels(model, version, signature)
         schema = effective_input_schema(model, version)
+        derived = not model.input_schema
         stored = version.signature or signature  # the native form's columns, checked at upload
         return ServingModel(
             model=model,
@@ -281,6 +282,7 @@ class InferenceService:
             if isinstance(schema, TabularSchema)
             else None,
             form=route.form,
+            derived=derived,
         )
 
     @staticmethod

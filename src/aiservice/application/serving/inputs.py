@@ -47,6 +47,7 @@ class ServingModel:
     labels: tuple[Any, ...] | None  # what callers see: outputSchema.classes, else the model's own
     class_index: dict[Any, int] = field(default_factory=dict)
     plan: TabularPlan | None = None  # named features -> the model's columns, for a tabular schema
+    derived: bool = False  # the schema is the version's own (the model declares none)
     form: str = "native"  # native, or onnx: the form of the version that answers
 
     @property
@@ -82,12 +83,18 @@ def label_of(serving: ServingModel, value: Any) -> Any:
     return native
 
 
+def _vectors(payloads: list[Any]) -> bool:
+    """``{"features": [...]}`` objects: what a model that declares no schema took before its version's
+    own columns gave it one; still read, positionally in the model's column order."""
+    return all(isinstance(p, dict) and p.keys() == {"features"} for p in payloads)
+
+
 def to_rows(
     serving: ServingModel, payloads: list[Any], paths: list[str], images: ImageDecoder | None
 ) -> np.ndarray:
     schema = serving.input_schema
     where = paths[0] if len(paths) == 1 else paths[0].rsplit(".", 1)[0]
-    if serving.plan is not None:
+    if serving.plan is not None and not (serving.derived and _vectors(payloads)):
         return serving.plan.rows(payloads, where)
     if schema is None or isinstance(schema, TabularSchema):
         return feature_vectors(payloads, serving.loaded.signature, where)

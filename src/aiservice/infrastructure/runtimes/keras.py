@@ -29,7 +29,7 @@ from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Column, ColumnType, Signature, TensorSpec
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, extract_zip
-from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction
+from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction, scores_to_probabilities
 
 # TensorFlow operations that read or write files, or call back into Python, have no place in a served model.
 REFUSED_OPS = frozenset(
@@ -77,7 +77,7 @@ class KerasModel:
 
     def predict(self, batch: np.ndarray) -> Prediction:
         output = _to_numpy(self._forward(self._input(batch)))
-        return network_prediction(output, self.signature.task, self._classes, _probabilities)
+        return network_prediction(output, self.signature.task, self._classes, scores_to_probabilities)
 
     def explain(self, batch: np.ndarray) -> Attributions | None:
         """Gradient x input of each row's predicted class output, or of the regression output."""
@@ -104,20 +104,6 @@ def _to_numpy(tensor: Any) -> np.ndarray:
         value = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else tensor.numpy()
         return np.asarray(value)
     return np.asarray(tensor)
-
-
-def _probabilities(output: np.ndarray) -> np.ndarray:
-    """Rows that already sum to 1 stay as they are; else softmax. One column is P(positive), or its logit."""
-    scores = output.reshape(len(output), -1).astype(np.float64)
-    if scores.shape[1] == 1:
-        column = scores[:, 0]
-        inside = bool(((column >= 0) & (column <= 1)).all())
-        positive = column if inside else 1.0 / (1.0 + np.exp(-column))
-        return np.column_stack([1.0 - positive, positive])
-    if (scores >= 0).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4):
-        return scores
-    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
 
 
 def _shape(dims: Any) -> tuple[int, ...]:

@@ -19,6 +19,7 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Column, Signature, Task, TensorSpec
+from aiservice.infrastructure.runtimes.tasks import declared_task, scores_to_probabilities
 
 ONNX_DTYPES = {
     "tensor(float)": "float32",
@@ -50,7 +51,13 @@ def _shape(dims: Any) -> tuple[int, ...]:
 
 class OnnxModel:
     def __init__(
-        self, session: Any, signature: Signature, label: int | None, proba: int | None, relabel: bool
+        self,
+        session: Any,
+        signature: Signature,
+        label: int | None,
+        proba: int | None,
+        relabel: bool,
+        scores: bool = False,
     ) -> None:
         self.session = session
         self.signature = signature
@@ -61,6 +68,7 @@ class OnnxModel:
         self._proba = proba
         # Configured classes name the probability columns; the graph's own labels would not match them.
         self._relabel = relabel or label is None
+        self._scores = scores  # the probability output is raw class scores, to be made probabilities
 
     def _feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """One tensor for a single-input graph; else the batch's column j for the graph's input j
@@ -81,7 +89,10 @@ class OnnxModel:
     def predict(self, batch: np.ndarray) -> Prediction:
         outputs = self.session.run(None, self._feeds(batch))
         if self._proba is not None:
-            probabilities = self._probabilities(outputs[self._proba])
+            output = outputs[self._proba]
+            probabilities = (
+                scores_to_probabilities(np.asarray(output)) if self._scores else self._probabilities(output)
+            )
             if self._relabel:
                 classes = np.asarray(self.signature.classes or range(probabilities.shape[1]))
                 values = classes[probabilities.argmax(axis=1)]
@@ -112,6 +123,17 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
+def _declared_classifier(session: Any, spec: LoadSpec) -> bool:
+    """A graph with one float output that the model's configuration (its category, its classes, or
+    ``task``) declares a classifier: its output is class scores."""
+    outputs = session.get_outputs()
+    if len(outputs) != 1 or not numpy_dtype(outputs[0].type).startswith("float"):
+        return False
+    shape = _shape(outputs[0].shape)
+    width = shape[1] if len(shape) == 2 else None
+    return declared_task(spec.configuration, width) == "classification"
 
 
 def _find_outputs(outputs: list[Any]) -> tuple[int | None, int | None]:
@@ -253,6 +275,9 @@ class OnnxRuntime:
             )
         session = self._session(artifact, spec)
         label, proba = _find_outputs(session.get_outputs())
+        scores = proba is None and _declared_classifier(session, spec)
+        if scores:
+            proba = 0  # a network's class scores (logits, say): read as a classifier's, as torch's are
         classes = None
         if proba is not None:
             configured = spec.configuration.get("classes")
@@ -262,7 +287,7 @@ class OnnxRuntime:
                 classes = tuple(range(width[0])) if width and width[0] > 0 else None
         signature = onnx_signature(session, label, proba, classes, proto)
         relabel = bool(spec.configuration.get("classes"))
-        return OnnxModel(session, signature, label, proba, relabel)
+        return OnnxModel(session, signature, label, proba, relabel, scores)
 
     @staticmethod
     def _session(artifact: Path, spec: LoadSpec) -> Any:

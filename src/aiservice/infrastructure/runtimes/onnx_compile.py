@@ -151,19 +151,26 @@ def _from_sklearn(native: Any, sample: np.ndarray, signature: Signature) -> byte
     final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
     options = {id(final): {"zipmap": False}} if is_classifier(final) else None
     columns = signature.columns or ()
+    first: Exception | None = None
     if not any(c.raw for c in columns):
         try:
             onx = to_onnx(estimator, sample[:1].astype(np.float32), options=options)
             return bytes(onx.SerializeToString())
-        except Exception:
+        except Exception as exc:
             if not signature.named_columns:
                 raise
+            first = exc  # perhaps a ColumnTransformer selecting by name: one input per column next
     if not signature.named_columns:
         raise ValueError("text columns without names cannot be given ONNX inputs")
     types = [
         (str(c.name), StringTensorType([None, 1]) if c.raw else FloatTensorType([None, 1])) for c in columns
     ]
-    onx = to_onnx(estimator, initial_types=types, options=options)
+    try:
+        onx = to_onnx(estimator, initial_types=types, options=options)
+    except Exception:
+        if first is not None:
+            raise first from None  # the one-tensor attempt's reason is the telling one
+        raise
     return bytes(onx.SerializeToString())
 
 

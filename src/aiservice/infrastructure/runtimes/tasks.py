@@ -21,6 +21,22 @@ def declared_task(configuration: dict[str, Any], width: int | None) -> Task:
     return "regression" if width == 1 else "other"
 
 
+def scores_to_probabilities(output: np.ndarray, one_column_logit: bool = False) -> np.ndarray:
+    """A network's class scores as probabilities: rows that already sum to 1 stay as they are, others
+    go through softmax. One column is P(positive) when it lies in [0, 1] (unless ``one_column_logit``),
+    else its logit."""
+    scores = output.reshape(len(output), -1).astype(np.float64)
+    if scores.shape[1] == 1:
+        column = scores[:, 0]
+        inside = not one_column_logit and bool(((column >= 0) & (column <= 1)).all())
+        positive = column if inside else 1.0 / (1.0 + np.exp(-column))
+        return np.column_stack([1.0 - positive, positive])
+    if (scores >= 0).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4):
+        return scores
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+
+
 def network_prediction(
     output: np.ndarray,
     task: Task,

@@ -25,7 +25,7 @@ from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, check_zip
-from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction
+from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction, scores_to_probabilities
 
 # Parts of a torch.export archive that hold compiled code or would be read with full unpickling.
 PT2_REFUSED_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")
@@ -81,15 +81,8 @@ def _first_tensor(output: Any) -> Any:
 
 
 def _probabilities(output: np.ndarray) -> np.ndarray:
-    """Softmax over logits; a single column is a binary logit; rows that already sum to 1 stay as they are."""
-    scores = output.reshape(len(output), -1).astype(np.float64)
-    if scores.shape[1] == 1:
-        positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
-        return np.column_stack([1.0 - positive, positive])
-    if (scores >= 0).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4):
-        return scores
-    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+    """A single output column is a binary logit (torch models end in a Linear layer)."""
+    return scores_to_probabilities(output, one_column_logit=True)
 
 
 class TorchRuntime:

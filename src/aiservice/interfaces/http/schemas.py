@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from aiservice.domain.models import MAX_VERSION, Alias, Framework, Model, ModelVersion, Stage
+from aiservice.domain.schemas import derived_schema
 
 T = TypeVar("T")
 
@@ -103,6 +104,12 @@ class VersionOut(ApiModel):
     signature: dict[str, Any] | None = Field(
         default=None, description="What the runtime reported when the upload was inspected"
     )
+    input_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="The tabular schema this version's own named columns give (names, types, known "
+        "categories, and nullable where the model answered with the column missing at upload); a model "
+        "that declares no inputSchema is served with it",
+    )
     serving: dict[str, Any] = Field(
         default_factory=dict,
         description="Which form serves (native or compiled ONNX), why, and the checks made",
@@ -138,6 +145,7 @@ class VersionOut(ApiModel):
             created_by=v.created_by,
             created_at=v.created_at,
             signature=v.signature.to_json() if v.signature else None,
+            input_schema=derived.to_json() if (derived := derived_schema(v.signature)) else None,
             serving={k: val for k, val in v.serving.items() if k != "onnx"}
             | ({"onnxSizeBytes": v.serving["onnx"]["sizeBytes"]} if "onnx" in v.serving else {}),
             lineage=v.lineage,

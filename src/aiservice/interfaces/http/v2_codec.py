@@ -197,6 +197,8 @@ def _input(item: Any, where: str, binary: memoryview) -> tuple[Tensor, int]:
 
 
 def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
+    """A JSON tensor's elements; ``null`` is a missing value (NaN in a float tensor, None in BYTES),
+    which the model's schema then accepts or refuses."""
     if not isinstance(data, list):
         raise invalid(where, "must be a list (flat or nested, row-major)")
     try:
@@ -206,9 +208,10 @@ def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
     if array.size != count:
         raise invalid(where, f"has {array.size} elements; the shape needs {count}")
     target = DTYPES[datatype]
-    if count and array.dtype.kind not in _JSON_KINDS[target.kind]:
-        expected = {"b": "true or false", "u": "integers", "i": "integers", "f": "numbers", "O": "strings"}
-        raise invalid(where, f"must hold {expected[target.kind]} for {datatype}")
+    if array.dtype == object and target.kind in "fO":
+        array = _with_nulls(array, target, where)
+    elif count and array.dtype.kind not in _JSON_KINDS[target.kind]:
+        raise invalid(where, f"must hold {_EXPECTED[target.kind]} for {datatype}")
     if datatype == "BYTES":
         return array.reshape(-1).astype(object)
     flat = array.reshape(-1)
@@ -216,6 +219,22 @@ def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
     if target.kind in "iu" and count and not np.array_equal(converted, flat):
         raise invalid(where, f"holds values out of range for {datatype}")
     return converted
+
+
+_EXPECTED = {"b": "true or false", "u": "integers", "i": "integers", "f": "numbers", "O": "strings"}
+
+
+def _with_nulls(array: np.ndarray, target: np.dtype[Any], where: str) -> np.ndarray:
+    """Elements of mixed JSON types: numbers or null for a float tensor, strings or null for BYTES."""
+    flat = array.reshape(-1)
+    if target.kind == "O":
+        if not all(v is None or isinstance(v, str) for v in flat.tolist()):
+            raise invalid(where, "must hold strings (or null for a missing value) for BYTES")
+        return array
+    values = flat.tolist()
+    if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
+        raise invalid(where, "must hold numbers (or null for a missing value)")
+    return np.asarray([math.nan if v is None else v for v in values], dtype=np.float64).reshape(array.shape)
 
 
 def _from_binary(raw: memoryview, datatype: str, count: int, where: str) -> np.ndarray:

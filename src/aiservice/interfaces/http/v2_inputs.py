@@ -10,6 +10,7 @@ own columns through the same ``TabularPlan`` as ``/predict`` uses.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,11 +131,8 @@ def _single(inputs: ModelInputs, expected: dict[str, Any], tensor: Tensor) -> np
 def _code_problem(plan: TabularPlan, c: int, feature: Feature, column: np.ndarray) -> str | None:
     """Why a feature's column of the ``input`` matrix cannot be read, or None."""
     missing = np.isnan(column)
-    if missing.any():
-        if not feature.nullable:
-            return f"{feature.name!r} holds NaN but is not nullable"
-        if plan.refused_null[c]:
-            return str(plan.refused_null[c])
+    if missing.any() and (problem := _missing_problem(plan, c, feature)):
+        return f"{feature.name!r}: {problem}"
     present = column[~missing]
     if np.isinf(present).any():
         return f"{feature.name!r} holds infinity"
@@ -178,14 +176,17 @@ def _column(
     if feature.type in ("category", "string"):
         wanted = feature_datatype(feature)
         if (datatype == "BYTES") != (wanted == "BYTES") or (datatype == "BOOL") != (wanted == "BOOL"):
-            return flat, (
-                f"{where}.datatype",
-                f"must be {wanted} for the {feature.type} feature {feature.name!r}",
-            )
+            message = f"must be {wanted} for the {feature.type} feature {feature.name!r}"
+            return flat, (f"{where}.datatype", message)
+        values = flat.tolist()
+        if any(v is None for v in values) and (problem := _missing_problem(plan, c, feature)):
+            return flat, (f"{where}.data", problem)
         allowed = feature.values if feature.type == "category" else plan.known[c]
         if allowed is not None:
             index = {v: i for i, v in enumerate(allowed)}
-            codes = np.fromiter((index.get(v, -1) for v in flat.tolist()), dtype=np.float64, count=len(flat))
+            codes = np.asarray(
+                [math.nan if v is None else index.get(v, -1) for v in values], dtype=np.float64
+            )
             if (codes < 0).any():
                 return flat, (f"{where}.data", f"must hold only {list(allowed)}")
             if not plan.raw[c]:
@@ -199,15 +200,19 @@ def _column(
         return flat, (f"{where}.datatype", f"must be numeric for the {feature.type} feature {feature.name!r}")
     column = flat.astype(np.float64)
     missing = np.isnan(column)
-    if missing.any() and not feature.nullable:
-        return flat, (f"{where}.data", "must not hold NaN (the feature is not nullable)")
-    if missing.any() and plan.refused_null[c]:
-        return flat, (f"{where}.data", str(plan.refused_null[c]))
+    if missing.any() and (problem := _missing_problem(plan, c, feature)):
+        return flat, (f"{where}.data", problem)
     if np.isinf(column).any():
         return flat, (f"{where}.data", "must not hold infinity")
     if feature.type == "integer" and (np.mod(column[~missing], 1) != 0).any():
         return flat, (f"{where}.data", "must hold whole numbers")
     return column, None
+
+
+def _missing_problem(plan: TabularPlan, c: int, feature: Feature) -> str | None:
+    if not feature.nullable:
+        return "must not hold a missing value (NaN or null): the feature is not nullable"
+    return plan.refused_null[c]
 
 
 def output_array(datatype: str, values: np.ndarray) -> np.ndarray:
