@@ -94,3 +94,34 @@ def test_new_versions_are_compiled_in_the_background(
         time.sleep(0.2)
     assert serving.get("compiled") is True
     assert serving["kept"] is True
+
+
+def test_a_forest_compiled_to_onnx_answers_missing_values_as_the_forest_does(
+    client: TestClient, auth: Auth, container: Container
+) -> None:
+    """scikit-learn's trees send NaN down the side chosen at fit; the compiled form does the same, so
+    it serves a nullable feature's null (skl2onnx alone sends every NaN to the false branch)."""
+    import pandas as pd
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(300, 3)), columns=["u", "v", "w"])
+    frame.loc[rng.random(300) < 0.2, "u"] = np.nan
+    y = np.where(frame.u.fillna(1.0) + frame.v > 0, "up", "down")
+    forest = RandomForestClassifier(n_estimators=15, random_state=0).fit(frame, y)
+    schema = {"type": "tabular", "features": [{"name": "u", "nullable": True}, {"name": "v"}, {"name": "w"}]}
+    create_model(client, auth(), "forest", inputSchema=schema)
+    upload(client, auth(), "forest", bytes(sio.dumps(forest)))
+    model_id = client.get(f"{API}/forest", headers=auth()).json()["id"]
+    serving = container.compilation.compile_version("acme", model_id, 1)
+    assert serving is not None and (serving["kept"], serving["missingValues"]) == (True, "same")
+    response = client.post(
+        f"{API}/forest/predict",
+        json={"input": {"u": None, "v": 0.3, "w": -1.0}, "options": {"includeConfidence": True}},
+        headers=auth(),
+    )
+    assert response.status_code == 200, response.text
+    expected = forest.predict_proba(pd.DataFrame({"u": [np.nan], "v": [0.3], "w": [-1.0]}))[0]
+    body = response.json()
+    assert body["form"] == serving["form"]
+    assert list(body["probabilities"].values()) == pytest.approx(list(expected), abs=1e-4)

@@ -22,6 +22,7 @@ from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.inspect_worker import spec_of
+from aiservice.infrastructure.runtimes.onnx_trees import track_missing_values
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
 from aiservice.infrastructure.runtimes.trials import tabular_batch, with_nullability
 
@@ -155,6 +156,7 @@ def _from_sklearn(native: Any, sample: np.ndarray, signature: Signature) -> byte
     if not any(c.raw for c in columns):
         try:
             onx = to_onnx(estimator, sample[:1].astype(np.float32), options=options)
+            track_missing_values(onx, final)
             return bytes(onx.SerializeToString())
         except Exception as exc:
             if not signature.named_columns:
@@ -171,6 +173,7 @@ def _from_sklearn(native: Any, sample: np.ndarray, signature: Signature) -> byte
         if first is not None:
             raise first from None  # the one-tensor attempt's reason is the telling one
         raise
+    track_missing_values(onx, final)
     return bytes(onx.SerializeToString())
 
 
