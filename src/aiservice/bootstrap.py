@@ -19,7 +19,7 @@ from aiservice import __version__
 from aiservice.application.api_keys import ApiKeys
 from aiservice.application.artifact_keys import InFlightKeys
 from aiservice.application.audit import AuditLog
-from aiservice.application.compilation import OnnxCompilation
+from aiservice.application.compilation import COMPILE_FOLDER, OnnxCompilation
 from aiservice.application.datasets import Datasets
 from aiservice.application.erasure import TenantErasure
 from aiservice.application.event_handlers import (
@@ -100,9 +100,10 @@ from aiservice.infrastructure.observability.tracing import (
 from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.ratelimit.memory import InMemoryRateLimiter
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
-from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
+from aiservice.infrastructure.runtimes.compiler import COMPILE_TIMEOUT_S, SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector, warm_fork_server
 from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+from aiservice.infrastructure.stale_files import StaleEntries
 from aiservice.infrastructure.storage.encrypted import (
     EncryptedArtifactStore,
     PlaintextSweeper,
@@ -418,6 +419,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         ),
         settings.max_artifact_bytes,
         in_flight,
+        work_dir=_compile_dir(settings),
     )
     compile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-compile")
     if settings.onnx_compile:
@@ -544,10 +546,19 @@ def _leftovers(
             StaleWork("artifact-staging", inventory, upload),
             StaleWork("dataset-staging", datasets, upload),
             StaleWork("training-folders", runner, timedelta(seconds=s.training_timeout_seconds) + upload),
+            StaleWork(
+                "compile-folders",
+                StaleEntries(_compile_dir(s), f"{COMPILE_FOLDER}*"),
+                timedelta(seconds=COMPILE_TIMEOUT_S) + upload,
+            ),
         ],
         grace=timedelta(seconds=s.artifact_orphan_grace_seconds),
         on_swept=metrics.swept,
     )
+
+
+def _compile_dir(settings: Settings) -> Path:
+    return settings.data_dir / "compile"
 
 
 def _erased(tenant_id: str, inference: InferenceService, runner: JobSupervisor) -> None:

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
 from aiservice.application.artifact_keys import InFlightKeys, new_artifact_key
+from aiservice.application.compilation import COMPILE_FOLDER
 from aiservice.application.leftovers import ORPHANS, LeftoverSweeper, Swept
 from aiservice.bootstrap import Container
 from aiservice.domain.clock import utcnow
@@ -182,20 +183,22 @@ def test_an_upload_being_inspected_is_never_swept(
 def test_work_older_than_the_longest_it_may_take_goes_and_newer_stays(
     sweeper: LeftoverSweeper, container: Container, store: LocalArtifactStore
 ) -> None:
-    """An upload that never committed (artifact or dataset), and a job folder, as a crash leaves them."""
+    """An upload that never committed (artifact or dataset), a job folder and a compilation's scratch
+    folder, as a crash leaves them."""
     with ExitStack() as writers:  # a killed process's files close with it; these at the end
         fresh, stale = (_abandon_work(container, store, name, writers) for name in ("fresh", "stale"))
         for path in stale:
-            age(path, UPLOAD_TIMEOUT_S + 60 + 30)  # past every bound: uploads', and a job's plus its upload
+            age(path, UPLOAD_TIMEOUT_S + 300 + 30)  # past every bound: an upload's, a job's, a compilation's
         report = sweeper.sweep()
         left = [p.exists() for p in fresh], [p.exists() for p in stale]
     assert {name: swept.files for name, swept in report.items()} == {
         "artifact-staging": 1,
         "dataset-staging": 1,
         "training-folders": 1,
+        "compile-folders": 1,
         ORPHANS: 0,
     }
-    assert left == ([True] * 3, [False] * 3)
+    assert left == ([True] * 4, [False] * 4)
 
 
 def test_what_was_swept_is_counted_in_the_metrics(
@@ -263,7 +266,10 @@ def _abandon_work(
     job = container.settings.data_dir / "training" / f"{JOB_FOLDER}{name}"
     job.mkdir(parents=True)
     (job / "model.skops").write_bytes(b"half a model")
-    return [staged_artifact, staged.staged_path.parent, job]
+    compiling = container.settings.data_dir / "compile" / f"{COMPILE_FOLDER}{name}"
+    compiling.mkdir(parents=True)
+    (compiling / "model.onnx").write_bytes(b"half a compiled model")
+    return [staged_artifact, staged.staged_path.parent, job, compiling]
 
 
 def _wait_for(probe: Callable[[], list[Path]], timeout: float = 30.0) -> list[Path]:

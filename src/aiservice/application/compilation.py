@@ -20,6 +20,7 @@ from aiservice.domain.events import ModelVersionCompiled
 from aiservice.domain.models import Framework, ModelVersion
 
 COMPILABLE = frozenset({Framework.SKLEARN, Framework.XGBOOST, Framework.PYTORCH})
+COMPILE_FOLDER = "onnx-"  # each compilation's scratch folder in the work folder: onnx-<random>
 log = logging.getLogger(__name__)
 
 
@@ -37,12 +38,15 @@ class OnnxCompilation:
         compiler: ModelCompiler,
         max_bytes: int,
         in_flight: InFlightKeys | None = None,
+        work_dir: Path | None = None,
     ) -> None:
+        """``work_dir`` holds each compilation's scratch folder (the system's temporary folder if None)."""
         self._uow = uow
         self._store = store
         self._compiler = compiler
         self._max_bytes = max_bytes
         self._in_flight = in_flight or InFlightKeys()
+        self._work_dir = work_dir
 
     def compile_version(self, tenant_id: str, model_id: str, number: int) -> dict[str, Any] | None:
         """Compile one version (idempotent: a version compiled before is left alone)."""
@@ -66,7 +70,9 @@ class OnnxCompilation:
         source = self._store.local_path(version.artifact.key, version.artifact.digest)
         key = new_artifact_key(tenant_id, model_id, ".onnx")
         with self._in_flight.holding(key):
-            with tempfile.TemporaryDirectory(prefix="aiservice-onnx-") as folder:
+            if self._work_dir is not None:
+                self._work_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=COMPILE_FOLDER, dir=self._work_dir) as folder:
                 out = Path(folder) / "model.onnx"
                 report = self._compiler.compile(source, spec, out)
                 serving: dict[str, Any] = {"compiled": True, **report}

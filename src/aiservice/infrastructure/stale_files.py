@@ -12,6 +12,17 @@ from pathlib import Path
 from aiservice.application.leftovers import Swept
 
 
+class StaleEntries:
+    """A folder's entries named like ``pattern`` (a glob) as a ``WorkArea``: each is one piece of work."""
+
+    def __init__(self, folder: Path, pattern: str) -> None:
+        self._folder = folder
+        self._pattern = pattern
+
+    def sweep_stale(self, cutoff: datetime) -> Swept:
+        return remove_stale(self._folder.glob(self._pattern), cutoff)
+
+
 def last_modified(path: Path) -> float:
     """When a file, or a folder or one of its direct entries, last changed (epoch seconds)."""
     newest = path.lstat().st_mtime

@@ -176,7 +176,7 @@ class ServiceMetrics:
         self.swept_files = Counter(
             "ai_service_swept_files",
             "Leftovers of work a crash or a kill interrupted, removed by the sweeper, by kind: "
-            "artifact-staging, dataset-staging, training-folders, orphan-artifacts.",
+            "artifact-staging, dataset-staging, training-folders, compile-folders, orphan-artifacts.",
             ["what"],
             registry=self.registry,
         )
