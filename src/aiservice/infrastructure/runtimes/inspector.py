@@ -102,27 +102,34 @@ def _supervise(
     process: Any, receiver: Connection, timeout_s: float, memory_bytes: int, what: str, too_big: str
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
-    watched = psutil.Process(process.pid)
+    try:
+        watched: psutil.Process | None = psutil.Process(process.pid)
+    except psutil.NoSuchProcess:  # already ended and reaped (a crash on start): its exit status tells
+        watched = None
     while True:
         if receiver.poll(0.02):
             try:
                 result: dict[str, Any] = receiver.recv()
                 return result
-            except EOFError:  # the child died without answering
-                pass
+            except EOFError:  # the child died without answering (the pipe stays at EOF: stop polling it)
+                raise _crashed(process, what) from None
         if not process.is_alive() and not receiver.poll(0):
-            process.join()
-            raise IsolatedFailure(f"{what} crashed the worker process (exit status {process.exitcode}).")
+            raise _crashed(process, what)
         try:
-            rss = watched.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
+            rss = watched.memory_info().rss if watched is not None else 0
+        except psutil.NoSuchProcess:  # ended just now: the next turn reads its answer or its exit
+            rss = 0
         if rss > memory_bytes:
             process.kill()
             raise IsolatedFailure(too_big)
         if time.monotonic() > deadline:
             process.kill()
             raise IsolatedFailure(f"{what} took longer than {timeout_s:g} s; it was stopped.")
+
+
+def _crashed(process: Any, what: str) -> IsolatedFailure:
+    process.join(timeout=5)
+    return IsolatedFailure(f"{what} crashed the worker process (exit status {process.exitcode}).")
 
 
 class SubprocessArtifactInspector:
