@@ -121,7 +121,6 @@ class Killed:
     commands: list[str]  # their command lines
     orphan: Path  # the bytes of the upload it was inspecting: no version row refers to them
     job_folder: Path
-    model_id: str
 
 
 def descendants(server: LiveServer) -> list[psutil.Process]:
@@ -207,7 +206,7 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Killed]:
             (orphan,) = (p for p in stored.iterdir() if p.stat().st_size != len(iris_model_bytes()))
             kill_hard(first)
             uploading.join(timeout=30)
-        yield Killed(folder, processes, commands, orphan, job_folder, model["id"])
+        yield Killed(folder, processes, commands, orphan, job_folder)
     finally:
         for process in processes:  # never leave one behind, whatever the test found
             try:
