@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aiservice.application.inference import serving_form
+from aiservice.application.serving.routing import serving_form
 from aiservice.domain.models import ArtifactRef, Framework, Model, ModelVersion
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -39,16 +39,14 @@ from aiservice.application.serving.inputs import (
     label_of,
     to_rows,
 )
+from aiservice.application.serving.routing import Route, effective_input_schema, serving_form
 from aiservice.application.tracing import NO_TRACER
 from aiservice.application.versions import ModelVersions
 from aiservice.domain.errors import DomainError, InvalidInput, PredictionFailed, QuotaExceeded, Unavailable
 from aiservice.domain.models import Framework, Model, ModelVersion
 from aiservice.domain.schemas import (
     ImageSchema,
-    InputSchema,
     TabularSchema,
-    derived_schema,
-    parse_input_schema,
 )
 from aiservice.domain.tabular import TabularPlan
 from aiservice.domain.tenancy import Permission, Principal, Quota
@@ -83,17 +81,6 @@ class PredictOptions:
         if self.version is not None:
             return f":{self.version}"
         return f"@{self.alias}" if self.alias else ""
-
-
-@dataclass(frozen=True)
-class Route:
-    """What a reference resolved to: the version, whether its tenant accepts pickle, and the form
-    (native or onnx) it is served in."""
-
-    model: Model
-    version: ModelVersion
-    allow_pickle: bool
-    form: str
 
 
 @dataclass
@@ -523,25 +510,6 @@ class InferenceService:
                 "reason": "not supported for this model",
             }
         return result
-
-
-def serving_form(model: Model, version: ModelVersion) -> str:
-    """The compiled ONNX form where one was kept, except where callers may send missing values that
-    it was found not to answer as the native model does: then the native form serves."""
-    if version.serving.get("form") != "onnx" or "onnx" not in version.serving:
-        return "native"
-    if version.serving.get("missingValues") == "differ":
-        schema = effective_input_schema(model, version)
-        if isinstance(schema, TabularSchema) and any(f.nullable for f in schema.features):
-            return "native"
-    return "onnx"
-
-
-def effective_input_schema(model: Model, version: ModelVersion) -> InputSchema | None:
-    """The schema a version is served with: the model's declared one, else the one its own named
-    columns give (derived at upload from the artifact), else none."""
-    declared = parse_input_schema(model.input_schema, where="inputSchema")
-    return declared if declared is not None else derived_schema(version.signature)
 
 
 def _tenant_of(key: Hashable) -> object:

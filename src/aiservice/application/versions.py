@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import BinaryIO
@@ -12,7 +12,6 @@ from aiservice.application.artifact_keys import InFlightKeys, new_artifact_key
 from aiservice.application.ports import (
     ArtifactInspector,
     ArtifactStore,
-    ArtifactWriter,
     Clock,
     LoadSpec,
     StoredArtifact,
@@ -22,6 +21,7 @@ from aiservice.application.ports import (
 from aiservice.application.quotas import admit_version
 from aiservice.application.registry import find_model
 from aiservice.application.upload_deadline import UploadDeadline
+from aiservice.application.version_upload import VersionUpload
 from aiservice.domain.errors import Conflict, FieldError, InvalidArtifact, NotFound
 from aiservice.domain.events import ModelAliasDeleted, ModelAliasSet, ModelStageChanged, ModelVersionCreated
 from aiservice.domain.media_types import artifact_media_type
@@ -56,42 +56,6 @@ class VersionMetadata:
 class PurgeReport:
     models: int = 0
     artifacts: int = 0
-
-
-@dataclass
-class VersionUpload:
-    """An upload in progress: the model it is for and the writer its bytes stream into. Its key is
-    held in flight (never swept) until it is recorded or aborted; bytes past the deadline are refused."""
-
-    principal: Principal
-    model_id: str
-    key: str
-    writer: ArtifactWriter
-    deadline: UploadDeadline = field(default_factory=UploadDeadline)
-    in_flight: InFlightKeys | None = None
-
-    def write(self, chunk: bytes | memoryview) -> None:
-        self.write_all([chunk])
-
-    def write_all(self, chunks: Sequence[bytes | memoryview]) -> None:
-        """Write buffered chunks in one call, so a caller on an event loop hops to a thread once."""
-        self.check_deadline()
-        for chunk in chunks:
-            self.writer.write(chunk)
-
-    def abort(self) -> None:
-        self.writer.abort()
-        self.done()
-
-    def done(self) -> None:
-        """The key is recorded on a version or its bytes are gone: the sweeper may judge it now."""
-        if self.in_flight is not None:
-            self.in_flight.release(self.key)
-            self.in_flight = None
-
-    def check_deadline(self) -> None:
-        """Past the deadline: ``UploadTimedOut``, and the bytes staged so far go."""
-        self.deadline.check(self.abort)
 
 
 STAGE_NAMES = frozenset(s.value for s in Stage)

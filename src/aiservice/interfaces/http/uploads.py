@@ -19,7 +19,8 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from aiservice.application.versions import ModelVersions, VersionMetadata, VersionUpload
+from aiservice.application.version_upload import VersionUpload
+from aiservice.application.versions import ModelVersions, VersionMetadata
 from aiservice.domain.errors import DomainError, FieldError, InvalidInput
 from aiservice.domain.models import ModelVersion
 from aiservice.domain.tenancy import Principal

@@ -23,9 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from aiservice import __version__
-from aiservice.application.inference import effective_input_schema, serving_form
 from aiservice.application.ports import Prediction
 from aiservice.application.serving.inputs import ServingModel, caller_labels
+from aiservice.application.serving.routing import effective_input_schema, serving_form
 from aiservice.bootstrap import Container
 from aiservice.domain.errors import DomainError, FieldError, InvalidInput, PayloadTooLarge, Unavailable
 from aiservice.domain.models import Model, ModelVersion
