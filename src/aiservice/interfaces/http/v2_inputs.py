@@ -114,7 +114,9 @@ def _single(inputs: ModelInputs, expected: dict[str, Any], tensor: Tensor) -> np
                 f"{where}.data", f"element {too_long[0]} is longer than {inputs.text_limit} characters"
             )
     if inputs.plan is not None:
-        matrix = array.astype(np.float64)
+        matrix = array.astype(np.float64, copy=False)
+        if inputs.plan.plain_numbers and np.isfinite(matrix).all():  # the common case, checked at once
+            return inputs.plan.from_matrix(matrix)
         problems = [
             p
             for c, f in enumerate(inputs.plan.features)
