@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,8 @@ class TabularPlan:
     refused_null: tuple[str | None, ...]  # per feature: why null cannot be served, or None
     known: tuple[tuple[Any, ...] | None, ...]  # per feature: the only text values the model takes
 
-    @property
+    # Cached: read on every request (the dataclass is frozen; the cache is its own instance dict).
+    @cached_property
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
@@ -45,11 +47,15 @@ class TabularPlan:
         """Feature names in the model's column order (the order of attributions, say)."""
         return [self.features[i].name for i in self.order]
 
-    @property
+    @cached_property
     def has_raw(self) -> bool:
         return any(self.raw)
 
-    @property
+    @cached_property
+    def in_model_order(self) -> bool:
+        return self.order == tuple(range(len(self.order)))
+
+    @cached_property
     def plain_numbers(self) -> bool:
         """Every feature a number that cannot be null: rows can be checked in bulk."""
         return all(f.type == "number" and not f.nullable for f in self.features)
@@ -204,7 +210,7 @@ class TabularPlan:
     # -- layout -------------------------------------------------------------------------------------
 
     def _layout_numbers(self, matrix: np.ndarray) -> np.ndarray:
-        if self.order == tuple(range(len(self.order))):
+        if self.in_model_order:
             return matrix
         return np.ascontiguousarray(matrix[:, list(self.order)])
 
