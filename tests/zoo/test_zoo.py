@@ -62,6 +62,7 @@ def assert_labels_and_probabilities(
     assert labels == [answers.labels[i] for i in rows]
     assert probabilities is not None
     np.testing.assert_allclose(probabilities, answers.probabilities[rows], rtol=0, atol=TOLERANCE)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all(), probabilities  # never -1e-07 or 1.0000001
 
 
 def assert_values(answers: Answers, rows: list[int], values: list[float]) -> None:
