@@ -107,7 +107,8 @@ class OnnxModel:
     def _probabilities(self, output: Any) -> np.ndarray:
         if not isinstance(output, list):  # zipmap disabled: already [N, C]
             # A float32 tree ensemble's sums can stray a few ulps outside [0, 1] (-1.2e-07, say).
-            return np.clip(np.asarray(output), 0.0, 1.0)
+            clipped: np.ndarray = np.clip(np.asarray(output), 0.0, 1.0)
+            return clipped
         if not output:
             return np.zeros((0, len(self.signature.classes or ())), dtype=np.float32)
         keys = list(output[0])
