@@ -480,6 +480,12 @@ def v2_json_body(X: np.ndarray, input_name: str) -> bytes:
     return json.dumps({"inputs": [tensor]}).encode()
 
 
+def v2_single_body(X: np.ndarray, input_name: str) -> bytes:
+    """One row as a [1, 20] FP32 tensor: how a single prediction reaches an Open Inference Protocol server."""
+    tensor = {"name": input_name, "shape": [1, N_FEATURES], "datatype": "FP32", "data": X[0].tolist()}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
 def v2_binary_body(X: np.ndarray, input_name: str) -> tuple[bytes, int]:
     """The KServe v2 binary extension: a JSON header then the raw little-endian tensor bytes."""
     data = np.ascontiguousarray(X[:BATCH_ROWS], dtype="<f4").tobytes()
@@ -1222,6 +1228,122 @@ def report_batches(results: list[LoadResult], refs: list[Reference], form: str, 
     return text
 
 
+@dataclass
+class PeerRuns:
+    """Ours and the peer under the same requests, in the same run."""
+
+    version: str = ""
+    startup_s: float = math.nan
+    results: dict[tuple[str, str], LoadResult] = field(default_factory=dict)  # (work, "ours"|"peer")
+    problem: str = ""
+
+
+PEER_WORK = [
+    # (work, model, our request kind, rows, connections, target ratio)
+    ("single row, RandomForest", "rf", "predict", 1, SINGLE_CONNECTIONS, 12.0),
+    ("single row, LogisticRegression", "lr", "predict", 1, SINGLE_CONNECTIONS, 6.0),
+    ("V2 JSON 1000x20 FP32, RandomForest", "rf", "v2", BATCH_ROWS, 1, 3.0),
+    ("V2 JSON 1000x20 FP32, LogisticRegression", "lr", "v2", BATCH_ROWS, 1, 3.0),
+]
+
+
+def measure_peer(
+    args: argparse.Namespace,
+    run: Run,
+    models: Models,
+    server: Server,
+    json_headers: dict[str, str],
+    single_results: list[LoadResult],
+) -> PeerRuns:
+    """MLServer (default settings, its own venv) against ours on the serving issue's four works. Our
+    single rows are the runs above; the V2 JSON works run here with one connection on both sides."""
+    from peers import MLServerPeer
+
+    runs = PeerRuns()
+    peer = MLServerPeer(
+        run.workdir, {n: models.estimators[n] for n in ("rf", "lr")}, free_port(), free_port()
+    )
+    run.peer = peer
+    runs.version = peer.version
+    try:
+        print(f"MLServer {peer.version}: starting (its venv is made on first use)...", flush=True)
+        runs.startup_s = peer.start()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        runs.problem = f"MLServer could not start: {exc}"
+        return runs
+    ours_single = {r.label.split(" (")[0]: r for r in single_results}
+    for work, name, kind, rows, connections, _target in PEER_WORK:
+        if kind == "predict":
+            label = f"predict {'RandomForest' if name == 'rf' else 'LogisticRegression'}"
+            if label in ours_single:
+                runs.results[(work, "ours")] = ours_single[label]
+            peer_body = v2_single_body(models.X, "input-0")
+        else:
+            ours = Request(
+                f"{server.base_url}/v2/models/{name}/infer",
+                v2_json_body(models.X, "input"),
+                json_headers,
+                rows,
+            )
+            print(f"wrk {args.duration}s: ours, {work}...", flush=True)
+            runs.results[(work, "ours")] = run_wrk(
+                run.workdir, f"ours {work}", ours, server.pid, connections, args.duration, timeout_s=60
+            )
+            peer_body = v2_json_body(models.X, "input-0")
+        request = Request(peer.infer_url(name), peer_body, {"Content-Type": "application/json"}, rows)
+        check = httpx.post(request.url, content=request.body, headers=request.headers, timeout=60)
+        if check.status_code != 200:
+            runs.results[(work, "peer")] = LoadResult(
+                work, connections, rows, problem=f"MLServer answered {check.status_code}: {check.text[:200]}"
+            )
+            continue
+        print(f"wrk {args.duration}s: MLServer, {work}...", flush=True)
+        runs.results[(work, "peer")] = run_wrk(
+            run.workdir, f"MLServer {work}", request, peer.pids[0], connections, args.duration, timeout_s=60
+        )
+    peer.stop()
+    return runs
+
+
+def report_peer(runs: PeerRuns) -> str:
+    if runs.problem:
+        return f"Side by side with MLServer: not measured ({runs.problem})"
+    rows = []
+    for work, _name, _kind, _rows, connections, target in PEER_WORK:
+        ours, peer = runs.results.get((work, "ours")), runs.results.get((work, "peer"))
+        ratio = ours.rps / peer.rps if ours and peer and ours.ok and peer.ok else math.nan
+        rows.append(
+            [
+                work,
+                str(connections),
+                fmt(ours.rps if ours else math.nan),
+                f"{ours.p50_ms:.1f}/{ours.p99_ms:.1f}" if ours and ours.ok else "-",
+                fmt(peer.rps if peer else math.nan),
+                f"{peer.p50_ms:.1f}/{peer.p99_ms:.1f}" if peer and peer.ok else "-",
+                f"{ratio:.2f}x",
+                f">= {target:g}x",
+                verdict(ratio >= target) if not math.isnan(ratio) else "-",
+            ]
+        )
+    header = [
+        "work",
+        "conns",
+        "ours req/s",
+        "p50/p99 ms",
+        "MLServer req/s",
+        "p50/p99 ms",
+        "ratio",
+        "target",
+        "",
+    ]
+    note = (
+        f"MLServer {runs.version} with mlserver-sklearn at its default settings, in its own venv, started "
+        f"in {runs.startup_s:.1f}s; the same seeded models (joblib), the same machine, this run. Our single "
+        "rows are /predict with 20 named features (the runs above); MLServer's are V2 JSON [1, 20] FP32."
+    )
+    return table("Side by side with Seldon MLServer (ratio = ours / MLServer)", header, rows) + "\n" + note
+
+
 def report_serving(arts: dict[str, Artifact], serving: dict[str, dict[str, Any]], waited_s: float) -> str:
     rows = []
     for name, info in serving.items():
@@ -1470,6 +1592,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s wrk runs, a 10 MB big model")
     parser.add_argument(
+        "--no-peer", action="store_true", help="skip the side-by-side runs against MLServer (its own venv)"
+    )
+    parser.add_argument(
         "--py-spy",
         action="store_true",
         help="also profile the servers under load with py-spy (extra wrk runs)",
@@ -1524,6 +1649,7 @@ class Run:
     server_env: dict[str, str]
     servers: list[Server] = field(default_factory=list)
     baselines: dict[str, BaselineApp] = field(default_factory=dict)
+    peer: Any = None  # the comparison peer (peers.MLServerPeer), once started
 
     gc_stats: bool = False
 
@@ -1533,6 +1659,10 @@ class Run:
         self.servers.append(server)
         server.start()
         return server
+
+    def stop_peer(self) -> None:
+        if self.peer is not None:
+            self.peer.stop()
 
     def stop_baselines(self) -> None:
         for b in self.baselines.values():
@@ -1559,6 +1689,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return measure(args, run)
     finally:
+        run.stop_peer()
         run.stop_baselines()
         print()
         for server in run.servers:
@@ -1717,6 +1848,12 @@ def measure(args: argparse.Namespace, run: Run) -> int:
         )
     problems += [(r.label, r.problem) for r in single_results + batch_results if r.problem]
 
+    # 4. the same works on the peer, side by side
+    peer_runs = PeerRuns(problem="skipped (--no-peer)")
+    if not args.no_peer:
+        peer_runs = measure_peer(args, run, models, server, json_headers, single_results)
+        problems += [(f"side by side: {r.label}", r.problem) for r in peer_runs.results.values() if r.problem]
+
     # profiles, in extra runs so that the sampling does not touch the figures above
     profiles = []
     if args.py_spy:
@@ -1784,6 +1921,8 @@ def measure(args: argparse.Namespace, run: Run) -> int:
     )
     print()
     print(report_batches(batch_results, refs, forms.get("rf", "?"), factor))
+    print()
+    print(report_peer(peer_runs))
     if not v2_available:
         print("v2 endpoint not available in this build")
     print()
