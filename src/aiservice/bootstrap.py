@@ -56,7 +56,6 @@ from aiservice.application.webhooks import Webhooks
 from aiservice.domain.clock import utcnow
 from aiservice.domain.errors import InvalidInput
 from aiservice.domain.events import DomainEvent
-from aiservice.domain.models import Framework
 from aiservice.domain.tenancy import Quota, parse_limits
 from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyLookup
 from aiservice.infrastructure.auth.jwks import JwksKeySet, jwks_from_file, jwks_from_url
@@ -85,7 +84,7 @@ from aiservice.infrastructure.events.database import (
 )
 from aiservice.infrastructure.events.inprocess import InProcessEventPublisher
 from aiservice.infrastructure.images.pillow import PillowImageDecoder
-from aiservice.infrastructure.jobs.adapters import FrameworkCatalog, LocatedDatasets
+from aiservice.infrastructure.jobs.adapters import LocatedDatasets, TrainerCatalog
 from aiservice.infrastructure.jobs.local import ProcessLauncher
 from aiservice.infrastructure.jobs.supervisor import JobSupervisor, WorkerLauncher
 from aiservice.infrastructure.observability.logging import log_prediction
@@ -102,7 +101,7 @@ from aiservice.infrastructure.ratelimit.memory import InMemoryRateLimiter
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.compiler import COMPILE_TIMEOUT_S, SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector, warm_fork_server
-from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+from aiservice.infrastructure.runtimes.registry import FrameworkRegistry
 from aiservice.infrastructure.stale_files import StaleEntries
 from aiservice.infrastructure.storage.encrypted import (
     EncryptedArtifactStore,
@@ -369,6 +368,8 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         settings.max_archive_members, settings.max_unpacked_bytes, settings.max_compression_ratio
     )
     in_flight = InFlightKeys()  # keys this replica is writing: never swept
+    plugins = FrameworkRegistry.discover(archive_limits)
+    frameworks = plugins.catalog()
     versions = ModelVersions(
         uow,
         store,
@@ -387,7 +388,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     inference = InferenceService(
         versions,
         store,
-        RuntimeRegistry.discover(archive_limits),
+        plugins,
         executor,
         metrics,
         resident_bytes=resident_bytes,
@@ -399,11 +400,9 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         max_batch_delay_s=settings.max_batch_delay_ms / 1000,
         batch_workers=min(threads, 2),
         timeout_s=settings.predict_timeout_seconds,
-        devices={
-            Framework.PYTORCH: settings.pytorch_backend,
-            Framework.KERAS: settings.tensorflow_backend,
-            Framework.TENSORFLOW: settings.tensorflow_backend,
-        },
+        devices=plugins.devices(
+            {"torch": settings.pytorch_backend, "tensorflow": settings.tensorflow_backend}
+        ),
         loaded_model_limit=lambda tenant_id: tenant_usage.limit(tenant_id, Quota.LOADED_MODELS),
         tracer=tracer,
         prediction_log=log_prediction,
@@ -418,6 +417,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
             memory_bytes=settings.inspect_memory_mb * 1024**2, archive_limits=archive_limits
         ),
         settings.max_artifact_bytes,
+        frameworks,
         in_flight,
         work_dir=_compile_dir(settings),
     )
@@ -458,8 +458,9 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     training = TrainingJobs(
         uow,
         utcnow,
-        FrameworkCatalog(),
+        TrainerCatalog(),
         LocatedDatasets(locator),
+        frameworks,
         wake_runner=runner.wake,
         data_parallel=settings.job_runner == "ray",
         max_timeout_s=settings.training_timeout_seconds,
@@ -470,13 +471,15 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     return Container(
         settings=settings,
         engine=engine,
-        registry=ModelRegistry(uow, utcnow, wake_runner=runner.wake),
+        registry=ModelRegistry(uow, utcnow, frameworks, wake_runner=runner.wake),
         versions=versions,
         inference=inference,
         executor=executor,
         compilation=compilation,
         compile_pool=compile_pool,
-        tenants=Tenants(uow, _default_quotas(settings), on_change=authenticator.forget_tenant),
+        tenants=Tenants(
+            uow, _default_quotas(settings), on_change=authenticator.forget_tenant, frameworks=frameworks
+        ),
         tenant_usage=tenant_usage,
         training=training,
         training_runner=runner,

@@ -165,7 +165,7 @@ def test_ready_is_503_when_the_runtime_is_missing(
     client: TestClient, auth: Auth, container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     iris(client, auth)
-    runtime = container.inference.require_runtime(Framework.SKLEARN)
+    runtime = container.inference.require_runtime(Framework("sklearn"))
     monkeypatch.setattr(runtime, "available", lambda: "install aiservice[sklearn]")
     response = client.get(f"{V2}/iris/ready", headers=auth())
     assert response.status_code == 503, response.text

@@ -22,7 +22,7 @@ from aiservice.domain.models import Framework
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector
 from aiservice.infrastructure.runtimes.keras import KerasRuntime
-from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+from aiservice.infrastructure.runtimes.registry import FrameworkRegistry
 
 X, _ = load_iris(return_X_y=True)
 X = X.astype(np.float32)
@@ -69,7 +69,7 @@ def expected(model: keras.Model, batch: np.ndarray) -> np.ndarray:
 
 
 def spec(filename: str = "model.keras", **configuration: Any) -> LoadSpec:
-    framework = Framework.TENSORFLOW if filename.endswith(".zip") else Framework.KERAS
+    framework = Framework("tensorflow") if filename.endswith(".zip") else Framework("keras")
     return LoadSpec(framework, filename, configuration=configuration)
 
 
@@ -143,7 +143,7 @@ def test_zip_with_a_symbolic_link_is_refused(tmp_path: Path) -> None:
 
 
 def test_zip_with_more_members_than_the_operator_allows_is_refused(tmp_path: Path) -> None:
-    runtime = RuntimeRegistry.discover(ArchiveLimits(max_members=2)).get(Framework.TENSORFLOW)
+    runtime = FrameworkRegistry.discover(ArchiveLimits(max_members=2)).get(Framework("tensorflow"))
     path = zip_with(tmp_path, *(zipfile.ZipInfo(f"m{i}") for i in range(3)))
     with pytest.raises(InvalidArtifact, match="3 members; at most 2"):
         runtime.load(path, spec("model.zip"))

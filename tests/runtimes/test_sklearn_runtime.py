@@ -32,7 +32,7 @@ def dump(tmp_path: Path, estimator: object, name: str = "model.skops") -> Path:
 
 
 def spec(filename: str = "model.skops", allow_pickle: bool = False) -> LoadSpec:
-    return LoadSpec(Framework.SKLEARN, filename, allow_pickle=allow_pickle)
+    return LoadSpec(Framework("sklearn"), filename, allow_pickle=allow_pickle)
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def expected(module: nn.Module, batch: np.ndarray) -> np.ndarray:
 
 
 def spec(filename: str = "model.pt", **configuration: Any) -> LoadSpec:
-    return LoadSpec(Framework.PYTORCH, filename, configuration=configuration)
+    return LoadSpec(Framework("pytorch"), filename, configuration=configuration)
 
 
 def script(tmp_path: Path, module: nn.Module) -> Path:

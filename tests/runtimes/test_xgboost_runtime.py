@@ -30,7 +30,7 @@ def save(tmp_path: Path, model: xgb.XGBModel | xgb.Booster, name: str) -> Path:
 
 
 def spec(filename: str = "model.json", **configuration: object) -> LoadSpec:
-    return LoadSpec(Framework.XGBOOST, filename, configuration=dict(configuration))
+    return LoadSpec(Framework("xgboost"), filename, configuration=dict(configuration))
 
 
 @pytest.mark.parametrize("name", ["model.json", "model.ubj"])

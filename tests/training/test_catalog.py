@@ -170,7 +170,7 @@ def test_every_allowed_estimator_loads_in_the_sklearn_runtime(tmp_path: Path) ->
         path = tmp_path / f"{name}.skops"
         sio.dump(estimator, path)
         try:
-            SklearnRuntime().load(path, LoadSpec(framework=Framework.SKLEARN, filename="model.skops"))
+            SklearnRuntime().load(path, LoadSpec(framework=Framework("sklearn"), filename="model.skops"))
         except Exception as exc:
             refused[algorithm] = str(exc)
     assert refused == {}

@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits, load_iris, make_regression
 
 from aiservice.application.ports import LoadedModel, LoadSpec
 from aiservice.domain.models import Framework
-from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+from aiservice.infrastructure.runtimes.registry import FrameworkRegistry
 from aiservice.infrastructure.training import keras_trainer, trainers
 from aiservice.infrastructure.training.metrics import classification_metrics, regression_metrics
 from aiservice.infrastructure.training.spec import (
@@ -121,13 +121,13 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def runtimes() -> RuntimeRegistry:
-    return RuntimeRegistry.discover()
+def runtimes() -> FrameworkRegistry:
+    return FrameworkRegistry.discover()
 
 
 @pytest.fixture(scope="module", params=list(CASES))
 def run(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, runtimes: RuntimeRegistry
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, runtimes: FrameworkRegistry
 ) -> Run:
     """One training per case, shared by the tests below, its artifact loaded through the serving runtime."""
     spec, data = CASES[request.param]
@@ -139,7 +139,7 @@ def run(
     return Run(spec, data, fitted, trained, reports, served, validation)
 
 
-def serve(runtimes: RuntimeRegistry, spec: TrainSpec, trained: TrainedModel) -> LoadedModel:
+def serve(runtimes: FrameworkRegistry, spec: TrainSpec, trained: TrainedModel) -> LoadedModel:
     framework = Framework(spec.framework)
     configuration = {**spec.configuration, **trained.configuration}
     load_spec = LoadSpec(framework=framework, filename=trained.filename, configuration=configuration)

@@ -23,6 +23,7 @@ from aiservice.domain.tenancy import (
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+INSTALLED = ("onnx", "sklearn", "pytorch")
 
 
 @pytest.mark.parametrize(
@@ -151,7 +152,9 @@ def test_unknown_or_negative_quotas_are_refused(raw: dict[str, object], field: s
 
 
 def test_tenant_refuses_frameworks_it_does_not_allow() -> None:
-    tenant = Tenant("acme", "Acme", settings=parse_settings({"allowedFrameworks": ["onnx", "sklearn"]}))
+    tenant = Tenant(
+        "acme", "Acme", settings=parse_settings({"allowedFrameworks": ["onnx", "sklearn"]}, INSTALLED)
+    )
     tenant.check_framework("onnx")
     with pytest.raises(Forbidden) as refused:
         tenant.check_framework("pytorch")
@@ -166,7 +169,17 @@ def test_tenant_refuses_frameworks_it_does_not_allow() -> None:
 )
 def test_bad_tenant_settings_are_refused(raw: dict[str, object]) -> None:
     with pytest.raises(InvalidInput):
-        parse_settings(raw)
+        parse_settings(raw, INSTALLED)
+
+
+@pytest.mark.parametrize("name", ["", "SKLearn", "1torch", "x" * 21, "a b", "lightgbm; drop"])
+def test_a_framework_name_that_cannot_be_stored_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="framework name"):
+        Framework(name)
+
+
+def test_a_framework_is_its_name() -> None:
+    assert Framework("lightgbm") == "lightgbm" and Framework("lightgbm").value == "lightgbm"
 
 
 def _model() -> Model:

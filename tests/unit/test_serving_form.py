@@ -36,5 +36,5 @@ def version(serving: dict[str, Any]) -> ModelVersion:
 def test_the_onnx_form_serves_unless_callers_may_send_what_it_answers_differently(
     schema: dict[str, Any], serving: dict[str, Any], form: str
 ) -> None:
-    model = Model("acme", "m", Framework.SKLEARN, NOW, NOW, input_schema=schema)
+    model = Model("acme", "m", Framework("sklearn"), NOW, NOW, input_schema=schema)
     assert serving_form(model, version(serving)) == form

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from aiservice.application.frameworks import FrameworkCatalog
 from aiservice.application.outbox import EventBus, OutboxRelay
 from aiservice.application.ports import ModelQuery, OutboxMessage, TokenClaims
 from aiservice.application.registry import ModelRegistry, NewModel
@@ -31,6 +32,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EDITOR = Principal("ed", "acme", frozenset({Role.EDITOR}))
 VIEWER = Principal("vi", "acme", frozenset({Role.VIEWER}))
 OTHER = Principal("ot", "globex", frozenset({Role.ADMIN}))
+FRAMEWORKS = FrameworkCatalog.of("onnx", "sklearn")
 
 
 @pytest.fixture
@@ -45,7 +47,7 @@ def store() -> InMemoryArtifactStore:
 
 @pytest.fixture
 def registry(uow: InMemoryUnitOfWorkFactory) -> ModelRegistry:
-    return ModelRegistry(uow, lambda: NOW)
+    return ModelRegistry(uow, lambda: NOW, FRAMEWORKS)
 
 
 @pytest.fixture
@@ -69,8 +71,23 @@ def add_version(versions: ModelVersions, data: bytes = b"bytes", who: Principal 
 def test_duplicate_name_conflict_carries_the_existing_id(registry: ModelRegistry) -> None:
     first = registry.create_model(EDITOR, NewModel("m", Framework.ONNX))
     with pytest.raises(Conflict) as raised:
-        registry.create_model(EDITOR, NewModel("m", Framework.SKLEARN))
+        registry.create_model(EDITOR, NewModel("m", Framework("sklearn")))
     assert raised.value.extra == {"existingId": first.id}
+
+
+def test_a_framework_no_plugin_provides_is_refused_naming_the_installed_ones(
+    registry: ModelRegistry, uow: InMemoryUnitOfWorkFactory
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        registry.create_model(EDITOR, NewModel("m", "lightgbm"))  # not in this catalog
+    assert [e.field for e in refused.value.errors] == ["body.framework"]
+    assert "onnx, sklearn" in refused.value.errors[0].message
+    assert uow.db.models == {}
+
+
+def test_a_framework_name_becomes_the_models_framework(registry: ModelRegistry) -> None:
+    model = registry.create_model(EDITOR, NewModel("m", "sklearn"))
+    assert (model.framework, type(model.framework)) == ("sklearn", Framework)
 
 
 def test_viewer_cannot_create(registry: ModelRegistry, uow: InMemoryUnitOfWorkFactory) -> None:
@@ -159,7 +176,7 @@ def test_open_artifact_gives_back_the_uploaded_bytes(
 def test_refused_artifact_leaves_no_version_and_no_bytes(
     versions: ModelVersions, registry: ModelRegistry, store: InMemoryArtifactStore, inspector: FakeInspector
 ) -> None:
-    registry.create_model(EDITOR, NewModel("m", Framework.SKLEARN))
+    registry.create_model(EDITOR, NewModel("m", Framework("sklearn")))
     inspector.error = UntrustedArtifact("pickle refused")
     with pytest.raises(UntrustedArtifact):
         add_version(versions)
@@ -175,7 +192,7 @@ def test_schema_that_disagrees_with_the_artifact_is_refused(
         EDITOR,
         NewModel(
             "m",
-            Framework.SKLEARN,
+            Framework("sklearn"),
             input_schema={"type": "tabular", "features": features},
             output_schema={"classes": ["a", "b"]},
         ),
@@ -191,7 +208,7 @@ def test_tenant_pickle_setting_reaches_the_loader(
 ) -> None:
     tenants = Tenants(uow)
     tenants.ensure("acme")
-    registry.create_model(EDITOR, NewModel("m", Framework.SKLEARN))
+    registry.create_model(EDITOR, NewModel("m", Framework("sklearn")))
     add_version(versions)
     tenants.configure("acme", allow_pickle=True)
     add_version(versions)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiservice.application.artifact_keys import InFlightKeys, new_artifact_key
+from aiservice.application.frameworks import FrameworkCatalog
 from aiservice.application.ports import ArtifactStore, LoadSpec, UnitOfWorkFactory, chunks
 from aiservice.domain.events import ModelVersionCompiled
-from aiservice.domain.models import Framework, ModelVersion
+from aiservice.domain.models import ModelVersion
 
-COMPILABLE = frozenset({Framework.SKLEARN, Framework.XGBOOST, Framework.PYTORCH})
 COMPILE_FOLDER = "onnx-"  # each compilation's scratch folder in the work folder: onnx-<random>
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class OnnxCompilation:
         store: ArtifactStore,
         compiler: ModelCompiler,
         max_bytes: int,
+        frameworks: FrameworkCatalog,
         in_flight: InFlightKeys | None = None,
         work_dir: Path | None = None,
     ) -> None:
@@ -44,6 +45,7 @@ class OnnxCompilation:
         self._uow = uow
         self._store = store
         self._compiler = compiler
+        self._frameworks = frameworks  # those whose plugin converts to ONNX are compiled
         self._max_bytes = max_bytes
         self._in_flight = in_flight or InFlightKeys()
         self._work_dir = work_dir
@@ -57,7 +59,7 @@ class OnnxCompilation:
         if (
             model is None
             or version is None
-            or model.framework not in COMPILABLE
+            or not self._frameworks.has(model.framework, "compilable")
             or "compiled" in version.serving
         ):
             return None

@@ -199,7 +199,12 @@ class InferenceService:
         compiled = version.serving.get("onnx") if route.form == "onnx" else None
         if compiled is not None:  # the checked, faster ONNX form of this version
             framework = Framework.ONNX
-            spec = LoadSpec(Framework.ONNX, "model.onnx", configuration=compiled.get("configuration", {}))
+            spec = LoadSpec(
+                Framework.ONNX,
+                "model.onnx",
+                configuration=compiled.get("configuration", {}),
+                device=self._devices.get(model.framework, "cpu"),  # its own framework's (CUDA provider)
+            )
             key, digest, size = compiled["key"], compiled["digest"], int(compiled["sizeBytes"])
         else:
             framework = model.framework

@@ -448,9 +448,7 @@ class LoadedModel(Protocol):
 
 
 class Runtime(Protocol):
-    """One framework; found through the ``aiservice.runtimes`` entry-point group."""
-
-    frameworks: tuple[Framework, ...]
+    """Loads one framework's artifacts; its plugin (an ``aiservice.runtimes`` entry point) names it."""
 
     def available(self) -> str | None:
         """None when the framework can be imported; else why not (shown to users)."""

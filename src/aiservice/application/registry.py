@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiservice.application.audit import note_changes
+from aiservice.application.frameworks import FrameworkCatalog
 from aiservice.application.job_endings import cancel_job
 from aiservice.application.ports import Clock, ModelQuery, UnitOfWork, UnitOfWorkFactory
 from aiservice.application.quotas import admit_model
 from aiservice.domain.errors import Conflict, NotFound
-from aiservice.domain.models import UUID_SHAPE, Framework, JsonObject, Model
+from aiservice.domain.models import UUID_SHAPE, JsonObject, Model
 from aiservice.domain.pagination import Page
 from aiservice.domain.schemas import parse_input_schema, parse_output_schema
 from aiservice.domain.tenancy import Permission, Principal
@@ -20,7 +21,7 @@ from aiservice.domain.tenancy import Permission, Principal
 @dataclass(frozen=True)
 class NewModel:
     name: str
-    framework: Framework
+    framework: str  # checked against the installed frameworks
     description: str = ""
     category: str | None = None
     configuration: JsonObject = field(default_factory=dict)
@@ -43,25 +44,31 @@ def find_model(uow: UnitOfWork, ident: str, caller: Principal | None = None) -> 
 
 class ModelRegistry:
     def __init__(
-        self, uow: UnitOfWorkFactory, clock: Clock, wake_runner: Callable[[], None] = lambda: None
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        frameworks: FrameworkCatalog,
+        wake_runner: Callable[[], None] = lambda: None,
     ) -> None:
         self._uow = uow
         self._clock = clock
+        self._frameworks = frameworks  # a new model names one of these
         self._wake_runner = wake_runner  # a cancelled job's worker stops at the runner's next look
 
     def create_model(self, principal: Principal, spec: NewModel) -> Model:
         principal.require(Permission.MODEL_WRITE)
+        framework = self._frameworks.require(spec.framework, "body.framework")
         parse_input_schema(spec.input_schema)
         parse_output_schema(spec.output_schema)
         with self._uow(principal.tenant_id) as uow:
-            admit_model(uow, spec.framework)  # locks the tenant's row until commit
+            admit_model(uow, framework)  # locks the tenant's row until commit
             existing = uow.models.get_by_name(spec.name)
             if existing is not None:
                 raise _duplicate(spec.name, existing.id)
             model = Model.register(
                 tenant_id=principal.tenant_id,
                 name=spec.name,
-                framework=spec.framework,
+                framework=framework,
                 now=self._clock(),
                 description=spec.description,
                 category=spec.category,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiservice.application.frameworks import NO_FRAMEWORKS, FrameworkCatalog
 from aiservice.application.ports import UnitOfWorkFactory
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from aiservice.domain.pagination import Page
@@ -51,10 +52,13 @@ class Tenants:
         uow: UnitOfWorkFactory,
         default_quotas: Mapping[Quota, int] | None = None,
         on_change: Callable[[str], None] = lambda tenant_id: None,
+        frameworks: FrameworkCatalog = NO_FRAMEWORKS,
     ) -> None:
         """``default_quotas`` are given to each tenant created from now on; ``on_change`` hears of
-        every changed tenant (the authenticator forgets its cached status)."""
+        every changed tenant (the authenticator forgets its cached status); ``allowedFrameworks``
+        name installed ``frameworks`` (none by default: every name is refused)."""
         self._uow = uow
+        self._frameworks = frameworks
         self._defaults: Limits = dict(default_quotas or {})
         self.on_change = on_change
 
@@ -84,7 +88,7 @@ class Tenants:
         tenant = Tenant(
             id=spec.id,
             name=spec.name or spec.id,
-            settings=parse_settings(spec.settings, "body.settings"),
+            settings=parse_settings(spec.settings, self._frameworks.names(), "body.settings"),
             quotas=dict(self._defaults),
         )
         tenant.set_limits(parse_limits(spec.quotas, "body.quotas"))
@@ -110,7 +114,7 @@ class Tenants:
         return self._change(tenant_id, changes)
 
     def _change(self, tenant_id: str, changes: TenantChanges) -> Tenant:
-        settings = parse_settings(changes.settings or {}, "body.settings")
+        settings = parse_settings(changes.settings or {}, self._frameworks.names(), "body.settings")
         limits = parse_limits(changes.quotas or {}, "body.quotas")
         with self._uow(tenant_id) as uow:
             tenant = _found(uow.tenants.get(tenant_id, for_update=True), tenant_id)

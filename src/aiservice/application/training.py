@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiservice.application.frameworks import FrameworkCatalog
 from aiservice.application.job_endings import cancel_job, end_job
 from aiservice.application.ports import (
     Clock,
@@ -56,7 +57,6 @@ from aiservice.domain.training import (
     declared_classes,
 )
 
-TRAINABLE = frozenset({Framework.SKLEARN, Framework.XGBOOST, Framework.PYTORCH, Framework.KERAS})
 TASKS = ("classification", "regression")
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class TrainingJobs:
         clock: Clock,
         catalog: TrainingCatalog,
         datasets: DatasetAccess,
+        frameworks: FrameworkCatalog,
         wake_runner: Callable[[], None] = lambda: None,
         max_timeout_s: int = 24 * 3600,
         data_parallel: bool = False,
@@ -143,6 +144,7 @@ class TrainingJobs:
         self._trace_context = trace_context  # the submitting request's traceparent, kept on the job
         self._clock = clock
         self._catalog = catalog
+        self._frameworks = frameworks  # which installed frameworks train, in epochs, over workers
         self._datasets = datasets
         self.wake_runner = wake_runner
         self._max_timeout_s = max_timeout_s
@@ -164,9 +166,7 @@ class TrainingJobs:
             updated_at=now,
             created_by=principal.subject,
             traceparent=self._trace_context(),
-            epochs=request.training.epochs
-            if model.framework in (Framework.PYTORCH, Framework.KERAS)
-            else None,
+            epochs=request.training.epochs if self._frameworks.has(model.framework, "epochs") else None,
         )
         with self._uow(principal.tenant_id) as uow:
             admit_training_job(uow)  # locks the tenant's row until commit
@@ -191,8 +191,9 @@ class TrainingJobs:
             return []
         if not self._data_parallel:
             message = "training over several workers needs the Ray runner (JOB_RUNNER=ray); use 1"
-        elif model.framework != Framework.PYTORCH:
-            message = "only PyTorch models train over several workers; use 1"
+        elif not self._frameworks.has(model.framework, "data_parallel"):
+            spread = ", ".join(self._frameworks.with_trait("data_parallel")) or "no"
+            message = f"only {spread} models train over several workers; use 1"
         else:
             return []
         return [FieldError("resourceConfig.workers", message)]
@@ -200,12 +201,12 @@ class TrainingJobs:
     def _checked(self, principal: Principal, model: Model, request: TrainingRequest) -> DatasetConfig:
         """The whole body is checked before anything is queued; every problem is reported at once."""
         errors: list[FieldError] = []
-        if model.framework not in TRAINABLE:
+        if not self._frameworks.has(model.framework, "trainable"):
             errors.append(
                 FieldError(
                     "path.model",
-                    f"{model.framework.value} models cannot be trained here; "
-                    f"trainable frameworks: {', '.join(sorted(f.value for f in TRAINABLE))}",
+                    f"{model.framework} models cannot be trained here; "
+                    f"trainable frameworks: {', '.join(self._frameworks.with_trait('trainable'))}",
                 )
             )
         else:
@@ -270,7 +271,7 @@ class TrainingJobs:
     def _task(self, model: Model, training: TrainingConfig) -> str | None:
         """What the job will learn, decided as its worker decides: the algorithm, else the model's
         ``configuration.task``, else classification (the model declares classes)."""
-        if model.framework not in TRAINABLE:
+        if not self._frameworks.has(model.framework, "trainable"):
             return None
         known = self._catalog.task(model.framework, training)
         configured = model.configuration.get("task")

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 from uuid import uuid4
 
 from aiservice.domain.errors import FieldError, InvalidInput
@@ -23,13 +23,32 @@ ALIAS_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-class Framework(StrEnum):
-    TENSORFLOW = "tensorflow"
-    KERAS = "keras"
-    PYTORCH = "pytorch"
-    SKLEARN = "sklearn"
-    XGBOOST = "xgboost"
-    ONNX = "onnx"
+FRAMEWORK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,19}$")  # stored in a 20-character column
+
+
+class Framework(str):
+    """A framework's name as models store it ("sklearn", "xgboost", "lightgbm"...). Which names exist is
+    for the installed runtime plugins to say: a new model's name is checked against them at the edge
+    (``application/frameworks.py``), while a stored name whose plugin has gone still reads, and its
+    versions answer 503 runtime-unavailable."""
+
+    __slots__ = ()
+    ONNX: ClassVar[Framework]  # the form compiled versions serve in, whatever their own framework
+
+    def __new__(cls, name: str) -> Framework:
+        if not FRAMEWORK_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a framework name: use 1-20 lowercase letters, digits, '_', '-'"
+            )
+        return super().__new__(cls, name)
+
+    @property
+    def value(self) -> str:
+        """The name as plain text (what callers of the former enum read)."""
+        return str(self)
+
+
+Framework.ONNX = Framework("onnx")
 
 
 class Stage(StrEnum):

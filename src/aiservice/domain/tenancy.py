@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -10,9 +10,6 @@ from functools import cached_property
 from typing import Any
 
 from aiservice.domain.errors import FieldError, Forbidden, InvalidInput, QuotaExceeded
-from aiservice.domain.models import Framework
-
-_FRAMEWORKS = frozenset(f.value for f in Framework)
 
 
 class Permission(StrEnum):
@@ -143,9 +140,11 @@ def parse_limits(raw: Mapping[str, Any], where: str = "quotas") -> dict[Quota, i
     return limits
 
 
-def parse_settings(raw: Mapping[str, Any], where: str = "settings") -> dict[str, Any]:
-    """A tenant's settings, checked: ``allowPickle`` (bool), ``allowedFrameworks`` (names, or None
-    for every framework)."""
+def parse_settings(
+    raw: Mapping[str, Any], frameworks: Collection[str], where: str = "settings"
+) -> dict[str, Any]:
+    """A tenant's settings, checked: ``allowPickle`` (bool), ``allowedFrameworks`` (names among the
+    installed ``frameworks``, or None for every framework)."""
     settings: dict[str, Any] = {}
     errors: list[FieldError] = []
     for name, value in raw.items():
@@ -154,7 +153,7 @@ def parse_settings(raw: Mapping[str, Any], where: str = "settings") -> dict[str,
         elif name == "allowedFrameworks" and value is None:
             settings[name] = None
         elif name == "allowedFrameworks" and isinstance(value, list | tuple):
-            unknown = [f for f in value if f not in _FRAMEWORKS]
+            unknown = [f for f in value if f not in frameworks]
             if unknown:
                 errors.append(FieldError(f"{where}.{name}", f"unknown frameworks: {unknown}"))
             settings[name] = sorted({str(f) for f in value})

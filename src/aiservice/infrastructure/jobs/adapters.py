@@ -11,12 +11,14 @@ from aiservice.infrastructure.datasets.readers import DatasetError, check_readab
 from aiservice.infrastructure.training.catalog import task_of, validate
 
 
-class FrameworkCatalog:
+class TrainerCatalog:
+    """The installed plugins' trainers, asked before a job is queued."""
+
     def validate(self, framework: Framework, config: TrainingConfig) -> list[FieldError]:
-        return validate(framework.value, config.algorithm, config.params)
+        return validate(framework, config.algorithm, config.params)
 
     def task(self, framework: Framework, config: TrainingConfig) -> str | None:
-        return task_of(framework.value, config.algorithm)
+        return task_of(framework, config.algorithm)
 
 
 class LocatedDatasets:

@@ -7,10 +7,10 @@ then exactly one of ``{"type": "done", ...}`` or ``{"type": "failed", "stage", "
 Evaluating the registered artifact through the same runtime that will serve it means the metrics
 on the version are the served model's, not the in-memory estimator's.
 
-Data is read whole, except that pytorch and keras jobs stream a csv or parquet file larger than
-``STREAM_ABOVE_BYTES`` (the request's ``streamAboveBytes`` overrides it) batch by batch, once per epoch:
-then a validation split holds rows out by a hash of their index, labels are mapped batch by batch, and
-evaluation predicts batch by batch, keeping only the targets and predictions.
+Data is read whole, except that jobs of a streaming trainer (pytorch, keras) stream a csv or parquet
+file larger than ``STREAM_ABOVE_BYTES`` (the request's ``streamAboveBytes`` overrides it) batch by batch,
+once per epoch: then a validation split holds rows out by a hash of their index, labels are mapped
+batch by batch, and evaluation predicts batch by batch, keeping only the targets and predictions.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from aiservice.infrastructure.datasets.streaming import (
     split_stream,
     stream_table,
 )
+from aiservice.infrastructure.runtimes.registry import installed
 from aiservice.infrastructure.training.spec import Data, Progress, TrainingError, TrainSpec
 
 DEFAULT_VALIDATION_SPLIT = 0.2
-STREAM_ABOVE_BYTES = 256 * 1024**2  # pytorch and keras read larger csv and parquet files batch by batch
-STREAMING_FRAMEWORKS = (Framework.PYTORCH, Framework.KERAS)
+STREAM_ABOVE_BYTES = 256 * 1024**2  # streaming trainers read larger csv and parquet files batch by batch
 
 
 class MessageSink(Protocol):
@@ -85,12 +85,9 @@ def cpu_threads(cpu: float | None, framework: str) -> Iterator[None]:
             stack.enter_context(threadpool_limits(limits=threads))
         except ImportError:  # comes with scikit-learn; without it only torch's own pool is held
             pass
-        if framework == Framework.PYTORCH.value:  # torch's intra-op pool is its own
-            import torch
-
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            stack.callback(torch.set_num_threads, before)
+        trainer = installed().trainer(framework)
+        if trainer is not None and trainer.threads is not None:  # a pool of the framework's own (torch's)
+            stack.callback(trainer.threads(threads))
         yield
 
 
@@ -103,10 +100,12 @@ def train_request(request: dict[str, Any], send: Callable[[dict[str, Any]], None
     features = dataset.get("features") or _schema_features(request["inputSchema"])
     image_size = _image_size(configuration) if dataset["format"] == "imagefolder" else None
     stream_above = int(request.get("streamAboveBytes", STREAM_ABOVE_BYTES))
+    trainer = installed().trainer(framework)
+    streaming = trainer is not None and trainer.streaming
 
     def read(uri: str) -> Data:
         kind, target, uri_options = dataset["format"], dataset.get("target"), options.get(uri, {})
-        streamed = framework in STREAMING_FRAMEWORKS and kind in STREAM_FORMATS
+        streamed = streaming and kind in STREAM_FORMATS
         if streamed and dataset_bytes(uri, uri_options) > stream_above:
             return stream_table(uri, kind, target, features, uri_options)
         return read_table(uri, kind, target, features, uri_options, image_size)
@@ -289,11 +288,11 @@ def _evaluate(
     validation: Data | None,
     test: Data | None,
 ) -> dict[str, Any]:
-    from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+    from aiservice.infrastructure.runtimes.registry import FrameworkRegistry
     from aiservice.infrastructure.training.metrics import classification_metrics, regression_metrics
 
     loaded = (
-        RuntimeRegistry.discover()
+        FrameworkRegistry.discover()
         .get(framework)
         .load(
             path,

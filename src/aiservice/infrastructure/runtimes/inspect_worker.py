@@ -17,7 +17,7 @@ from aiservice.application.ports import LoadSpec
 from aiservice.domain.errors import DomainError
 from aiservice.domain.models import Framework
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
-from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+from aiservice.infrastructure.runtimes.registry import FrameworkRegistry
 from aiservice.infrastructure.runtimes.trials import smoke_batch, with_nullability
 
 
@@ -49,7 +49,7 @@ def spec_of(request: dict[str, Any]) -> LoadSpec:
 
 def inspect(request: dict[str, Any]) -> dict[str, Any]:
     spec = spec_of(request)
-    registry = RuntimeRegistry.discover(ArchiveLimits.from_json(request.get("archiveLimits")))
+    registry = FrameworkRegistry.discover(ArchiveLimits.from_json(request.get("archiveLimits")))
     model = registry.get(spec.framework).load(Path(request["path"]), spec)
     batch = smoke_batch(model.signature)
     if batch is not None:

@@ -25,15 +25,8 @@ from aiservice.domain.signature import Signature
 from aiservice.infrastructure.lifeline import run_tied
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, check_if_zip
 from aiservice.infrastructure.runtimes.inspect_worker import inspect_into, spec_request
+from aiservice.infrastructure.runtimes.registry import installed
 
-_PRELOAD = (
-    "numpy",
-    "sklearn",
-    "skops.io",
-    "xgboost",
-    "onnxruntime",
-    "aiservice.infrastructure.runtimes.registry",
-)
 _ERRORS: dict[str, type[InvalidArtifact]] = {
     "untrusted-artifact": UntrustedArtifact,
     "unsafe-archive": UnsafeArchive,
@@ -47,8 +40,14 @@ def forkserver_context() -> Any:
     with _context_lock:
         if _context is None:
             _context = multiprocessing.get_context("forkserver")
-            _context.set_forkserver_preload([m for m in _PRELOAD if find_spec(m.split(".")[0]) is not None])
+            _context.set_forkserver_preload(_preload())
         return _context
+
+
+def _preload() -> list[str]:
+    """numpy, what the installed plugins ask for (their light frameworks), and the registry itself."""
+    wanted = ["numpy", *installed().preload(), "aiservice.infrastructure.runtimes.registry"]
+    return [m for m in wanted if find_spec(m.split(".")[0]) is not None]
 
 
 def tied_process(target: Callable[..., None], *args: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import shutil
 import sys
@@ -29,7 +30,9 @@ from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Column, ColumnType, Signature, TensorSpec
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, extract_zip
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
 from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction, scores_to_probabilities
+from aiservice.infrastructure.training.catalog import validate_network
 
 # TensorFlow operations that read or write files, or call back into Python, have no place in a served model.
 REFUSED_OPS = frozenset(
@@ -48,6 +51,7 @@ REFUSED_OPS = frozenset(
     }
 )
 
+log = logging.getLogger(__name__)
 Forward = Callable[[Any], Any]  # a framework tensor in, a framework tensor out
 
 
@@ -157,8 +161,6 @@ def _columns(inputs: list[TensorSpec]) -> tuple[Column, ...] | None:
 
 
 class KerasRuntime:
-    frameworks = (Framework.KERAS, Framework.TENSORFLOW)
-
     def __init__(self) -> None:
         self.archive_limits = ArchiveLimits()  # the operator's, set by the registry
 
@@ -186,9 +188,11 @@ class KerasRuntime:
     def _load_keras(artifact: Path, spec: LoadSpec) -> KerasModel:
         keras = _import_keras()
         _set_threads(spec)
+        tensorflow = keras.backend.backend() == "tensorflow"
+        device, placement = tensorflow_device(spec.device) if tensorflow else (None, {})
         try:
             # keras checks the extension, so hand it a name it accepts whatever the store calls the file.
-            with _keras_named(artifact) as path:
+            with _keras_named(artifact) as path, _pinned(device):
                 model = keras.saving.load_model(path, compile=False, safe_mode=True)
         except ValueError as exc:
             if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
@@ -204,13 +208,19 @@ class KerasRuntime:
         except (AttributeError, TypeError, IndexError, ValueError):  # a subclassed model never called
             inputs, output_shape = [TensorSpec("input", "float32", (-1, -1))], (-1,)
         dtype = inputs[0].dtype if len(inputs) == 1 else "float32"
-        extra = {"format": "keras", "backend": keras.backend.backend(), "model": type(model).__name__}
+        extra = {
+            "format": "keras",
+            "backend": keras.backend.backend(),
+            "model": type(model).__name__,
+            **placement,
+        }
 
         def forward(batch: Any) -> Any:
-            return model(batch, training=False)
+            with _pinned(device):
+                return model(batch, training=False)
 
         signature = keras_signature(spec, inputs, output_shape, extra)
-        return KerasModel(forward, signature, dtype, model, tensorflow=extra["backend"] == "tensorflow")
+        return KerasModel(forward, signature, dtype, model, tensorflow=tensorflow)
 
     @staticmethod
     def _load_saved_model(artifact: Path, spec: LoadSpec, limits: ArchiveLimits) -> KerasModel:
@@ -234,8 +244,10 @@ def _serve_saved_model(folder: Path, spec: LoadSpec) -> KerasModel:
 
     root = _saved_model_root(folder)
     _refuse_unsafe_ops(root)
+    device, placement = tensorflow_device(spec.device)
     try:
-        loaded = tf.saved_model.load(str(root))
+        with _pinned(device):
+            loaded = tf.saved_model.load(str(root))
     except Exception as exc:
         raise InvalidArtifact(f"The SavedModel cannot be loaded: {_first(exc)}") from exc
     function = loaded.signatures.get("serving_default")
@@ -250,11 +262,40 @@ def _serve_saved_model(folder: Path, spec: LoadSpec) -> KerasModel:
     inputs = [TensorSpec(name, tensor_spec.dtype.name, _shape(tensor_spec.shape))]
 
     def forward(batch: Any) -> Any:
-        return function(**{name: tf.convert_to_tensor(batch)})[output_key]
+        with _pinned(device):
+            return function(**{name: tf.convert_to_tensor(batch)})[output_key]
 
-    extra = {"format": "savedmodel", "output": output_key}
+    extra = {"format": "savedmodel", "output": output_key, **placement}
     signature = keras_signature(spec, inputs, output_shape, extra)
     return KerasModel(forward, signature, inputs[0].dtype, loaded, tensorflow=True)
+
+
+def tensorflow_device(requested: str) -> tuple[str, dict[str, str]]:
+    """The TensorFlow device a model loads and runs on, and what its signature reports about it: the
+    first GPU when one is asked for (``gpu``, ``cuda``) and TensorFlow sees one; else the CPU, with the
+    reason when a GPU was asked for. A CPU request pins to the CPU even where a GPU exists."""
+    import tensorflow as tf
+
+    if requested == "gpu" or requested.startswith("cuda"):
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            return gpus[0].name, {"device": gpus[0].name}
+        why = "a GPU was asked for (TENSORFLOW_BACKEND=gpu), but TensorFlow sees none here: served on the CPU"
+        log.warning("%s", why)
+        return "/CPU:0", {"device": "/CPU:0", "deviceReason": why}
+    return "/CPU:0", {"device": "/CPU:0"}
+
+
+@contextlib.contextmanager
+def _pinned(device: str | None) -> Iterator[None]:
+    """Variables made and operations run inside stay on ``device`` (None: where Keras puts them)."""
+    if device is None:
+        yield
+        return
+    import tensorflow as tf
+
+    with tf.device(device):
+        yield
 
 
 def _import_keras() -> Any:
@@ -343,3 +384,30 @@ def _refuse_unsafe_ops(root: Path) -> None:
 
 def _first(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _trains_on_gpu() -> bool:
+    from aiservice.infrastructure.training import keras_trainer
+
+    return keras_trainer.gpu_count() > 0
+
+
+def plugin() -> FrameworkPlugin:
+    """``.keras`` files and SavedModels, trained as Keras networks; loads follow TENSORFLOW_BACKEND."""
+    return FrameworkPlugin(
+        name=Framework("keras"),
+        runtime=KerasRuntime(),
+        trainer=Trainer(
+            "aiservice.infrastructure.training.keras_trainer",
+            validate_network,
+            streaming=True,
+            epochs=True,
+            gpu=_trains_on_gpu,
+        ),
+        accelerator="tensorflow",
+    )
+
+
+def tensorflow_plugin() -> FrameworkPlugin:
+    """The same runtime under the name ``tensorflow`` (SavedModels registered as such); not trained."""
+    return FrameworkPlugin(name=Framework("tensorflow"), runtime=KerasRuntime(), accelerator="tensorflow")

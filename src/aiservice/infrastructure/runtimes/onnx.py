@@ -19,6 +19,7 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Column, Signature, Task, TensorSpec
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin
 from aiservice.infrastructure.runtimes.tasks import declared_task, scores_to_probabilities
 
 ONNX_DTYPES = {
@@ -191,7 +192,12 @@ def _uses_external_data(model: Any) -> bool:
 
 
 def onnx_signature(
-    session: Any, label: int | None, proba: int | None, classes: tuple[Any, ...] | None, model: Any
+    session: Any,
+    label: int | None,
+    proba: int | None,
+    classes: tuple[Any, ...] | None,
+    model: Any,
+    requested_device: str = "cpu",
 ) -> Signature:
     inputs = tuple(TensorSpec(i.name, numpy_dtype(i.type), _shape(i.shape)) for i in session.get_inputs())
     outputs = session.get_outputs()
@@ -210,7 +216,7 @@ def onnx_signature(
         outputs=tuple(specs),
         task=task,
         classes=classes if task == "classification" else None,
-        extra={"providers": list(session.get_providers())},
+        extra=placement(requested_device, list(session.get_providers())),
         columns=_columns(inputs, model),
     )
 
@@ -254,8 +260,6 @@ def _categories(model: Any, name: str) -> tuple[Any, ...] | None:
 
 
 class OnnxRuntime:
-    frameworks = (Framework.ONNX,)
-
     def available(self) -> str | None:
         try:
             import onnx  # noqa: F401
@@ -287,7 +291,7 @@ class OnnxRuntime:
             if classes is None:
                 width = _shape(session.get_outputs()[proba].shape)[-1:]
                 classes = tuple(range(width[0])) if width and width[0] > 0 else None
-        signature = onnx_signature(session, label, proba, classes, proto)
+        signature = onnx_signature(session, label, proba, classes, proto, spec.device)
         relabel = bool(spec.configuration.get("classes"))
         return OnnxModel(session, signature, label, proba, relabel, scores)
 
@@ -316,5 +320,24 @@ def _providers(device: str) -> list[str]:
     return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
 
 
+def placement(requested: str, providers: list[str]) -> dict[str, Any]:
+    """What a signature reports about where the graph runs: the session's providers, the device, and
+    why it is the CPU when CUDA was asked for (a compiled PyTorch version under PYTORCH_BACKEND=cuda)."""
+    device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
+    found: dict[str, Any] = {"providers": providers, "device": device}
+    if requested.startswith("cuda") and device == "cpu":
+        found["deviceReason"] = (
+            f"{requested} was asked for, but this onnxruntime has no CUDAExecutionProvider "
+            "(install onnxruntime-gpu): served on the CPU"
+        )
+    return found
+
+
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def plugin() -> FrameworkPlugin:
+    """ONNX graphs as uploaded (and the compiled form of other frameworks' versions): the device of
+    the framework a compiled version came from picks the execution provider."""
+    return FrameworkPlugin(name=Framework.ONNX, runtime=OnnxRuntime(), preload=("onnxruntime",))

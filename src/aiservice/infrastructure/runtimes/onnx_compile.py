@@ -1,15 +1,14 @@
 """Automatic ONNX compilation, child side: convert a native model, check it against the original on a
 sample, and time both, so the parent can keep the compiled form only where it is right and faster.
 
-scikit-learn through skl2onnx (ZipMap off), XGBoost through onnxmltools (opset 15), PyTorch through
-``torch.onnx.export`` (one self-contained file; classifiers export their softmax probabilities).
+Each framework's plugin converts its own models (``FrameworkPlugin.to_onnx``); a framework without a
+converter is not compiled.
 """
 
 from __future__ import annotations
 
 import json
 import resource
-import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -22,15 +21,13 @@ from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.inspect_worker import spec_of
-from aiservice.infrastructure.runtimes.onnx_trees import track_missing_values
-from aiservice.infrastructure.runtimes.registry import RuntimeRegistry
+from aiservice.infrastructure.runtimes.registry import FrameworkRegistry
 from aiservice.infrastructure.runtimes.trials import tabular_batch, with_nullability
 
 SAMPLE_ROWS = 256
 PROBABILITY_TOLERANCE = 1e-4
 VALUE_RTOL = 1e-4
 TIMING_CALLS = 200
-COMPILABLE = (Framework.SKLEARN, Framework.XGBOOST, Framework.PYTORCH)
 
 
 def compile_into(request: dict[str, Any], sender: Connection) -> None:
@@ -47,13 +44,16 @@ def compile_into(request: dict[str, Any], sender: Connection) -> None:
 def compile_request(request: dict[str, Any]) -> dict[str, Any]:
     spec = spec_of(request)
     framework = spec.framework
-    registry = RuntimeRegistry.discover(ArchiveLimits.from_json(request.get("archiveLimits")))
+    registry = FrameworkRegistry.discover(ArchiveLimits.from_json(request.get("archiveLimits")))
+    plugin = registry.plugin(framework)
+    if plugin is None or plugin.to_onnx is None:
+        return {"kept": False, "form": "native", "reason": f"{framework} models are not converted to ONNX"}
     native = registry.get(framework).load(Path(request["path"]), spec)
     signature = with_nullability(native)
     sample = _sample(signature)
     if sample is None:
         return {"kept": False, "form": "native", "reason": "the input is not a fixed-shape numeric tensor"}
-    onnx_bytes, configuration = _convert(framework, native, sample, signature)
+    onnx_bytes, configuration = plugin.to_onnx(native, sample, signature)
     out = Path(request["out"])
     out.write_bytes(onnx_bytes)
     compiled = registry.get(Framework.ONNX).load(
@@ -129,106 +129,6 @@ def _sample(signature: Signature) -> np.ndarray | None:
     if not shape or any(d < 1 for d in shape) or signature.inputs[0].dtype == "object":
         return None
     return np.random.default_rng(0).normal(size=(SAMPLE_ROWS, *shape)).astype(np.float32)
-
-
-def _convert(
-    framework: Framework, native: LoadedModel, sample: np.ndarray, signature: Signature
-) -> tuple[bytes, dict[str, Any]]:
-    if framework == Framework.SKLEARN:
-        return _from_sklearn(native, sample, signature), {}
-    if framework == Framework.XGBOOST:
-        return _from_xgboost(native, sample.shape[1]), {}
-    return _from_torch(native, sample)
-
-
-def _from_sklearn(native: Any, sample: np.ndarray, signature: Signature) -> bytes:
-    """One float tensor when every column is a number and the estimator converts so; else (a
-    ColumnTransformer over a DataFrame, text columns) one [N, 1] input per column, named as it is."""
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-    from sklearn.base import is_classifier
-
-    estimator = native.estimator
-    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
-    options = {id(final): {"zipmap": False}} if is_classifier(final) else None
-    columns = signature.columns or ()
-    first: Exception | None = None
-    if not any(c.raw for c in columns):
-        try:
-            onx = to_onnx(estimator, sample[:1].astype(np.float32), options=options)
-            track_missing_values(onx, final)
-            return bytes(onx.SerializeToString())
-        except Exception as exc:
-            if not signature.named_columns:
-                raise
-            first = exc  # perhaps a ColumnTransformer selecting by name: one input per column next
-    if not signature.named_columns:
-        raise ValueError("text columns without names cannot be given ONNX inputs")
-    types = [
-        (str(c.name), StringTensorType([None, 1]) if c.raw else FloatTensorType([None, 1])) for c in columns
-    ]
-    try:
-        onx = to_onnx(estimator, initial_types=types, options=options)
-    except Exception:
-        if first is not None:
-            raise first from None  # the one-tensor attempt's reason is the telling one
-        raise
-    track_missing_values(onx, final)
-    return bytes(onx.SerializeToString())
-
-
-def _from_xgboost(native: Any, n_features: int) -> bytes:
-    from onnxmltools import convert_xgboost
-    from onnxmltools.convert.common.data_types import FloatTensorType
-
-    booster = native.booster
-    if booster.feature_names:  # the converter reads features as f0, f1...: by position, as we feed them
-        booster = booster.copy()
-        booster.feature_names = None
-        booster.feature_types = None
-    onx = convert_xgboost(
-        booster, initial_types=[("input", FloatTensorType([None, n_features]))], target_opset=15
-    )
-    return bytes(onx.SerializeToString())
-
-
-def _from_torch(native: Any, sample: np.ndarray) -> tuple[bytes, dict[str, Any]]:
-    import torch
-
-    signature = native.signature
-    classify = signature.task == "classification"
-    with tempfile.TemporaryDirectory() as folder:
-        target = Path(folder) / "model.onnx"
-        torch.onnx.export(
-            native.module,
-            (torch.from_numpy(sample[:2]),),
-            str(target),
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-            dynamo=False,
-            external_data=False,
-        )
-        data = target.read_bytes()
-    if not classify:
-        return data, {}
-    return _append_softmax(data), {"classes": list(signature.classes)} if signature.classes else {}
-
-
-def _append_softmax(data: bytes) -> bytes:
-    """Classifiers serve probabilities: end the exported graph (which gives logits) with a Softmax."""
-    import onnx
-    from onnx import helper
-
-    model = onnx.load_from_string(data)
-    logits = model.graph.output[0]
-    model.graph.node.append(helper.make_node("Softmax", [logits.name], ["probabilities"], axis=1))
-    probabilities = onnx.ValueInfoProto()
-    probabilities.CopyFrom(logits)
-    probabilities.name = "probabilities"
-    del model.graph.output[:]
-    model.graph.output.append(probabilities)
-    return bytes(model.SerializeToString())
 
 
 def _compare(native: Prediction, compiled: Prediction, task: str) -> tuple[float, bool]:

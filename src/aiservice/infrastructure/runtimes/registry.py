@@ -1,61 +1,93 @@
-"""Runtimes found through the ``aiservice.runtimes`` entry-point group, so third parties can add one."""
+"""Framework plugins found through the ``aiservice.runtimes`` entry-point group, so third parties can add
+one: each entry names a function that returns a ``FrameworkPlugin``. Every list of frameworks the
+service uses (which train, compile, stream, preload, use a GPU) is a question put to this registry."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from functools import cache
 from importlib.metadata import entry_points
 
+from aiservice.application.frameworks import FrameworkCatalog
 from aiservice.application.ports import Runtime
 from aiservice.domain.errors import Unavailable
 from aiservice.domain.models import Framework
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
 
 GROUP = "aiservice.runtimes"
 log = logging.getLogger(__name__)
 
 
-class RuntimeRegistry:
-    def __init__(self, runtimes: list[Runtime]) -> None:
-        self._by_framework: dict[Framework, Runtime] = {}
-        for runtime in runtimes:
-            for framework in runtime.frameworks:
-                self._by_framework.setdefault(framework, runtime)
+class FrameworkRegistry:
+    def __init__(self, plugins: list[FrameworkPlugin]) -> None:
+        self._plugins: dict[str, FrameworkPlugin] = {}
+        for plugin in plugins:
+            self._plugins.setdefault(str(plugin.name), plugin)
 
     @classmethod
-    def discover(cls, archive_limits: ArchiveLimits | None = None) -> RuntimeRegistry:
-        """Every installed runtime; those that unpack zips (an ``archive_limits`` attribute) get the
+    def discover(cls, archive_limits: ArchiveLimits | None = None) -> FrameworkRegistry:
+        """Every installed plugin; runtimes that unpack zips (an ``archive_limits`` attribute) get the
         operator's limits, the ones uploads were checked against, so a load refuses no less and no
         more than the upload did."""
-        found: list[Runtime] = []
+        found: list[FrameworkPlugin] = []
         for entry in entry_points(group=GROUP):
             try:
-                runtime = entry.load()()
+                plugin = entry.load()()
             except Exception:  # a broken plugin must not take the service down
-                log.warning("runtime plugin %s failed to load", entry.name, exc_info=True)
+                log.warning("framework plugin %s failed to load", entry.name, exc_info=True)
                 continue
+            if not isinstance(plugin, FrameworkPlugin):
+                log.warning("framework plugin %s gave a %s, not a FrameworkPlugin", entry.name, type(plugin))
+                continue
+            runtime = plugin.runtime
             if archive_limits is not None and isinstance(
                 getattr(runtime, "archive_limits", None), ArchiveLimits
             ):
-                runtime.archive_limits = archive_limits
-            found.append(runtime)
+                runtime.archive_limits = archive_limits  # type: ignore[attr-defined]
+            found.append(plugin)
         return cls(found)
 
-    def get(self, framework: Framework) -> Runtime:
-        runtime = self._by_framework.get(framework)
-        if runtime is None:
-            raise Unavailable(f"No runtime for {framework.value} is installed.", code="runtime-unavailable")
-        why = runtime.available()
-        if why is not None:
-            raise Unavailable(
-                f"The {framework.value} runtime is unavailable: {why}", code="runtime-unavailable"
-            )
-        return runtime
+    def plugins(self) -> list[FrameworkPlugin]:
+        return [self._plugins[name] for name in sorted(self._plugins)]
 
-    def status(self) -> dict[str, str]:
-        """Each framework and whether it can serve ("available" or the reason it cannot)."""
+    def plugin(self, framework: str) -> FrameworkPlugin | None:
+        return self._plugins.get(framework)
+
+    def get(self, framework: Framework) -> Runtime:
+        """The framework's runtime, ready to load; ``Unavailable`` (runtime-unavailable) when its plugin
+        is not installed or its framework cannot be imported."""
+        plugin = self._plugins.get(framework)
+        if plugin is None:
+            raise Unavailable(f"No runtime for {framework} is installed.", code="runtime-unavailable")
+        why = plugin.runtime.available()
+        if why is not None:
+            raise Unavailable(f"The {framework} runtime is unavailable: {why}", code="runtime-unavailable")
+        return plugin.runtime
+
+    def trainer(self, framework: str) -> Trainer | None:
+        plugin = self._plugins.get(framework)
+        return plugin.trainer if plugin is not None else None
+
+    def catalog(self) -> FrameworkCatalog:
+        """What the use cases may ask about the installed frameworks."""
+        return FrameworkCatalog(plugin.traits() for plugin in self.plugins())
+
+    def devices(self, backends: Mapping[str, str]) -> dict[Framework, str]:
+        """Each framework's load device: the backend setting its plugin's accelerator follows."""
         return {
-            framework.value: (self._by_framework[framework].available() or "available")
-            if framework in self._by_framework
-            else "not installed"
-            for framework in Framework
+            plugin.name: backends.get(plugin.accelerator, "cpu")
+            for plugin in self.plugins()
+            if plugin.accelerator is not None
         }
+
+    def preload(self) -> list[str]:
+        """The modules the plugins want imported once in the fork server, in plugin order."""
+        return list(dict.fromkeys(m for plugin in self.plugins() for m in plugin.preload))
+
+
+@cache
+def installed() -> FrameworkRegistry:
+    """The plugins of this process, found once: for lookups that load nothing (trainers, catalogs)."""
+    return FrameworkRegistry.discover()

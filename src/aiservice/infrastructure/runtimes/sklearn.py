@@ -16,7 +16,9 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
 from aiservice.infrastructure.runtimes.sklearn_columns import sklearn_columns
+from aiservice.infrastructure.training.catalog import sklearn_task, validate_sklearn
 
 TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
@@ -84,8 +86,6 @@ def sklearn_signature(estimator: Any) -> Signature:
 
 
 class SklearnRuntime:
-    frameworks = (Framework.SKLEARN,)
-
     def available(self) -> str | None:
         try:
             import sklearn  # noqa: F401
@@ -147,3 +147,54 @@ class SklearnRuntime:
                 return pickle.load(handle)  # the tenant opted in to pickle
         except Exception as exc:
             raise InvalidArtifact(f"The pickle cannot be loaded: {exc}") from exc
+
+
+def to_onnx(native: Any, sample: np.ndarray, signature: Signature) -> tuple[bytes, dict[str, Any]]:
+    """One float tensor when every column is a number and the estimator converts so; else (a
+    ColumnTransformer over a DataFrame, text columns) one [N, 1] input per column, named as it is.
+    skl2onnx with ZipMap off, so probabilities come out as one tensor."""
+    from skl2onnx import to_onnx as convert
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.base import is_classifier
+
+    from aiservice.infrastructure.runtimes.onnx_trees import track_missing_values
+
+    estimator = native.estimator
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    options = {id(final): {"zipmap": False}} if is_classifier(final) else None
+    columns = signature.columns or ()
+    first: Exception | None = None
+    if not any(c.raw for c in columns):
+        try:
+            onx = convert(estimator, sample[:1].astype(np.float32), options=options)
+            track_missing_values(onx, final)
+            return bytes(onx.SerializeToString()), {}
+        except Exception as exc:
+            if not signature.named_columns:
+                raise
+            first = exc  # perhaps a ColumnTransformer selecting by name: one input per column next
+    if not signature.named_columns:
+        raise ValueError("text columns without names cannot be given ONNX inputs")
+    types = [
+        (str(c.name), StringTensorType([None, 1]) if c.raw else FloatTensorType([None, 1])) for c in columns
+    ]
+    try:
+        onx = convert(estimator, initial_types=types, options=options)
+    except Exception:
+        if first is not None:
+            raise first from None  # the one-tensor attempt's reason is the telling one
+        raise
+    track_missing_values(onx, final)
+    return bytes(onx.SerializeToString()), {}
+
+
+def plugin() -> FrameworkPlugin:
+    return FrameworkPlugin(
+        name=Framework("sklearn"),
+        runtime=SklearnRuntime(),
+        trainer=Trainer(
+            "aiservice.infrastructure.training.sklearn_trainer", validate_sklearn, task=sklearn_task
+        ),
+        to_onnx=to_onnx,
+        preload=("sklearn", "skops.io"),
+    )

@@ -12,9 +12,10 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import tempfile
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,7 +26,9 @@ from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, check_zip
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
 from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction, scores_to_probabilities
+from aiservice.infrastructure.training.catalog import validate_network
 
 # Parts of a torch.export archive that hold compiled code or would be read with full unpickling.
 PT2_REFUSED_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")
@@ -86,8 +89,6 @@ def _probabilities(output: np.ndarray) -> np.ndarray:
 
 
 class TorchRuntime:
-    frameworks = (Framework.PYTORCH,)
-
     def __init__(self) -> None:
         self.archive_limits = ArchiveLimits()  # the operator's, set by the registry
 
@@ -337,3 +338,74 @@ def _probe(module: Any, device: Any, input_shape: tuple[int, ...], dtype: str) -
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def to_onnx(native: Any, sample: np.ndarray, signature: Signature) -> tuple[bytes, dict[str, Any]]:
+    """``torch.onnx.export`` into one self-contained file; classifiers export their softmax probabilities."""
+    import torch
+
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "model.onnx"
+        torch.onnx.export(
+            native.module,
+            (torch.from_numpy(sample[:2]),),
+            str(target),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            dynamo=False,
+            external_data=False,
+        )
+        data = target.read_bytes()
+    if signature.task != "classification":
+        return data, {}
+    return _append_softmax(data), {"classes": list(signature.classes)} if signature.classes else {}
+
+
+def _append_softmax(data: bytes) -> bytes:
+    """Classifiers serve probabilities: end the exported graph (which gives logits) with a Softmax."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_from_string(data)
+    logits = model.graph.output[0]
+    model.graph.node.append(helper.make_node("Softmax", [logits.name], ["probabilities"], axis=1))
+    probabilities = onnx.ValueInfoProto()
+    probabilities.CopyFrom(logits)
+    probabilities.name = "probabilities"
+    del model.graph.output[:]
+    model.graph.output.append(probabilities)
+    return bytes(model.SerializeToString())
+
+
+def _trains_on_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _hold_threads(threads: int) -> Callable[[], None]:
+    """torch's intra-op pool is its own (threadpoolctl does not reach it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return lambda: torch.set_num_threads(before)
+
+
+def plugin() -> FrameworkPlugin:
+    return FrameworkPlugin(
+        name=Framework("pytorch"),
+        runtime=TorchRuntime(),
+        trainer=Trainer(
+            "aiservice.infrastructure.training.torch_trainer",
+            validate_network,
+            streaming=True,
+            epochs=True,
+            data_parallel=True,
+            gpu=_trains_on_gpu,
+            threads=_hold_threads,
+        ),
+        to_onnx=to_onnx,
+        accelerator="torch",
+    )

@@ -17,6 +17,8 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Column, ColumnType, Signature, Task, TensorSpec
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
+from aiservice.infrastructure.training.catalog import validate_xgboost, xgboost_task
 
 # Objectives whose output is a probability, a margin to squash, or a hard label.
 PROBABILITY_OBJECTIVES = ("binary:logistic", "multi:softprob")
@@ -116,8 +118,6 @@ def _columns(names: list[str] | None, types: list[str] | None, count: int) -> tu
 
 
 class XGBoostRuntime:
-    frameworks = (Framework.XGBOOST,)
-
     def available(self) -> str | None:
         try:
             import xgboost  # noqa: F401
@@ -148,3 +148,45 @@ class XGBoostRuntime:
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def to_onnx(native: Any, sample: np.ndarray, signature: Signature) -> tuple[bytes, dict[str, Any]]:
+    """Through onnxmltools (opset 15)."""
+    from onnxmltools import convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    booster = native.booster
+    if booster.feature_names:  # the converter reads features as f0, f1...: by position, as we feed them
+        booster = booster.copy()
+        booster.feature_names = None
+        booster.feature_types = None
+    onx = convert_xgboost(
+        booster, initial_types=[("input", FloatTensorType([None, sample.shape[1]]))], target_opset=15
+    )
+    return bytes(onx.SerializeToString()), {}
+
+
+def _trains_on_gpu() -> bool:
+    from aiservice.infrastructure.training import xgboost_trainer
+    from aiservice.infrastructure.training.spec import TrainingError
+
+    try:
+        xgboost_trainer.cuda_device("cuda")
+    except TrainingError:
+        return False
+    return True
+
+
+def plugin() -> FrameworkPlugin:
+    return FrameworkPlugin(
+        name=Framework("xgboost"),
+        runtime=XGBoostRuntime(),
+        trainer=Trainer(
+            "aiservice.infrastructure.training.xgboost_trainer",
+            validate_xgboost,
+            task=xgboost_task,
+            gpu=_trains_on_gpu,
+        ),
+        to_onnx=to_onnx,
+        preload=("xgboost",),
+    )

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiservice.domain.errors import FieldError
+from aiservice.infrastructure.runtimes.registry import installed
 
 ALGORITHM = "trainingConfig.algorithm"
 PARAMS = "trainingConfig.params"
@@ -76,11 +78,11 @@ def validate(
         return [FieldError(ALGORITHM, "name an algorithm")]
     if not isinstance(params, dict):
         return [FieldError(PARAMS, "parameters must be an object of name: value")]
-    check = _VALIDATORS.get(framework)
-    if check is None:
-        known = ", ".join(sorted(_VALIDATORS))
+    trainer = installed().trainer(framework)
+    if trainer is None:
+        known = ", ".join(installed().catalog().with_trait("trainable"))
         return [FieldError(ALGORITHM, f"training is not supported for {framework!r}; supported: {known}")]
-    errors = check(algorithm, params)
+    errors = trainer.validate(algorithm, params)
     task = None if errors else task_of(framework, algorithm)
     if task is not None and task_hint in ("classification", "regression") and task != task_hint:
         errors.append(FieldError(ALGORITHM, f"{algorithm} does {task}, but the model does {task_hint}"))
@@ -89,12 +91,17 @@ def validate(
 
 def task_of(framework: str, algorithm: str) -> str | None:
     """What the algorithm learns, "classification" or "regression"; None for networks (the model decides)."""
-    if framework == "xgboost":
-        return XGBOOST_ALGORITHMS.get(algorithm)
-    if framework == "sklearn":
-        estimator_class = _sklearn_class(algorithm)
-        return None if isinstance(estimator_class, str) else _sklearn_task(estimator_class)
-    return None
+    trainer = installed().trainer(framework)
+    return trainer.task(algorithm) if trainer is not None else None
+
+
+def sklearn_task(algorithm: str) -> str | None:
+    estimator_class = _sklearn_class(algorithm)
+    return None if isinstance(estimator_class, str) else _sklearn_task(estimator_class)
+
+
+def xgboost_task(algorithm: str) -> str | None:
+    return XGBOOST_ALGORITHMS.get(algorithm)
 
 
 def sklearn_estimator_class(algorithm: str) -> type:
@@ -141,7 +148,7 @@ def _sklearn_task(estimator_class: type) -> str | None:
         return None
 
 
-def _validate_sklearn(algorithm: str, params: dict[str, Any]) -> list[FieldError]:
+def validate_sklearn(algorithm: str, params: dict[str, Any]) -> list[FieldError]:
     estimator_class = _sklearn_class(algorithm)
     if isinstance(estimator_class, str):
         return [FieldError(ALGORITHM, estimator_class)]
@@ -159,27 +166,48 @@ def _validate_sklearn(algorithm: str, params: dict[str, Any]) -> list[FieldError
     return []
 
 
-def _validate_xgboost(algorithm: str, params: dict[str, Any]) -> list[FieldError]:
-    if algorithm not in XGBOOST_ALGORITHMS:
-        return [FieldError(ALGORITHM, f"use {' or '.join(XGBOOST_ALGORITHMS)}, not {algorithm!r}")]
+def validate_xgboost(algorithm: str, params: dict[str, Any]) -> list[FieldError]:
     import xgboost
 
     known = set(xgboost.XGBModel().get_params()) - {"kwargs"}
+    return validate_booster(
+        Booster(XGBOOST_ALGORITHMS, known, XGBOOST_RESERVED, XGBOOST_BOUNDS, XGBOOST_OBJECTIVES),
+        algorithm,
+        params,
+    )
+
+
+@dataclass(frozen=True)
+class Booster:
+    """What a gradient-boosting library's sklearn wrappers accept, for ``validate_booster``."""
+
+    algorithms: Mapping[str, str]  # wrapper class name -> the task it learns
+    known: set[str]  # its parameter names
+    reserved: Mapping[str, str]  # parameters the job sets itself -> why they cannot be given
+    bounds: Mapping[str, tuple[type, float, float, bool]]  # name -> (type, low, high, low bound exclusive)
+    objectives: Mapping[str, tuple[str, ...]]  # wrapper -> the objectives (or their prefixes) it takes
+
+
+def validate_booster(booster: Booster, algorithm: str, params: dict[str, Any]) -> list[FieldError]:
+    """Every problem with a boosting wrapper's name and parameters: unknown or reserved names, numbers
+    out of bounds, an objective of the other task."""
+    if algorithm not in booster.algorithms:
+        return [FieldError(ALGORITHM, f"use {' or '.join(booster.algorithms)}, not {algorithm!r}")]
     errors: list[FieldError] = []
     for name, value in params.items():
         where = f"{PARAMS}.{name}"
-        if name in XGBOOST_RESERVED:
-            errors.append(FieldError(where, XGBOOST_RESERVED[name]))
-        elif name not in known:
-            errors.append(FieldError(where, _unknown(name, known)))
-        elif name in XGBOOST_BOUNDS:
-            problem = _out_of_bounds(value, *XGBOOST_BOUNDS[name])
+        if name in booster.reserved:
+            errors.append(FieldError(where, booster.reserved[name]))
+        elif name not in booster.known:
+            errors.append(FieldError(where, _unknown(name, booster.known)))
+        elif name in booster.bounds:
+            problem = _out_of_bounds(value, *booster.bounds[name])
             if problem:
                 errors.append(FieldError(where, problem))
         elif name == "objective" and not (
-            isinstance(value, str) and value.startswith(XGBOOST_OBJECTIVES[algorithm])
+            isinstance(value, str) and value.startswith(booster.objectives[algorithm])
         ):
-            prefixes = " or ".join(f"'{p}…'" for p in XGBOOST_OBJECTIVES[algorithm])
+            prefixes = " or ".join(f"'{p}…'" for p in booster.objectives[algorithm])
             errors.append(FieldError(where, f"{algorithm} takes an objective {prefixes}, not {value!r}"))
     return errors
 
@@ -195,7 +223,7 @@ def _out_of_bounds(value: Any, kind: type, low: float, high: float, open_low: bo
     return None
 
 
-def _validate_network(algorithm: str, params: dict[str, Any]) -> list[FieldError]:
+def validate_network(algorithm: str, params: dict[str, Any]) -> list[FieldError]:
     if algorithm not in NETWORKS:
         return [FieldError(ALGORITHM, f"use 'mlp' (tables) or 'cnn' (images), not {algorithm!r}")]
     allowed = NET_PARAMS[algorithm]
@@ -247,11 +275,3 @@ def _param_field(message: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
-_VALIDATORS: dict[str, Callable[[str, dict[str, Any]], list[FieldError]]] = {
-    "sklearn": _validate_sklearn,
-    "xgboost": _validate_xgboost,
-    "pytorch": _validate_network,
-    "keras": _validate_network,
-}

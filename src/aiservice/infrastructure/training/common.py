@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from aiservice.application.ports import Prediction
 from aiservice.infrastructure.datasets.streaming import MAX_LABELS, TableBatches
 from aiservice.infrastructure.training.spec import Batches, Data, Table, TrainingError, TrainSpec
 
@@ -36,6 +37,15 @@ class Targets:
     def class_list(self) -> list[Any] | None:
         """The labels as JSON-safe Python values."""
         return None if self.classes is None else [json_safe(c) for c in self.classes]
+
+
+def wrapper_prediction(model: Any, classes: np.ndarray | None, X: np.ndarray) -> Prediction:
+    """A boosting library's sklearn wrapper's answer in the original labels: a regressor's values, or a
+    classifier's probabilities with the label of each row's most likely class."""
+    if classes is None:
+        return Prediction(values=np.asarray(model.predict(X)))
+    probabilities = np.asarray(model.predict_proba(X))
+    return Prediction(values=classes[probabilities.argmax(axis=1)], probabilities=probabilities)
 
 
 def check_task(spec: TrainSpec) -> None:

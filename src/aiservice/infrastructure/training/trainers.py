@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from aiservice.infrastructure.runtimes.plugin import Trainer
+from aiservice.infrastructure.runtimes.registry import installed
 from aiservice.infrastructure.training.spec import (
     Data,
     FittedModel,
@@ -20,15 +21,6 @@ from aiservice.infrastructure.training.spec import (
     TrainingError,
     TrainSpec,
 )
-
-# Frameworks whose trainers also take a stream of batches (``spec.Batches``), for data larger than memory.
-STREAMING = ("pytorch", "keras")
-TRAINERS = {
-    "sklearn": "aiservice.infrastructure.training.sklearn_trainer",
-    "xgboost": "aiservice.infrastructure.training.xgboost_trainer",
-    "pytorch": "aiservice.infrastructure.training.torch_trainer",
-    "keras": "aiservice.infrastructure.training.keras_trainer",
-}
 
 
 def train(
@@ -40,8 +32,9 @@ def train(
 ) -> TrainedModel:
     """Fit ``spec`` on ``train`` (scored on ``validation`` as it goes) and write the artifact in ``out_dir``.
 
-    ``train`` and ``validation`` are tables in memory, or for the ``STREAMING`` frameworks streams read
-    batch by batch (one pass per epoch); other frameworks given a stream fail with a "data" error.
+    ``train`` and ``validation`` are tables in memory, or for frameworks whose trainer is ``streaming``
+    streams read batch by batch (one pass per epoch); other frameworks given a stream fail with a "data"
+    error.
 
     ``report`` is called after each epoch (pytorch, keras), every few boosting rounds (xgboost) or once
     at the end (sklearn). Raises ``TrainingError`` for anything the user can fix; other exceptions are bugs.
@@ -56,44 +49,31 @@ def fit(
 ) -> FittedModel:
     """The model in memory, not yet saved: for callers that also want its predictions."""
     streamed = not isinstance(train, Table) or not isinstance(validation, Table | None)
-    if streamed and spec.framework not in STREAMING:
+    trainer = _trainer(spec.framework)
+    if streamed and not trainer.streaming:
+        streaming = ", ".join(installed().catalog().with_trait("streaming"))
         raise TrainingError(
-            "data", f"{spec.framework} trains on data in memory; only {', '.join(STREAMING)} take a stream."
+            "data", f"{spec.framework} trains on data in memory; only {streaming} take a stream."
         )
-    fitted: FittedModel = _trainer(spec.framework).fit(spec, train, validation, report)
+    try:
+        module = importlib.import_module(trainer.module)
+    except ImportError as exc:
+        raise TrainingError(
+            "device", f"{spec.framework} is not installed where this job runs ({exc.name} is missing)."
+        ) from exc
+    fitted: FittedModel = module.fit(spec, train, validation, report)
     return fitted
 
 
 def cuda_available(framework: str) -> bool:
     """Whether ``framework`` can train on a GPU here: lets a job that merely prefers CUDA fall back."""
-    if framework == "pytorch":
-        import torch
-
-        return bool(torch.cuda.is_available())
-    if framework == "keras":
-        from aiservice.infrastructure.training import keras_trainer
-
-        return keras_trainer.gpu_count() > 0
-    if framework == "xgboost":
-        from aiservice.infrastructure.training import xgboost_trainer
-
-        try:
-            xgboost_trainer.cuda_device("cuda")
-        except TrainingError:
-            return False
-        return True
-    return False
+    trainer = installed().trainer(framework)
+    return trainer is not None and trainer.gpu()
 
 
-def _trainer(framework: str) -> Any:
-    name = TRAINERS.get(framework)
-    if name is None:
-        raise TrainingError(
-            "params", f"Training is not supported for {framework!r}; supported: {', '.join(TRAINERS)}."
-        )
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise TrainingError(
-            "device", f"{framework} is not installed where this job runs ({exc.name} is missing)."
-        ) from exc
+def _trainer(framework: str) -> Trainer:
+    trainer = installed().trainer(framework)
+    if trainer is None:
+        supported = ", ".join(installed().catalog().with_trait("trainable"))
+        raise TrainingError("params", f"Training is not supported for {framework!r}; supported: {supported}.")
+    return trainer

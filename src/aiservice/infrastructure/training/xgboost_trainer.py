@@ -31,6 +31,7 @@ from aiservice.infrastructure.training.common import (
     json_safe,
     logged_warnings,
     targets,
+    wrapper_prediction,
 )
 from aiservice.infrastructure.training.spec import Progress, Table, TrainedModel, TrainingError, TrainSpec
 
@@ -49,10 +50,7 @@ class FittedXGBoost:
     device: str
 
     def predict(self, X: np.ndarray) -> Prediction:
-        if self.classes is None:
-            return Prediction(values=np.asarray(self.model.predict(X)))
-        probabilities = np.asarray(self.model.predict_proba(X))
-        return Prediction(values=self.classes[probabilities.argmax(axis=1)], probabilities=probabilities)
+        return wrapper_prediction(self.model, self.classes, X)
 
     def save(self, out_dir: Path) -> TrainedModel:
         path = out_dir / FILENAME

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from aiservice.domain.models import MAX_VERSION, Alias, Framework, Model, ModelVersion, Stage
+from aiservice.domain.models import MAX_VERSION, Alias, Model, ModelVersion, Stage
 from aiservice.domain.schemas import derived_schema
 
 T = TypeVar("T")
@@ -21,7 +21,12 @@ class ApiModel(BaseModel):
 class ModelCreate(ApiModel):
     name: str = Field(min_length=1, max_length=128, examples=["churn-classifier"])
     description: str = Field(default="", max_length=10_000)
-    framework: Framework
+    framework: str = Field(
+        min_length=1,
+        max_length=20,
+        examples=["sklearn"],
+        description="An installed framework (its runtime plugin's name): sklearn, xgboost, lightgbm, ...",
+    )
     category: str | None = Field(default=None, max_length=100, examples=["classification"])
     configuration: dict[str, Any] = Field(default_factory=dict)
     input_schema: dict[str, Any] = Field(default_factory=dict)
@@ -49,7 +54,7 @@ class ModelOut(ApiModel):
     id: str
     name: str
     description: str
-    framework: Framework
+    framework: str
     category: str | None
     configuration: dict[str, Any]
     input_schema: dict[str, Any]

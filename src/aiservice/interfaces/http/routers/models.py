@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from aiservice.application.ports import ModelQuery, ModelSort
 from aiservice.application.registry import NewModel
-from aiservice.domain.models import Framework
+from aiservice.domain.models import FRAMEWORK_NAME, Framework
 from aiservice.interfaces.http.deps import CallerDep, PageCursor, PageLimit, RegistryDep, VersionsDep
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ModelCreate, ModelOut, ModelPatch, PageOut
@@ -29,7 +29,7 @@ def list_models(
     registry: RegistryDep,
     limit: PageLimit = 50,
     cursor: PageCursor = None,
-    framework: Framework | None = None,
+    framework: Annotated[str | None, Query(pattern=FRAMEWORK_NAME.pattern)] = None,
     category: Annotated[str | None, Query(max_length=100)] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in the name or description")] = None,
@@ -38,7 +38,13 @@ def list_models(
     page = registry.list_models(
         caller,
         ModelQuery(
-            framework=framework, category=category, tag=tag, text=q, sort=sort, limit=limit, cursor=cursor
+            framework=Framework(framework) if framework else None,
+            category=category,
+            tag=tag,
+            text=q,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
         ),
     )
     return PageOut[ModelOut](items=[ModelOut.of(m) for m in page.items], next_cursor=page.next_cursor)

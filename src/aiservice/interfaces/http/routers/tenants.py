@@ -11,7 +11,6 @@ from pydantic import Field
 
 from aiservice.application.quotas import QuotaUse
 from aiservice.application.tenants import NewTenant, TenantChanges
-from aiservice.domain.models import Framework
 from aiservice.domain.tenancy import Quota, Tenant, TenantStatus
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.paths import API_PREFIX
@@ -25,8 +24,10 @@ Limit = Annotated[int | None, Field(default=None, ge=0, le=2**62)]
 
 class TenantSettings(ApiModel):
     allow_pickle: bool | None = Field(default=None, description="Accept pickled sklearn artifacts")
-    allowed_frameworks: list[Framework] | None = Field(
-        default=None, description="Frameworks this tenant's models may use; null: every framework"
+    allowed_frameworks: list[Annotated[str, Field(max_length=20)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="Installed frameworks this tenant's models may use; null: every framework",
     )
 
 
