@@ -168,3 +168,38 @@ def test_inspector_reports_the_signature_from_a_separate_process(tmp_path: Path)
         save_keras(tmp_path, network()), spec(task="classification")
     )
     assert (signature.task, signature.n_features, signature.classes) == ("classification", 4, (0, 1, 2))
+
+
+def _gpus() -> list[Any]:
+    return list(tf.config.list_logical_devices("GPU"))
+
+
+@pytest.mark.parametrize("saved", ["keras", "savedmodel"])
+def test_a_gpu_asked_for_where_there_is_none_serves_on_the_cpu_and_says_why(
+    tmp_path: Path, saved: str
+) -> None:
+    if _gpus():
+        pytest.skip("this machine has a GPU: the GPU test below covers it")
+    network_ = network()
+    path = save_keras(tmp_path, network_) if saved == "keras" else save_zipped(tmp_path, network_)
+    model = KerasRuntime().load(path, LoadSpec(spec(path.name).framework, path.name, device="gpu"))
+    assert model.signature.extra["device"] == "/CPU:0"
+    assert "sees none" in model.signature.extra["deviceReason"]
+    np.testing.assert_allclose(model.predict(X[:5]).values, expected(network_, X[:5]), rtol=1e-6)
+
+
+def test_a_cpu_load_keeps_the_weights_on_the_cpu(tmp_path: Path) -> None:
+    model = KerasRuntime().load(save_keras(tmp_path, network()), LoadSpec(Framework("keras"), "model.keras"))
+    assert model.signature.extra["device"] == "/CPU:0" and "deviceReason" not in model.signature.extra
+    assert all("CPU" in weight.value.device for weight in model._keep.weights)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpus(), reason="no GPU visible to TensorFlow on this machine")
+def test_a_gpu_asked_for_holds_the_weights_on_the_gpu(tmp_path: Path) -> None:
+    model = KerasRuntime().load(
+        save_keras(tmp_path, network()), LoadSpec(Framework("keras"), "model.keras", device="gpu")
+    )
+    assert "GPU" in model.signature.extra["device"] and "deviceReason" not in model.signature.extra
+    assert all("GPU" in weight.value.device for weight in model._keep.weights)
+    assert model.predict(X[:5]).values.shape == (5, 3)

@@ -152,3 +152,24 @@ def test_probabilities_of_a_float32_forest_stay_between_0_and_1(tmp_path: Path) 
     assert probabilities is not None
     assert probabilities.min() >= 0.0 and probabilities.max() <= 1.0
     assert probabilities == pytest.approx(forest.predict_proba(X), abs=1e-4)
+
+
+def test_cuda_asked_for_without_the_cuda_provider_serves_on_the_cpu_and_says_why(tmp_path: Path) -> None:
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the GPU test below covers it")
+    path = convert(tmp_path, LogisticRegression(max_iter=500).fit(X, Y))
+    model = OnnxRuntime().load(path, LoadSpec(Framework.ONNX, "model.onnx", device="cuda"))
+    assert model.signature.extra["providers"] == ["CPUExecutionProvider"]
+    assert model.signature.extra["device"] == "cpu"
+    assert "no CUDAExecutionProvider" in model.signature.extra["deviceReason"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in ort.get_available_providers(), reason="no CUDA build of onnxruntime here"
+)
+def test_cuda_asked_for_runs_on_the_cuda_provider(tmp_path: Path) -> None:
+    path = convert(tmp_path, LogisticRegression(max_iter=500).fit(X, Y))
+    model = OnnxRuntime().load(path, LoadSpec(Framework.ONNX, "model.onnx", device="cuda"))
+    assert model.signature.extra["providers"][0] == "CUDAExecutionProvider"
+    assert model.signature.extra["device"] == "cuda"

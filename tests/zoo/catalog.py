@@ -383,6 +383,30 @@ def xgboost_multiclass(fmt: str) -> ZooModel:
     )
 
 
+# -- LightGBM -------------------------------------------------------------------------------------
+
+
+def lightgbm_multiclass() -> ZooModel:
+    """A multi-class LGBMClassifier fitted on a DataFrame (its names kept in the booster), saved as
+    LightGBM's text format from ``booster_``; the outputSchema names the classes."""
+    import lightgbm as lgb
+
+    frame, y = iris_frame()
+    codes = np.asarray([IRIS_CLASSES.index(v) for v in y])
+    model = lgb.LGBMClassifier(n_estimators=20, num_leaves=7, random_state=0, verbose=-1).fit(frame, codes)
+    inputs = _rows(frame, PICKS)
+    return ZooModel(
+        "lightgbm-multiclass",
+        "lightgbm",
+        "model.txt",
+        str(model.booster_.model_to_string()).encode(),
+        inputs,
+        _classifier_answers(model, _frame(inputs, list(frame.columns)), IRIS_CLASSES),
+        model={"outputSchema": {"classes": IRIS_CLASSES}},
+        compiles=True,
+    )
+
+
 # -- Keras ----------------------------------------------------------------------------------------
 
 
@@ -597,6 +621,7 @@ BUILDERS: dict[str, Callable[[], ZooModel]] = {
     "boolean-and-integer-tree": boolean_and_integer_tree,
     "xgboost-multiclass-json": lambda: xgboost_multiclass("json"),
     "xgboost-multiclass-ubj": lambda: xgboost_multiclass("ubj"),
+    "lightgbm-multiclass": lightgbm_multiclass,
     "keras-softmax-classifier": keras_softmax_classifier,
     "keras-named-inputs-regressor": keras_named_inputs_regressor,
     "torchscript-mlp": torchscript_mlp,
