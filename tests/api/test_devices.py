@@ -71,12 +71,18 @@ def load(client: TestClient, headers: dict[str, str], name: str) -> dict[str, An
     return loaded
 
 
+def keras_extra(client: TestClient, headers: dict[str, str]) -> dict[str, Any]:
+    """What loading a Keras classifier reports about where it runs."""
+    create_model(client, headers, "net", framework="keras", configuration={"task": "classification"})
+    assert upload(client, headers, "net", keras_bytes(), filename="model.keras").status_code == 201
+    extra: dict[str, Any] = load(client, headers, "net")["signature"]["extra"]
+    return extra
+
+
 @pytest.mark.parametrize("service", [{"tensorflow_backend": "gpu"}], indirect=True)
 def test_tensorflow_backend_gpu_without_a_gpu_serves_keras_on_the_cpu_and_says_why(service: Any) -> None:
     client, _container, headers = service
-    create_model(client, headers, "net", framework="keras", configuration={"task": "classification"})
-    assert upload(client, headers, "net", keras_bytes(), filename="model.keras").status_code == 201
-    extra = load(client, headers, "net")["signature"]["extra"]
+    extra = keras_extra(client, headers)
     assert extra["device"] == "/CPU:0"
     assert "GPU" in extra["deviceReason"] and "CPU" in extra["deviceReason"]
     answer = client.post(
@@ -88,9 +94,7 @@ def test_tensorflow_backend_gpu_without_a_gpu_serves_keras_on_the_cpu_and_says_w
 @pytest.mark.parametrize("service", [{"tensorflow_backend": "cpu"}], indirect=True)
 def test_tensorflow_backend_cpu_pins_keras_to_the_cpu_without_a_reason(service: Any) -> None:
     client, _container, headers = service
-    create_model(client, headers, "net", framework="keras", configuration={"task": "classification"})
-    assert upload(client, headers, "net", keras_bytes(), filename="model.keras").status_code == 201
-    extra = load(client, headers, "net")["signature"]["extra"]
+    extra = keras_extra(client, headers)
     assert extra["device"] == "/CPU:0" and "deviceReason" not in extra
 
 
