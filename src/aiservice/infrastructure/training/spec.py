@@ -20,7 +20,7 @@ from aiservice.infrastructure.datasets.streaming import (
     TableStats as TableStats,
 )
 
-# What a trainer trains on: a table in memory, or (pytorch and keras) a stream of batches.
+# What a trainer trains on: a table in memory, or (streaming trainers: pytorch, keras) a stream of batches.
 Data: TypeAlias = Table | Batches
 
 
@@ -39,7 +39,7 @@ class DataParallel:
 class TrainSpec:
     """One training run: framework, algorithm, hyper-parameters (checked by ``catalog.validate``)."""
 
-    framework: str  # a Framework value: "sklearn" | "xgboost" | "pytorch" | "keras"
+    framework: str  # the name of a framework plugin with a trainer: "sklearn", "lightgbm", "pytorch"...
     algorithm: (
         str  # sklearn: dotted estimator name; xgboost: "XGBClassifier"|"XGBRegressor"; nets: "mlp"|"cnn"
     )
