@@ -88,17 +88,6 @@ class Signature:
     def named_columns(self) -> bool:
         return bool(self.columns) and all(c.name for c in self.columns or ())
 
-    def with_columns(self, columns: tuple[Column, ...]) -> Signature:
-        return Signature(
-            inputs=self.inputs,
-            outputs=self.outputs,
-            task=self.task,
-            classes=self.classes,
-            feature_names=self.feature_names,
-            extra=self.extra,
-            columns=columns,
-        )
-
     def to_json(self) -> dict[str, Any]:
         data = {
             "inputs": [t.to_json() for t in self.inputs],

@@ -96,6 +96,12 @@ class TabularPlan:
             known=tuple(c.values if c.raw else None for c in by_feature),
         )
 
+    def missing_problem(self, c: int) -> str | None:
+        """Why feature ``c`` cannot be sent missing (null, or NaN in a tensor), or None when it can."""
+        if not self.features[c].nullable:
+            return "must not be missing (null or NaN): the feature is not declared nullable"
+        return self.refused_null[c]
+
     # -- JSON objects -----------------------------------------------------------------------------
 
     def rows(self, rows: list[Any], where: str = "input") -> np.ndarray:
@@ -151,9 +157,7 @@ class TabularPlan:
         """One value as the model's column takes it (or ``_MISSING``), or why it cannot be."""
         feature = self.features[c]
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            if not feature.nullable:
-                return None, "must not be null (the feature is not declared nullable)"
-            return _MISSING, self.refused_null[c]
+            return _MISSING, self.missing_problem(c)
         if feature.type == "category":
             values = feature.values or ()
             if value not in values or isinstance(value, bool) != any(isinstance(v, bool) for v in values):

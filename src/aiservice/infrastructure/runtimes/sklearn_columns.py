@@ -9,6 +9,7 @@ is a ``string``. Everything else is a number.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -30,12 +31,8 @@ def sklearn_columns(estimator: Any) -> tuple[Column, ...] | None:
         for index, column in _encoded_columns(transformer, indices):
             encoded.setdefault(index, column)
     return tuple(
-        _named(encoded[i], label) if i in encoded else Column(label) for i, label in enumerate(labels)
+        replace(encoded[i], name=label) if i in encoded else Column(label) for i, label in enumerate(labels)
     )
-
-
-def _named(column: Column, name: str | None) -> Column:
-    return Column(name, column.type, column.values, column.nullable)
 
 
 def _column_transformers(estimator: Any, labels: list[str | None]) -> list[tuple[Any, list[int]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -82,13 +83,11 @@ def with_nullability(model: LoadedModel) -> Signature:
     for j in range(len(columns)):
         probes[j, j] = math.nan
     if answers(model.predict, probes):
-        return signature.with_columns(tuple(_nullable(c, True) for c in columns))
+        return replace(signature, columns=tuple(replace(c, nullable=True) for c in columns))
     if len(columns) > MAX_MISSING_PROBES:
         log.info("%d columns: not trying each with a missing value", len(columns))
         return signature
-    found = tuple(_nullable(c, answers(model.predict, probes[j : j + 1])) for j, c in enumerate(columns))
-    return signature.with_columns(found)
-
-
-def _nullable(column: Column, nullable: bool) -> Column:
-    return Column(column.name, column.type, column.values, nullable)
+    found = tuple(
+        replace(c, nullable=answers(model.predict, probes[j : j + 1])) for j, c in enumerate(columns)
+    )
+    return replace(signature, columns=found)

@@ -133,7 +133,7 @@ def _single(inputs: ModelInputs, expected: dict[str, Any], tensor: Tensor) -> np
 def _code_problem(plan: TabularPlan, c: int, feature: Feature, column: np.ndarray) -> str | None:
     """Why a feature's column of the ``input`` matrix cannot be read, or None."""
     missing = np.isnan(column)
-    if missing.any() and (problem := _missing_problem(plan, c, feature)):
+    if missing.any() and (problem := plan.missing_problem(c)):
         return f"{feature.name!r}: {problem}"
     present = column[~missing]
     if np.isinf(present).any():
@@ -181,7 +181,7 @@ def _column(
             message = f"must be {wanted} for the {feature.type} feature {feature.name!r}"
             return flat, (f"{where}.datatype", message)
         values = flat.tolist()
-        if any(v is None for v in values) and (problem := _missing_problem(plan, c, feature)):
+        if any(v is None for v in values) and (problem := plan.missing_problem(c)):
             return flat, (f"{where}.data", problem)
         allowed = feature.values if feature.type == "category" else plan.known[c]
         if allowed is not None:
@@ -202,19 +202,13 @@ def _column(
         return flat, (f"{where}.datatype", f"must be numeric for the {feature.type} feature {feature.name!r}")
     column = flat.astype(np.float64)
     missing = np.isnan(column)
-    if missing.any() and (problem := _missing_problem(plan, c, feature)):
+    if missing.any() and (problem := plan.missing_problem(c)):
         return flat, (f"{where}.data", problem)
     if np.isinf(column).any():
         return flat, (f"{where}.data", "must not hold infinity")
     if feature.type == "integer" and (np.mod(column[~missing], 1) != 0).any():
         return flat, (f"{where}.data", "must hold whole numbers")
     return column, None
-
-
-def _missing_problem(plan: TabularPlan, c: int, feature: Feature) -> str | None:
-    if not feature.nullable:
-        return "must not hold a missing value (NaN or null): the feature is not nullable"
-    return plan.refused_null[c]
 
 
 def output_array(datatype: str, values: np.ndarray) -> np.ndarray:
