@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -36,17 +37,20 @@ from aiservice.application.periodic import PeriodicTask
 from aiservice.application.ports import (
     ArtifactStore,
     Authenticator,
+    CloudEvent,
     EventConsumer,
     EventPublisher,
     OutboxMessage,
     RateLimiter,
     TokenService,
     Tracer,
+    WorkerPeers,
 )
 from aiservice.application.quotas import TenantUsage
 from aiservice.application.rate_limits import RateClass, RateLimit, RateLimitPolicy, RateLimits
 from aiservice.application.registry import ModelRegistry
 from aiservice.application.security import TokenAuthenticator
+from aiservice.application.serving.fleet import WorkerFleet
 from aiservice.application.tenants import Tenants
 from aiservice.application.tracing import NO_TRACER
 from aiservice.application.training import TrainingExecution, TrainingJobs
@@ -98,6 +102,7 @@ from aiservice.infrastructure.observability.tracing import (
 )
 from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.ratelimit.memory import InMemoryRateLimiter
+from aiservice.infrastructure.ratelimit.shared_memory import SharedMemoryRateLimiter
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.compiler import COMPILE_TIMEOUT_S, SubprocessOnnxCompiler
 from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector, warm_fork_server
@@ -111,6 +116,9 @@ from aiservice.infrastructure.storage.encrypted import (
 from aiservice.infrastructure.storage.keys import KeyConfigError, Keyring, generate_key, load_keyring
 from aiservice.infrastructure.storage.local import LocalArtifactStore
 from aiservice.infrastructure.webhooks.http import HttpxWebhookSender, SocketHostResolver
+from aiservice.infrastructure.workers.peers import UnixPeers
+from aiservice.infrastructure.workers.slots import WorkerSlot
+from aiservice.infrastructure.workers.supervisor import RATE_LIMIT_FILE
 from aiservice.settings import Settings
 
 if TYPE_CHECKING:
@@ -159,8 +167,11 @@ class Container:
     webhook_dispatcher: WebhookDispatcher
     leftovers: LeftoverSweeper
     leftover_sweeps: PeriodicTask  # leftovers.sweep at start and every SWEEP_INTERVAL_SECONDS
+    fleet: WorkerFleet
+    peers: WorkerPeers
     tracer: Tracer = NO_TRACER
     plaintext_sweeper: PlaintextSweeper | None = None  # with encryption at rest only
+    slot: WorkerSlot | None = None  # one of WORKERS processes; None: the only one
 
     def prepare(self) -> bool:
         """Apply migrations and make sure the default tenant exists; True if it was created now."""
@@ -168,18 +179,37 @@ class Container:
         return self.tenants.ensure(DEFAULT_TENANT, "Default tenant")[1]
 
     def start(self) -> None:
-        if self.settings.prometheus_port:
-            self.metrics.serve(self.settings.prometheus_port)
-        self.relay.start()
-        self.webhook_dispatcher.start()
+        """Start the background work: all of it in the host worker (the only one by default), only
+        what serves this process's own caches in the others (ADR 19)."""
+        if self.peers.slot == 0:
+            if self.settings.prometheus_port:
+                self.metrics.serve(self.settings.prometheus_port)
+            self.relay.start()
+            self.webhook_dispatcher.start()
+            self.training_runner.start()
+            self.leftover_sweeps.start()
+            if self.plaintext_sweeper is not None:
+                self.plaintext_sweeper.start()
+            threading.Thread(target=warm_fork_server, name="warm-fork-server", daemon=True).start()
         self.events.start()
-        self.training_runner.start()
-        self.leftover_sweeps.start()
-        if self.plaintext_sweeper is not None:
-            self.plaintext_sweeper.start()
-        threading.Thread(target=warm_fork_server, name="warm-fork-server", daemon=True).start()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self.peers.start(
+            loop,
+            on_event=self.events.processor.process,
+            on_wake=self._wake_host_duties,
+            on_ask=self.fleet.handle,
+        )
+
+    def _wake_host_duties(self) -> None:
+        """A sibling committed events or queued a job: publish and look at the queue now."""
+        self.relay.notify()
+        self.training_runner.wake()
 
     def close(self) -> None:
+        self.peers.stop()
         self.training_runner.stop()
         self.events.stop()
         self.relay.stop()
@@ -319,9 +349,14 @@ def _log_event(message: OutboxMessage) -> None:
     )
 
 
-def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None) -> Container:
-    """The service built from ``settings``; ``tracer`` replaces the one the settings configure (tests)."""
+def bootstrap(
+    settings: Settings | None = None, *, tracer: Tracer | None = None, slot: WorkerSlot | None = None
+) -> Container:
+    """The service built from ``settings``; ``tracer`` replaces the one the settings configure (tests);
+    ``slot`` makes it one of several worker processes on this host (ADR 19)."""
     settings = settings or Settings()
+    workers = slot.count if slot is not None else 1
+    peers: WorkerPeers = UnixPeers(settings.workers_dir, slot.index if slot is not None else 0, workers)
     secret, generated, created = signing_secret(settings)
     engine = create_engine(settings.resolved_database_url)
     tracer = tracer or configure_tracing(
@@ -352,14 +387,16 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     webhook_store, webhook_guard, dispatcher = _webhooks(settings, engine, metrics)
     bus.subscribe("*", dispatcher.on_event)  # on the lease holder, once per event: queues deliveries
     event_handlers = EventHandlers()
+    # Each worker consumes as its own consumer: every one of them must see every event.
+    consumer = consumer_group(settings) + (f"-w{peers.slot}" if workers > 1 else "")
     processor = EventProcessor(
-        event_handlers, SqlAlchemyProcessedEvents(engine), consumer_group(settings), utcnow, tracer=tracer
+        event_handlers, SqlAlchemyProcessedEvents(engine), consumer, utcnow, tracer=tracer
     )
     relay = OutboxRelay(
         SqlAlchemyOutbox(engine, utcnow),
         bus,
         interval=settings.outbox_poll_seconds,
-        publisher=_traced(event_publisher(settings, processor), tracer),
+        publisher=_traced(event_publisher(settings, processor, peers), tracer),
         lease=SqlAlchemyOutboxLease(engine, utcnow, settings.outbox_lease_seconds),
         max_backoff=settings.outbox_max_backoff_seconds,
     )
@@ -394,7 +431,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         resident_bytes=resident_bytes,
         images=PillowImageDecoder(),
         max_models=settings.model_cache_size,
-        max_memory_bytes=settings.model_cache_memory_mb * 1024**2,
+        max_memory_bytes=settings.model_cache_memory_mb * 1024**2 // workers,  # the host's budget, shared
         max_batch_size=settings.max_batch_size,
         max_batch_rows=settings.batcher_max_rows,
         max_batch_delay_s=settings.max_batch_delay_ms / 1000,
@@ -434,6 +471,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
 
     def on_events(events: list[DomainEvent]) -> None:
         relay.notify()
+        peers.wake_host()  # the relay runs in the host worker
         for event in events:  # this replica forgets stale resolutions at once; others via the relay
             inference.invalidate(event.tenant_id, event.aggregate_id)
 
@@ -455,13 +493,18 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
         tracer=tracer,
         on_job=metrics.training_job,
     )
+
+    def wake_runner() -> None:
+        runner.wake()
+        peers.wake_host()  # the job supervisor runs in the host worker
+
     training = TrainingJobs(
         uow,
         utcnow,
         TrainerCatalog(),
         LocatedDatasets(locator),
         frameworks,
-        wake_runner=runner.wake,
+        wake_runner=wake_runner,
         data_parallel=settings.job_runner == "ray",
         max_timeout_s=settings.training_timeout_seconds,
         trace_context=tracer.traceparent,
@@ -471,7 +514,7 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
     return Container(
         settings=settings,
         engine=engine,
-        registry=ModelRegistry(uow, utcnow, frameworks, wake_runner=runner.wake),
+        registry=ModelRegistry(uow, utcnow, frameworks, wake_runner=wake_runner),
         versions=versions,
         inference=inference,
         executor=executor,
@@ -504,11 +547,14 @@ def bootstrap(settings: Settings | None = None, *, tracer: Tracer | None = None)
             ServingCacheHandlers(inference, warm=settings.event_warm_on_promotion),
             event_consumer(settings, processor.consumer),
         ),
+        fleet=WorkerFleet(inference, peers),
+        peers=peers,
+        slot=slot,
         outbox=OutboxStatus(SqlAlchemyOutboxMonitor(engine), relay, utcnow),
         metrics=metrics,
         secret_is_generated=generated,
         secret_created_now=created,
-        rate_limits=rate_limits(settings, metrics),
+        rate_limits=rate_limits(settings, metrics, workers),
         erasure=TenantErasure(
             uow, store, dataset_store, on_erased=lambda tenant: _erased(tenant, inference, runner)
         ),
@@ -624,8 +670,11 @@ def consumer_group(settings: Settings) -> str:
     return settings.event_consumer_group or f"aiservice-{socket.gethostname()}"
 
 
-def event_publisher(settings: Settings, processor: EventProcessor) -> EventPublisher:
-    """Where the relay publishes (EVENT_BUS); broker clients are imported only when chosen."""
+def event_publisher(
+    settings: Settings, processor: EventProcessor, peers: WorkerPeers | None = None
+) -> EventPublisher:
+    """Where the relay publishes (EVENT_BUS); broker clients are imported only when chosen. In-process,
+    the host worker hands each event to its own processor and then to its sibling workers."""
     s = settings
     prefix, timeout = s.event_destination_prefix, s.event_publish_timeout_seconds
     if s.event_bus == "redis":
@@ -648,7 +697,15 @@ def event_publisher(settings: Settings, processor: EventProcessor) -> EventPubli
             replication=s.kafka_topic_replication,
             timeout_s=timeout,
         )
-    return InProcessEventPublisher(processor.process)
+    if peers is None or peers.count == 1:
+        return InProcessEventPublisher(processor.process)
+    siblings = peers
+
+    def handle_here_then_siblings(event: CloudEvent) -> None:
+        processor.process(event)
+        siblings.publish(event)
+
+    return InProcessEventPublisher(handle_here_then_siblings)
 
 
 def event_consumer(settings: Settings, group: str) -> EventConsumer | None:
@@ -707,8 +764,9 @@ def _s3_options(settings: Settings) -> S3Options | None:
     )
 
 
-def rate_limits(settings: Settings, metrics: ServiceMetrics) -> RateLimits:
-    """In-process buckets, or buckets in Redis shared by every replica when ``REDIS_HOST`` is set."""
+def rate_limits(settings: Settings, metrics: ServiceMetrics, workers: int = 1) -> RateLimits:
+    """Buckets in Redis shared by every replica when ``REDIS_HOST`` is set; else in this process, or in
+    shared memory that every worker of this host maps when there are several."""
     s = settings
     policy = RateLimitPolicy(
         per_principal={
@@ -722,7 +780,9 @@ def rate_limits(settings: Settings, metrics: ServiceMetrics) -> RateLimits:
             ),
         },
     )
-    limiter: RateLimiter = InMemoryRateLimiter()
+    limiter: RateLimiter = (
+        SharedMemoryRateLimiter(s.workers_dir / RATE_LIMIT_FILE) if workers > 1 else InMemoryRateLimiter()
+    )
     if s.redis_host:
         from aiservice.infrastructure.ratelimit.redis import RedisRateLimiter
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -18,6 +19,10 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = Field(default=3004, ge=1, le=65535)
+    # Server processes on the one port (unset: one per CPU this process may use; 1: a single process).
+    workers: int | None = Field(default=None, ge=1, le=64)
+    # On SIGTERM, requests in flight get this long to finish before the workers stop anyway.
+    graceful_shutdown_seconds: float = Field(default=30.0, gt=0)
     environment: Literal["development", "production"] = "development"
 
     database_url: str | None = None
@@ -181,3 +186,13 @@ class Settings(BaseSettings):
     @property
     def secret_file(self) -> Path:
         return self.data_dir / "jwt_secret"
+
+    @property
+    def worker_count(self) -> int:
+        """WORKERS, else the CPUs this process may run on (a container's CPU set, not the host's)."""
+        return self.workers or len(os.sched_getaffinity(0)) or 1
+
+    @property
+    def workers_dir(self) -> Path:
+        """What the workers of one ``aiservice serve`` share on this host: metrics, rate-limit buckets."""
+        return self.data_dir / "workers"

@@ -171,7 +171,10 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Killed]:
             ).json()
             files = {"file": ("model.skops", iris_model_bytes())}
             assert (
-                httpx.post(f"{base}{API}/models/iris/versions", files=files, headers=headers()).status_code
+                # A worker other than the host one starts its fork server on its first upload: seconds.
+                httpx.post(
+                    f"{base}{API}/models/iris/versions", files=files, headers=headers(), timeout=120
+                ).status_code
                 == 201
             )
             job = httpx.post(

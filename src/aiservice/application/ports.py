@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -649,3 +650,37 @@ class WebhookSender(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PeerAnswer:
+    """What one sibling worker said to an ask (``answered`` is False when it was silent or gone)."""
+
+    worker: int
+    pid: int | None
+    answered: bool
+    result: dict[str, Any]
+    error: str | None
+
+
+class WorkerPeers(Protocol):
+    """The other server processes of this host (WORKERS > 1); a single worker has none.
+
+    ``slot`` 0 is the host worker: it alone runs the outbox relay, the webhook dispatcher, the job
+    supervisor and the sweepers. Events reach every other worker through ``publish``."""
+
+    slot: int
+    count: int
+
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop | None,
+        *,
+        on_event: Callable[[CloudEvent], object],
+        on_wake: Callable[[], object],
+        on_ask: Callable[[str, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]],
+    ) -> None: ...
+    def stop(self) -> None: ...
+    def publish(self, event: CloudEvent) -> None: ...
+    def wake_host(self) -> None: ...
+    async def ask(self, op: str, args: dict[str, Any], timeout_s: float) -> list[PeerAnswer]: ...

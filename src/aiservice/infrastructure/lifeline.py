@@ -48,6 +48,18 @@ def die_with_parent() -> None:
         threading.Thread(target=_exit_when_ready, args=(service.sentinel,), daemon=True).start()
 
 
+def die_with_supervisor() -> None:
+    """For a server worker (WORKERS > 1): killed when the supervisor that spawned it dies, however it
+    dies, so its own children then go by the chain above."""
+    if _set_parent_death_signal(signal.SIGKILL):
+        if not _service_alive():  # it died before the prctl took effect
+            os._exit(1)
+        return
+    supervisor = multiprocessing.parent_process()
+    if supervisor is not None:
+        threading.Thread(target=_exit_when_ready, args=(supervisor.sentinel,), daemon=True).start()
+
+
 def _release_fork_server() -> bool:
     """Close this child's copy of the fork server's alive pipe, so the fork server exits with the
     service; False when this Python keeps no such copy where we look."""

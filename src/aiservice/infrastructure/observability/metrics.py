@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,8 +233,20 @@ class ServiceMetrics:
         self.cache_bytes.set(loaded_bytes)
 
     def watch_outbox_lag(self, lag_seconds: Callable[[], float]) -> None:
-        """Read the outbox lag from the relay whenever metrics are scraped (no I/O: the relay keeps it)."""
-        self.outbox_lag.set_function(lag_seconds)
+        """Read the outbox lag from the relay whenever metrics are scraped (no I/O: the relay keeps it).
+
+        Several workers' values are read from their files, where a function's value never lands: a
+        thread writes it there every second instead (the scrape takes the max over workers)."""
+        if self._multiprocess_dir is None:
+            self.outbox_lag.set_function(lag_seconds)
+            return
+
+        def write_every_second() -> None:
+            while True:
+                self.outbox_lag.set(lag_seconds())
+                time.sleep(1.0)
+
+        threading.Thread(target=write_every_second, name="outbox-lag-gauge", daemon=True).start()
 
     def observe_request(self, method: str, route: str, status: int, duration_ms: float) -> None:
         labels = (method, route, str(status))
@@ -259,3 +273,16 @@ class ServiceMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def forget_dead_processes(folder: Path) -> None:
+    """Drop the live gauges of workers that died without saying so (a crash, a kill), as
+    prometheus_client asks a multi-process server to; the survivors' values stay."""
+    for path in folder.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+        except PermissionError:
+            continue  # alive, another user's

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from aiservice.bootstrap import DEFAULT_TENANT, ConfigurationError, Container, bootstrap
 from aiservice.domain.tenancy import Role
+from aiservice.infrastructure.lifeline import die_with_supervisor
 from aiservice.infrastructure.observability.logging import configure_logging
+from aiservice.infrastructure.observability.metrics import forget_dead_processes
+from aiservice.infrastructure.workers.slots import WorkerSlot
+from aiservice.infrastructure.workers.supervisor import metrics_folder, run_workers
 from aiservice.interfaces.http.app import create_app
 from aiservice.settings import Settings
+
+WORKER_APP = "aiservice.interfaces.cli.serve:worker_app"
 
 BANNER_TTL_SECONDS = 12 * 3600
 
@@ -59,14 +67,62 @@ def server_options(settings: Settings) -> dict[str, Any]:
 def run(settings: Settings) -> None:
     options = server_options(settings)  # a TLS mistake stops the start before anything is done
     configure_logging(settings.log_level, settings.log_format)
+    count = settings.worker_count
+    if count == 1:
+        container = _prepared(settings)
+        app = create_app(container)
+        _freeze_what_lives_forever()
+        uvicorn.run(app, **options)
+        return
+    # Migrations, the default tenant and the signing secret are made once, before any worker starts,
+    # by a process that then exits: the supervisor stays small and the workers never race for them.
+    preparation = multiprocessing.get_context("spawn").Process(target=_prepare_only, args=(settings,))
+    preparation.start()
+    preparation.join()
+    if preparation.exitcode != 0:
+        raise SystemExit(preparation.exitcode or 1)
+    metrics_dir = metrics_folder(settings.workers_dir, settings.prometheus_multiproc_dir)
+    try:
+        run_workers(
+            WORKER_APP, count, settings.workers_dir, metrics_dir, options, settings.graceful_shutdown_seconds
+        )
+    except BlockingIOError:
+        raise ConfigurationError(
+            f"another `aiservice serve` is running with DATA_DIR {settings.data_dir.resolve()}; "
+            "stop it, or give this one a DATA_DIR of its own."
+        ) from None
+
+
+def worker_app() -> FastAPI:
+    """One of WORKERS server processes (uvicorn calls this in each): it takes a free slot, and slot 0
+    also runs the host's background work (ADR 19)."""
+    die_with_supervisor()
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    slot = WorkerSlot.claim(settings.workers_dir, settings.worker_count)
+    if settings.prometheus_multiproc_dir is not None:
+        forget_dead_processes(settings.prometheus_multiproc_dir)  # a crashed predecessor's live gauges
+    app = create_app(bootstrap(settings, slot=slot))
+    _freeze_what_lives_forever()
+    return app
+
+
+def _freeze_what_lives_forever() -> None:
+    """Everything imported so far lives as long as the process: keep it out of every collection, so
+    full collections (which stop the event loop) only walk what requests create."""
+    gc.freeze()
+
+
+def _prepared(settings: Settings) -> Container:
     container = bootstrap(settings)
     if settings.auto_migrate:
         container.prepare()
     if container.secret_is_generated:
         # The generated secret marks a development install: hand the operator a working token.
         print(_banner(container), flush=True)
-    app = create_app(container)
-    # Everything imported so far lives as long as the process: keep it out of every collection, so
-    # full collections (which stop the event loop) only walk what requests create.
-    gc.freeze()
-    uvicorn.run(app, **options)
+    return container
+
+
+def _prepare_only(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    _prepared(settings).close()

@@ -70,3 +70,26 @@ def outbox(
     failures: Annotated[int, Query(ge=0, le=500, description="How many failing events to list")] = 20,
 ) -> OutboxOut:
     return OutboxOut.of(c.outbox.overview(caller, failures))
+
+
+class WorkerOut(ApiModel):
+    worker: int = Field(
+        description="The worker's slot; slot 0 also runs the relay, webhooks, jobs and sweeps"
+    )
+    pid: int | None
+    ok: bool = Field(description="Whether the worker answered")
+    host_duties: bool | None = None
+    started_at: float | None = Field(default=None, description="Unix time the worker started")
+    cached_models: int | None = None
+    cached_bytes: int | None = None
+    cache_budget_bytes: int | None = Field(default=None, description="Its share of MODEL_CACHE_MEMORY_MB")
+    error: str | None = None
+
+
+@router.get(
+    "/workers",
+    response_model=list[WorkerOut],
+    summary="Every worker process of the answering replica: pid, duties and model cache (platform operators)",
+)
+async def workers(caller: CallerDep, c: ContainerDep) -> list[WorkerOut]:
+    return [WorkerOut.model_validate(w.to_json()) for w in await c.fleet.status(caller)]

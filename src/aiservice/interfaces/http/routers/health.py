@@ -16,9 +16,9 @@ from aiservice.interfaces.http.deps import ContainerDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Liveness: the process answers (no I/O)")
-async def health() -> dict[str, Any]:
-    return {"status": "ok", "version": __version__}
+@router.get("/health", summary="Liveness: the process answers (no I/O); ``worker`` is the answering one")
+async def health(c: ContainerDep) -> dict[str, Any]:
+    return {"status": "ok", "version": __version__, "worker": c.peers.slot, "workers": c.peers.count}
 
 
 @router.get(

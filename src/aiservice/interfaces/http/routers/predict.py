@@ -192,7 +192,9 @@ async def batch_predict(
 
 @router.post("/{model}/versions/{version}/load", summary="Load a version into the model cache")
 async def load(model: str, version: VersionNumber, caller: CallerDep, c: ContainerDep) -> dict[str, Any]:
-    serving, memory = await c.inference.load(caller, model, version)
+    """Loads the version in every worker process of the answering replica; ``workers`` says how each
+    one fared (``memoryBytes`` is the answering worker's)."""
+    serving, memory, workers = await c.fleet.load(caller, model, version)
     return {
         "modelId": serving.model.id,
         "version": serving.version.version,
@@ -209,5 +211,6 @@ async def load(model: str, version: VersionNumber, caller: CallerDep, c: Contain
     summary="Free a version from the model cache",
 )
 async def unload(model: str, version: VersionNumber, caller: CallerDep, c: ContainerDep) -> Response:
-    await c.inference.unload(caller, model, version)
+    """Frees the version in every worker process of the answering replica."""
+    await c.fleet.unload(caller, model, version)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
