@@ -50,8 +50,7 @@ class UnixPeers:
         self.count = count
         self._folder = folder
         self._inbox: socket.socket | None = None
-        self._outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._outbox.settimeout(1.0)  # a peer whose buffer is full gets a second, then is skipped
+        self._outbox: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._pending: dict[str, _Ask] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,6 +74,8 @@ class UnixPeers:
         self._loop, self._on_event, self._on_wake, self._on_ask = loop, on_event, on_wake, on_ask
         if self.count == 1:
             return  # a single worker has nobody to hear from
+        self._outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._outbox.settimeout(1.0)  # a peer whose buffer is full gets a second, then is skipped
         inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         inbox.bind(_address(self._folder, self.slot))
         self._inbox = inbox
@@ -87,7 +88,9 @@ class UnixPeers:
             with contextlib.suppress(OSError):
                 inbox.shutdown(socket.SHUT_RDWR)
             inbox.close()
-        self._outbox.close()
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.close()
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -128,9 +131,12 @@ class UnixPeers:
         if len(message) > MAX_DATAGRAM:
             log.warning("a %d-byte message to worker %d is too large to send", len(message), slot)
             return False
+        outbox = self._outbox
+        if outbox is None:
+            return False  # not started, or stopped
         try:
             with self._send_lock:
-                self._outbox.sendto(message, _address(self._folder, slot))
+                outbox.sendto(message, _address(self._folder, slot))
         except (ConnectionRefusedError, FileNotFoundError):
             return False  # that worker is not running now (starting or being replaced)
         except OSError as exc:

@@ -1,0 +1,311 @@
+"""Settings -> adapters -> use cases: the one function that builds the whole service."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from aiservice.application.api_keys import ApiKeys
+from aiservice.application.artifact_keys import InFlightKeys
+from aiservice.application.audit import AuditLog
+from aiservice.application.compilation import OnnxCompilation
+from aiservice.application.datasets import Datasets
+from aiservice.application.erasure import TenantErasure
+from aiservice.application.event_handlers import (
+    EventConsumption,
+    EventHandlers,
+    EventProcessor,
+    ServingCacheHandlers,
+)
+from aiservice.application.inference import InferenceService
+from aiservice.application.outbox import EventBus, OutboxRelay, OutboxStatus
+from aiservice.application.periodic import PeriodicTask
+from aiservice.application.ports import (
+    ArtifactStore,
+    OutboxMessage,
+    Tracer,
+    WorkerPeers,
+)
+from aiservice.application.quotas import TenantUsage
+from aiservice.application.registry import ModelRegistry
+from aiservice.application.security import TokenAuthenticator
+from aiservice.application.serving.fleet import WorkerFleet
+from aiservice.application.tenants import Tenants
+from aiservice.application.tracing import NO_TRACER
+from aiservice.application.training import TrainingExecution, TrainingJobs
+from aiservice.application.versions import ModelVersions
+from aiservice.application.webhooks import Webhooks
+from aiservice.bootstrap.backends import (
+    compile_dir,
+    default_quotas,
+    forget_erased_tenant,
+    health_check,
+    job_launcher,
+    leftover_sweeper,
+    logged,
+    rate_limits,
+    s3_options,
+    webhook_parts,
+)
+from aiservice.bootstrap.container import Container
+from aiservice.bootstrap.events import consumer_group, event_consumer, event_publisher, log_event, traced
+from aiservice.bootstrap.secrets import artifact_store, jwt_service, signing_secret
+from aiservice.domain.clock import utcnow
+from aiservice.domain.events import DomainEvent
+from aiservice.domain.tenancy import Quota
+from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyLookup
+from aiservice.infrastructure.datasets.checks import format_problems
+from aiservice.infrastructure.datasets.locator import DatasetLocator
+from aiservice.infrastructure.datasets.store import DatasetStore
+from aiservice.infrastructure.db.audit_repository import SqlAlchemyAuditStore
+from aiservice.infrastructure.db.engine import create_engine
+from aiservice.infrastructure.db.job_repositories import SqlAlchemyJobQueue
+from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
+from aiservice.infrastructure.events.database import (
+    SqlAlchemyOutboxLease,
+    SqlAlchemyOutboxMonitor,
+    SqlAlchemyProcessedEvents,
+)
+from aiservice.infrastructure.images.pillow import PillowImageDecoder
+from aiservice.infrastructure.jobs.adapters import LocatedDatasets, TrainerCatalog
+from aiservice.infrastructure.jobs.supervisor import JobSupervisor
+from aiservice.infrastructure.observability.logging import log_prediction
+from aiservice.infrastructure.observability.metrics import ServiceMetrics
+from aiservice.infrastructure.observability.tracing import (
+    TracedArtifactStore,
+    configure_tracing,
+    instrument_engine,
+)
+from aiservice.infrastructure.process_memory import resident_bytes
+from aiservice.infrastructure.runtimes.archives import ArchiveLimits
+from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
+from aiservice.infrastructure.runtimes.inspector import SubprocessArtifactInspector
+from aiservice.infrastructure.runtimes.registry import FrameworkRegistry
+from aiservice.infrastructure.storage.encrypted import (
+    EncryptedArtifactStore,
+    PlaintextSweeper,
+)
+from aiservice.infrastructure.workers.peers import UnixPeers
+from aiservice.infrastructure.workers.slots import WorkerSlot
+from aiservice.settings import Settings
+
+
+def bootstrap(
+    settings: Settings | None = None, *, tracer: Tracer | None = None, slot: WorkerSlot | None = None
+) -> Container:
+    """The service built from ``settings``; ``tracer`` replaces the one the settings configure (tests);
+    ``slot`` makes it one of several worker processes on this host (ADR 19)."""
+    settings = settings or Settings()
+    workers = slot.count if slot is not None else 1
+    peers: WorkerPeers = UnixPeers(settings.workers_dir, slot.index if slot is not None else 0, workers)
+    secret, generated, created = signing_secret(settings)
+    engine = create_engine(settings.resolved_database_url)
+    tracer = tracer or configure_tracing(
+        settings.otel_exporter_otlp_endpoint,
+        settings.jaeger_endpoint,
+        service_name=settings.otel_service_name,
+        sample_ratio=settings.otel_traces_sample_ratio,
+    )
+    instrument_engine(engine, tracer)
+    uow = SqlAlchemyUnitOfWorkFactory(engine, utcnow, trace_context=tracer.traceparent)
+    inventory = artifact_store(settings)
+    store: ArtifactStore = inventory
+    sweeper = (
+        PlaintextSweeper(store, settings.artifact_plaintext_ttl_seconds)
+        if isinstance(store, EncryptedArtifactStore)
+        else None
+    )
+    if tracer is not NO_TRACER:
+        store = TracedArtifactStore(store, tracer)
+    tokens = jwt_service(settings, secret)
+    metrics = ServiceMetrics(
+        multiprocess_dir=settings.prometheus_multiproc_dir,
+        max_label_values=settings.metrics_max_label_values,
+    )
+    bus = EventBus()
+    bus.subscribe("*", log_event)
+    bus.subscribe("*", lambda m: metrics.events_published.labels(m.event_type).inc())
+    webhook_store, webhook_guard, dispatcher = webhook_parts(settings, engine, metrics)
+    bus.subscribe("*", dispatcher.on_event)  # on the lease holder, once per event: queues deliveries
+    event_handlers = EventHandlers()
+    # Each worker consumes as its own consumer: every one of them must see every event.
+    consumer = consumer_group(settings) + (f"-w{peers.slot}" if workers > 1 else "")
+    processor = EventProcessor(
+        event_handlers, SqlAlchemyProcessedEvents(engine), consumer, utcnow, tracer=tracer
+    )
+    relay = OutboxRelay(
+        SqlAlchemyOutbox(engine, utcnow),
+        bus,
+        interval=settings.outbox_poll_seconds,
+        publisher=traced(event_publisher(settings, processor, peers), tracer),
+        lease=SqlAlchemyOutboxLease(engine, utcnow, settings.outbox_lease_seconds),
+        max_backoff=settings.outbox_max_backoff_seconds,
+    )
+    metrics.watch_outbox_lag(relay.lag_seconds)
+    archive_limits = ArchiveLimits(
+        settings.max_archive_members, settings.max_unpacked_bytes, settings.max_compression_ratio
+    )
+    in_flight = InFlightKeys()  # keys this replica is writing: never swept
+    plugins = FrameworkRegistry.discover(archive_limits)
+    frameworks = plugins.catalog()
+    versions = ModelVersions(
+        uow,
+        store,
+        utcnow,
+        settings.max_artifact_bytes,
+        SubprocessArtifactInspector(
+            settings.inspect_timeout_seconds,
+            settings.inspect_memory_mb * 1024**2,
+            archive_limits,
+        ),
+        in_flight=in_flight,
+        upload_timeout_s=settings.upload_timeout_seconds,
+    )
+    threads = settings.inference_threads or os.cpu_count() or 2
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
+    inference = InferenceService(
+        versions,
+        store,
+        plugins,
+        executor,
+        metrics,
+        resident_bytes=resident_bytes,
+        images=PillowImageDecoder(),
+        max_models=settings.model_cache_size,
+        max_memory_bytes=settings.model_cache_memory_mb * 1024**2 // workers,  # the host's budget, shared
+        max_batch_size=settings.max_batch_size,
+        max_batch_rows=settings.batcher_max_rows,
+        max_batch_delay_s=settings.max_batch_delay_ms / 1000,
+        batch_workers=min(threads, 2),
+        timeout_s=settings.predict_timeout_seconds,
+        devices=plugins.devices(
+            {"torch": settings.pytorch_backend, "tensorflow": settings.tensorflow_backend}
+        ),
+        loaded_model_limit=lambda tenant_id: tenant_usage.limit(tenant_id, Quota.LOADED_MODELS),
+        tracer=tracer,
+        prediction_log=log_prediction,
+        prediction_log_rate=settings.prediction_log_sample_rate,
+    )
+    tenant_usage = TenantUsage(uow, loaded_models=inference.loaded_models)
+
+    compilation = OnnxCompilation(
+        uow,
+        store,
+        SubprocessOnnxCompiler(
+            memory_bytes=settings.inspect_memory_mb * 1024**2, archive_limits=archive_limits
+        ),
+        settings.max_artifact_bytes,
+        frameworks,
+        in_flight,
+        work_dir=compile_dir(settings),
+    )
+    compile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-compile")
+    if settings.onnx_compile:
+
+        def compile_new_version(message: OutboxMessage) -> None:
+            version = int(message.data["version"])
+            compile_pool.submit(
+                logged, compilation.compile_version, message.tenant_id, message.aggregate_id, version
+            )
+
+        bus.subscribe("ModelVersionCreated", compile_new_version)
+
+    def on_events(events: list[DomainEvent]) -> None:
+        relay.notify()
+        peers.wake_host()  # the relay runs in the host worker
+        for event in events:  # this replica forgets stale resolutions at once; others via the relay
+            inference.invalidate(event.tenant_id, event.aggregate_id)
+
+    uow.on_events = on_events
+
+    dataset_store = DatasetStore(settings.data_dir / "uploaded-datasets")
+    locator = DatasetLocator(settings.dataset_root_paths, dataset_store, s3_options(settings))
+    execution = TrainingExecution(uow, SqlAlchemyJobQueue(engine), versions, utcnow)
+    runner = JobSupervisor(
+        execution,
+        job_launcher(settings),
+        concurrency=settings.training_concurrency,
+        heartbeat_s=settings.training_heartbeat_seconds,
+        default_timeout_s=settings.training_timeout_seconds,
+        work_dir=settings.data_dir / "training",
+        resolve=locator.resolve,
+        storage_options=locator.storage_options,
+        fingerprint=locator.fingerprint,
+        tracer=tracer,
+        on_job=metrics.training_job,
+    )
+
+    def wake_runner() -> None:
+        runner.wake()
+        peers.wake_host()  # the job supervisor runs in the host worker
+
+    training = TrainingJobs(
+        uow,
+        utcnow,
+        TrainerCatalog(),
+        LocatedDatasets(locator),
+        frameworks,
+        wake_runner=wake_runner,
+        data_parallel=settings.job_runner == "ray",
+        max_timeout_s=settings.training_timeout_seconds,
+        trace_context=tracer.traceparent,
+    )
+    authenticator = TokenAuthenticator(tokens, uow, api_keys=SqlAlchemyApiKeyLookup(engine))
+    leftovers = leftover_sweeper(settings, engine, inventory, dataset_store, runner, in_flight, metrics)
+    return Container(
+        settings=settings,
+        engine=engine,
+        registry=ModelRegistry(uow, utcnow, frameworks, wake_runner=wake_runner),
+        versions=versions,
+        inference=inference,
+        executor=executor,
+        compilation=compilation,
+        compile_pool=compile_pool,
+        tenants=Tenants(
+            uow, default_quotas(settings), on_change=authenticator.forget_tenant, frameworks=frameworks
+        ),
+        tenant_usage=tenant_usage,
+        training=training,
+        training_runner=runner,
+        datasets=dataset_store,
+        dataset_uploads=Datasets(
+            dataset_store,
+            format_problems,
+            settings.max_dataset_bytes,
+            uow,
+            upload_timeout_s=settings.upload_timeout_seconds,
+        ),
+        tokens=tokens,
+        authenticator=authenticator,
+        api_keys=ApiKeys(uow, utcnow),
+        audit=AuditLog(SqlAlchemyAuditStore(engine), uow, utcnow),
+        health=health_check(settings, engine, store),
+        bus=bus,
+        relay=relay,
+        events=EventConsumption(
+            event_handlers,
+            processor,
+            ServingCacheHandlers(inference, warm=settings.event_warm_on_promotion),
+            event_consumer(settings, processor.consumer),
+        ),
+        fleet=WorkerFleet(inference, peers),
+        peers=peers,
+        slot=slot,
+        outbox=OutboxStatus(SqlAlchemyOutboxMonitor(engine), relay, utcnow),
+        metrics=metrics,
+        secret_is_generated=generated,
+        secret_created_now=created,
+        rate_limits=rate_limits(settings, metrics, workers),
+        erasure=TenantErasure(
+            uow,
+            store,
+            dataset_store,
+            on_erased=lambda tenant: forget_erased_tenant(tenant, inference, runner),
+        ),
+        webhooks=Webhooks(webhook_store, webhook_guard, dispatcher, utcnow),
+        webhook_dispatcher=dispatcher,
+        leftovers=leftovers,
+        leftover_sweeps=PeriodicTask("leftover-sweeper", settings.sweep_interval_seconds, leftovers.sweep),
+        tracer=tracer,
+        plaintext_sweeper=sweeper,
+    )
