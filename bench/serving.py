@@ -1,12 +1,16 @@
 """Serving benchmark: single-row predictions, 1,000-row batches, cold starts and memory per model.
 
 Builds seeded scikit-learn and XGBoost models, registers and uploads them to a real ``aiservice serve``
-started in a subprocess against a fresh temporary ``DATA_DIR``, and drives it over HTTP with ``wrk``
-(``apt-get install -y wrk``). In the same run it measures a bare FastAPI and a bare Starlette app
-under the same load as baselines, and the models' own in-process speed as references. Figures are
-printed next to the targets of the serving issue. ``--quick`` is a smoke run; ``--py-spy`` adds
-profiles of the server under load (``pip install py-spy``) and ``--gc-stats`` the pauses of its
-garbage collector.
+started in a subprocess against a fresh temporary ``DATA_DIR`` with ``--workers`` worker processes
+(``WORKERS``; default: the CPUs this process may use), and drives it over HTTP with ``wrk``
+(``apt-get install -y wrk``). Memory and CPU are those of the server's whole process tree (uvicorn's
+supervisor, the workers, their fork servers). In the same run it measures a bare FastAPI and a bare
+Starlette app with the same worker count under the same load as baselines, MLServer on the same works
+(``bench/peers.py``; ``--no-peer`` skips it), and the models' own in-process speed as references.
+Figures are printed next to the targets of the serving issue, and a last table gives each target's
+verdict from this run's figures. ``--quick`` is a smoke run; ``--profile`` adds a table of where the
+server's CPU goes by stage for each request type, ``--py-spy`` profiles of the server under load
+(both sample with py-spy), and ``--gc-stats`` the pauses of its garbage collector.
 
 Run it as ``.venv/bin/python bench/serving.py``.
 """
@@ -43,7 +47,6 @@ GiB = 1 << 30
 TENANT = "default"
 API = "/api/v1/ai"
 STARTUP_TIMEOUT_S = 60.0
-TOKEN_ARGS = ("token", "create", "--tenant", TENANT, "--role", "admin", "--ttl", "2h")
 ISOLATED_ENV = ("DATABASE_URL", "DB_HOST", "ARTIFACT_ROOT", "JWT_SECRET", "ENVIRONMENT", "AUTO_MIGRATE")
 
 N_FEATURES = 20
@@ -57,7 +60,7 @@ WRK_THREADS = 2
 SERVER_ENV = {"MAX_BATCH_SIZE": str(BATCH_ROWS)}
 
 # Targets from the serving issue.
-TARGET_RATIO_VS_FASTAPI = 0.5
+TARGET_RATIO_VS_STARLETTE = 0.5  # the same worker count on both sides
 TARGET_SINGLE_RPS = {"RandomForest": 4_000, "LogisticRegression": 5_000}
 TARGET_BATCH_ROWS_PER_MIN = 6_000_000
 TARGET_V2_ROWS_PER_MIN = 30_000_000
@@ -89,20 +92,115 @@ def free_port() -> int:
         return port
 
 
-def process_rss(pid: int) -> int:
-    """Resident memory of one process (not its children: the upload inspector forks), in bytes."""
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and every descendant: the supervisor, its workers and their fork servers."""
     try:
-        return int(psutil.Process(pid).memory_info().rss)
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
+        return []
 
 
-def process_cpu(pid: int) -> float:
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.NoSuchProcess:
+def tree_rss(pid: int) -> int:
+    """Resident memory of the whole process tree, in bytes (shared pages count once per process)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            total += int(p.memory_info().rss)
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each process of the tree, by pid."""
+    times: dict[int, float] = {}
+    for p in process_tree(pid):
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        times[p.pid] = float(t.user + t.system)
+    return times
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the tree spent between two ``tree_cpu`` readings (a process born meanwhile from 0)."""
+    if not after:
         return math.nan
-    return float(times.user + times.system)
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
+
+
+@dataclass
+class ProcessPart:
+    """One process of a server's tree at one moment."""
+
+    role: str  # "supervisor", "worker", "fork server", "resource tracker", "other"
+    pid: int
+    ppid: int
+    rss: int
+    pss: int | None = None  # proportional set size: shared pages divided between their processes
+    owner: int | None = None  # the worker pid a fork server (or its child) belongs to
+
+    def label(self, slots: dict[int, int]) -> str:
+        if self.role == "worker":
+            slot = slots.get(self.pid)
+            return f"worker {slot if slot is not None else '?'}" + (" (host duties)" if slot == 0 else "")
+        if self.role in ("fork server", "forked child") and self.owner is not None:
+            slot = slots.get(self.owner)
+            return f"{self.role} of worker {slot if slot is not None else '?'}"
+        return self.role
+
+
+def process_parts(root_pid: int, with_pss: bool = False) -> list[ProcessPart]:
+    """The tree of ``root_pid`` with each process's role. The root is uvicorn's supervisor when it has
+    spawned workers (``multiprocessing.spawn``), else the single server process itself (WORKERS=1)."""
+    procs = process_tree(root_pid)
+    cmdlines: dict[int, str] = {}
+    parents: dict[int, int] = {}
+    for p in procs:
+        try:
+            cmdlines[p.pid] = " ".join(p.cmdline())
+            parents[p.pid] = p.ppid()
+        except psutil.NoSuchProcess:
+            pass
+    spawned = {pid for pid, cmd in cmdlines.items() if parents.get(pid) == root_pid and "spawn_main" in cmd}
+    workers = spawned or {root_pid}
+    parts = []
+    for p in procs:
+        if p.pid not in cmdlines:
+            continue
+        cmd = cmdlines[p.pid]
+        owner = None
+        ancestor = parents.get(p.pid)
+        while ancestor is not None and ancestor != root_pid and ancestor not in workers:
+            ancestor = parents.get(ancestor)
+        if ancestor in workers and p.pid not in workers:
+            owner = ancestor
+        if p.pid in workers:
+            role = "worker"
+        elif p.pid == root_pid:
+            role = "supervisor"
+        elif "forkserver" in cmd:
+            role = "fork server"
+        elif "resource_tracker" in cmd:
+            role = "resource tracker"
+        elif owner is not None and "forkserver" in cmdlines.get(parents.get(p.pid, 0), ""):
+            role = "forked child"
+        else:
+            role = "other"
+        try:
+            rss = int(p.memory_info().rss)
+            pss = int(getattr(p.memory_full_info(), "pss", 0)) if with_pss else None
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        parts.append(ProcessPart(role, p.pid, parents[p.pid], rss, pss, owner=owner))
+    order = {"supervisor": 0, "worker": 1, "fork server": 2, "forked child": 3, "resource tracker": 4}
+    return sorted(parts, key=lambda part: (order.get(part.role, 9), part.owner or 0, part.pid))
+
+
+def worker_pids(root_pid: int) -> list[int]:
+    return [p.pid for p in process_parts(root_pid) if p.role == "worker"]
 
 
 def children_cpu() -> float:
@@ -147,7 +245,8 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> int | None:
 
 
 class Server:
-    """``aiservice serve`` as a subprocess; several may share one ``DATA_DIR`` (and SQLite database)."""
+    """``aiservice serve`` as a subprocess: uvicorn's supervisor (the Popen pid) and its ``workers``
+    worker processes on one port (WORKERS=1: one process, no supervisor)."""
 
     def __init__(self, workdir: Path, data_dir: Path, name: str, extra_env: dict[str, str]) -> None:
         self.workdir = workdir
@@ -159,27 +258,54 @@ class Server:
         env = {k: v for k, v in os.environ.items() if k.upper() not in ISOLATED_ENV}
         env |= {"DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **extra_env}
         self.env = env
+        self.workers = int(env.get("WORKERS") or len(os.sched_getaffinity(0)) or 1)
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s = math.nan
+        self.all_workers_s = math.nan
+        self.slots: dict[int, int] = {}  # worker pid -> slot, as the server reports them
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "aiservice", "serve", "--port", str(self.port), "--host", "127.0.0.1"]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             # cwd is the work dir so that no .env file of the caller's checkout is picked up.
             self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.workdir, stdout=out, stderr=err)
+        started = time.perf_counter()
         self.startup_s = wait_healthy(f"{self.base_url}/health", self.proc, self.name, self.stderr_path)
+        self.wait_all_workers(started)
+
+    def wait_all_workers(self, started: float) -> None:
+        """/health until every worker slot has answered (each call is a new connection, which any
+        worker may accept): the first answer may come while the other workers still start."""
+        seen: set[int] = set()
+        deadline = time.perf_counter() + STARTUP_TIMEOUT_S
+        while time.perf_counter() < deadline:
+            try:
+                body = httpx.get(f"{self.base_url}/health", timeout=2.0).json()
+            except (httpx.HTTPError, ValueError):
+                body = {}
+            if "worker" not in body:  # a build without workers: one process
+                break
+            seen.add(int(body["worker"]))
+            if len(seen) >= int(body.get("workers", self.workers)):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"{self.name}: only workers {sorted(seen)} answered /health")
+        self.all_workers_s = time.perf_counter() - started
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def token(self) -> str:
-        for line in self.stdout_path.read_text(errors="replace").splitlines():
-            if line.startswith("export TOKEN="):
-                return line.removeprefix("export TOKEN=").strip()
+    def token(self, tenant: str = TENANT, role: str = "admin") -> str:
+        if (tenant, role) == (TENANT, "admin"):
+            for line in self.stdout_path.read_text(errors="replace").splitlines():
+                if line.startswith("export TOKEN="):
+                    return line.removeprefix("export TOKEN=").strip()
+        command = [sys.executable, "-m", "aiservice", "token", "create", "--tenant", tenant]
         made = subprocess.run(
-            [sys.executable, "-m", "aiservice", *TOKEN_ARGS],
+            [*command, "--role", role, "--ttl", "2h"],
             env=self.env,
             cwd=self.workdir,
             capture_output=True,
@@ -189,7 +315,33 @@ class Server:
         return made.stdout.strip()
 
     def rss(self) -> int:
-        return process_rss(self.pid)
+        """The whole tree: supervisor, workers, fork servers."""
+        return tree_rss(self.pid)
+
+    def parts(self, with_pss: bool = False) -> list[ProcessPart]:
+        return process_parts(self.pid, with_pss)
+
+    def worker_pids(self) -> list[int]:
+        return worker_pids(self.pid)
+
+    def admin_workers(self, admin_token: str | None) -> list[dict[str, Any]]:
+        """``GET /admin/workers`` (a platform superadmin token): each worker's pid, slot and cache;
+        remembers which pid holds which slot. Empty when the server refuses it."""
+        if not admin_token:
+            return []
+        try:
+            response = httpx.get(
+                f"{self.base_url}{API}/admin/workers",
+                headers={"Authorization": f"Bearer {admin_token}", "X-Tenant-ID": "platform"},
+                timeout=30,
+            )
+        except httpx.HTTPError:
+            return []
+        if response.status_code != 200:
+            return []
+        workers: list[dict[str, Any]] = response.json()
+        self.slots |= {int(w["pid"]): int(w["worker"]) for w in workers if w.get("pid")}
+        return workers
 
     def client(self, token: str, timeout: float = 120.0) -> httpx.Client:
         return httpx.Client(
@@ -258,11 +410,13 @@ starlette_app = Starlette(
 
 
 class BaselineApp:
-    """A bare app of ``BASELINE_APP`` under uvicorn, configured as ``aiservice serve`` runs uvicorn."""
+    """A bare app of ``BASELINE_APP`` under uvicorn, configured as ``aiservice serve`` runs uvicorn:
+    ``--workers`` processes (the same count as ours) under uvicorn's supervisor."""
 
-    def __init__(self, workdir: Path, attr: str) -> None:
+    def __init__(self, workdir: Path, attr: str, workers: int) -> None:
         self.workdir = workdir
         self.attr = attr
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/predict"
         self.stderr_path = workdir / f"baseline-{attr}.stderr"
@@ -285,6 +439,8 @@ class BaselineApp:
             "warning",
             "--no-access-log",
             "--no-server-header",
+            "--workers",
+            str(self.workers),
         ]
         with self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=err)
@@ -537,9 +693,11 @@ class LoadResult:
     p99_ms: float = math.nan
     max_ms: float = math.nan
     errors: int = 0
-    server_cpu_s: float = math.nan
+    server_cpu_s: float = math.nan  # the server's whole process tree: supervisor, workers, fork servers
     client_cpu_s: float = math.nan
-    pid: int = 0
+    pid: int = 0  # the server's root process (uvicorn's supervisor)
+    pids: set[int] = field(default_factory=set)  # every process of its tree when the run started
+    worker_cpu_s: list[float] = field(default_factory=list)  # CPU seconds of each worker process
     started_at: float = math.nan  # wall clock (time.time()), to match the server's GC log
     ended_at: float = math.nan
     problem: str = ""
@@ -555,6 +713,24 @@ class LoadResult:
     @property
     def ok(self) -> bool:
         return not self.problem and self.requests > 0
+
+    @property
+    def cores(self) -> float:
+        """Cores the server's process tree kept busy on average (CPU seconds / wall seconds)."""
+        return self.server_cpu_s / self.duration_s if self.duration_s else math.nan
+
+    @property
+    def tail_ratio(self) -> float:
+        return self.p99_ms / self.p50_ms if self.p50_ms else math.nan
+
+    @property
+    def worker_split(self) -> str:
+        """Each worker's share of the workers' CPU time, busiest first ("55/45"): the kernel hands a
+        new connection to whichever worker accepts it first, so a few connections may land unevenly."""
+        total = sum(self.worker_cpu_s)
+        if len(self.worker_cpu_s) < 2 or total <= 0:
+            return "-"
+        return "/".join(f"{c / total * 100:.0f}" for c in sorted(self.worker_cpu_s, reverse=True))
 
 
 def run_wrk(
@@ -582,11 +758,14 @@ def run_wrk(
     script.write_text("\n".join(lines))
     cmd = ["wrk", f"-t{min(WRK_THREADS, connections)}", f"-c{connections}", f"-d{duration_s}s"]
     cmd += ["--latency", "--timeout", f"{timeout_s}s", "-s", str(script), request.url]
-    cpu_before, client_before = process_cpu(server_pid), children_cpu()
-    result.pid, result.started_at = server_pid, time.time()
+    workers = worker_pids(server_pid)
+    cpu_before, client_before = tree_cpu(server_pid), children_cpu()
+    result.pid, result.pids, result.started_at = server_pid, set(cpu_before), time.time()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + timeout_s + 60)
     result.ended_at = time.time()
-    result.server_cpu_s = process_cpu(server_pid) - cpu_before
+    cpu_after = tree_cpu(server_pid)
+    result.server_cpu_s = cpu_spent(cpu_before, cpu_after)
+    result.worker_cpu_s = [cpu_after.get(w, 0.0) - cpu_before.get(w, 0.0) for w in workers]
     result.client_cpu_s = children_cpu() - client_before
     match = re.search(r"^BENCH (.*)$", done.stdout, re.MULTILINE)
     if done.returncode != 0 or match is None:
@@ -644,6 +823,7 @@ class GcStats:
     counts: dict[int, int] = field(default_factory=dict)
     total_ms: dict[int, float] = field(default_factory=dict)
     max_ms: dict[int, float] = field(default_factory=dict)
+    pids: set[int] = field(default_factory=set)  # the processes that collected (the workers)
 
 
 def gc_stats(log: Path, results: list[LoadResult]) -> list[GcStats]:
@@ -663,7 +843,8 @@ def gc_stats(log: Path, results: list[LoadResult]) -> list[GcStats]:
             continue
         s = GcStats(r.label, r.ended_at - r.started_at)
         for pid, at, generation, ms in events:
-            if pid == r.pid and r.started_at <= at <= r.ended_at:
+            if pid in r.pids and r.started_at <= at <= r.ended_at:
+                s.pids.add(pid)
                 s.counts[generation] = s.counts.get(generation, 0) + 1
                 s.total_ms[generation] = s.total_ms.get(generation, 0.0) + ms
                 s.max_ms[generation] = max(s.max_ms.get(generation, 0.0), ms)
@@ -677,12 +858,14 @@ def report_gc(stats: list[GcStats]) -> str:
         row = [s.label]
         for generation in (0, 1, 2):
             row += [str(s.counts.get(generation, 0)), fmt(s.total_ms.get(generation, 0.0), ",.0f")]
-        row += [fmt(s.max_ms.get(2, math.nan), ",.1f"), fmt(sum(s.total_ms.values()) / 10 / s.wall_s, ".1f")]
+        per_process = sum(s.total_ms.values()) / 10 / s.wall_s / max(1, len(s.pids))
+        row += [fmt(s.max_ms.get(2, math.nan), ",.1f"), str(len(s.pids)), fmt(per_process, ".1f")]
         rows.append(row)
     header = ["wrk run (aiservice server)", "gen0 n", "ms", "gen1 n", "ms", "gen2 n", "ms", "gen2 max ms"]
-    header += ["% of wall in GC"]
+    header += ["processes", "% of a process's wall in GC"]
     return table(
-        "Garbage collections in the server process during the load runs (--gc-stats)",
+        "Garbage collections in the server's processes during the load runs (--gc-stats; counts and ms "
+        "summed over the worker processes that collected)",
         header,
         rows,
     ) + (
@@ -699,9 +882,12 @@ def py_spy_binary() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def start_py_spy(binary: str, pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+def start_py_spy(binary: str, pid: int, seconds: int, out: Path, gil: bool = True) -> subprocess.Popen[bytes]:
+    """Sample one process: ``gil`` only the thread holding the GIL, else every thread that is not
+    idle (py-spy leaves out threads the OS has asleep). Raw format: one line per unique stack."""
     cmd = [binary, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200"]
-    cmd += ["--format", "raw", "--threads", "--gil", "--nonblocking", "--output", str(out)]
+    cmd += ["--format", "raw", "--threads", "--nonblocking", "--output", str(out)]
+    cmd += ["--gil"] if gil else []
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -723,6 +909,11 @@ OUTER_FRAMES = tuple(
         "typer/core.py",
         "typer/_click/core.py",
         "click/core.py",
+        "<string>",
+        "multiprocessing/spawn.py",
+        "multiprocessing/process.py",
+        "uvicorn/_subprocess.py",
+        "uvicorn/supervisors/multiprocess.py",
     )
 )
 # ASGI wrappers (middleware ``__call__``, route ``handle``, send wrappers) that only pass a request on:
@@ -773,20 +964,13 @@ class Profile:
     problem: str = ""
 
 
-def summarise_profile(label: str, path: Path) -> Profile:
+def summarise_profile(label: str, paths: list[Path]) -> Profile:
+    """The samples of one or several processes (the workers) as one profile."""
     profile = Profile(label)
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
+    if not any(path.exists() for path in paths):
         profile.problem = "py-spy wrote no profile"
         return profile
-    for line in text.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")
-        thread = frames.pop(0) if frames and frames[0].startswith("thread (") else "thread (?)"
+    for thread, frames, count in raw_stacks(paths):
         name = thread.split(": ", 1)[1] if ": " in thread else "?"  # "thread (tid): MainThread"
         name = "MainThread (the event loop)" if name == "MainThread" else re.sub(r"_\d+$", "", name)
         profile.by_thread[name] += count
@@ -802,6 +986,255 @@ def summarise_profile(label: str, path: Path) -> Profile:
     return profile
 
 
+# -- where the server's CPU goes, by stage (--profile) -------------------------------------------
+
+# Each sampled stack (py-spy, every non-idle thread of every worker) is charged to one stage: the
+# frames are read from the innermost (the leaf) outwards, and the first frame that matches a rule
+# decides; for one frame, the first matching rule in this list wins. A rule is (stage, a regex on the
+# frame's file as py-spy prints it, e.g. "aiservice/interfaces/http/middleware.py", a regex on the
+# function's qualified name, e.g. "BodyLimitMiddleware.__call__"); an empty regex matches anything.
+# Frames no rule matches (asyncio, anyio, numpy, ...) are passed over, so their time goes to the
+# code that called them; the broad rules near the end stop the walk at framework and app code, so
+# that time does not climb into the middleware that wraps every request. Adjust the rules here.
+IDLE = "idle"
+STAGE_RULES: list[tuple[str, str, str]] = [
+    # (only the leaf) waiting, not working: py-spy drops threads the OS has asleep, these are the rest
+    (
+        IDLE,
+        r"^(selectors|threading|queue|socket|multiprocessing/connection|concurrent/futures/thread)\.py$",
+        "",
+    ),
+    (IDLE, r"aiservice/infrastructure/workers/peers\.py$", r"_receive$"),
+    (IDLE, r"^asyncio/base_events\.py$", r"(_run_once|select)$"),
+    # HTTP: uvicorn's protocol code, which httptools (C) calls back for the URL, headers and body
+    ("HTTP parse & write (uvicorn, httptools/h11)", r"uvicorn/protocols/|^h11/|^httptools/", ""),
+    ("middleware", r"aiservice/interfaces/http/(middleware|audit_context)\.py$", ""),
+    ("middleware", r"^(starlette|uvicorn|fastapi)/middleware/|^fastapi/(telemetry/|_body_limit\.py$)", ""),
+    ("auth & rate limit", r"aiservice/application/(security|rate_limits|audit)\.py$", ""),
+    ("auth & rate limit", r"aiservice/domain/tenancy\.py$", ""),  # Principal.require: permissions
+    ("auth & rate limit", r"aiservice/infrastructure/(auth|ratelimit)/", ""),
+    (
+        "auth & rate limit",
+        r"aiservice/interfaces/http/(deps|rate_limit)\.py$",
+        r"authenticate|principal|spend",
+    ),
+    ("auth & rate limit", r"^(jwt|cryptography|fastapi/security)/", ""),
+    # encoding first: v2_codec also holds the response encoder
+    ("encode (JSON/v2 answer)", r"aiservice/interfaces/http/v2_codec\.py$", r"encode|serialize|_text|Output"),
+    ("encode (JSON/v2 answer)", r"^json/encoder\.py$|^fastapi/encoders\.py$|^starlette/responses\.py$", ""),
+    ("encode (JSON/v2 answer)", r"^fastapi/routing\.py$", r"serialize_response"),
+    ("encode (JSON/v2 answer)", r"aiservice/application/inference\.py$", r"_result$|labels_for$"),
+    ("encode (JSON/v2 answer)", r"aiservice/interfaces/http/routers/predict\.py$", r"_response$|_problem$"),
+    ("encode (JSON/v2 answer)", r"aiservice/interfaces/http/v2\.py$", r"_outputs|_labels|_specs"),
+    ("encode (JSON/v2 answer)", r"aiservice/application/serving/inputs\.py$", r"label"),
+    # body decode: JSON/msgspec/v2 parsing, and reading the body (the strict-JSON check parses it too)
+    ("body decode", r"aiservice/interfaces/http/v2_codec\.py$", ""),
+    ("body decode", r"aiservice/interfaces/http/strict_json\.py$", r"violation$"),
+    ("body decode", r"^(json/decoder|json/__init__)\.py$|^msgspec/|^orjson/", ""),
+    ("body decode", r"^starlette/requests\.py$", r"body|json|stream|form"),
+    ("body decode", r"aiservice/interfaces/http/v2\.py$", r"_body$"),
+    ("body decode", r"^pydantic/", r"validate_json$"),  # /predict: pydantic-core parses the bytes
+    # validation: inputs checked against the schema and turned into the model's array
+    ("validation", r"aiservice/domain/(schemas|tabular|signature)\.py$", ""),
+    ("validation", r"aiservice/interfaces/http/(v2_inputs|strict_json)\.py$", ""),
+    ("validation", r"aiservice/application/serving/inputs\.py$", ""),
+    ("validation", r"aiservice/interfaces/http/v2\.py$", r"_check_requested|_inputs"),
+    ("validation", r"aiservice/application/inference\.py$", r"_rows"),
+    ("validation", r"^pydantic/|^pydantic_core/|^fastapi/dependencies/utils\.py$", r"valid|body_to_args"),
+    # the model: the batcher, the runtime adapter and the library
+    ("model call", r"aiservice/application/inference\.py$", r"\._run|infer_array"),
+    ("model call", r"aiservice/application/serving/batching\.py$", ""),
+    ("model call", r"aiservice/infrastructure/runtimes/", ""),
+    ("model call", r"^(onnxruntime|sklearn|xgboost|lightgbm|scipy|joblib|threadpoolctl)/", ""),
+    # the inference pool's thread handing its result back to the event loop (call_soon_threadsafe)
+    ("model call", r"^asyncio/futures\.py$", r"_chain_future|_set_state"),
+    ("logging & metrics", r"aiservice/infrastructure/observability/|aiservice/application/tracing\.py$", ""),
+    ("logging & metrics", r"aiservice/application/inference\.py$", r"_log_sampled"),
+    ("logging & metrics", r"^(prometheus_client|logging|structlog|opentelemetry)/", ""),
+    # the broad stops: routing, dependencies, endpoint and application code
+    ("other", r"^(fastapi|starlette)/|aiservice/", ""),
+    # uvloop's loop is C: a busy sample with nothing above asyncio.run is the loop itself at work
+    ("event loop & sockets (uvloop C code)", r"^asyncio/runners\.py$|^uvloop/", ""),
+]
+# The table's rows, in the order a request meets them; every stage of STAGE_RULES must be here.
+STAGE_ORDER = [
+    "HTTP parse & write (uvicorn, httptools/h11)",
+    "event loop & sockets (uvloop C code)",
+    "middleware",
+    "auth & rate limit",
+    "body decode",
+    "validation",
+    "model call",
+    "encode (JSON/v2 answer)",
+    "logging & metrics",
+    "other",
+]
+assert {stage for stage, _, _ in STAGE_RULES} - {IDLE} <= set(STAGE_ORDER), "a stage without a row"
+_COMPILED_RULES = [(stage, re.compile(f), re.compile(fn)) for stage, f, fn in STAGE_RULES]
+
+
+def frame_parts(frame: str) -> tuple[str, str]:
+    """(function, file) of a py-spy frame ``func (file:line)``."""
+    match = FRAME.match(frame)
+    return (match["func"], match["file"]) if match else (frame, "")
+
+
+def stage_of(frames: list[str]) -> tuple[str, str]:
+    """The stage of one stack (outermost frame first), and the frame that decided it."""
+    for depth, frame in enumerate(reversed(frames)):
+        func, path = frame_parts(frame)
+        for stage, file_rule, func_rule in _COMPILED_RULES:
+            if stage == IDLE and depth > 0:
+                continue
+            if file_rule.search(path) and func_rule.search(func):
+                return stage, frame
+    return "other", frames[-1] if frames else "?"
+
+
+def raw_stacks(paths: list[Path]) -> list[tuple[str, list[str], int]]:
+    """(thread, frames outermost first, samples) of py-spy's raw output files."""
+    stacks = []
+    for path in paths:
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        for line in text.splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            if not stack or not count_text.isdigit():
+                continue
+            frames = stack.split(";")
+            thread = frames.pop(0) if frames and frames[0].startswith("thread (") else "thread (?)"
+            stacks.append((thread, frames, int(count_text)))
+    return stacks
+
+
+@dataclass
+class StageProfile:
+    """Where the busy samples of the server's workers went during one request type's wrk run."""
+
+    label: str
+    run: LoadResult
+    processes: int = 0
+    busy: Counter[str] = field(default_factory=Counter)
+    idle: int = 0
+    other_frames: Counter[str] = field(default_factory=Counter)
+    problem: str = ""
+
+    @property
+    def busy_samples(self) -> int:
+        return sum(self.busy.values())
+
+    def share(self, stage: str) -> float:
+        return self.busy[stage] / self.busy_samples if self.busy_samples else math.nan
+
+    def us_per_request(self, stage: str) -> float:
+        r = self.run
+        return self.share(stage) * r.server_cpu_s / r.requests * 1e6 if r.requests else math.nan
+
+
+def classify_stacks(profile: StageProfile, paths: list[Path]) -> StageProfile:
+    for _thread, frames, count in raw_stacks(paths):
+        if not frames:
+            continue
+        stage, frame = stage_of(frames)
+        if stage == IDLE:
+            profile.idle += count
+            continue
+        profile.busy[stage] += count
+        if stage == "other":
+            profile.other_frames[short_frame(frame)] += count
+    if not profile.busy_samples and not profile.problem:
+        profile.problem = "no busy samples"
+    return profile
+
+
+def run_stage_profiles(
+    workdir: Path, seconds: int, server: Server, plan: list[tuple[str, Request, int]]
+) -> list[StageProfile]:
+    """One wrk run per request type, with one py-spy (every non-idle thread) per worker process."""
+    binary = py_spy_binary()
+    profiles = []
+    for label, req, connections in plan:
+        print(f"--profile {seconds}s: {label}...", flush=True)
+        if binary is None:
+            profiles.append(StageProfile(label, LoadResult(label, connections), problem="py-spy not found"))
+            continue
+        pids = server.worker_pids()
+        outs = [workdir / f"stages-{len(profiles)}-{pid}.txt" for pid in pids]
+        spies = [
+            start_py_spy(binary, pid, seconds, out, gil=False) for pid, out in zip(pids, outs, strict=True)
+        ]
+        time.sleep(0.5)  # py-spy attaches
+        result = run_wrk(workdir, f"profiled {label}", req, server.pid, connections, seconds, 60)
+        errors = []
+        for spy in spies:
+            _, err = spy.communicate(timeout=60)
+            if spy.returncode != 0:
+                errors.append(f"py-spy exited with {spy.returncode}: {err.decode(errors='replace')[-300:]}")
+        profile = StageProfile(label, result, len(pids), problem=result.problem)
+        classify_stacks(profile, outs)
+        if errors and not profile.busy_samples:
+            profile.problem = "; ".join(errors)
+        profiles.append(profile)
+    return profiles
+
+
+def report_stages(profiles: list[StageProfile]) -> str:
+    usable = [p for p in profiles if p.busy_samples]
+    text = ""
+    if usable:
+        header = ["stage", *(p.label for p in usable)]
+        rows = []
+        for stage in STAGE_ORDER:
+            if not any(p.busy[stage] for p in usable):
+                continue
+            rows.append(
+                [stage]
+                + [f"{p.share(stage) * 100:.1f}% {fmt(p.us_per_request(stage), ',.0f')} us" for p in usable]
+            )
+        rows.append(["busy samples (idle left out)", *(f"{p.busy_samples:,} ({p.idle:,})" for p in usable)])
+        rows.append(
+            [
+                "server CPU us per request",
+                *(
+                    fmt(p.run.server_cpu_s / p.run.requests * 1e6 if p.run.requests else math.nan)
+                    for p in usable
+                ),
+            ]
+        )
+        rows.append(
+            [
+                "requests, server CPU s, cores used",
+                *(f"{p.run.requests:,}, {p.run.server_cpu_s:.2f}, {p.run.cores:.2f}" for p in usable),
+            ]
+        )
+        text = table(
+            "Where the server's CPU goes, by stage (--profile): % of the workers' busy samples, and that "
+            "share of the server's CPU time per request in us",
+            header,
+            rows,
+        )
+        text += (
+            "\nSampled by py-spy (200 Hz, every thread that is not idle, one py-spy per worker process)"
+            "\nduring an extra wrk run of each request type, under that load; each stack is"
+            "\ncharged to the innermost frame a rule of STAGE_RULES (bench/serving.py) matches. us = share x"
+            "\nthe server tree's CPU seconds in that run / its requests. C code shows under the Python frame"
+            "\nthat called it (orjson.loads under its caller, tree traversal under the runtime's predict)."
+            "\nThe sampling itself slows the server on a small machine: compare shares, not the req/s."
+        )
+        for p in usable:
+            if p.other_frames:
+                top = ", ".join(
+                    f"{frame} {n / p.busy_samples * 100:.1f}%" for frame, n in p.other_frames.most_common(4)
+                )
+                text += f"\n  'other' in {p.label}, its largest frames: {top[:400]}"
+    for p in profiles:
+        if not p.busy_samples:
+            text += f"\n--profile ({p.label}): {p.problem or 'no samples'}"
+    return text.lstrip("\n")
+
+
 # -- measurements --------------------------------------------------------------------------------
 
 
@@ -809,9 +1242,12 @@ def summarise_profile(label: str, path: Path) -> Profile:
 class LoadMeasure:
     name: str
     artifact_bytes: int
-    rss_before: int = 0
+    rss_before: int = 0  # the server's whole process tree
     rss_after: int = 0
-    memory_bytes: int | None = None
+    worker_rss_before: dict[int, int] = field(default_factory=dict)  # worker pid -> RSS
+    worker_rss_after: dict[int, int] = field(default_factory=dict)
+    memory_bytes: int | None = None  # the answering worker's
+    workers: list[dict[str, Any]] = field(default_factory=list)  # the answer's {worker, pid, ok, memoryBytes}
     form: str = "?"
     load_s: float = math.nan
     first_predict_ms: float = math.nan
@@ -824,7 +1260,32 @@ class LoadMeasure:
         return self.rss_after - self.rss_before
 
     @property
+    def worker_growth(self) -> dict[int, int]:
+        """RSS growth of each worker process (by pid) across the load call."""
+        return {
+            pid: after - self.worker_rss_before[pid]
+            for pid, after in self.worker_rss_after.items()
+            if pid in self.worker_rss_before
+        }
+
+    @property
+    def max_worker_growth(self) -> int:
+        return max(self.worker_growth.values(), default=self.growth)
+
+    def memory_by_slot(self) -> list[tuple[int, int | None]]:
+        """(slot, memoryBytes) of every worker, from the load answer (the answering one alone when
+        the server lists no workers)."""
+        if self.workers:
+            return [(int(w["worker"]), w.get("memoryBytes")) for w in self.workers]
+        return [(0, self.memory_bytes)]
+
+    def growth_by_slot(self) -> list[tuple[int, int]]:
+        slots = {int(w["pid"]): int(w["worker"]) for w in self.workers if w.get("pid")}
+        return sorted((slots.get(pid, -1), g) for pid, g in self.worker_growth.items())
+
+    @property
     def limit(self) -> int:
+        """The memory target, per worker: each worker holds its own copy of the model."""
         return int(MEMORY_FACTOR * self.artifact_bytes + MEMORY_SLACK)
 
 
@@ -834,17 +1295,40 @@ def timed_post(c: httpx.Client, url: str, body: dict[str, Any] | None = None) ->
     return time.perf_counter() - started, response
 
 
+def worker_rss(server: Server) -> dict[int, int]:
+    rss = {}
+    for pid in server.worker_pids():
+        try:
+            rss[pid] = int(psutil.Process(pid).memory_info().rss)
+        except psutil.NoSuchProcess:
+            pass
+    return rss
+
+
 def measure_load(server: Server, c: httpx.Client, artifact: Artifact, body: dict[str, Any]) -> LoadMeasure:
+    """Load one version (the server loads it in every worker), then time predictions on one
+    keep-alive connection (one worker)."""
     m = LoadMeasure(artifact.name, artifact.size)
     time.sleep(0.3)
-    m.rss_before = server.rss()
+    m.rss_before, m.worker_rss_before = server.rss(), worker_rss(server)
     m.load_s, loaded = timed_post(c, f"{API}/models/{artifact.name}/versions/1/load")
-    m.rss_after = server.rss()
+    m.rss_after, m.worker_rss_after = server.rss(), worker_rss(server)
     if loaded.status_code != 200:
         m.problem = f"load -> {loaded.status_code}: {loaded.text[:300]}"
         return m
-    m.memory_bytes = loaded.json().get("memoryBytes")
-    m.form = str(loaded.json().get("form", "native"))
+    answer = loaded.json()
+    m.memory_bytes = answer.get("memoryBytes")
+    m.workers = list(answer.get("workers") or [])
+    server.slots |= {int(w["pid"]): int(w["worker"]) for w in m.workers if w.get("pid")}
+    m.form = str(answer.get("form", "native"))
+    failed = [w for w in m.workers if not w.get("ok")]
+    if failed:
+        m.problem = "load failed in " + "; ".join(
+            f"worker {w.get('worker')}: {str(w.get('error'))[:200]}" for w in failed
+        )
+        return m
+    if len(m.workers) not in (0, server.workers):
+        m.problem = f"the load answer lists {len(m.workers)} workers, not {server.workers}"
     times = []
     for _ in range(22):
         seconds, response = timed_post(c, f"{API}/models/{artifact.name}/predict", body)
@@ -1014,43 +1498,6 @@ def in_process_references(models: Models, seconds: float) -> tuple[list[Referenc
     return refs, None
 
 
-@dataclass
-class WorkerMemory:
-    label: str
-    pid: int
-    rss_start: int = 0
-    rss_warm: int = 0
-    rss_loaded: int = 0
-    memory_bytes: int | None = None
-    form: str = "?"
-    problem: str = ""
-
-    @property
-    def growth(self) -> int:
-        return self.rss_loaded - self.rss_warm
-
-
-def measure_worker(server: Server, token: str, warmups: list[str], model: str) -> WorkerMemory:
-    w = WorkerMemory(f"{server.name} (port {server.port})", server.pid)
-    with server.client(token) as c:
-        time.sleep(0.3)
-        w.rss_start = server.rss()
-        responses = [
-            (f"warm-up load of {name}", c.post(f"{API}/models/{name}/versions/1/load")) for name in warmups
-        ]
-        time.sleep(0.3)
-        w.rss_warm = server.rss()
-        loaded = c.post(f"{API}/models/{model}/versions/1/load")
-        w.rss_loaded = server.rss()
-        for what, response in [*responses, ("load", loaded)]:
-            if response.status_code != 200:
-                w.problem = f"{what} -> {response.status_code}: {response.text[:300]}"
-                return w
-        w.memory_bytes = loaded.json().get("memoryBytes")
-        w.form = str(loaded.json().get("form", "native"))
-    return w
-
-
 # -- the report ----------------------------------------------------------------------------------
 
 
@@ -1136,15 +1583,15 @@ def per_second(amount: float, r: LoadResult) -> float:
     return amount / r.duration_s if r.duration_s else math.nan
 
 
-def report_single(results: list[LoadResult], fastapi_rps: float, factor: float) -> str:
+def report_single(results: list[LoadResult], starlette_rps: float, fastapi_rps: float, factor: float) -> str:
     rows = []
     for r in results:
         is_model = r.label.startswith("predict")
-        ratio = r.rps / fastapi_rps if fastapi_rps and r.ok else math.nan
+        ratio = r.rps / starlette_rps if starlette_rps and r.ok else math.nan
         if not r.ok:
             status = "FAILED"
         else:
-            status = verdict(ratio >= TARGET_RATIO_VS_FASTAPI) if is_model else ""
+            status = verdict(ratio >= TARGET_RATIO_VS_STARLETTE) if is_model else ""
         absolute = next((t for name, t in TARGET_SINGLE_RPS.items() if name in r.label), None)
         here = scaled_rate(absolute, factor) if absolute else math.nan
         rows.append(
@@ -1155,13 +1602,16 @@ def report_single(results: list[LoadResult], fastapi_rps: float, factor: float) 
                 fmt(r.p95_ms, ".2f"),
                 fmt(r.p99_ms, ".2f"),
                 fmt(r.max_ms, ".1f"),
+                fmt(r.tail_ratio, ".2f"),
                 str(r.errors),
                 fmt(ratio, ".2f"),
-                f">= {TARGET_RATIO_VS_FASTAPI}" if is_model else "",
+                f">= {TARGET_RATIO_VS_STARLETTE}" if is_model else "",
                 status,
+                fmt(r.rps / fastapi_rps if fastapi_rps and r.ok else math.nan, ".2f"),
                 f"{absolute:,} ({here:,.0f})" if absolute else "",
                 (verdict(r.rps >= here) if r.ok else "FAILED") if absolute else "",
-                fmt(per_second(r.server_cpu_s, r) * 100),
+                fmt(r.cores, ".2f"),
+                r.worker_split,
                 fmt(r.server_cpu_s / r.requests * 1e6 if r.requests else math.nan),
                 fmt(per_second(r.client_cpu_s, r) * 100),
             ]
@@ -1173,14 +1623,16 @@ def report_single(results: list[LoadResult], fastapi_rps: float, factor: float) 
         "p95 ms",
         "p99 ms",
         "max ms",
+        "p99/p50",
         "errors",
-        "x FastAPI",
+        "x Starlette",
         "aim",
         "",
+        "x FastAPI",
         "target req/s (here)",
         "",
     ]
-    header += ["server CPU %", "server CPU us/req", "wrk CPU %"]
+    header += ["server cores used", "worker CPU split %", "server CPU us/req", "wrk CPU %"]
     return table(
         f"Single-row predictions: wrk -t{WRK_THREADS} -c{SINGLE_CONNECTIONS} -d{{duration}}s, "
         f"one JSON row of {N_FEATURES} named features",
@@ -1208,11 +1660,12 @@ def report_batches(results: list[LoadResult], refs: list[Reference], form: str, 
                 fmt(r.p95_ms, ".1f"),
                 fmt(r.p99_ms, ".1f"),
                 str(r.errors),
-                fmt(per_second(r.server_cpu_s, r) * 100),
+                fmt(r.cores, ".2f"),
+                r.worker_split,
             ]
         )
     header = ["endpoint (RandomForest)", "req/s", "rows/min", "target (here)", "", "x native", "x onnx"]
-    header += ["p50 ms", "p95 ms", "p99 ms", "errors", "server CPU %"]
+    header += ["p50 ms", "p95 ms", "p99 ms", "errors", "server cores used", "worker CPU split %"]
     text = table(
         f"{BATCH_ROWS}-row batches: wrk -t{WRK_THREADS} -c{BATCH_CONNECTIONS}, "
         f"the RandomForest served in its {form} form",
@@ -1245,21 +1698,27 @@ PEER_WORK = [
     ("V2 JSON 1000x20 FP32, RandomForest", "rf", "v2", BATCH_ROWS, 1, 3.0),
     ("V2 JSON 1000x20 FP32, LogisticRegression", "lr", "v2", BATCH_ROWS, 1, 3.0),
 ]
+MODEL_LABELS = {"rf": "RandomForest", "lr": "LogisticRegression", "xgb": "XGBoost"}
 
 
-def measure_peer(
-    args: argparse.Namespace,
-    run: Run,
-    models: Models,
-    server: Server,
-    json_headers: dict[str, str],
-    single_results: list[LoadResult],
-) -> PeerRuns:
-    """MLServer (default settings, its own venv) against ours on the serving issue's four works. Our
-    single rows are the runs above; the V2 JSON works run here with one connection on both sides."""
+def our_runs(single_results: list[LoadResult], v2_json: dict[str, LoadResult]) -> dict[str, LoadResult]:
+    """Our figures for each work of ``PEER_WORK``, from the runs made for the tables above."""
+    ours_single = {r.label.split(" (")[0]: r for r in single_results}
+    runs = {}
+    for work, name, kind, _rows, _connections, _target in PEER_WORK:
+        found = ours_single.get(f"predict {MODEL_LABELS[name]}") if kind == "predict" else v2_json.get(name)
+        if found is not None:
+            runs[work] = found
+    return runs
+
+
+def measure_peer(args: argparse.Namespace, run: Run, models: Models, ours: dict[str, LoadResult]) -> PeerRuns:
+    """MLServer (default settings, its own venv) on the serving issue's four works, against our runs of
+    the same works above (single rows at 32 connections, V2 JSON at one connection on both sides)."""
     from peers import MLServerPeer
 
     runs = PeerRuns()
+    runs.results |= {(work, "ours"): r for work, r in ours.items()}
     peer = MLServerPeer(
         run.workdir, {n: models.estimators[n] for n in ("rf", "lr")}, free_port(), free_port()
     )
@@ -1271,24 +1730,10 @@ def measure_peer(
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         runs.problem = f"MLServer could not start: {exc}"
         return runs
-    ours_single = {r.label.split(" (")[0]: r for r in single_results}
     for work, name, kind, rows, connections, _target in PEER_WORK:
         if kind == "predict":
-            label = f"predict {'RandomForest' if name == 'rf' else 'LogisticRegression'}"
-            if label in ours_single:
-                runs.results[(work, "ours")] = ours_single[label]
             peer_body = v2_single_body(models.X, "input-0")
         else:
-            ours = Request(
-                f"{server.base_url}/v2/models/{name}/infer",
-                v2_json_body(models.X, "input"),
-                json_headers,
-                rows,
-            )
-            print(f"wrk {args.duration}s: ours, {work}...", flush=True)
-            runs.results[(work, "ours")] = run_wrk(
-                run.workdir, f"ours {work}", ours, server.pid, connections, args.duration, timeout_s=60
-            )
             peer_body = v2_json_body(models.X, "input-0")
         request = Request(peer.infer_url(name), peer_body, {"Content-Type": "application/json"}, rows)
         check = httpx.post(request.url, content=request.body, headers=request.headers, timeout=60)
@@ -1305,21 +1750,59 @@ def measure_peer(
     return runs
 
 
+def peer_ratio(runs: PeerRuns, work: str) -> float:
+    ours, peer = runs.results.get((work, "ours")), runs.results.get((work, "peer"))
+    return ours.rps / peer.rps if ours and peer and ours.ok and peer.ok else math.nan
+
+
+def report_v2_json(results: dict[str, LoadResult]) -> str:
+    rows = [
+        [
+            MODEL_LABELS.get(name, name),
+            fmt(r.rps, ",.1f"),
+            fmt(r.rows_per_min if r.ok else math.nan),
+            fmt(r.p50_ms, ".1f"),
+            fmt(r.p99_ms, ".1f"),
+            str(r.errors) if not r.problem else r.problem[:60],
+            fmt(r.cores, ".2f"),
+            r.worker_split,
+        ]
+        for name, r in results.items()
+    ]
+    return table(
+        f"V2 JSON, {BATCH_ROWS}x{N_FEATURES} FP32 tensor per request, one connection (wrk -t1 -c1): "
+        "ours, for the comparison with MLServer",
+        [
+            "model",
+            "req/s",
+            "rows/min",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "server cores used",
+            "worker CPU split %",
+        ],
+        rows,
+    )
+
+
 def report_peer(runs: PeerRuns) -> str:
     if runs.problem:
         return f"Side by side with MLServer: not measured ({runs.problem})"
     rows = []
     for work, _name, _kind, _rows, connections, target in PEER_WORK:
         ours, peer = runs.results.get((work, "ours")), runs.results.get((work, "peer"))
-        ratio = ours.rps / peer.rps if ours and peer and ours.ok and peer.ok else math.nan
+        ratio = peer_ratio(runs, work)
         rows.append(
             [
                 work,
                 str(connections),
                 fmt(ours.rps if ours else math.nan),
                 f"{ours.p50_ms:.1f}/{ours.p99_ms:.1f}" if ours and ours.ok else "-",
+                fmt(ours.cores if ours else math.nan, ".2f"),
                 fmt(peer.rps if peer else math.nan),
                 f"{peer.p50_ms:.1f}/{peer.p99_ms:.1f}" if peer and peer.ok else "-",
+                fmt(peer.cores if peer else math.nan, ".2f"),
                 f"{ratio:.2f}x",
                 f">= {target:g}x",
                 verdict(ratio >= target) if not math.isnan(ratio) else "-",
@@ -1330,16 +1813,19 @@ def report_peer(runs: PeerRuns) -> str:
         "conns",
         "ours req/s",
         "p50/p99 ms",
+        "cores",
         "MLServer req/s",
         "p50/p99 ms",
+        "cores",
         "ratio",
         "target",
         "",
     ]
     note = (
-        f"MLServer {runs.version} with mlserver-sklearn at its default settings, in its own venv, started "
-        f"in {runs.startup_s:.1f}s; the same seeded models (joblib), the same machine, this run. Our single "
-        "rows are /predict with 20 named features (the runs above); MLServer's are V2 JSON [1, 20] FP32."
+        f"MLServer {runs.version} with mlserver-sklearn at its default settings (parallel workers included),"
+        f" in its own venv, started in {runs.startup_s:.1f}s; the same seeded models (joblib), the same"
+        " machine, this run. Our single rows are /predict with 20 named features (the runs above); MLServer's"
+        " are V2 JSON [1, 20] FP32. cores: the CPU time of each server's whole process tree / wall time."
     )
     return table("Side by side with Seldon MLServer (ratio = ours / MLServer)", header, rows) + "\n" + note
 
@@ -1409,7 +1895,9 @@ def report_loads(loads: list[LoadMeasure], cold: ColdPredict | None, factor: flo
     )
     text += (
         "\nA load runs one warm-up row through the model and resolves its bare name, so the 1st predict"
-        "\nshould cost about what the warm ones (the median of the following) cost."
+        "\nshould cost about what the warm ones (the median of the following) cost. load ms: the whole call,"
+        "\nwhich loads the version in the answering worker, then in each other worker. The predictions use"
+        "\none keep-alive connection, so one worker answers them."
     )
     big = next((m for m in loads if m.name == "big"), None)
     cold_rows = []
@@ -1447,82 +1935,123 @@ def report_loads(loads: list[LoadMeasure], cold: ColdPredict | None, factor: flo
     mem_rows = []
     for m in loads:
         is_warmup = m.name.startswith("warmup")
+        by_slot = m.memory_by_slot()
         mem_rows.append(
             [
                 m.name,
                 m.form,
                 mb(m.artifact_bytes),
-                mb(m.rss_before),
-                mb(m.rss_after),
+                " / ".join(mb(b) if b is not None else "n/a" for _, b in by_slot),
+                " / ".join(mb(g) for _, g in m.growth_by_slot()) or "n/a",
                 mb(m.growth),
-                mb(m.memory_bytes) if m.memory_bytes is not None else "n/a",
-                fmt(m.growth / m.artifact_bytes if m.artifact_bytes else math.nan, ".2f"),
+                ""
+                if is_warmup
+                else fmt(m.max_worker_growth / m.artifact_bytes if m.artifact_bytes else math.nan, ".2f"),
                 "" if is_warmup else mb(m.limit),
-                "" if is_warmup or m.problem else verdict(m.growth < m.limit),
+                "" if is_warmup or m.problem else verdict(m.max_worker_growth < m.limit),
             ]
         )
+    slots = max((len(m.memory_by_slot()) for m in loads), default=1)
+    per = " / ".join(f"w{i}" for i in range(slots))
     text += "\n\n" + table(
-        "Resident memory per loaded model (server process RSS around the load call; artifact = the upload)",
-        MEMORY_HEADER,
+        "Resident memory per loaded model and per worker (POST .../load loads it in every worker; "
+        "artifact = the upload)",
+        [
+            "model",
+            "form",
+            "artifact",
+            f"memoryBytes {per}",
+            f"RSS growth {per}",
+            "tree RSS growth",
+            "max worker growth/artifact",
+            "target per worker < 2x+30MB",
+            "",
+        ],
         mem_rows,
     )
     text += (
-        "\nThe warm-up rows load tiny models first: their growth is mostly the first import of a runtime"
-        "\n(scikit-learn/skops, XGBoost, onnxruntime), which every worker pays once. memoryBytes is the"
-        "\nserver's own measure (RSS growth across the load, at least the served file's size)."
+        "\nmemoryBytes: each worker's own measure (its RSS growth across its load, at least the served file's"
+        "\nsize), from the load answer's `workers` list. RSS growth: each worker process's RSS measured here"
+        "\nbefore and after the call; tree = supervisor + workers + fork servers. The warm-up rows load tiny"
+        "\nmodels first: their growth is mostly the first import of a runtime (scikit-learn/skops, XGBoost,"
+        "\nonnxruntime), which every worker pays once. The target applies to each worker's growth."
     )
     return text
 
 
-def report_workers(single: LoadMeasure | None, workers: list[WorkerMemory], model: Artifact) -> str:
+@dataclass
+class TreeSnapshot:
+    """The server's process tree at one moment of the run."""
+
+    label: str
+    parts: list[ProcessPart]
+
+    def rss(self, role: str | None = None) -> int:
+        return sum(p.rss for p in self.parts if role is None or p.role == role)
+
+    def pss(self) -> int | None:
+        values = [p.pss for p in self.parts]
+        return None if any(v is None for v in values) else sum(v or 0 for v in values)
+
+
+def report_tree(
+    snapshots: list[TreeSnapshot], slots: dict[int, int], admin: list[dict[str, Any]], workers: int
+) -> str:
+    """Each process of the server's tree (RSS) at each snapshot: a worker's idle size, what loading
+    the models added to each worker, and what the supervisor and the fork servers hold."""
+    rows_by_pid: dict[int, ProcessPart] = {}
+    for snap in snapshots:
+        for part in snap.parts:
+            rows_by_pid.setdefault(part.pid, part)
+    order = {"supervisor": 0, "worker": 1, "fork server": 2, "forked child": 3, "resource tracker": 4}
+    ordered = sorted(
+        rows_by_pid.values(),
+        key=lambda p: (order.get(p.role, 9), slots.get(p.owner or p.pid, 99), p.pid),
+    )
+    cache = {int(w["pid"]): w for w in admin if w.get("pid")}
     rows = []
-    if single is not None:
+    for part in ordered:
+        cells = []
+        for snap in snapshots:
+            here = next((p for p in snap.parts if p.pid == part.pid), None)
+            cells.append(mb(here.rss) if here else "-")
+        cached = cache.get(part.pid)
         rows.append(
             [
-                "1 worker (the main server above)",
-                single.form,
-                "",
-                "",
-                "",
-                mb(single.growth),
-                mb(single.memory_bytes or 0),
+                part.label(slots),
+                str(part.pid),
+                *cells,
+                f"{cached.get('cachedModels')} / {mb(cached.get('cachedBytes') or 0)} of "
+                f"{mb(cached.get('cacheBudgetBytes') or 0)}"
+                if cached
+                else "",
             ]
         )
-    for w in workers:
-        rows.append(
-            [
-                w.label,
-                w.form,
-                mb(w.rss_start),
-                mb(w.rss_warm),
-                mb(w.rss_loaded),
-                mb(w.growth),
-                mb(w.memory_bytes) if w.memory_bytes is not None else "n/a",
-            ]
-        )
-    if len(workers) == 2:
-        rows.append(
-            [
-                "2 workers, total",
-                "",
-                mb(sum(w.rss_start for w in workers)),
-                mb(sum(w.rss_warm for w in workers)),
-                mb(sum(w.rss_loaded for w in workers)),
-                mb(sum(w.growth for w in workers)),
-                mb(sum(w.memory_bytes or 0 for w in workers)),
-            ]
-        )
+    rows.append(["workers, total RSS", "", *(mb(s.rss("worker")) for s in snapshots), ""])
+    rows.append(["whole tree, total RSS", "", *(mb(s.rss()) for s in snapshots), ""])
+    pss = [s.pss() for s in snapshots]
+    if any(v is not None for v in pss):
+        rows.append(["whole tree, total PSS", "", *(mb(v) if v is not None else "n/a" for v in pss), ""])
+    idle = [p.rss for p in snapshots[0].parts if p.role == "worker"] if snapshots else []
     text = table(
-        f"Memory with 2 worker processes: '{model.name}' ({mb(model.size)} artifact) loaded in each",
-        ["process", "form", "RSS at start", "+ warm-ups", "+ model", "model growth", "memoryBytes"],
+        f"The server's process tree (WORKERS={workers}): resident memory of each process",
+        ["process", "pid", *(s.label for s in snapshots), "cache after loads: models / bytes of budget"],
         rows,
     )
-    return text + (
-        "\nThere is no multi-worker mode yet: the two workers are two `aiservice serve` processes on one"
-        "\nDATA_DIR (one SQLite database), each on its own port, started fresh after the main server stopped."
-        "\nEach process loads and holds its own copy of the model (and of the libraries), so N workers"
-        "\ntake about N x (process + runtimes + model) memory: nothing is shared between them."
+    text += (
+        "\nRSS counts shared pages (libraries, a fork server's pages shared with its worker) once per"
+        " process;"
+        "\nPSS divides them between the processes that share them, so the PSS total is what the tree takes."
+        "\nsupervisor: uvicorn's, which binds the port and watches the workers (absent with WORKERS=1)."
+        "\nfork server: a worker's multiprocessing fork server (upload inspection), if started."
+        "\nThe model cache budget (MODEL_CACHE_MEMORY_MB) is divided between the workers."
     )
+    if idle:
+        text += (
+            f"\nA worker's idle size (RSS after start): {' / '.join(mb(r) for r in idle)}; each model then"
+            "\ncosts its memoryBytes once per worker (the table above)."
+        )
+    return text
 
 
 def report_references(refs: list[Reference], note: str | None) -> str:
@@ -1581,6 +2110,146 @@ def server_log_summary(server: Server) -> str:
     )
 
 
+# -- the serving issue's targets, from this run's figures ----------------------------------------
+
+TARGET_TAIL_RATIO = 2.0  # p99 <= 2 x p50 at 32 connections
+TARGET_P99_MS = 20.0  # p99 under this whenever Little's law allows it: connections / rate < it
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report_targets(
+    single_results: list[LoadResult],
+    peer_runs: PeerRuns,
+    no_peer: bool,
+    loads: list[LoadMeasure],
+    idle: TreeSnapshot | None,
+    workers: int,
+) -> str:
+    """One row per target of the serving issue: the figure measured in this run, the target, the verdict."""
+    rows: list[list[str]] = []
+    starlette = next((r for r in single_results if r.label.startswith("bare Starlette")), None)
+    ours = {r.label.split(" (")[0]: r for r in single_results}
+    not_measured = "not measured (--no-peer)" if no_peer else f"not measured ({peer_runs.problem})"
+
+    def vs_peer(work: str, target: float, what: str) -> None:
+        ratio = peer_ratio(peer_runs, work)
+        if no_peer or peer_runs.problem:
+            rows.append([what, not_measured, f">= {target:g}x", "-"])
+            return
+        o, p = peer_runs.results.get((work, "ours")), peer_runs.results.get((work, "peer"))
+        if math.isnan(ratio) or o is None or p is None:
+            failed = (o.problem if o and o.problem else "") or (p.problem if p and p.problem else "no run")
+            rows.append([what, f"failed: {failed[:60]}", f">= {target:g}x", "NOT met"])
+            return
+        rows.append(
+            [
+                what,
+                f"{ratio:.2f}x ({o.rps:,.1f} / {p.rps:,.1f} req/s)",
+                f">= {target:g}x",
+                met(ratio >= target),
+            ]
+        )
+
+    for work, name, kind, _rows, connections, target in PEER_WORK:
+        if kind == "predict":
+            vs_peer(work, target, f"1. /predict {MODEL_LABELS[name]}, {connections} conns: x MLServer")
+    for name in ("rf", "lr"):
+        r = ours.get(f"predict {MODEL_LABELS[name]}")
+        what = f"1. /predict {MODEL_LABELS[name]}, {SINGLE_CONNECTIONS} conns: x bare Starlette"
+        if r is None or not r.ok or starlette is None or not starlette.ok:
+            rows.append([what, "failed", f">= {TARGET_RATIO_VS_STARLETTE}x", "NOT met"])
+            continue
+        ratio = r.rps / starlette.rps
+        rows.append(
+            [
+                what,
+                f"{ratio:.2f}x ({r.rps:,.0f} / {starlette.rps:,.0f} req/s)",
+                f">= {TARGET_RATIO_VS_STARLETTE}x",
+                met(ratio >= TARGET_RATIO_VS_STARLETTE),
+            ]
+        )
+    for name in ("rf", "lr"):
+        r = ours.get(f"predict {MODEL_LABELS[name]}")
+        what = f"2. /predict {MODEL_LABELS[name]}, {SINGLE_CONNECTIONS} conns: p99 / p50"
+        if r is None or not r.ok:
+            rows.append([what, "failed", f"<= {TARGET_TAIL_RATIO:g}x", "NOT met"])
+            continue
+        rows.append(
+            [
+                what,
+                f"{r.tail_ratio:.2f}x (p99 {r.p99_ms:.2f} / p50 {r.p50_ms:.2f} ms)",
+                f"<= {TARGET_TAIL_RATIO:g}x",
+                met(r.tail_ratio <= TARGET_TAIL_RATIO),
+            ]
+        )
+    for name in ("rf", "lr"):
+        r = ours.get(f"predict {MODEL_LABELS[name]}")
+        what = f"2. /predict {MODEL_LABELS[name]}, {SINGLE_CONNECTIONS} conns: p99 if Little allows"
+        if r is None or not r.ok:
+            rows.append([what, "failed", f"< {TARGET_P99_MS:g} ms", "NOT met"])
+            continue
+        little_ms = SINGLE_CONNECTIONS / r.rps * 1000  # the mean latency this rate implies
+        measured = f"p99 {r.p99_ms:.2f} ms; {SINGLE_CONNECTIONS}/rate = {little_ms:.2f} ms"
+        if little_ms >= TARGET_P99_MS:
+            rows.append([what, measured, f"< {TARGET_P99_MS:g} ms", "n/a (rate too low)"])
+        else:
+            rows.append([what, measured, f"< {TARGET_P99_MS:g} ms", met(r.p99_ms < TARGET_P99_MS)])
+    for work, name, kind, _rows, connections, target in PEER_WORK:
+        if kind == "v2":
+            vs_peer(
+                work,
+                target,
+                f"3. V2 JSON {BATCH_ROWS}x{N_FEATURES} FP32 {MODEL_LABELS[name]}, {connections} conn:"
+                " x MLServer",
+            )
+    measured_loads = [m for m in loads if not m.name.startswith("warmup") and not m.problem]
+    per_worker = [
+        m.name
+        + " "
+        + "/".join(f"{b / MiB:.1f}" if b is not None else "?" for _, b in m.memory_by_slot())
+        + " MB"
+        for m in measured_loads
+    ]
+    complete = bool(measured_loads) and all(
+        len(m.memory_by_slot()) == workers and all(b is not None for _, b in m.memory_by_slot())
+        for m in measured_loads
+    )
+    rows.append(
+        [
+            "4. memory per model per worker (memoryBytes of each worker)",
+            "; ".join(per_worker)[:110] or "none",
+            "reported",
+            met(complete),
+        ]
+    )
+    idle_workers = [p for p in idle.parts if p.role == "worker"] if idle else []
+    rows.append(
+        [
+            "4. each worker's idle size (RSS after start)",
+            " / ".join(mb(p.rss) for p in idle_workers) or "none",
+            "reported",
+            met(len(idle_workers) == workers),
+        ]
+    )
+    text = table(
+        f"The serving issue's targets (WORKERS={workers}), from this run's figures only",
+        ["issue target", "measured in this run", "aim", "verdict"],
+        rows,
+    )
+    return text + (
+        "\nx MLServer: our req/s / MLServer's req/s under the same wrk load (the side-by-side table)."
+        "\nx bare Starlette: the same JSON body parsed and a constant answered, under uvicorn"
+        f" --workers {workers}."
+        "\np99 / p50: wrk's latency distribution of the same run. The p99 target holds only when Little's law"
+        f"\nallows it: {SINGLE_CONNECTIONS} connections each waiting for an answer make the mean latency"
+        f" {SINGLE_CONNECTIONS}/rate,\nso a rate under {SINGLE_CONNECTIONS / TARGET_P99_MS * 1000:,.0f} req/s"
+        f" cannot have a p99 under {TARGET_P99_MS:g} ms (n/a)."
+    )
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
@@ -1592,12 +2261,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s wrk runs, a 10 MB big model")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="server processes of ours (WORKERS) and of the bare baselines (uvicorn --workers); "
+        "default: the CPUs this process may use (%(default)s)",
+    )
+    parser.add_argument(
         "--no-peer", action="store_true", help="skip the side-by-side runs against MLServer (its own venv)"
     )
     parser.add_argument(
         "--py-spy",
         action="store_true",
         help="also profile the servers under load with py-spy (extra wrk runs)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="a table of where the server's CPU goes by stage (HTTP, auth, decode, model, ...) for each "
+        "request type, sampled with py-spy in every worker (extra wrk runs)",
     )
     parser.add_argument(
         "--gc-stats",
@@ -1631,12 +2313,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--duration must be at least 1")
     if args.big_mb <= 0:
         parser.error("--big-mb must be positive")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     server_env = dict(SERVER_ENV)
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep or not key:
             parser.error(f"--env takes KEY=VALUE, not {item!r}")
+        if key.upper() == "WORKERS":
+            parser.error("give the worker count as --workers N (the baselines take it too)")
         server_env[key.upper()] = value
+    server_env["WORKERS"] = str(args.workers)
     args.server_env = server_env
     return args
 
@@ -1677,10 +2364,11 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line())
     print(source_line())
     print(versions_line())
+    print(workers_line(args.workers))
     print(
-        f"settings: --duration {args.duration} --big-mb {args.big_mb:g}"
-        f"{' --py-spy' if args.py_spy else ''}{' --gc-stats' if args.gc_stats else ''}; "
-        f"server env {args.server_env}, LOG_LEVEL=WARNING",
+        f"settings: --workers {args.workers} --duration {args.duration} --big-mb {args.big_mb:g}"
+        f"{' --py-spy' if args.py_spy else ''}{' --profile' if args.profile else ''}"
+        f"{' --gc-stats' if args.gc_stats else ''}; server env {args.server_env}, LOG_LEVEL=WARNING",
         flush=True,
     )
     run = Run(
@@ -1715,19 +2403,40 @@ def measure(args: argparse.Namespace, run: Run) -> int:
         flush=True,
     )
 
+    problems: list[tuple[str, str]] = []
     server = run.server("server")
     token = server.token()
+    try:
+        admin_token: str | None = server.token("platform", "superadmin")
+    except subprocess.CalledProcessError as exc:
+        admin_token = None
+        problems.append(("superadmin token", (exc.stderr or str(exc))[-300:]))
+    time.sleep(1.0)  # the host worker warms its fork server after it starts
+    admin = server.admin_workers(admin_token)
+    if not admin:
+        problems.append(("GET /admin/workers", "no answer: workers are named by pid only"))
+    snapshots = [TreeSnapshot("RSS after start (idle)", server.parts(with_pss=True))]
     print(
-        f"server: pid {server.pid} on {server.base_url}, healthy after {server.startup_s:.2f}s, "
-        f"RSS {mb(server.rss())}",
+        f"server: pid {server.pid} on {server.base_url}, healthy after {server.startup_s:.2f}s, all "
+        f"{server.workers} workers after {server.all_workers_s:.2f}s; tree RSS {mb(snapshots[0].rss())}: "
+        + ", ".join(f"{p.label(server.slots)} pid {p.pid} {mb(p.rss)}" for p in snapshots[0].parts),
         flush=True,
     )
-    run.baselines = {attr: BaselineApp(workdir, attr) for attr in ("fastapi_app", "starlette_app")}
+    if len([p for p in snapshots[0].parts if p.role == "worker"]) != server.workers:
+        problems.append(("workers", f"{len(server.worker_pids())} worker processes, not {server.workers}"))
+    run.baselines = {
+        attr: BaselineApp(workdir, attr, args.workers) for attr in ("fastapi_app", "starlette_app")
+    }
     for b in run.baselines.values():
         b.start()
-    print("baselines: " + ", ".join(f"{k} pid {b.pid} port {b.port}" for k, b in run.baselines.items()))
+    print(
+        "baselines: "
+        + ", ".join(
+            f"{k} pid {b.pid} port {b.port} ({len(worker_pids(b.pid))} workers)"
+            for k, b in run.baselines.items()
+        )
+    )
 
-    problems: list[tuple[str, str]] = []
     auth = {"Authorization": f"Bearer {token}", "X-Tenant-ID": TENANT}
     json_headers = {**auth, "Content-Type": "application/json"}
     print("registering and uploading models...", flush=True)
@@ -1760,16 +2469,24 @@ def measure(args: argparse.Namespace, run: Run) -> int:
         )
 
         # 4. cache, cold start and memory, before any load traffic
+        time.sleep(0.3)
+        snapshots.append(
+            TreeSnapshot("before loads (uploads, compilation done)", server.parts(with_pss=True))
+        )
         print("loading models...", flush=True)
         single = {"input": named_row(models.X[0])}
         order = ["warmup-sklearn", "warmup-xgboost", "warmup-onnx", "lr", "rf", "xgb", "big"]
         loads = [measure_load(server, c, arts[name], single) for name in order if name in arts]
+        time.sleep(0.3)
+        snapshots.append(TreeSnapshot("after loads", server.parts(with_pss=True)))
+        admin = server.admin_workers(admin_token) or admin
         cold = measure_cold_predict(c, arts["big"], single)
         problems += [(m.name, m.problem) for m in loads if m.problem]
         if cold.problem:
             problems.append(("cold predict", cold.problem))
         forms = {m.name: m.form for m in loads}
-        input_name = v2_input_name(c, "rf") if v2_available else "input"
+        input_names = {name: v2_input_name(c, name) if v2_available else "input" for name in ("rf", "lr")}
+        input_name = input_names["rf"]
 
         # every request is checked once before wrk repeats it
         batch_requests = {
@@ -1780,6 +2497,7 @@ def measure(args: argparse.Namespace, run: Run) -> int:
                 BATCH_ROWS,
             )
         }
+        v2_json_requests: dict[str, Request] = {}
         if v2_available:
             binary, header_length = v2_binary_body(models.X, input_name)
             batch_requests["/v2 infer, FP32 tensor in JSON"] = Request(
@@ -1796,8 +2514,18 @@ def measure(args: argparse.Namespace, run: Run) -> int:
             batch_requests["/v2 infer, binary tensor data"] = Request(
                 f"{server.base_url}/v2/models/rf/infer", binary, binary_headers, BATCH_ROWS
             )
+            v2_json_requests = {
+                name: Request(
+                    f"{server.base_url}/v2/models/{name}/infer",
+                    v2_json_body(models.X, input_names[name]),
+                    json_headers,
+                    BATCH_ROWS,
+                )
+                for name in ("rf", "lr")
+            }
         failed_checks: dict[str, str] = {}
-        for label, req in batch_requests.items():
+        checks = [*batch_requests.items(), *((f"/v2 JSON {n}", r) for n, r in v2_json_requests.items())]
+        for label, req in checks:
             try:
                 response = c.post(req.url, content=req.body, headers=req.headers)
                 problem = check_response(response, BATCH_ROWS, v2=label.startswith("/v2"))
@@ -1807,14 +2535,14 @@ def measure(args: argparse.Namespace, run: Run) -> int:
                 failed_checks[label] = problem
             print(f"  checked {label} ({len(req.body):,} bytes): {problem or 'OK'}", flush=True)
 
-    # 1 and 2. single rows, against the bare apps under the same load
+    # 1 and 2. single rows, against the bare apps (the same worker count) under the same load
     body = predict_body(models.X)
     fastapi, starlette = run.baselines["fastapi_app"], run.baselines["starlette_app"]
     single_requests: list[tuple[str, Request, int]] = [
         ("bare FastAPI (pydantic body)", Request(fastapi.url, body, json_headers), fastapi.pid),
         ("bare Starlette (request.json())", Request(starlette.url, body, json_headers), starlette.pid),
     ]
-    for name, label in (("rf", "RandomForest"), ("lr", "LogisticRegression"), ("xgb", "XGBoost")):
+    for name, label in MODEL_LABELS.items():
         url = f"{server.base_url}{API}/models/{name}/predict"
         single_requests.append(
             (f"predict {label} ({forms.get(name, '?')})", Request(url, body, json_headers), server.pid)
@@ -1846,16 +2574,34 @@ def measure(args: argparse.Namespace, run: Run) -> int:
         batch_results.append(
             run_wrk(workdir, label, req, server.pid, BATCH_CONNECTIONS, args.duration, timeout_s=60)
         )
-    problems += [(r.label, r.problem) for r in single_results + batch_results if r.problem]
+    # V2 JSON at one connection, both models: the works compared with MLServer
+    v2_json_results: dict[str, LoadResult] = {}
+    for name, req in v2_json_requests.items():
+        label = f"V2 JSON {BATCH_ROWS}x{N_FEATURES} FP32, {MODEL_LABELS[name]}, 1 connection"
+        if f"/v2 JSON {name}" in failed_checks:
+            v2_json_results[name] = LoadResult(
+                label, 1, BATCH_ROWS, problem=failed_checks[f"/v2 JSON {name}"]
+            )
+            continue
+        print(f"wrk {args.duration}s: {label}...", flush=True)
+        v2_json_results[name] = run_wrk(workdir, label, req, server.pid, 1, args.duration, timeout_s=60)
+    load_runs = single_results + batch_results + list(v2_json_results.values())
+    problems += [(r.label, r.problem) for r in load_runs if r.problem]
 
     # 4. the same works on the peer, side by side
     peer_runs = PeerRuns(problem="skipped (--no-peer)")
     if not args.no_peer:
-        peer_runs = measure_peer(args, run, models, server, json_headers, single_results)
-        problems += [(f"side by side: {r.label}", r.problem) for r in peer_runs.results.values() if r.problem]
+        peer_runs = measure_peer(args, run, models, our_runs(single_results, v2_json_results))
+        problems += [
+            (f"side by side: {r.label}", r.problem)
+            for (_, side), r in peer_runs.results.items()
+            if side == "peer" and r.problem
+        ]
+        if peer_runs.problem:
+            problems.append(("side by side", peer_runs.problem))
 
     # profiles, in extra runs so that the sampling does not touch the figures above
-    profiles = []
+    profiles: list[Profile] = []
     if args.py_spy:
         profiles = run_profiles(
             workdir,
@@ -1882,23 +2628,35 @@ def measure(args: argparse.Namespace, run: Run) -> int:
                 ),
             ],
         )
+    stage_profiles: list[StageProfile] = []
+    if args.profile:
+        plan = [(f"/predict RF, {SINGLE_CONNECTIONS} conns", single_requests[2][1], SINGLE_CONNECTIONS)]
+        for label, short in (
+            ("batch-predict, named features", "/batch-predict"),
+            ("/v2 infer, FP32 tensor in JSON", "V2 JSON"),
+            ("/v2 infer, binary tensor data", "V2 binary"),
+        ):
+            if label in batch_requests and label not in failed_checks:
+                plan.append(
+                    (
+                        f"{short} RF {BATCH_ROWS} rows, {BATCH_CONNECTIONS} conns",
+                        batch_requests[label],
+                        BATCH_CONNECTIONS,
+                    )
+                )
+        stage_profiles = run_stage_profiles(workdir, args.duration, server, plan)
 
-    # 5. memory with two worker processes on one DATA_DIR, started fresh after the main server stopped
-    print("memory with 2 workers...", flush=True)
+    # 5. the process tree after the load runs, then every server stops before the in-process references
+    snapshots.append(TreeSnapshot("after the load runs", server.parts(with_pss=True)))
     run.stop_baselines()
     server.stop()
-    warmups = [name for name in arts if name.startswith("warmup")]
-    extra = [run.server(f"worker-{i}") for i in (1, 2)]
-    workers = [measure_worker(w, token, warmups, "big") for w in extra]
-    problems += [(w.label, w.problem) for w in workers if w.problem]
-    for w in extra:
-        w.stop()
 
     print("in-process references...", flush=True)
     refs, ref_note = in_process_references(models, 0.5 if args.quick else 2.0)
 
     print()
     print(machine_line())
+    print(workers_line(args.workers))
     if serving:
         print()
         print(report_serving(arts, serving, waited))
@@ -1907,20 +2665,33 @@ def measure(args: argparse.Namespace, run: Run) -> int:
     starlette_rps = single_results[1].rps if single_results[1].ok else math.nan
     factor = starlette_rps / REFERENCE_STARLETTE_RPS if not math.isnan(starlette_rps) else 1.0
     print(
-        f"machine speed: bare Starlette answered {fmt(starlette_rps)} req/s here against the issue's "
-        f"{REFERENCE_STARLETTE_RPS:,}: factor {factor:.2f}.\nTargets show the issue's figure and, in "
-        "brackets, that figure scaled to this machine (rates x factor, times / factor); verdicts use "
-        "the scaled one."
+        f"machine speed: bare Starlette ({args.workers} workers) answered {fmt(starlette_rps)} req/s here "
+        f"against the issue's {REFERENCE_STARLETTE_RPS:,}: factor {factor:.2f}.\nTargets show the issue's "
+        "figure and, in brackets, that figure scaled to this machine (rates x factor, times / factor); "
+        "verdicts use the scaled one."
     )
     print()
-    print(report_single(single_results, fastapi_rps, factor).replace("{duration}", str(args.duration)))
     print(
-        "x FastAPI: against the first bare FastAPI run; the second shows how much the machine drifted."
-        f"\nEach model row is {SINGLE_CONNECTIONS} connections of the same one-row body; the server's"
-        " adaptive batcher may merge them.\nCPU %: of one core (200% = both cores of this machine)."
+        report_single(single_results, starlette_rps, fastapi_rps, factor).replace(
+            "{duration}", str(args.duration)
+        )
+    )
+    print(
+        "x Starlette: against the bare Starlette app, which parses the same body and answers a"
+        f" constant, with the same\n{args.workers} worker processes (uvicorn --workers {args.workers});"
+        " x FastAPI: against the first bare FastAPI run\n(the second shows how much the machine drifted)."
+        f" Each model row is {SINGLE_CONNECTIONS} connections of the same one-row body;\nthe server's"
+        " adaptive batcher may merge them. server cores used: CPU seconds of the server's whole\nprocess"
+        " tree (supervisor, workers, fork servers) / wall seconds; this machine has"
+        f" {len(os.sched_getaffinity(0))} usable cores,\nwhich wrk shares. worker CPU split: each worker"
+        " process's share of the workers' CPU time in that\nrun, busiest first (the kernel hands a new"
+        " connection to whichever worker accepts it first,\nso a few connections may land unevenly)."
     )
     print()
     print(report_batches(batch_results, refs, forms.get("rf", "?"), factor))
+    if v2_json_results:
+        print()
+        print(report_v2_json(v2_json_results))
     print()
     print(report_peer(peer_runs))
     if not v2_available:
@@ -1928,9 +2699,9 @@ def measure(args: argparse.Namespace, run: Run) -> int:
     print()
     print(report_loads(loads, cold, factor))
     print()
-    print(report_workers(next((m for m in loads if m.name == "big"), None), workers, arts["big"]))
+    print(report_tree(snapshots, server.slots, admin, server.workers))
     if args.gc_stats:
-        server_runs = [r for r in single_results + batch_results if r.pid == server.pid]
+        server_runs = [r for r in load_runs if r.pid == server.pid]
         print()
         print(report_gc(gc_stats(workdir / "gc-server.log", server_runs)))
     print()
@@ -1938,6 +2709,11 @@ def measure(args: argparse.Namespace, run: Run) -> int:
     for profile in profiles:
         print()
         print(report_profile(profile))
+    if args.profile:
+        print()
+        print(report_stages(stage_profiles))
+    print()
+    print(report_targets(single_results, peer_runs, args.no_peer, loads, snapshots[0], server.workers))
 
     if problems:
         print(f"\n{len(problems)} problems:")
@@ -1946,21 +2722,39 @@ def measure(args: argparse.Namespace, run: Run) -> int:
     return 1 if problems else 0
 
 
+def workers_line(workers: int) -> str:
+    ours = (
+        f"{workers} server processes of ours (WORKERS={workers}, under uvicorn's supervisor)"
+        if workers > 1
+        else "1 server process of ours (WORKERS=1: no supervisor)"
+    )
+    return (
+        f"workers: {ours} and of each bare baseline (uvicorn --workers {workers});"
+        f" {len(os.sched_getaffinity(0))} CPUs usable here"
+    )
+
+
 def run_profiles(workdir: Path, seconds: int, plan: list[tuple[str, Request, int, int]]) -> list[Profile]:
+    """--py-spy: the GIL holder of every worker process of the server at ``pid`` under one wrk run."""
     binary = py_spy_binary()
     if binary is None:
         return [Profile("the load runs", problem="py-spy is not installed (pip install py-spy)")]
-    profiles = []
+    profiles: list[Profile] = []
     for label, req, pid, connections in plan:
         print(f"py-spy {seconds}s: {label}...", flush=True)
-        out = workdir / f"py-spy-{len(profiles)}.txt"
-        spy = start_py_spy(binary, pid, seconds, out)
+        pids = worker_pids(pid)
+        outs = [workdir / f"py-spy-{len(profiles)}-{worker}.txt" for worker in pids]
+        spies = [start_py_spy(binary, worker, seconds, out) for worker, out in zip(pids, outs, strict=True)]
         time.sleep(0.5)  # py-spy attaches
         run_wrk(workdir, f"profiled {label}", req, pid, connections, seconds, 60)
-        _, err = spy.communicate(timeout=60)
-        profile = summarise_profile(label, out)
-        if spy.returncode != 0 and not profile.samples:
-            profile.problem = f"py-spy exited with {spy.returncode}: {err.decode(errors='replace')[-300:]}"
+        errors = []
+        for spy in spies:
+            _, err = spy.communicate(timeout=60)
+            if spy.returncode != 0:
+                errors.append(f"py-spy exited with {spy.returncode}: {err.decode(errors='replace')[-300:]}")
+        profile = summarise_profile(f"{label} ({len(pids)} worker processes)", outs)
+        if errors and not profile.samples:
+            profile.problem = "; ".join(errors)
         profiles.append(profile)
     return profiles
 
