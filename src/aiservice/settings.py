@@ -11,6 +11,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class ConfigurationError(RuntimeError):
+    """The settings cannot work; the message says which one and how to fix it."""
+
+
 class Settings(BaseSettings):
     # An empty value means "not set": a .env copied from .env.example keeps every default.
     model_config = SettingsConfigDict(

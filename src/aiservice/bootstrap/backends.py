@@ -22,7 +22,6 @@ from aiservice.application.ports import (
 )
 from aiservice.application.rate_limits import RateClass, RateLimit, RateLimitPolicy, RateLimits
 from aiservice.application.webhook_delivery import WebhookDispatcher, WebhookUrlGuard
-from aiservice.bootstrap.container import ConfigurationError
 from aiservice.bootstrap.secrets import master_keys
 from aiservice.domain.clock import utcnow
 from aiservice.domain.errors import InvalidInput
@@ -50,7 +49,7 @@ from aiservice.infrastructure.storage.encrypted import (
 from aiservice.infrastructure.storage.local import LocalArtifactStore
 from aiservice.infrastructure.webhooks.http import HttpxWebhookSender, SocketHostResolver
 from aiservice.infrastructure.workers.supervisor import RATE_LIMIT_FILE
-from aiservice.settings import Settings
+from aiservice.settings import ConfigurationError, Settings
 
 log = logging.getLogger("aiservice.events")
 

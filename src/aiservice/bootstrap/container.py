@@ -52,10 +52,6 @@ from aiservice.settings import Settings
 DEFAULT_TENANT = "default"
 
 
-class ConfigurationError(RuntimeError):
-    """The settings cannot work; the message says which one and how to fix it."""
-
-
 @dataclass
 class Container:
     settings: Settings

@@ -17,10 +17,9 @@ from aiservice.application.ports import (
     WorkerPeers,
 )
 from aiservice.application.tracing import NO_TRACER
-from aiservice.bootstrap.container import ConfigurationError
 from aiservice.infrastructure.events.inprocess import InProcessEventPublisher
 from aiservice.infrastructure.observability.tracing import TracedEventPublisher
-from aiservice.settings import Settings
+from aiservice.settings import ConfigurationError, Settings
 
 if TYPE_CHECKING:
     from redis import Redis

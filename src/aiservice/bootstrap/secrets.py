@@ -8,7 +8,6 @@ from pathlib import Path
 from aiservice.application.ports import (
     TokenService,
 )
-from aiservice.bootstrap.container import ConfigurationError
 from aiservice.infrastructure.auth.jwks import JwksKeySet, jwks_from_file, jwks_from_url
 from aiservice.infrastructure.auth.jwt_tokens import JwtTokenService
 from aiservice.infrastructure.auth.secret_file import load_or_create_secret, read_secret
@@ -22,7 +21,7 @@ from aiservice.infrastructure.storage.encrypted import (
 )
 from aiservice.infrastructure.storage.keys import KeyConfigError, Keyring, generate_key, load_keyring
 from aiservice.infrastructure.storage.local import LocalArtifactStore
-from aiservice.settings import Settings
+from aiservice.settings import ConfigurationError, Settings
 
 
 def master_keys(settings: Settings) -> Keyring | None:

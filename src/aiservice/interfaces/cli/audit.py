@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from aiservice.bootstrap import ConfigurationError, bootstrap
-from aiservice.settings import Settings
+from aiservice.settings import ConfigurationError, Settings
 
 audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
 
@@ -17,6 +16,8 @@ def verify(
     tenant: Annotated[str | None, typer.Option(help="Check this tenant only (default: every tenant)")] = None,
 ) -> None:
     """Recompute each tenant's hash chain; exit status 1 at the first broken record."""
+    from aiservice.bootstrap import bootstrap
+
     try:
         container = bootstrap(Settings())
     except ConfigurationError as exc:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aiservice.bootstrap import ConfigurationError, new_master_key, rotate_artifact_keys
-from aiservice.settings import Settings
+from aiservice.settings import ConfigurationError, Settings
 
 keys_app = typer.Typer(help="Master keys for artifact encryption at rest.", no_args_is_help=True)
 
@@ -13,6 +12,8 @@ keys_app = typer.Typer(help="Master keys for artifact encryption at rest.", no_a
 @keys_app.command("generate")
 def generate() -> None:
     """Print a new random master key (base64) on stdout, and its fingerprint id on stderr."""
+    from aiservice.bootstrap import new_master_key
+
     secret, key_id = new_master_key()
     typer.echo(secret)
     typer.echo(f"id: {key_id}", err=True)
@@ -25,6 +26,8 @@ def rotate() -> None:
 
     Make the new key current and keep the old ones listed until this reports no failure; then the
     old ones can go. Exit status 1 if anything could not be re-wrapped."""
+    from aiservice.bootstrap import rotate_artifact_keys
+
     try:
         current, artifacts, secrets = rotate_artifact_keys(Settings())
     except ConfigurationError as exc:

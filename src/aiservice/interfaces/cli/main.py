@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aiservice.bootstrap import ConfigurationError, bootstrap, token_service
 from aiservice.domain.errors import DomainError
 from aiservice.domain.tenancy import Role
 from aiservice.interfaces.cli.audit import audit_app
 from aiservice.interfaces.cli.exits import EPILOG, USAGE, fail
 from aiservice.interfaces.cli.keys import keys_app
 from aiservice.interfaces.cli.training import jobs_app, train
-from aiservice.settings import Settings
+from aiservice.settings import ConfigurationError, Settings
+
+if TYPE_CHECKING:
+    from aiservice.application.ports import TokenService
+    from aiservice.bootstrap import Container
 
 app = typer.Typer(help="aiservice: ML model registry and serving.", no_args_is_help=True, epilog=EPILOG)
 token_app = typer.Typer(help="Issue API tokens.", no_args_is_help=True)
@@ -26,6 +29,21 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.command("train")(train)
+
+
+def _bootstrap(settings: Settings) -> Container:
+    # The whole service is imported by the commands that build it only: `serve`'s supervisor and
+    # `--help` stay small.
+    from aiservice.bootstrap import bootstrap
+
+    return bootstrap(settings)
+
+
+def _token_service(settings: Settings) -> tuple[TokenService, str]:
+    from aiservice.bootstrap import token_service
+
+    return token_service(settings)
+
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -54,7 +72,7 @@ def serve(
 def migrate() -> None:
     """Bring the database schema to the newest migration and make sure the default tenant exists."""
     try:
-        container = bootstrap(Settings())
+        container = _bootstrap(Settings())
     except ConfigurationError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
@@ -73,7 +91,7 @@ def purge(
     ] = "30d",
 ) -> None:
     """Erase soft-deleted models, their versions and their artifacts for good."""
-    container = bootstrap(Settings())
+    container = _bootstrap(Settings())
     try:
         report = container.versions.purge_deleted(timedelta(seconds=parse_ttl(older_than)))
     finally:
@@ -94,7 +112,7 @@ def token_create(
     ./var from the current folder); which one is said on stderr. No secret is ever created here."""
     seconds = parse_ttl(ttl)
     try:
-        tokens, source = token_service(Settings())
+        tokens, source = _token_service(Settings())
     except ConfigurationError as exc:
         fail(USAGE, str(exc))
     typer.echo(f"signed with {source if source == 'JWT_SECRET' else f'the secret in {source}'}", err=True)
@@ -107,7 +125,7 @@ def tenant_create(
     name: Annotated[str | None, typer.Option(help="Display name")] = None,
 ) -> None:
     """Create a tenant (a no-op if it exists)."""
-    container = bootstrap(Settings())
+    container = _bootstrap(Settings())
     try:
         _tenant, created = container.tenants.ensure(tenant_id, name)
     except DomainError as exc:

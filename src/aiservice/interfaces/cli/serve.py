@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from fastapi import FastAPI
 
-from aiservice.bootstrap import DEFAULT_TENANT, ConfigurationError, Container, bootstrap
-from aiservice.domain.tenancy import Role
-from aiservice.infrastructure.lifeline import die_with_supervisor
 from aiservice.infrastructure.observability.logging import configure_logging
-from aiservice.infrastructure.observability.metrics import forget_dead_processes
-from aiservice.infrastructure.workers.slots import WorkerSlot
 from aiservice.infrastructure.workers.supervisor import metrics_folder, run_workers
-from aiservice.interfaces.http.app import create_app
-from aiservice.settings import Settings
+from aiservice.settings import ConfigurationError, Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from aiservice.bootstrap import Container
 
 WORKER_APP = "aiservice.interfaces.cli.serve:worker_app"
 
@@ -25,6 +23,9 @@ BANNER_TTL_SECONDS = 12 * 3600
 
 
 def _banner(container: Container) -> str:
+    from aiservice.bootstrap import DEFAULT_TENANT
+    from aiservice.domain.tenancy import Role
+
     s = container.settings
     token = container.tokens.issue("admin", DEFAULT_TENANT, [Role.ADMIN.value], BANNER_TTL_SECONDS)
     base = f"{_scheme(s)}://localhost:{s.port}"
@@ -69,6 +70,8 @@ def run(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     count = settings.worker_count
     if count == 1:
+        from aiservice.interfaces.http.app import create_app
+
         container = _prepared(settings)
         app = create_app(container)
         _freeze_what_lives_forever()
@@ -96,6 +99,12 @@ def run(settings: Settings) -> None:
 def worker_app() -> FastAPI:
     """One of WORKERS server processes (uvicorn calls this in each): it takes a free slot, and slot 0
     also runs the host's background work (ADR 19)."""
+    from aiservice.bootstrap import bootstrap
+    from aiservice.infrastructure.lifeline import die_with_supervisor
+    from aiservice.infrastructure.observability.metrics import forget_dead_processes
+    from aiservice.infrastructure.workers.slots import WorkerSlot
+    from aiservice.interfaces.http.app import create_app
+
     die_with_supervisor()
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -114,6 +123,9 @@ def _freeze_what_lives_forever() -> None:
 
 
 def _prepared(settings: Settings) -> Container:
+    """The service built, migrated and seeded; the development banner printed when it applies."""
+    from aiservice.bootstrap import bootstrap
+
     container = bootstrap(settings)
     if settings.auto_migrate:
         container.prepare()
