@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import skops.io as sio
+import starlette.requests
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -127,6 +128,47 @@ def test_batch_predict_keeps_order_and_fails_only_bad_items(client: TestClient, 
         "inputs.1.petal_length",
         "inputs.1.petal_width",
     }
+
+
+def test_batch_predict_reads_the_body_the_middleware_parsed(
+    client: TestClient, auth: Auth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The strict-JSON check parsed the body already: FastAPI is handed that document, not a second
+    parse by Python's json (the slowest step of a large batch), and answers exactly as before."""
+    iris(client, auth)
+    inputs = [row(0), {"sepal_length": 1.0}, row(100)]
+    expected = client.post(f"{API}/iris/batch-predict", json={"inputs": inputs}, headers=auth()).json()
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("the body was parsed again")
+
+    headers = auth()
+    with monkeypatch.context() as patch:
+        patch.setattr(starlette.requests.json, "loads", refuse)
+        response = client.post(f"{API}/iris/batch-predict", json={"inputs": inputs}, headers=headers)
+    outputs = response.json()["outputs"]
+    assert [o.get("prediction") for o in outputs] == [o.get("prediction") for o in expected["outputs"]]
+    assert outputs[1]["error"]["errors"] == expected["outputs"][1]["error"]["errors"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "field"),
+    [
+        (b"", 422, "body"),
+        (b"null", 422, "body"),
+        (b'{"inputs": [', 400, "body"),
+        (b'{"inputs": []}', 422, "body.inputs"),
+        (b'{"inputs": [{"sepal_length": NaN}], "options": {"batchSize": 0}}', 422, "body.options.batchSize"),
+    ],
+)
+def test_batch_predict_bodies_fastapi_refuses_are_refused_as_before(
+    client: TestClient, auth: Auth, content: bytes, status: int, field: str
+) -> None:
+    iris(client, auth)
+    headers = {**auth(), "Content-Type": "application/json"}
+    response = client.post(f"{API}/iris/batch-predict", content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert field in [e["field"] for e in response.json()["errors"]]
 
 
 def test_batch_predict_fail_fast_refuses_the_whole_batch(client: TestClient, auth: Auth) -> None:

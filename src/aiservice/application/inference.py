@@ -36,7 +36,7 @@ from aiservice.application.serving.inputs import (
     ImageDecoder,
     ServingModel,
     caller_labels,
-    label_of,
+    labels_of,
     to_rows,
 )
 from aiservice.application.serving.routing import Route, effective_input_schema, serving_form
@@ -335,7 +335,7 @@ class InferenceService:
 
     def labels_for(self, serving: ServingModel, values: np.ndarray) -> list[Any]:
         """Caller-facing labels for a column of native predictions."""
-        return [label_of(serving, v) for v in values]
+        return labels_of(serving, values)
 
     # -- predictions ---------------------------------------------------------------------------
 
@@ -375,14 +375,17 @@ class InferenceService:
                     if good and options.include_feature_importance
                     else None
                 )
-            latency = (time.perf_counter() - started) * 1000
+            latency = round((time.perf_counter() - started) * 1000, 3)
+            labels = labels_of(serving, prediction.values) if prediction is not None else []
             results: list[PredictionResult | DomainError] = []
             row = 0
             for i in range(len(payloads)):
                 if i in errors:
                     results.append(errors[i])
                     continue
-                results.append(self._result(serving, prediction, importance, row, options, latency))  # type: ignore[arg-type]
+                results.append(
+                    self._result(serving, prediction, labels[row], importance, row, options, latency)  # type: ignore[arg-type]
+                )
                 row += 1
             outcome = "success" if not errors else ("partial" if good else "invalid")
             return results
@@ -483,17 +486,17 @@ class InferenceService:
         self,
         serving: ServingModel,
         prediction: Prediction,
+        label: Any,
         importance: dict[str, Any] | None,
         row: int,
         options: PredictOptions,
-        latency: float,
+        latency_ms: float,
     ) -> PredictionResult:
-        value = prediction.values[row]
         result = PredictionResult(
-            prediction=label_of(serving, value),
+            prediction=label,
             model_id=serving.model.id,
             version=serving.version.version,
-            latency_ms=round(latency, 3),
+            latency_ms=latency_ms,
             form=serving.form,
         )
         if prediction.probabilities is not None and options.include_confidence:

@@ -83,6 +83,17 @@ def label_of(serving: ServingModel, value: Any) -> Any:
     return native
 
 
+def labels_of(serving: ServingModel, values: np.ndarray) -> list[Any]:
+    """``label_of`` of each row of ``values``: a column of numbers is read out in one ``tolist``."""
+    if values.ndim != 1 or values.dtype == object:
+        return [label_of(serving, v) for v in values]
+    natives: list[Any] = values.tolist()
+    index, labels = serving.class_index, serving.labels
+    if labels is None or not index:
+        return natives
+    return [labels[i] if (i := index.get(v)) is not None and i < len(labels) else v for v in natives]
+
+
 def _vectors(payloads: list[Any]) -> bool:
     """``{"features": [...]}`` objects: what a model that declares no schema took before its version's
     own columns gave it one; still read, positionally in the model's column order."""

@@ -7,12 +7,17 @@ one way and another reads another is refused before any of them sees it. The che
 hot path: orjson parses (microseconds), one walk counts the object members and the nesting, and only
 when that count differs from the body's colons (a repeated key, or an escaped colon) does the exact
 but slower parse run, which names the repeated key.
+
+The document a strict body was read into is kept (``strict_document``): the body middleware leaves it
+in the request's scope under ``PARSED_BODY`` for a route that would otherwise parse the same body again.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,31 +45,45 @@ class _RepeatedKey(Exception):
         self.key = key
 
 
+PARSED_BODY = "aiservice.parsed_json"  # the scope key of a strict body's document
+NOT_PARSED: Any = object()  # no document: the body is no JSON, or is refused
+
+
 def violation(body: bytes, max_depth: int) -> JsonViolation | None:
     """What is wrong with ``body``; None when it is strict JSON, or no JSON at all (the route that
     parses it reports that in its own terms)."""
+    return strict_document(body, max_depth)[0]
+
+
+def strict_document(body: bytes, max_depth: int) -> tuple[JsonViolation | None, Any]:
+    """``violation(body)``, and the document ``body`` holds when it has none (else ``NOT_PARSED``).
+
+    The document is orjson's, or, for JSON orjson refuses (NaN, for one), Python's: the values Python's
+    ``json.loads`` gives, except that an integer past 64 bits is orjson's nearest float."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         if "recursion" in str(exc).lower():  # orjson stops at 1024 levels
-            return _too_deep(max_depth)
+            return _too_deep(max_depth), NOT_PARSED
         return _exact(body, max_depth)  # JSON orjson refuses (NaN, huge integers) may still be JSON
     try:
         members = _members(document, max_depth)
     except _TooDeep:
-        return _too_deep(max_depth)
+        return _too_deep(max_depth), NOT_PARSED
     # Every member has one colon outside strings; colons inside strings were counted by the walk.
     # A repeated key collapses into one member, so the counts then differ. ``\u`` escapes can hide a
     # colon from the raw count: those bodies take the exact path.
     if members == body.count(b":") and b"\\u" not in body:
-        return None
-    return _exact(body, max_depth)
+        return None, document
+    found, _ = _exact(body, max_depth)
+    return found, document if found is None else NOT_PARSED
 
 
 def _members(node: Any, depth_left: int) -> int:
     """Object members plus the colons inside strings; raises ``_TooDeep`` past the depth bound.
 
-    Scalars are handled inline rather than by a call each: this walk is on the predict path."""
+    This walk is on the predict path: a list of scalars is passed over at once, and the objects of a
+    list of objects (a batch's rows) are counted together, each step in C over all of them."""
     kind = type(node)
     if kind is str:
         return int(node.count(":"))
@@ -72,14 +91,33 @@ def _members(node: Any, depth_left: int) -> int:
         return 0
     if depth_left == 0:
         raise _TooDeep
-    count = 0
     if kind is dict:
-        count = len(node)
-        for key in node:
-            if ":" in key:
-                count += key.count(":")
-        node = node.values()
-    for value in node:
+        return _object_members([node], depth_left)
+    kinds = set(map(type, node))
+    if kinds <= _SCALARS:
+        return 0
+    if kinds == _OBJECTS:
+        if depth_left == 1:
+            raise _TooDeep
+        return _object_members(node, depth_left - 1)
+    return _inner_members(node, depth_left)
+
+
+def _object_members(objects: list[dict[str, Any]], depth_left: int) -> int:
+    """The members of ``objects``, which sit ``depth_left`` levels above the bound, and what they hold."""
+    count = sum(map(len, objects))
+    keys = "".join(chain.from_iterable(objects))
+    if ":" in keys:
+        count += keys.count(":")
+    if _SCALARS.issuperset(map(type, chain.from_iterable(map(dict.values, objects)))):
+        return count
+    return count + _inner_members(chain.from_iterable(map(dict.values, objects)), depth_left)
+
+
+def _inner_members(values: Iterable[Any], depth_left: int) -> int:
+    """Members of the values of one object or list, which sits ``depth_left`` levels above the bound."""
+    count = 0
+    for value in values:
         kind = type(value)
         if kind is dict or kind is list:
             count += _members(value, depth_left - 1)
@@ -88,26 +126,33 @@ def _members(node: Any, depth_left: int) -> int:
     return count
 
 
-def _exact(body: bytes, max_depth: int) -> JsonViolation | None:
+_SCALARS = frozenset({int, float, bool, type(None)})
+_OBJECTS = frozenset({dict})
+
+
+def _exact(body: bytes, max_depth: int) -> tuple[JsonViolation | None, Any]:
     try:
         document = json.loads(body, object_pairs_hook=_unique)
     except _RepeatedKey as exc:
-        return JsonViolation(
+        repeated = JsonViolation(
             "duplicate-json-key",
             "Duplicate JSON key",
             f"The request body repeats the key {exc.key!r} in one object; each key may appear once.",
             {"key": exc.key},
         )
+        return repeated, NOT_PARSED
     except RecursionError:
-        return _too_deep(max_depth)
+        return _too_deep(max_depth), NOT_PARSED
     except ValueError:
-        return None
+        return None, NOT_PARSED
     try:
         _members(document, max_depth)
     except _TooDeep:
-        return _too_deep(max_depth)
+        return _too_deep(max_depth), NOT_PARSED
     nul = nul_field(document, "body")  # only here: a NUL is escaped as \u0000, which takes this path
-    return None if nul is None else nul_violation(nul)
+    if nul is not None:
+        return nul_violation(nul), NOT_PARSED
+    return None, document
 
 
 _FORM = b"application/x-www-form-urlencoded"

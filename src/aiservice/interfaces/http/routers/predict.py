@@ -13,11 +13,13 @@ from aiservice.application.inference import PredictionResult, PredictOptions
 from aiservice.domain.errors import DomainError, PayloadTooLarge
 from aiservice.domain.models import MAX_VERSION
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep, authenticate, inference_of
+from aiservice.interfaces.http.middleware import ParsedBodyRoute
 from aiservice.interfaces.http.paths import API_PREFIX, VersionNumber
 from aiservice.interfaces.http.problems import PROBLEM_BASE, status_of
 from aiservice.interfaces.http.schemas import ApiModel
 
-router = APIRouter(prefix=f"{API_PREFIX}/models", tags=["predictions"])
+# The batch's body is the document the body middleware read, not a second parse (ParsedBodyRoute).
+router = APIRouter(prefix=f"{API_PREFIX}/models", tags=["predictions"], route_class=ParsedBodyRoute)
 
 
 class PredictOptionsIn(ApiModel):
