@@ -90,6 +90,20 @@ def test_every_bad_feature_is_named(client: TestClient, auth: Auth) -> None:
     assert fields["input.colour"] == "unknown feature"
 
 
+@pytest.mark.parametrize("path", ["predict", "batch-predict"])
+def test_an_integer_of_hundreds_of_digits_is_refused_not_a_500(
+    client: TestClient, auth: Auth, path: str
+) -> None:
+    iris(client, auth)
+    row = '{"sepal_length": ' + "9" * 400 + ', "sepal_width": 1, "petal_length": 1, "petal_width": 1}'
+    body = ('{"input": ' + row + "}" if path == "predict" else '{"inputs": [' + row + "]}").encode()
+    response = client.post(
+        f"{API}/iris/{path}", content=body, headers={**auth(), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"].endswith("sepal_length"), response.text
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_numbers_are_refused(client: TestClient, auth: Auth, value: str) -> None:
     iris(client, auth)

@@ -194,11 +194,15 @@ class TabularPlan:
             return float(value), None
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, f"must be a {'whole ' if feature.type == 'integer' else ''}number"
-        if not math.isfinite(value):
+        try:
+            number = float(value)  # an integer of hundreds of digits has no float
+        except OverflowError:
+            return None, "must be a finite number (this one is too large)"
+        if not math.isfinite(number):
             return None, "must be a finite number"
-        if feature.type == "integer" and value != int(value):
+        if feature.type == "integer" and number != int(number):
             return None, "must be a whole number"
-        return float(value), None
+        return number, None
 
     # -- tensors (the Open Inference Protocol) ------------------------------------------------------
 

@@ -43,6 +43,8 @@ DTYPES: dict[str, np.dtype[Any]] = {
 _BY_KIND_SIZE = {(dt.kind, dt.itemsize): name for name, dt in DTYPES.items() if name != "BYTES"}
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf", "O": "U"}  # datatype kind -> JSON array kinds
 _LENGTH = struct.Struct("<I")
+MAX_DIMENSION = 2**31 - 1  # numpy refuses sizes whose product overflows, even with a zero among them
+MAX_DIMENSIONS = 32
 
 
 class MalformedRequest(InvalidInput):
@@ -228,6 +230,10 @@ def _input(item: Any, where: str, binary: memoryview, typed: bool = False) -> tu
         raise invalid(f"{where}.datatype", f"must be one of {', '.join(DTYPES)}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise invalid(f"{where}.shape", "a list of non-negative sizes is required")
+    if len(shape) > MAX_DIMENSIONS or math.prod(d for d in shape if d) > MAX_DIMENSION:
+        raise invalid(
+            f"{where}.shape", f"a tensor has at most {MAX_DIMENSIONS} dimensions and {MAX_DIMENSION} elements"
+        )
     count = math.prod(shape)
     size = _object(parameters, f"{where}.parameters").get("binary_data_size")
     if size is None:
