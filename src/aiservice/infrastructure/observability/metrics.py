@@ -17,6 +17,7 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _MS_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
 
+_MAX_REMEMBERED = 10_000
 OTHER = "other"  # the label value every value past a label's bound is counted under
 
 
@@ -189,6 +190,8 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self._cache_seen = (0, 0, 0)
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._prediction_series: dict[tuple[str, int, str], tuple[Any, Any]] = {}
 
     def training_job(self, framework: str, outcome: str, duration_s: float | None = None) -> None:
         """A job started (``duration_s`` None) or ended (succeeded or failed after ``duration_s``)."""
@@ -210,9 +213,20 @@ class ServiceMetrics:
         self.quota_exceeded.labels(self.tenant_label(tenant), quota).inc()
 
     def prediction(self, model: str, version: int, outcome: str, duration_ms: float) -> None:
-        model = self.model_label(model)
-        self.predictions.labels(model, str(version), outcome).inc()
-        self.inference_duration.labels(model, str(version)).observe(duration_ms)
+        key = (model, version, outcome)
+        series = self._prediction_series.get(key)
+        if series is None:
+            label = self.model_label(model)
+            series = self._remember(
+                self._prediction_series,
+                key,
+                (
+                    self.predictions.labels(label, str(version), outcome),
+                    self.inference_duration.labels(label, str(version)),
+                ),
+            )
+        series[0].inc()
+        series[1].observe(duration_ms)
 
     def batch(self, requests: int, rows: int) -> None:
         self.batch_requests.observe(requests)
@@ -249,9 +263,26 @@ class ServiceMetrics:
         threading.Thread(target=write_every_second, name="outbox-lag-gauge", daemon=True).start()
 
     def observe_request(self, method: str, route: str, status: int, duration_ms: float) -> None:
-        labels = (method, route, str(status))
-        self.requests.labels(*labels).inc()
-        self.request_duration.labels(*labels).observe(duration_ms)
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            labels = (method, route, str(status))
+            series = self._remember(
+                self._request_series,
+                key,
+                (self.requests.labels(*labels), self.request_duration.labels(*labels)),
+            )
+        series[0].inc()
+        series[1].observe(duration_ms)
+
+    @staticmethod
+    def _remember(found: dict[Any, tuple[Any, Any]], key: Any, series: tuple[Any, Any]) -> tuple[Any, Any]:
+        """A labelled series looked up once, not on every call (``labels`` takes a lock and a few
+        microseconds); the lookups are bounded like the labels themselves."""
+        if len(found) >= _MAX_REMEMBERED:
+            found.clear()
+        found[key] = series
+        return series
 
     def exposed_registry(self) -> CollectorRegistry:
         """What a scrape reads: this registry, or every worker's values when multi-process."""

@@ -68,8 +68,9 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.state.container = container
     install_problem_handlers(app)
     document_problems(app)
+    predict.add_hot_routes(app)  # first of all, and matched in one step
     app.include_router(health.router)
-    app.include_router(predict.router)  # first: the hottest routes are matched with the fewest tries
+    app.include_router(predict.router)  # early: the hot routes are matched with the fewest tries
     app.include_router(models.router)
     app.include_router(versions.router)
     app.include_router(training.router)
