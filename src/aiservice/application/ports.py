@@ -652,6 +652,19 @@ class WebhookSender(Protocol):
     def close(self) -> None: ...
 
 
+class RequestMetrics(Protocol):
+    """What the HTTP layer counts and exposes; the adapter decides how (Prometheus, one or many
+    processes), so the HTTP code never imports it."""
+
+    content_type: str
+
+    def observe_request(self, method: str, route: str, status: int, duration_ms: float) -> None: ...
+    def rate_limited_call(self, rate_class: str) -> None: ...
+    def tenant_prediction(self, tenant_id: str, outcome: str) -> None: ...
+    def quota_refused(self, tenant: str | None, quota: str) -> None: ...
+    def render(self) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class PeerAnswer:
     """What one sibling worker said to an ask (``answered`` is False when it was silent or gone)."""

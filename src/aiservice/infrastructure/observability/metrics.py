@@ -49,6 +49,8 @@ class ServiceMetrics:
     there. ``max_label_values`` bounds the distinct tenants and models each labelled metric keeps.
     """
 
+    content_type = CONTENT_TYPE
+
     def __init__(self, *, multiprocess_dir: Path | None = None, max_label_values: int = 200) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._multiprocess_dir = multiprocess_dir
@@ -208,6 +210,12 @@ class ServiceMetrics:
 
     def webhook_attempt(self, outcome: str) -> None:
         self.webhook_deliveries.labels(outcome).inc()
+
+    def rate_limited_call(self, rate_class: str) -> None:
+        self.rate_limited.labels(rate_class).inc()
+
+    def tenant_prediction(self, tenant_id: str, outcome: str) -> None:
+        self.tenant_predictions.labels(self.tenant_label(tenant_id), outcome).inc()
 
     def quota_refused(self, tenant: str | None, quota: str) -> None:
         self.quota_exceeded.labels(self.tenant_label(tenant), quota).inc()

@@ -25,8 +25,8 @@ from aiservice.application.audit import (
     begin_call,
     end_call,
 )
+from aiservice.application.ports import RequestMetrics
 from aiservice.domain.audit import Resource
-from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.interfaces.http.paths import API_PREFIX
 
 PREDICT = "model.predict"
@@ -134,7 +134,7 @@ class AuditMiddleware:
     """Opens a ``CallContext`` per request and writes the records no commit wrote, before the response
     status goes out; counts predictions per tenant."""
 
-    def __init__(self, app: ASGIApp, audit: AuditLog, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, audit: AuditLog, metrics: RequestMetrics) -> None:
         self.app = app
         self.audit = audit
         self.metrics = metrics
@@ -175,9 +175,7 @@ class AuditMiddleware:
     async def _finish(self, call: CallContext, status: int) -> None:
         if call.principal is not None and call.describe().kind is CallKind.PREDICT:
             outcome = "success" if status < 400 else "failed"
-            self.metrics.tenant_predictions.labels(
-                self.metrics.tenant_label(call.principal.tenant_id), outcome
-            ).inc()
+            self.metrics.tenant_prediction(call.principal.tenant_id, outcome)
         if not self.audit.needs_record(call, status):
             return
         try:

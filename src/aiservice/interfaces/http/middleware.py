@@ -20,10 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aiservice.application.ports import RateDecision, Tracer
+from aiservice.application.ports import RateDecision, RequestMetrics, Tracer
 from aiservice.application.rate_limits import retry_after
 from aiservice.application.tracing import NO_TRACER
-from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.interfaces.http.problems import problem_response
 from aiservice.interfaces.http.rate_limit import RATE_LIMIT_STATE
 from aiservice.interfaces.http.strict_json import (
@@ -52,7 +51,7 @@ class RequestContextMiddleware:
     """Accepts or makes ``X-Request-ID``, echoes it, binds it to logs, records metrics, and runs the
     request in a server span (a child of the caller's W3C ``traceparent`` when it sends one)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, tracer: Tracer = NO_TRACER) -> None:
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics, tracer: Tracer = NO_TRACER) -> None:
         self.app = app
         self.metrics = metrics
         self.tracer = tracer

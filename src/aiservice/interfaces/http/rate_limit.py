@@ -9,9 +9,9 @@ import re
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from aiservice.application.ports import RequestMetrics
 from aiservice.application.rate_limits import RateClass, RateLimits, refusal
 from aiservice.domain.tenancy import Principal
-from aiservice.infrastructure.observability.metrics import ServiceMetrics
 from aiservice.interfaces.http.paths import API_PREFIX
 
 RATE_LIMIT_STATE = "rate_limit"
@@ -24,7 +24,7 @@ def rate_class(path: str) -> RateClass:
     return RateClass.PREDICT if PREDICT_PATH.match(path) else RateClass.MANAGEMENT
 
 
-async def spend(request: Request, limits: RateLimits, caller: Principal, metrics: ServiceMetrics) -> None:
+async def spend(request: Request, limits: RateLimits, caller: Principal, metrics: RequestMetrics) -> None:
     """Raises ``RateLimited`` when the call's budget is spent. In-process buckets are asked on the
     event loop (no I/O); a shared store is asked from a worker thread."""
     kind = rate_class(request.scope["path"])
@@ -36,5 +36,5 @@ async def spend(request: Request, limits: RateLimits, caller: Principal, metrics
         return
     request.state[RATE_LIMIT_STATE] = decision
     if not decision.allowed:
-        metrics.rate_limited.labels(kind.value).inc()
+        metrics.rate_limited_call(kind.value)
         raise refusal(decision, kind)

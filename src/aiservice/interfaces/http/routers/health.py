@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from aiservice import __version__
 from aiservice.application.health import HealthReport
-from aiservice.infrastructure.observability.metrics import CONTENT_TYPE
 from aiservice.interfaces.http.deps import ContainerDep
 
 router = APIRouter(tags=["health"])
@@ -47,4 +46,4 @@ def _rendered(report: HealthReport) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(c: ContainerDep) -> Response:
-    return Response(c.metrics.render(), media_type=CONTENT_TYPE)
+    return Response(c.metrics.render(), media_type=c.metrics.content_type)
