@@ -21,6 +21,7 @@ from aiservice.application.compilation import COMPILE_FOLDER
 from aiservice.application.leftovers import ORPHANS, LeftoverSweeper, Swept
 from aiservice.bootstrap import Container
 from aiservice.domain.clock import utcnow
+from aiservice.domain.models import CompiledForm, ServingRecord
 from aiservice.domain.tenancy import Principal, Role
 from aiservice.infrastructure.db.artifact_references import SqlAlchemyArtifactReferences
 from aiservice.infrastructure.jobs.supervisor import JOB_FOLDER
@@ -124,7 +125,7 @@ def test_a_compiled_onnx_form_recorded_on_a_version_is_never_swept(
     with container.versions._uow("acme") as uow:  # recorded as OnnxCompilation records it
         version = uow.versions.get(model["id"], 1)
         assert version is not None
-        version.serving = {"form": "onnx", "onnx": {"key": key, "digest": "0" * 64, "sizeBytes": 1000}}
+        version.serving = ServingRecord("onnx", onnx=CompiledForm(key, "0" * 64, 1000))
         uow.versions.set_serving(version)
         uow.commit()
     age(compiled)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aiservice.application.serving.routing import serving_form
-from aiservice.domain.models import ArtifactRef, Framework, Model, ModelVersion
+from aiservice.domain.models import ArtifactRef, Framework, Model, ModelVersion, ServingRecord
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 NULLABLE = {"type": "tabular", "features": [{"name": "a", "nullable": True}, {"name": "b"}]}
@@ -19,7 +19,7 @@ ONNX = {"key": "k", "digest": "d", "sizeBytes": 1}
 
 def version(serving: dict[str, Any]) -> ModelVersion:
     artifact = ArtifactRef("key", "digest", 1, "model.skops", "application/x-skops")
-    return ModelVersion("acme", "m", 1, artifact, NOW, serving=serving)
+    return ModelVersion("acme", "m", 1, artifact, NOW, serving=ServingRecord.from_json(serving))
 
 
 @pytest.mark.parametrize(

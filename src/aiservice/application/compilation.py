@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from aiservice.application.artifact_keys import InFlightKeys, new_artifact_key
 from aiservice.application.frameworks import FrameworkCatalog
 from aiservice.application.ports import ArtifactStore, LoadSpec, UnitOfWorkFactory, chunks
 from aiservice.domain.events import ModelVersionCompiled
-from aiservice.domain.models import ModelVersion
+from aiservice.domain.models import CompiledForm, ModelVersion, ServingRecord
 
 COMPILE_FOLDER = "onnx-"  # each compilation's scratch folder in the work folder: onnx-<random>
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class OnnxCompilation:
             model is None
             or version is None
             or not self._frameworks.has(model.framework, "compilable")
-            or "compiled" in version.serving
+            or version.serving.compiled
         ):
             return None
         spec = LoadSpec(
@@ -77,15 +78,16 @@ class OnnxCompilation:
             with tempfile.TemporaryDirectory(prefix=COMPILE_FOLDER, dir=self._work_dir) as folder:
                 out = Path(folder) / "model.onnx"
                 report = self._compiler.compile(source, spec, out)
-                serving: dict[str, Any] = {"compiled": True, **report}
-                if report.get("kept") and out.exists():
-                    serving["onnx"] = self._store_onnx(key, out, report.get("configuration", {}))
-            serving.pop("configuration", None)
+                configuration = report.pop("configuration", None) or {}
+                onnx = (
+                    self._store_onnx(key, out, configuration) if report.get("kept") and out.exists() else None
+                )
+            serving = replace(ServingRecord.from_json(report), compiled=True, onnx=onnx)
             self._record(tenant_id, model_id, version, serving)
-        log.info("version %s of model %s compiled: %s", number, model_id, serving.get("reason"))
-        return serving
+        log.info("version %s of model %s compiled: %s", number, model_id, serving.reason)
+        return serving.to_json()
 
-    def _record(self, tenant_id: str, model_id: str, version: ModelVersion, serving: dict[str, Any]) -> None:
+    def _record(self, tenant_id: str, model_id: str, version: ModelVersion, serving: ServingRecord) -> None:
         with self._uow(tenant_id) as uow:
             version.serving = serving
             uow.versions.set_serving(version)
@@ -94,13 +96,13 @@ class OnnxCompilation:
                     tenant_id=tenant_id,
                     aggregate_id=model_id,
                     version=version.version,
-                    form=str(serving.get("form", "native")),
-                    reason=str(serving.get("reason", "")),
+                    form=serving.form,
+                    reason=serving.reason,
                 )
             )
             uow.commit()
 
-    def _store_onnx(self, key: str, path: Path, configuration: dict[str, Any]) -> dict[str, Any]:
+    def _store_onnx(self, key: str, path: Path, configuration: dict[str, Any]) -> CompiledForm:
         writer = self._store.writer(key, self._max_bytes)
         try:
             with path.open("rb") as handle:
@@ -110,9 +112,4 @@ class OnnxCompilation:
         except BaseException:
             writer.abort()
             raise
-        return {
-            "key": stored.key,
-            "digest": stored.digest,
-            "sizeBytes": stored.size_bytes,
-            "configuration": configuration,
-        }
+        return CompiledForm(stored.key, stored.digest, stored.size_bytes, configuration)

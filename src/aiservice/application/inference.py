@@ -196,16 +196,16 @@ class InferenceService:
     async def _load(self, route: Route, *, explicit: bool = False) -> tuple[ServingModel, int]:
         model, version = route.model, route.version
         await self._make_room(model.tenant_id, explicit)
-        compiled = version.serving.get("onnx") if route.form == "onnx" else None
+        compiled = version.serving.onnx if route.form == "onnx" else None
         if compiled is not None:  # the checked, faster ONNX form of this version
             framework = Framework.ONNX
             spec = LoadSpec(
                 Framework.ONNX,
                 "model.onnx",
-                configuration=compiled.get("configuration", {}),
+                configuration=compiled.configuration,
                 device=self._devices.get(model.framework, "cpu"),  # its own framework's (CUDA provider)
             )
-            key, digest, size = compiled["key"], compiled["digest"], int(compiled["sizeBytes"])
+            key, digest, size = compiled.key, compiled.digest, compiled.size_bytes
         else:
             framework = model.framework
             spec = LoadSpec(

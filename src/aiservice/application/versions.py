@@ -31,6 +31,7 @@ from aiservice.domain.models import (
     JsonObject,
     Model,
     ModelVersion,
+    ServingRecord,
     Stage,
     check_alias_name,
     runtime_configuration,
@@ -150,7 +151,7 @@ class ModelVersions:
                     configuration=metadata.configuration,
                     created_by=upload.principal.subject,
                     signature=signature,
-                    serving={"form": "native", "reason": "the framework's own runtime"},
+                    serving=ServingRecord(reason="the framework's own runtime"),
                 )
                 uow.versions.add(version)
                 if on_commit is not None:

@@ -164,7 +164,7 @@ class ModelVersion:
     stage_changed_at: datetime | None = None
     created_by: str | None = None
     signature: Signature | None = None  # what the runtime reported when the upload was inspected
-    serving: JsonObject = field(default_factory=dict)  # which form serves (native or compiled) and why
+    serving: ServingRecord = field(default_factory=lambda: ServingRecord())  # which form serves, and why
     lineage: JsonObject = field(default_factory=dict)  # where it came from: the training job, its datasets
     # What this artifact needs on top of the model's configuration to be read (a trained network's
     # task and classes, say); the model's own keys are the defaults.
@@ -172,6 +172,81 @@ class ModelVersion:
 
     def serving_configuration(self, model: Model) -> JsonObject:
         return runtime_configuration(model, self.configuration)
+
+
+@dataclass(frozen=True)
+class CompiledForm:
+    """The ONNX artifact the compile check kept for a version, and what its runtime reads it with."""
+
+    key: str
+    digest: str
+    size_bytes: int
+    configuration: JsonObject = field(default_factory=dict)
+
+    def to_json(self) -> JsonObject:
+        return {
+            "key": self.key,
+            "digest": self.digest,
+            "sizeBytes": self.size_bytes,
+            "configuration": self.configuration,
+        }
+
+    @classmethod
+    def from_json(cls, data: JsonObject) -> CompiledForm:
+        return cls(
+            str(data["key"]),
+            str(data["digest"]),
+            int(data["sizeBytes"]),
+            dict(data.get("configuration") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ServingRecord:
+    """Which form of a version serves (``native``, or ``onnx`` once the compile check kept a compiled
+    form) and why. ``compiled``: the check has run (once per version); ``missing_values``: whether
+    the ONNX form answers rows with missing values as the native one does (``same``, ``differ``,
+    ``none``); ``report``: the rest of what the check measured (tolerance, differences, latencies),
+    kept as it said it, for the API."""
+
+    form: str = "native"
+    reason: str = ""
+    compiled: bool = False
+    onnx: CompiledForm | None = None
+    missing_values: str | None = None
+    report: JsonObject = field(default_factory=dict)
+
+    @property
+    def serves_onnx(self) -> bool:
+        return self.form == "onnx" and self.onnx is not None
+
+    def to_json(self) -> JsonObject:
+        """As stored: the check's report with the typed fields in their places."""
+        data: JsonObject = {**self.report, "form": self.form, "reason": self.reason}
+        if self.compiled:
+            data["compiled"] = True
+        if self.onnx is not None:
+            data["onnx"] = self.onnx.to_json()
+        if self.missing_values is not None:
+            data["missingValues"] = self.missing_values
+        return data
+
+    @classmethod
+    def from_json(cls, data: JsonObject) -> ServingRecord:
+        report = {k: v for k, v in data.items() if k not in _SERVING_FIELDS}
+        onnx = data.get("onnx")
+        missing = data.get("missingValues")
+        return cls(
+            form=str(data.get("form", "native")),
+            reason=str(data.get("reason", "")),
+            compiled=bool(data.get("compiled", False)),
+            onnx=CompiledForm.from_json(onnx) if isinstance(onnx, dict) else None,
+            missing_values=None if missing is None else str(missing),
+            report=report,
+        )
+
+
+_SERVING_FIELDS = frozenset({"form", "reason", "compiled", "onnx", "missingValues"})
 
 
 def runtime_configuration(model: Model, own: JsonObject) -> JsonObject:

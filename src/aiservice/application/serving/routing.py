@@ -24,9 +24,9 @@ class Route:
 def serving_form(model: Model, version: ModelVersion) -> str:
     """The compiled ONNX form where one was kept, except where callers may send missing values that
     it was found not to answer as the native model does: then the native form serves."""
-    if version.serving.get("form") != "onnx" or "onnx" not in version.serving:
+    if not version.serving.serves_onnx:
         return "native"
-    if version.serving.get("missingValues") == "differ":
+    if version.serving.missing_values == "differ":
         schema = effective_input_schema(model, version)
         if isinstance(schema, TabularSchema) and any(f.nullable for f in schema.features):
             return "native"

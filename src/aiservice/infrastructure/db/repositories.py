@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from aiservice.application.ports import ModelQuery
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput
-from aiservice.domain.models import Alias, ArtifactRef, Framework, Model, ModelVersion, Stage
+from aiservice.domain.models import Alias, ArtifactRef, Framework, Model, ModelVersion, ServingRecord, Stage
 from aiservice.domain.pagination import Page, decode_cursor, encode_cursor
 from aiservice.domain.signature import Signature
 from aiservice.infrastructure.db.tables import model_aliases, model_versions, models
@@ -240,7 +240,7 @@ class SqlAlchemyVersionRepository:
                 created_by=version.created_by,
                 created_at=version.created_at,
                 signature=version.signature.to_json() if version.signature else None,
-                serving=version.serving,
+                serving=version.serving.to_json(),
                 lineage=version.lineage,
                 configuration=version.configuration,
             )
@@ -282,7 +282,7 @@ class SqlAlchemyVersionRepository:
         self._conn.execute(
             model_versions.update()
             .where(model_versions.c.tenant_id == self._tenant, model_versions.c.id == version.id)
-            .values(serving=version.serving)
+            .values(serving=version.serving.to_json())
         )
 
     def set_stage(self, version: ModelVersion) -> None:
@@ -322,7 +322,7 @@ def _version(row: sa.RowMapping) -> ModelVersion:
         stage_changed_at=row["stage_changed_at"],
         created_by=row["created_by"],
         signature=Signature.from_json(row["signature"]) if row["signature"] else None,
-        serving=row["serving"] or {},
+        serving=ServingRecord.from_json(row["serving"] or {}),
         lineage=row["lineage"] or {},
         configuration=row["configuration"] or {},
     )

@@ -151,8 +151,8 @@ class VersionOut(ApiModel):
             created_at=v.created_at,
             signature=v.signature.to_json() if v.signature else None,
             input_schema=derived.to_json() if (derived := derived_schema(v.signature)) else None,
-            serving={k: val for k, val in v.serving.items() if k != "onnx"}
-            | ({"onnxSizeBytes": v.serving["onnx"]["sizeBytes"]} if "onnx" in v.serving else {}),
+            serving={k: val for k, val in v.serving.to_json().items() if k != "onnx"}
+            | ({"onnxSizeBytes": v.serving.onnx.size_bytes} if v.serving.onnx is not None else {}),
             lineage=v.lineage,
             configuration=v.configuration,
         )

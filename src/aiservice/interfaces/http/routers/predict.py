@@ -211,7 +211,7 @@ async def load(model: str, version: VersionNumber, caller: CallerDep, c: Contain
         "version": serving.version.version,
         "loaded": True,
         "memoryBytes": memory,
-        "form": serving.version.serving.get("form", "native"),
+        "form": serving.version.serving.form,
         "signature": serving.loaded.signature.to_json(),
         "workers": [w.to_json() for w in workers],
     }
