@@ -117,15 +117,18 @@ class InferenceService:
         tracer: Tracer = NO_TRACER,
         prediction_log: PredictionLog | None = None,
         prediction_log_rate: float = 0.0,
+        model_threads: int | None = None,
     ) -> None:
         """``loaded_model_limit`` gives a tenant's ``maxLoadedModels`` (None: no limit); it is asked
-        on a cold load only, never on a cache hit."""
+        on a cold load only, never on a cache hit. ``model_threads``: the threads a model's framework
+        may use when its configuration names none (None: the framework's default, every core)."""
         self.timeout_s = timeout_s
         self._tracer = tracer
         self._prediction_log = prediction_log if prediction_log_rate > 0 else None
         self._prediction_log_rate = prediction_log_rate
         self._loaded_model_limit = loaded_model_limit
         self._devices = devices or {}
+        self._model_threads = model_threads
         self._versions = versions
         self._store = store
         self._runtimes = runtimes
@@ -202,7 +205,7 @@ class InferenceService:
             spec = LoadSpec(
                 Framework.ONNX,
                 "model.onnx",
-                configuration=compiled.configuration,
+                configuration=self._threaded(compiled.configuration),
                 device=self._devices.get(model.framework, "cpu"),  # its own framework's (CUDA provider)
             )
             key, digest, size = compiled.key, compiled.digest, compiled.size_bytes
@@ -212,7 +215,7 @@ class InferenceService:
                 framework=model.framework,
                 filename=version.artifact.filename,
                 allow_pickle=route.allow_pickle,
-                configuration=version.serving_configuration(model),
+                configuration=self._threaded(version.serving_configuration(model)),
                 device=self._devices.get(model.framework, "cpu"),
             )
             key, digest, size = version.artifact.key, version.artifact.digest, version.artifact.size_bytes
@@ -276,6 +279,13 @@ class InferenceService:
             form=route.form,
             derived=derived,
         )
+
+    def _threaded(self, configuration: dict[str, Any]) -> dict[str, Any]:
+        """A model's own ``numThreads`` wins; else this process's share of the cores, when several
+        worker processes share them (each framework's pool would otherwise claim every core)."""
+        if self._model_threads is None or "numThreads" in configuration:
+            return configuration
+        return {**configuration, "numThreads": self._model_threads}
 
     @staticmethod
     async def _closed(serving: ServingModel) -> None:

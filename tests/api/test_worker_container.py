@@ -1,0 +1,52 @@
+"""One of several worker processes, as its container is built: what slot 0 runs and the others do
+not, and how the cores and the cache budget are shared."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiservice.bootstrap import Container, bootstrap
+from aiservice.infrastructure.workers.slots import WorkerSlot
+from aiservice.settings import Settings
+
+
+def _started(settings: Settings, slot: WorkerSlot) -> Container:
+    container = bootstrap(settings, slot=slot)
+
+    async def start() -> None:  # as the app's lifespan does, on the serving loop
+        container.start()
+
+    asyncio.run(start())
+    return container
+
+
+def test_only_the_host_worker_runs_the_relay_the_job_supervisor_and_the_sweeps(settings: Settings) -> None:
+    folder = settings.workers_dir
+    host, other = WorkerSlot.claim(folder, 2), WorkerSlot.claim(folder, 2)
+    first, second = _started(settings, host), _started(settings, other)
+    try:
+        assert first.relay._thread is not None and first.training_runner._thread is not None
+        assert second.relay._thread is None and second.training_runner._thread is None
+        assert first.events.processor.consumer != second.events.processor.consumer  # each hears every event
+    finally:
+        first.close()
+        second.close()
+        host.release()
+        other.release()
+
+
+def test_workers_share_the_cache_budget_and_the_cores(settings: Settings) -> None:
+    slot = WorkerSlot.claim(settings.workers_dir, 2)
+    alone = bootstrap(settings)
+    shared = bootstrap(settings, slot=slot)
+    try:
+        assert shared.inference.cache.max_bytes == alone.inference.cache.max_bytes // 2
+        share = max(1, len(os.sched_getaffinity(0)) // 2)
+        assert shared.inference._threaded({}) == {"numThreads": share}
+        assert shared.inference._threaded({"numThreads": 3}) == {"numThreads": 3}  # the model's own wins
+        assert alone.inference._threaded({}) == {}  # one process: the frameworks' own defaults
+    finally:
+        shared.close()
+        alone.close()
+        slot.release()
