@@ -1,4 +1,5 @@
-"""Small helpers the tests share: counting rows, listing stored files, uploading versions."""
+"""Small helpers the tests share: counting rows, listing stored files, uploading versions, waiting for
+something to happen."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import sqlalchemy as sa
@@ -20,6 +21,27 @@ from sqlalchemy.engine import Engine
 
 from aiservice.bootstrap import Container
 from aiservice.interfaces.http.app import create_app
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T | None],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str | Callable[[], str] = "the condition",
+) -> T:
+    """Call ``condition`` every ``interval`` seconds until it returns something truthy, and return that.
+    After ``timeout`` seconds without, an AssertionError names ``what`` (a callable is asked then, so it
+    can tell what it last saw). For waiting on something that will happen, never on something that
+    must not (that wants a pause and a look)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() >= deadline:
+            waited_for = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {waited_for}")
+        time.sleep(interval)
+    return value
 
 
 def row_count(engine: Engine, table: str) -> int:
@@ -114,10 +136,8 @@ def serve_in_thread(container: Container) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
+    wait_until(lambda: server.started or not thread.is_alive(), 10, 0.01, "the server to start")
+    assert thread.is_alive(), "the server thread ended before it started serving"
     try:
         yield f"127.0.0.1:{port}"
     finally:

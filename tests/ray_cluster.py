@@ -2,7 +2,8 @@
 
 Ray is in the ``ray`` extra, which ``make test`` installs. Port 6379 belongs to Redis here, so the head
 takes a free one. Some Ray processes ignore SIGTERM, and ``ray stop`` would end every Ray process on the
-machine, so ``stop`` kills exactly the processes this cluster started, by PID.
+machine, so ``stop`` kills exactly the processes this cluster started, by PID. ``ray_cluster`` is the
+fixture (import it where a module needs one): the head takes seconds to start, so a module shares one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -73,6 +75,17 @@ class RayCluster:
         except psutil.NoSuchProcess:
             return []
 
+    def job_processes(self, task: str = "run_on_ray") -> set[int]:
+        """The worker processes running ``task`` now (Ray names a busy worker ``ray::<task>``)."""
+        found = set()
+        for process in self.processes():
+            try:
+                if task in " ".join(process.cmdline()):
+                    found.add(process.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
     def stop(self) -> None:
         found = [psutil.Process(self.process.pid), *self.processes()] if self.process.poll() is None else []
         for process in found:
@@ -83,3 +96,10 @@ class RayCluster:
         psutil.wait_procs(found, timeout=10)
         self.process.wait(timeout=10)
         self._log.close()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    cluster = RayCluster(tmp_path_factory.mktemp("ray") / "head.log")
+    yield cluster
+    cluster.stop()

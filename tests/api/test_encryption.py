@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from aiservice.interfaces.cli.main import app as cli_app
 from aiservice.interfaces.http.app import create_app
 from aiservice.settings import Settings
 from tests.conftest import Auth, make_settings
-from tests.helpers import create_model, iris_model_bytes, upload
+from tests.helpers import create_model, iris_model_bytes, upload, wait_until
 
 API = "/api/v1/ai/models"
 OLD_KEY = base64.b64encode(os.urandom(32)).decode()
@@ -217,9 +216,6 @@ def test_decrypted_copies_are_swept_after_their_ttl_without_further_requests(
     assert container.plaintext_sweeper is not None
     container.start()  # the service as it runs: idle from now on
     try:
-        deadline = time.monotonic() + 10
-        while any(plain.iterdir()):
-            assert time.monotonic() < deadline, "the decrypted copy outlived its TTL on an idle service"
-            time.sleep(0.1)
+        wait_until(lambda: not any(plain.iterdir()), 10, 0.1, "the sweeper to remove the decrypted copy")
     finally:
         container.close()

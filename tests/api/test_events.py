@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -12,7 +11,7 @@ from sqlalchemy.engine import Engine
 from aiservice.application.ports import OutboxMessage
 from aiservice.bootstrap import Container
 from tests.conftest import Auth
-from tests.helpers import create_model, iris_model_bytes, upload
+from tests.helpers import create_model, iris_model_bytes, upload, wait_until
 
 API = "/api/v1/ai"
 
@@ -92,7 +91,5 @@ def test_failing_subscriber_is_retried_and_order_is_kept(
     container.bus.subscribe("*", flaky)
     create_model(client, auth(), "flaky")
     upload(client, auth(), "flaky")
-    deadline = time.monotonic() + 5
-    while len(seen) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(seen) >= 2, 5, 0.02, "the subscriber to get both events, after two failures")
     assert seen == ["ModelCreated", "ModelVersionCreated"]

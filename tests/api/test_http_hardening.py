@@ -8,7 +8,6 @@ import ipaddress
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from aiservice.interfaces.cli.serve import server_options
 from aiservice.interfaces.http.app import create_app
 from aiservice.interfaces.http.strict_json import violation
 from tests.conftest import Auth, make_settings
+from tests.helpers import wait_until
 
 API = "/api/v1/ai"
 JSON = {"Content-Type": "application/json"}
@@ -406,10 +406,8 @@ def test_with_a_certificate_the_server_answers_over_https(container: Container, 
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
+        wait_until(lambda: server.started or not thread.is_alive(), 10, 0.01, "the server to start")
+        assert thread.is_alive(), "the server thread ended before it started serving"
         trusted = ssl.create_default_context(cafile=str(cert))
         response = httpx.get(f"https://127.0.0.1:{settings.port}/health", verify=trusted)
         assert response.status_code == 200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from sklearn.datasets import load_iris
 from aiservice.bootstrap import Container, bootstrap
 from aiservice.interfaces.http.app import create_app
 from tests.conftest import Auth, make_settings
-from tests.helpers import create_model, iris_model_bytes, upload
+from tests.helpers import create_model, iris_model_bytes, upload, wait_until
 
 API = "/api/v1/ai/models"
 X, _ = load_iris(return_X_y=True)
@@ -87,11 +86,12 @@ def test_new_versions_are_compiled_in_the_background(
     client, _ = compiling_client
     create_model(client, auth(), "auto")
     assert upload(client, auth(), "auto").status_code == 201
-    deadline = time.monotonic() + 90
-    serving: dict[str, object] = {}
-    while time.monotonic() < deadline and "compiled" not in serving:
-        serving = client.get(f"{API}/auto/versions/1", headers=auth()).json()["serving"]
-        time.sleep(0.2)
+
+    def compiled() -> dict[str, object] | None:
+        serving: dict[str, object] = client.get(f"{API}/auto/versions/1", headers=auth()).json()["serving"]
+        return serving if "compiled" in serving else None
+
+    serving = wait_until(compiled, 90, 0.2, "the background compilation to end")
     assert serving.get("compiled") is True
     assert serving["kept"] is True
 

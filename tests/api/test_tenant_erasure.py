@@ -22,11 +22,11 @@ from tests.api.test_training import (
     train_body,
     training_workers,
     wait_for,
-    wait_until,
+    wait_for_epoch,
     write_iris_csv,
 )
 from tests.conftest import Auth, make_settings
-from tests.helpers import iris_model_bytes, stored_files, upload
+from tests.helpers import iris_model_bytes, stored_files, upload, wait_until
 
 API = "/api/v1/ai"
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -135,12 +135,12 @@ def test_erasure_stops_the_tenants_running_job_and_its_model_is_never_registered
     datasets = container.settings.dataset_root_paths[0]
     datasets.mkdir(parents=True, exist_ok=True)
     job = slow_torch_job(client, headers, datasets)
-    wait_until(lambda: client.get(f"{API}/training-jobs/{job['id']}", headers=headers).json()["epoch"])
+    wait_for_epoch(client, headers, job["id"])
     workers = training_workers()
     assert workers, "the running job has a worker process"
 
     assert _erase(client, root)["trainingJobs"] == 1
-    wait_until(lambda: not workers & training_workers(), timeout=15)
+    wait_until(lambda: not workers & training_workers(), 15, what="the worker process to end")
     assert container.training_runner.running == []
     assert _files(container) == set()  # nothing the job wrote, and no version registered from it
     assert client.get(f"{API}/models", headers=headers).json()["items"] == []

@@ -23,7 +23,7 @@ from aiservice.domain.clock import utcnow
 from aiservice.infrastructure.db.job_repositories import SqlAlchemyJobQueue
 from aiservice.interfaces.http.app import create_app
 from tests.conftest import Auth, make_settings
-from tests.helpers import create_model
+from tests.helpers import create_model, wait_until
 from tests.moto_s3 import CREDENTIALS, MotoServer
 
 API = "/api/v1/ai"
@@ -70,16 +70,27 @@ def train_body(
 def wait_for(
     client: TestClient, headers: dict[str, str], job_id: str, *statuses: str, timeout: float = 120
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"{API}/training-jobs/{job_id}", headers=headers).json()
-        if job["status"] in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job still {job['status']} after {timeout}s: {job}"
-        time.sleep(0.1)
+    job: dict[str, Any] = {}
+
+    def reached() -> bool:
+        nonlocal job
+        job = client.get(f"{API}/training-jobs/{job_id}", headers=headers).json()
+        return job["status"] in statuses
+
+    wait_until(reached, timeout, 0.1, lambda: f"job {job_id} to be {' or '.join(statuses)}, not {job}")
+    return job
 
 
 FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def wait_for_epoch(client: TestClient, headers: dict[str, str], job_id: str) -> None:
+    """Until a running job has finished an epoch (a PyTorch worker imports torch first: seconds)."""
+    wait_until(
+        lambda: client.get(f"{API}/training-jobs/{job_id}", headers=headers).json()["epoch"],
+        60,
+        what=f"job {job_id}'s first epoch",
+    )
 
 
 def torch_cuda_available() -> bool:
@@ -267,7 +278,7 @@ def test_cancelling_a_running_job_stops_its_worker_within_seconds_and_registers_
     job = slow_torch_job(client, headers, datasets)
     running = wait_for(client, headers, job["id"], "running", *FINISHED)
     assert running["status"] == "running"
-    wait_until(lambda: client.get(f"{API}/training-jobs/{job['id']}", headers=headers).json()["epoch"])
+    wait_for_epoch(client, headers, job["id"])
     before = training_workers()
     assert before, "the running job has a worker process"
 
@@ -275,7 +286,7 @@ def test_cancelling_a_running_job_stops_its_worker_within_seconds_and_registers_
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
     started = time.monotonic()
-    wait_until(lambda: not before & training_workers(), timeout=15)
+    wait_until(lambda: not before & training_workers(), 15, what="the worker process to end")
     assert time.monotonic() - started < 10
     assert client.get(f"{API}/models/net/versions", headers=headers).json()["items"] == []
     again = client.post(f"{API}/training-jobs/{job['id']}/cancel", headers=headers)
@@ -287,7 +298,7 @@ def test_deleting_a_model_cancels_its_running_and_queued_jobs(
 ) -> None:
     headers = auth("editor")
     running = slow_torch_job(client, headers, datasets)
-    wait_until(lambda: client.get(f"{API}/training-jobs/{running['id']}", headers=headers).json()["epoch"])
+    wait_for_epoch(client, headers, running["id"])
     workers = training_workers()
     assert workers, "the running job has a worker process"
     body = {
@@ -299,14 +310,7 @@ def test_deleting_a_model_cancels_its_running_and_queued_jobs(
     assert client.delete(f"{API}/models/net", headers=auth("admin")).status_code == 204
     for job in (running, queued):
         assert client.get(f"{API}/training-jobs/{job['id']}", headers=headers).json()["status"] == "cancelled"
-    wait_until(lambda: not workers & training_workers(), timeout=15)
-
-
-def wait_until(condition: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+    wait_until(lambda: not workers & training_workers(), 15, what="the worker process to end")
 
 
 def test_a_worker_killed_mid_way_fails_its_job_and_the_service_keeps_working(
@@ -315,7 +319,7 @@ def test_a_worker_killed_mid_way_fails_its_job_and_the_service_keeps_working(
     headers = auth("editor")
     job = slow_torch_job(client, headers, datasets)
     wait_for(client, headers, job["id"], "running")
-    wait_until(lambda: client.get(f"{API}/training-jobs/{job['id']}", headers=headers).json()["epoch"])
+    wait_for_epoch(client, headers, job["id"])
     workers = training_workers()
     assert workers
     for pid in workers:
@@ -704,13 +708,14 @@ def test_xgboost_pytorch_and_keras_jobs_read_npz_from_s3_and_their_versions_pred
 
 
 def compiled_serving(client: TestClient, headers: dict[str, str], timeout: float = 90) -> dict[str, Any]:
-    """Version 1 of iris's ``serving`` once its background ONNX compilation has ended (or the timeout)."""
-    deadline = time.monotonic() + timeout
-    serving: dict[str, Any] = {}
-    while time.monotonic() < deadline and "compiled" not in serving:
-        serving = client.get(f"{API}/models/iris/versions/1", headers=headers).json()["serving"]
-        time.sleep(0.2)
-    return serving
+    """Version 1 of iris's ``serving`` once its background ONNX compilation has ended."""
+
+    def ended() -> dict[str, Any] | None:
+        version = client.get(f"{API}/models/iris/versions/1", headers=headers).json()
+        serving: dict[str, Any] = version["serving"]
+        return serving if "compiled" in serving else None
+
+    return wait_until(ended, timeout, 0.2, "iris version 1's ONNX compilation to end")
 
 
 def test_a_trained_version_is_compiled_to_onnx_like_an_uploaded_one(

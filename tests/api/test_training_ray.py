@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pytest
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_iris
@@ -25,20 +24,14 @@ from tests.api.test_training import (
     slow_torch_job,
     train_body,
     wait_for,
-    wait_until,
+    wait_for_epoch,
     write_iris_csv,
 )
-from tests.helpers import create_model
+from tests.helpers import create_model, wait_until
 from tests.ray_cluster import RayCluster
+from tests.ray_cluster import ray_cluster as ray_cluster  # the module's Ray head
 
 pytestmark = pytest.mark.xdist_group("ray")
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    cluster = RayCluster(tmp_path_factory.mktemp("ray") / "head.log")
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture
@@ -52,17 +45,6 @@ def ray_service(
     datasets.mkdir(parents=True)
     with TestClient(create_app(container)) as client:
         yield client, headers, datasets
-
-
-def ray_job_processes(cluster: RayCluster, task: str = "run_on_ray") -> set[int]:
-    found = set()
-    for process in cluster.processes():
-        try:
-            if task in " ".join(process.cmdline()):
-                found.add(process.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
 
 def test_a_job_on_ray_trains_streams_progress_and_its_version_predicts(
@@ -92,7 +74,7 @@ def training_on_ray(client: TestClient, headers: dict[str, str], datasets: Path)
     """A long PyTorch job, once it has finished an epoch on the cluster."""
     job = slow_torch_job(client, headers, datasets)
     wait_for(client, headers, job["id"], "running")
-    wait_until(lambda: client.get(f"{API}/training-jobs/{job['id']}", headers=headers).json()["epoch"])
+    wait_for_epoch(client, headers, job["id"])
     return job
 
 
@@ -101,12 +83,12 @@ def test_cancelling_a_job_on_ray_ends_its_ray_worker(
 ) -> None:
     client, headers, datasets = ray_service
     job = training_on_ray(client, headers, datasets)
-    workers = ray_job_processes(ray_cluster)
+    workers = ray_cluster.job_processes()
     assert workers, "the job runs in a Ray worker process"
 
     cancelled = client.post(f"{API}/training-jobs/{job['id']}/cancel", headers=headers)
     assert cancelled.json()["status"] == "cancelled"
-    wait_until(lambda: not workers & ray_job_processes(ray_cluster), timeout=15)
+    wait_until(lambda: not workers & ray_cluster.job_processes(), 15, what="the worker process to end")
     assert client.get(f"{API}/models/net/versions", headers=headers).json()["items"] == []
 
 
@@ -115,7 +97,7 @@ def test_a_ray_worker_killed_mid_way_fails_its_job_with_the_reason(
 ) -> None:
     client, headers, datasets = ray_service
     job = training_on_ray(client, headers, datasets)
-    for pid in ray_job_processes(ray_cluster):
+    for pid in ray_cluster.job_processes():
         os.kill(pid, signal.SIGKILL)
 
     failed = wait_for(client, headers, job["id"], *FINISHED, timeout=60)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +30,7 @@ from aiservice.infrastructure.storage.keys import generate_key, load_keyring
 from aiservice.infrastructure.storage.local import LocalArtifactStore
 from aiservice.settings import Settings
 from tests.conftest import Auth, make_settings
-from tests.helpers import create_model, slow_pickled_model, upload
+from tests.helpers import create_model, slow_pickled_model, upload, wait_until
 
 GRACE_S = 600.0
 UPLOAD_TIMEOUT_S = 300.0
@@ -172,7 +172,9 @@ def test_an_upload_being_inspected_is_never_swept(
     )
     uploading.start()
     try:
-        in_inspection = _wait_for(lambda: list(folder.glob("*")) if folder.is_dir() else [])
+        in_inspection = wait_until(
+            lambda: list(folder.glob("*")), what="the upload to be stored for inspection"
+        )
         age(in_inspection[0])
         sweeper.sweep()
         assert in_inspection[0].exists()
@@ -271,11 +273,3 @@ def _abandon_work(
     compiling.mkdir(parents=True)
     (compiling / "model.onnx").write_bytes(b"half a compiled model")
     return [staged_artifact, staged.staged_path.parent, job, compiling]
-
-
-def _wait_for(probe: Callable[[], list[Path]], timeout: float = 30.0) -> list[Path]:
-    deadline = time.monotonic() + timeout
-    while not (found := probe()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return found

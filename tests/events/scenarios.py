@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 from sqlalchemy.engine import Engine
@@ -14,6 +13,7 @@ from aiservice.domain.events import DomainEvent
 from aiservice.infrastructure.events.database import SqlAlchemyOutboxMonitor
 from tests.events.brokers import BrokerProcess
 from tests.events.conftest import ConsumerSide, changes, commit, expected_order
+from tests.helpers import wait_until
 
 AGGREGATES = ["model-a", "model-b", "model-c"]
 
@@ -21,13 +21,6 @@ AGGREGATES = ["model-a", "model-b", "model-c"]
 class Ready(Protocol):
     @property
     def ready(self) -> bool: ...
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def wait_ready(consumer: Ready) -> None:

@@ -7,8 +7,7 @@ from fastapi.testclient import TestClient
 from aiservice.application.ports import CloudEvent
 from aiservice.bootstrap import Container
 from tests.conftest import Auth
-from tests.events.scenarios import wait_until
-from tests.helpers import create_model
+from tests.helpers import create_model, wait_until
 
 OUTBOX = "/api/v1/ai/admin/outbox"
 

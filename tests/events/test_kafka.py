@@ -9,10 +9,8 @@ Order per aggregate does not depend on it: aiokafka keeps one batch in flight pe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import Engine
 
@@ -21,6 +19,7 @@ from aiservice.domain.events import ModelDeleted
 from aiservice.infrastructure.events.base import decode
 from aiservice.infrastructure.events.kafka import KafkaEventConsumer, KafkaEventPublisher
 from tests.events.brokers import BrokerProcess, tansu_broker
+from tests.events.brokers import tansu as tansu  # the module's broker
 from tests.events.conftest import ConsumerSide, MakeRelay, changes, commit, outbox_message
 from tests.events.scenarios import (
     AGGREGATES,
@@ -29,16 +28,8 @@ from tests.events.scenarios import (
     pending,
     round_trip,
     wait_ready,
-    wait_until,
 )
-
-
-@pytest.fixture(scope="module")
-def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    broker = tansu_broker(tmp_path_factory.mktemp("tansu"))
-    broker.start()
-    yield broker
-    broker.stop()
+from tests.helpers import wait_until
 
 
 def address(broker: BrokerProcess) -> str:
@@ -90,21 +81,6 @@ def test_records_are_keyed_by_aggregate_and_carry_the_cloudevent(tansu: BrokerPr
     assert record.key == b"m-1"
     assert dict(record.headers)["content-type"] == CONTENT_TYPE.encode()
     assert decode(record.value) == event
-
-
-def test_a_redelivered_event_is_handled_once(
-    tansu: BrokerProcess, prefix: str, consumer_side: ConsumerSide
-) -> None:
-    consumer = start_consumer(tansu, prefix, consumer_side)
-    event = to_cloud_event(outbox_message(ModelDeleted(tenant_id="acme", aggregate_id="m-2", name="x")))
-    kafka = publisher(tansu, prefix)
-    try:
-        kafka.publish([event, event])  # the relay retried after the broker took the first copy
-        wait_until(lambda: consumer_side.handled.deliveries[event.id] >= 2, what="both copies")
-    finally:
-        kafka.close()
-        consumer.stop()
-    assert consumer_side.handled.ids() == [event.id]
 
 
 def test_events_committed_while_the_broker_is_down_are_published_once_it_is_back(

@@ -16,9 +16,9 @@ from aiservice.application.ports import EventPublisher
 from aiservice.domain.events import ModelDeleted, TrainingJobQueued
 from aiservice.infrastructure.events.base import decode
 from aiservice.infrastructure.events.nats_jetstream import NatsEventConsumer, NatsEventPublisher
-from tests.events.brokers import nats_server, require_listening
+from tests.events.brokers import delete_nats_stream, nats_server, require_listening
 from tests.events.conftest import ConsumerSide, MakeRelay, outbox_message
-from tests.events.scenarios import outage, round_trip, wait_ready, wait_until
+from tests.events.scenarios import outage, round_trip, wait_ready
 
 SHARED_URL = "nats://127.0.0.1:4222"
 
@@ -29,17 +29,7 @@ def stream(prefix: str) -> Iterator[str]:
     require_listening(4222, "NATS")
     name = prefix.upper()
     yield name
-    asyncio.run(_delete_stream(SHARED_URL, name))
-
-
-async def _delete_stream(url: str, name: str) -> None:
-    client = await nats.connect(url)
-    try:
-        await client.jetstream().delete_stream(name)
-    except nats.js.errors.NotFoundError:
-        pass
-    finally:
-        await client.close()
+    delete_nats_stream(SHARED_URL, name)
 
 
 async def _stored(url: str, stream: str) -> list[tuple[str, bytes, dict[str, str]]]:
@@ -97,20 +87,6 @@ def test_subjects_name_family_and_event_and_the_server_drops_a_retried_publish(
     assert subjects == [f"{prefix}.model.deleted", f"{prefix}.training.job.queued"]
     assert [decode(payload) for _, payload, _ in stored] == [deleted, job]
     assert stored[0][2]["Nats-Msg-Id"] == deleted.id
-
-
-def test_a_redelivered_event_is_handled_once(stream: str, prefix: str, consumer_side: ConsumerSide) -> None:
-    consumer = start_consumer(SHARED_URL, prefix, stream, consumer_side)
-    event = to_cloud_event(outbox_message(ModelDeleted(tenant_id="acme", aggregate_id="m-2", name="x")))
-    try:
-        consumer_side.process(event)  # handled once already, e.g. before a crash lost the acknowledgement
-        nats_publisher = publisher(SHARED_URL, prefix, stream)
-        nats_publisher.publish([event])
-        nats_publisher.close()
-        wait_until(lambda: consumer_side.handled.deliveries[event.id] >= 2, what="the redelivery")
-    finally:
-        consumer.stop()
-    assert consumer_side.handled.ids() == [event.id]
 
 
 def test_no_event_is_lost_or_doubled_when_nats_is_down_for_a_while(

@@ -16,7 +16,8 @@ from aiservice.domain.clock import utcnow
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox
 from aiservice.infrastructure.events.database import SqlAlchemyOutboxLease, SqlAlchemyOutboxMonitor
 from tests.events.conftest import changes, commit
-from tests.events.scenarios import pending, wait_until
+from tests.events.scenarios import pending
+from tests.helpers import wait_until
 
 
 class RecordingPublisher:

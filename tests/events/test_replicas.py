@@ -10,18 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from aiservice.application.ports import CloudEvent
 from aiservice.bootstrap import Container, bootstrap
-from aiservice.infrastructure.events.redis_streams import redis_client
 from aiservice.interfaces.http.app import create_app
 from tests.conftest import empty_database, make_settings
-from tests.events.brokers import require_listening
-from tests.events.scenarios import wait_until
-from tests.helpers import create_model, upload
+from tests.events.brokers import forget_streams, require_listening
+from tests.helpers import create_model, upload, wait_until
 
 API = "/api/v1/ai"
 FEATURES = {"input": {"features": [5.1, 3.5, 1.4, 0.2]}}
@@ -48,20 +45,12 @@ def replicas(sqlite_database: str, tmp_path: Path, prefix: str) -> Iterator[tupl
             yield a, b
     finally:
         empty_database(containers[0].engine)
-        _forget_streams(prefix)
+        forget_streams(prefix)
 
 
 def _ready(container: Container) -> bool:
     consumer: Any = container.events.consumer
     return bool(consumer.ready)
-
-
-def _forget_streams(prefix: str) -> None:
-    client: redis.Redis = redis_client("127.0.0.1", 6379)
-    keys = list(client.scan_iter(f"{prefix}.*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def _headers(client: TestClient) -> dict[str, str]:

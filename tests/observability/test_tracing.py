@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from aiservice.interfaces.http.app import create_app
 from aiservice.settings import Settings
 from tests.api.test_training import FINISHED, iris_model, train_body, wait_for, write_iris_csv
 from tests.conftest import Auth
-from tests.helpers import create_model, upload
+from tests.helpers import create_model, upload, wait_until
 
 API = "/api/v1/ai"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -110,19 +109,12 @@ def test_each_outbox_batch_published_is_a_span(
     client: TestClient, auth: Auth, spans: InMemorySpanExporter
 ) -> None:
     create_model(client, auth("editor"), "iris")
-    deadline = time.monotonic() + 10
-    while not any(s.name == "outbox.publish" for s in spans.get_finished_spans()):
-        assert time.monotonic() < deadline, "the relay published nothing in a span"
-        time.sleep(0.05)
-    published = _named(list(spans.get_finished_spans()), "outbox.publish")
+    published = _wait_for_span(spans, "outbox.publish", 10, "the relay to publish in a span")
     assert published.attributes is not None and published.attributes["messaging.batch.size"] >= 1
 
 
-def _wait_for_span(spans: InMemorySpanExporter, name: str, what: str) -> ReadableSpan:
-    deadline = time.monotonic() + 60
-    while not any(s.name == name for s in spans.get_finished_spans()):
-        assert time.monotonic() < deadline, f"no {name!r} span: {what}"
-        time.sleep(0.05)
+def _wait_for_span(spans: InMemorySpanExporter, name: str, timeout: float, what: str) -> ReadableSpan:
+    wait_until(lambda: any(s.name == name for s in spans.get_finished_spans()), timeout, what=what)
     return _named(list(spans.get_finished_spans()), name)
 
 
@@ -142,12 +134,13 @@ def test_the_callers_trace_reaches_the_event_its_change_published(
         headers={**auth("editor"), "traceparent": TRACEPARENT},
     )
     assert created.status_code == 201, created.text
-    processed = _wait_for_span(spans, "event.process", "the consumer handled no event")
+    processed = _wait_for_span(spans, "event.process", 60, "the consumer to handle the event")
     # event.process runs inside outbox.publish (the in-process bus), which ends a moment later.
-    deadline = time.monotonic() + 10
-    while not (published := [s for s in spans.get_finished_spans() if s.name == "outbox.publish"]):
-        assert time.monotonic() < deadline, "the relay's publish span never ended"
-        time.sleep(0.05)
+    published = wait_until(
+        lambda: [s for s in spans.get_finished_spans() if s.name == "outbox.publish"],
+        10,
+        what="the relay's publish span to end",
+    )
     (event,) = seen
     assert event.traceparent is not None and event.traceparent.split("-")[1] == TRACE_ID
     assert envelope(event)["traceparent"] == event.traceparent  # on every broker's wire form
@@ -165,10 +158,7 @@ def test_an_untraced_change_publishes_an_event_without_a_trace(settings: Setting
         token = container.tokens.issue("tester", "acme", ["editor"], 60)
         headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "acme", "traceparent": TRACEPARENT}
         create_model(client, headers, "plain")
-        deadline = time.monotonic() + 10
-        while not seen:
-            assert time.monotonic() < deadline, "the event never arrived"
-            time.sleep(0.05)
+        wait_until(lambda: seen, 10, what="the event")
     assert seen[0].traceparent is None and "traceparent" not in envelope(seen[0])
 
 
@@ -200,7 +190,7 @@ def test_a_training_job_joins_the_trace_of_the_request_that_submitted_it(
     )
     assert submitted.status_code == 202, submitted.text
     assert wait_for(client, headers, submitted.json()["id"], *FINISHED)["status"] == "succeeded"
-    job = _wait_for_span(spans, "training.job", "the job's span never ended")
+    job = _wait_for_span(spans, "training.job", 60, "the job's span to end")
     register = _named(list(spans.get_finished_spans()), "training.register")
     assert _trace_id(job) == TRACE_ID and _trace_id(register) == TRACE_ID
     assert job.context is not None and register.parent is not None

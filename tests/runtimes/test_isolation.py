@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import psutil
 
 from aiservice.infrastructure.runtimes.inspector import IsolatedFailure, run_isolated
+from tests.helpers import wait_until
 
 SERVICE = """
 import time
@@ -69,10 +69,7 @@ def test_a_child_and_the_fork_server_die_when_their_service_is_killed(tmp_path: 
         left = [child, fork_server]
         os.kill(service.pid, signal.SIGKILL)
         service.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while not all(_gone(p) for p in left) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert [_gone(p) for p in left] == [True, True]
+        wait_until(lambda: all(_gone(p) for p in left), 5, what="the child and the fork server to die")
     finally:
         for process in left:  # never leave one behind, whatever the test found
             if not _gone(process):

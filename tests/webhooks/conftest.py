@@ -6,12 +6,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,7 +29,6 @@ FAST_DELIVERY: dict[str, object] = {
     "webhook_poll_seconds": 0.05,
     "webhook_timeout_seconds": 2,
 }
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -107,17 +105,6 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def settings(engine: Engine, database_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url, tmp_path / "data", **FAST_DELIVERY)
-
-
-def wait_until(condition: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    """Poll ``condition`` until it returns something truthy (returned), failing after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def expected_signature(secret: str, request: Received) -> str:

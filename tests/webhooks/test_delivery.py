@@ -13,7 +13,7 @@ from aiservice.bootstrap import Container
 from aiservice.domain.events import ModelCreated
 from tests.conftest import Auth
 from tests.events.conftest import outbox_message
-from tests.helpers import create_model
+from tests.helpers import create_model, wait_until
 from tests.webhooks.conftest import (
     MAX_ATTEMPTS,
     WEBHOOKS,
@@ -23,7 +23,6 @@ from tests.webhooks.conftest import (
     expected_signature,
     settled,
     subscribe,
-    wait_until,
 )
 
 SCHEMAS = Path(__file__).parents[2] / "docs" / "events"
@@ -35,7 +34,7 @@ def test_a_created_model_reaches_the_receiver_as_a_signed_cloud_event(
     webhook = subscribe(client, auth(), receiver.url, ["ai.model.created.v1"])
     model = create_model(client, auth(), "churn")
 
-    (request,) = wait_until(receiver.received, "the receiver to get the event")
+    (request,) = wait_until(receiver.received, what="the receiver to get the event")
     event = json.loads(request.body)
     assert request.path == "/hook"
     assert request.headers["content-type"] == "application/cloudevents+json"
@@ -48,7 +47,7 @@ def test_a_created_model_reaches_the_receiver_as_a_signed_cloud_event(
     assert event["data"] == {"name": "churn", "framework": "sklearn"}
     assert request.headers["x-aiservice-event-id"] == event["id"]
     jsonschema.validate(event, json.loads((SCHEMAS / "ai.model.created.v1.json").read_text()))
-    logged = wait_until(settled(client, auth(), webhook["id"], "succeeded"), "the delivery to be logged")
+    logged = wait_until(settled(client, auth(), webhook["id"], "succeeded"), what="the delivery to be logged")
     assert request.headers["x-aiservice-delivery-id"] == logged["id"]
     assert (logged["eventId"], logged["eventType"], logged["attempts"]) == (event["id"], event["type"], 1)
     assert (logged["lastStatusCode"], logged["lastError"], logged["nextAttemptAt"]) == (200, None, None)
@@ -60,7 +59,7 @@ def test_the_signature_fails_for_another_secret_or_an_altered_body(
 ) -> None:
     secret = subscribe(client, auth(), receiver.url)["secret"]
     create_model(client, auth(), "churn")
-    request = wait_until(receiver.received, "the receiver to get the event")[0]
+    request = wait_until(receiver.received, what="the receiver to get the event")[0]
     altered = Received(request.path, request.headers, request.body.replace(b"churn", b"chUrn"))
     other_secret = subscribe(client, auth(), receiver.url)["secret"]
 
@@ -77,7 +76,9 @@ def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(
     webhook = subscribe(client, auth(), receiver.url, ["ai.model.created.v1"])
     create_model(client, auth(), "churn")
 
-    logged = wait_until(settled(client, auth(), webhook["id"], "succeeded"), "the third attempt to succeed")
+    logged = wait_until(
+        settled(client, auth(), webhook["id"], "succeeded"), what="the third attempt to succeed"
+    )
     assert (logged["attempts"], logged["lastStatusCode"], logged["lastError"]) == (3, 200, None)
     first, second, third = receiver.received()
     assert first.body == second.body == third.body  # the same event, byte for byte, on every attempt
@@ -94,7 +95,7 @@ def test_a_receiver_that_always_fails_ends_failed_after_the_last_attempt(
     webhook = subscribe(client, auth(), receiver.url, ["ai.model.created.v1"])
     create_model(client, auth(), "churn")
 
-    logged = wait_until(settled(client, auth(), webhook["id"], "failed"), "the delivery to be given up")
+    logged = wait_until(settled(client, auth(), webhook["id"], "failed"), what="the delivery to be given up")
     assert (logged["attempts"], logged["lastStatusCode"]) == (MAX_ATTEMPTS, 503)
     assert "503" in logged["lastError"] and logged["nextAttemptAt"] is None and logged["deliveredAt"] is None
     assert len(receiver.received()) == MAX_ATTEMPTS  # failed is final: no attempt follows
@@ -108,7 +109,7 @@ def test_an_unreachable_receiver_is_retried_and_its_error_logged(
     webhook = subscribe(client, auth(), url, ["ai.model.created.v1"])
     create_model(client, auth(), "churn")
 
-    logged = wait_until(settled(client, auth(), webhook["id"], "failed"), "the delivery to be given up")
+    logged = wait_until(settled(client, auth(), webhook["id"], "failed"), what="the delivery to be given up")
     assert (logged["attempts"], logged["lastStatusCode"]) == (MAX_ATTEMPTS, None)
     assert "ConnectError" in logged["lastError"]
 
@@ -122,12 +123,12 @@ def test_each_webhook_gets_only_the_event_types_it_subscribed_to(
     create_model(client, auth(), "churn")
     assert client.delete("/api/v1/ai/models/churn", headers=auth()).status_code == 204
 
-    wait_until(settled(client, auth(), deleted["id"], "succeeded"), "the deletion to be delivered")
+    wait_until(settled(client, auth(), deleted["id"], "succeeded"), what="the deletion to be delivered")
     # The relay hands events over in commit order: the creation was fanned out before the deletion.
     assert [d["eventType"] for d in deliveries(client, auth(), deleted["id"])] == ["ai.model.deleted.v1"]
     assert [d["eventType"] for d in deliveries(client, auth(), created["id"])] == ["ai.model.created.v1"]
     assert deliveries(client, auth(), everything_off["id"]) == []
-    paths = sorted(r.path for r in wait_until(lambda: receiver.at_least(2), "both"))
+    paths = sorted(r.path for r in wait_until(lambda: receiver.at_least(2), what="both"))
     assert paths == ["/hook?created", "/hook?deleted"]
 
 
@@ -141,7 +142,7 @@ def test_an_event_handed_over_twice_is_delivered_once(
     container.bus.deliver(message)  # at least once: the relay may hand an event over again
     container.bus.deliver(message)
 
-    logged = wait_until(settled(client, auth(), webhook["id"], "succeeded"), "the delivery")
+    logged = wait_until(settled(client, auth(), webhook["id"], "succeeded"), what="the delivery")
     assert logged["eventId"] == message.event_id
     assert [r.headers["x-aiservice-event-id"] for r in receiver.received()] == [message.event_id]
 
@@ -154,8 +155,8 @@ def test_other_tenants_events_do_not_reach_a_tenants_webhook(
     create_model(client, auth(tenant="globex"), "theirs")
     create_model(client, auth(), "ours")
 
-    wait_until(settled(client, auth(), acme["id"], "succeeded"), "acme's delivery")
-    received = wait_until(lambda: receiver.at_least(2), "both deliveries")
+    wait_until(settled(client, auth(), acme["id"], "succeeded"), what="acme's delivery")
+    received = wait_until(lambda: receiver.at_least(2), what="both deliveries")
     tenants = {r.path: json.loads(r.body)["tenantid"] for r in received}
     assert tenants == {"/hook?acme": "acme", "/hook?globex": "globex"}
 
