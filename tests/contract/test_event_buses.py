@@ -303,17 +303,7 @@ def test_an_event_published_again_is_handled_once(bus: Bus, sqlite_engine: Engin
     assert side.handled.deliveries[event.id] == (1 if bus.drops_republished else 2)
 
 
-KAFKA_FORGETS_UNCOMMITTED_PARTITIONS = pytest.mark.xfail(
-    strict=True,
-    reason="KafkaEventConsumer commits offsets only on partitions it handled an event from; on the others "
-    "a restarted consumer starts again at the end (auto_offset_reset=latest) and loses what was "
-    "published while it was down",
-)
-
-
-@pytest.mark.parametrize(
-    "bus", ["redis", "nats", pytest.param("kafka", marks=KAFKA_FORGETS_UNCOMMITTED_PARTITIONS)], indirect=True
-)
+@pytest.mark.parametrize("bus", ["redis", "nats", "kafka"], indirect=True)
 def test_a_stopped_consumer_gets_what_was_published_meanwhile_once_started_again(
     bus: Bus, sqlite_engine: Engine
 ) -> None:

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from aiservice.application.events import CONTENT_TYPE
@@ -135,6 +141,26 @@ class KafkaEventPublisher:
         self._loop.close(self._discard())
 
 
+class _KeepStartingPoints(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits where the group starts reading a partition it has no committed offset for, as soon as
+    the partition is assigned: otherwise a consumer that restarts before it handled an event there
+    would start again at the end (``latest``) and lose what was published while it was down."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        fresh = {}
+        for partition in assigned:
+            if await self._consumer.committed(partition) is None:
+                fresh[partition] = await self._consumer.position(partition)
+        if fresh:
+            await self._consumer.commit(fresh)
+
+
 class KafkaEventConsumer(PollingConsumer):
     """A consumer group of its own (the consumer name), offsets committed after the handled messages.
     A new group starts at the end of each partition (``auto_offset_reset=latest``), or at the start of
@@ -204,12 +230,12 @@ class KafkaEventConsumer(PollingConsumer):
         if self._consumer is None:
             await self._topics.ensure()
             consumer: AIOKafkaConsumer = AIOKafkaConsumer(
-                *self._topics.names,
                 bootstrap_servers=self._topics.broker,
                 group_id=self._group,
                 enable_auto_commit=False,
                 auto_offset_reset=self._reset_to,  # a group's JoinGroup may take seconds: default timeouts
             )
+            consumer.subscribe(list(self._topics.names), listener=_KeepStartingPoints(consumer))
             try:
                 await consumer.start()
             except BaseException:
