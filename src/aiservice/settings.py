@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     batcher_max_rows: int = Field(default=32, ge=1)
     max_batch_delay_ms: float = Field(default=2.0, ge=0)
     inference_threads: int = Field(default=0, ge=0)
+    # Threads a model's framework may use when its configuration names no numThreads. Unset: each
+    # worker's share of the cores (cores / WORKERS) with several workers, the framework's default
+    # (every core) with one; 0: always the framework's default.
+    model_threads: int | None = Field(default=None, ge=0)
+
+    def threads_per_model(self, workers: int) -> int | None:
+        """MODEL_THREADS for a process among ``workers``; None leaves the framework's default."""
+        if self.model_threads is not None:
+            return self.model_threads or None
+        return max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None
+
     onnx_compile: bool = True
     predict_timeout_seconds: float = Field(default=30.0, gt=0)
     pytorch_backend: Literal["cpu", "cuda", "mps"] = "cpu"

@@ -36,17 +36,32 @@ def test_only_the_host_worker_runs_the_relay_the_job_supervisor_and_the_sweeps(s
         other.release()
 
 
-def test_workers_share_the_cache_budget_and_the_cores(settings: Settings) -> None:
+def test_workers_share_the_cache_budget(settings: Settings) -> None:
     slot = WorkerSlot.claim(settings.workers_dir, 2)
     alone = bootstrap(settings)
     shared = bootstrap(settings, slot=slot)
     try:
         assert shared.inference.cache.max_bytes == alone.inference.cache.max_bytes // 2
-        share = max(1, len(os.sched_getaffinity(0)) // 2)
-        assert shared.inference._threaded({}) == {"numThreads": share}
-        assert shared.inference._threaded({"numThreads": 3}) == {"numThreads": 3}  # the model's own wins
-        assert alone.inference._threaded({}) == {}  # one process: the frameworks' own defaults
     finally:
         shared.close()
         alone.close()
+        slot.release()
+
+
+def test_model_threads_apply_where_a_models_configuration_names_none(settings: Settings) -> None:
+    slot = WorkerSlot.claim(settings.workers_dir, 2)
+    alone = bootstrap(settings)
+    shared = bootstrap(settings, slot=slot)
+    limited = bootstrap(settings.model_copy(update={"model_threads": 3}))
+    unlimited = bootstrap(settings.model_copy(update={"model_threads": 0}), slot=slot)
+    try:
+        assert alone.inference._threaded({}) == {}  # one process: the frameworks' own defaults
+        share = max(1, len(os.sched_getaffinity(0)) // 2)
+        assert shared.inference._threaded({}) == {"numThreads": share}  # several: a share of the cores
+        assert shared.inference._threaded({"numThreads": 4}) == {"numThreads": 4}  # the model's own wins
+        assert limited.inference._threaded({}) == {"numThreads": 3}
+        assert unlimited.inference._threaded({}) == {}
+    finally:
+        for container in (alone, shared, limited, unlimited):
+            container.close()
         slot.release()

@@ -185,7 +185,7 @@ def bootstrap(
         tracer=tracer,
         prediction_log=log_prediction,
         prediction_log_rate=settings.prediction_log_sample_rate,
-        model_threads=max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None,
+        model_threads=settings.threads_per_model(workers),
     )
     tenant_usage = TenantUsage(uow, loaded_models=inference.loaded_models)
 
