@@ -95,6 +95,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/webhooks/{webhook_id}/ping"),
     Endpoint("GET", "/webhooks/{webhook_id}/deliveries"),
     Endpoint("GET", "/admin/outbox"),
+    Endpoint("GET", "/admin/workers"),
     Endpoint("POST", "/tenants", {"id": "initech"}),
     Endpoint("GET", "/tenants"),
     Endpoint("GET", "/tenants/{tenant}"),

@@ -99,6 +99,7 @@ ENDPOINT_RULES: tuple[Rule, ...] = (
     _rule("POST", f"{_W}/ping", P.WEBHOOK_MANAGE),
     _rule("GET", f"{_W}/deliveries", P.WEBHOOK_MANAGE),
     _rule("GET", "/admin/outbox", P.TENANTS_MANAGE),
+    _rule("GET", "/admin/workers", P.TENANTS_MANAGE),
     _rule("POST", "/tenants", P.TENANTS_MANAGE),
     _rule("GET", "/tenants", P.TENANTS_MANAGE),
     _rule("GET", "/tenants/{tenant}", P.TENANTS_MANAGE),
