@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from aiservice.application.artifact_keys import InFlightKeys
 from aiservice.application.ports import CloudEvent, PeerAnswer
+from aiservice.application.serving.fleet import WorkerFleet
 from aiservice.infrastructure.workers.peers import UnixPeers
 from aiservice.infrastructure.workers.slots import NoFreeSlot, WorkerSlot, hold_supervisor_lock
 
@@ -185,3 +187,28 @@ async def _ask_deaf(tmp_path: Path) -> None:
     finally:
         asking.peers.stop()
         deaf.peers.stop()
+
+
+def test_the_host_hears_which_keys_its_siblings_are_writing(tmp_path: Path) -> None:
+    """The host worker's sweeper must not take another worker's upload under inspection for an
+    orphan; a sibling that cannot say stops the orphan sweep instead of risking it."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        writing = InFlightKeys()
+        writing.hold("acme/model/key")
+        host = WorkerFleet(cast(Any, None), UnixPeers(tmp_path, 0, 3))
+        sibling = WorkerFleet(cast(Any, None), UnixPeers(tmp_path, 1, 3), in_flight=writing)
+        deaf = UnixPeers(tmp_path, 2, 3)
+        for fleet in (host, sibling):
+            fleet._peers.start(loop, on_event=lambda e: None, on_wake=lambda: None, on_ask=fleet.handle)
+        try:  # slot 2 is not running: nothing of its can be in flight
+            assert await asyncio.to_thread(host.siblings_in_flight) == {"acme/model/key"}
+            deaf.start(None, on_event=lambda e: None, on_wake=lambda: None, on_ask=host.handle)
+            with pytest.raises(RuntimeError, match="worker 2"):
+                await asyncio.to_thread(host.siblings_in_flight)
+        finally:
+            for peers in (host._peers, sibling._peers, deaf):
+                peers.stop()
+
+    asyncio.run(scenario())

@@ -56,3 +56,7 @@ class InFlightKeys:
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._held
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return sorted(self._held)

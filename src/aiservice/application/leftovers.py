@@ -90,7 +90,10 @@ class LeftoverSweeper:
         work: Sequence[StaleWork],
         grace: timedelta,
         on_swept: Callable[[str, int, int], None] = lambda name, files, size_bytes: None,
+        siblings_in_flight: Callable[[], set[str]] = set,
     ) -> None:
+        """``siblings_in_flight``: the keys the other worker processes of this host are writing (it
+        raises when one of them cannot say, and the orphans then wait for the next pass)."""
         self._inventory = inventory
         self._references = references
         self._in_flight = in_flight
@@ -98,6 +101,7 @@ class LeftoverSweeper:
         self._work = work
         self._grace = grace
         self._on_swept = on_swept
+        self._siblings_in_flight = siblings_in_flight
 
     def sweep(self) -> dict[str, Swept]:
         """One pass over every work area and the stored artifacts; what went, by kind. A kind that
@@ -122,9 +126,10 @@ class LeftoverSweeper:
         if not old:
             return Swept()
         referenced = self._references.referenced_keys()
+        siblings = self._siblings_in_flight()
         swept = Swept()
         for stored in old:
-            if stored.key in referenced or stored.key in self._in_flight:
+            if stored.key in referenced or stored.key in self._in_flight or stored.key in siblings:
                 continue
             self._inventory.delete(stored.key)
             swept += Swept(1, stored.size_bytes)

@@ -70,6 +70,7 @@ def leftover_sweeper(
     runner: JobSupervisor,
     in_flight: InFlightKeys,
     metrics: ServiceMetrics,
+    siblings_in_flight: Callable[[], set[str]] = set,
 ) -> LeftoverSweeper:
     """What crashed work leaves on disk, each kind judged by the longest that work may take."""
     s = settings
@@ -98,6 +99,7 @@ def leftover_sweeper(
         ],
         grace=timedelta(seconds=s.artifact_orphan_grace_seconds),
         on_swept=metrics.swept,
+        siblings_in_flight=siblings_in_flight,
     )
 
 

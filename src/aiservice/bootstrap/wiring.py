@@ -145,7 +145,7 @@ def bootstrap(
     archive_limits = ArchiveLimits(
         settings.max_archive_members, settings.max_unpacked_bytes, settings.max_compression_ratio
     )
-    in_flight = InFlightKeys()  # keys this replica is writing: never swept
+    in_flight = InFlightKeys()  # keys this worker is writing: never swept (the host asks the others)
     plugins = FrameworkRegistry.discover(archive_limits)
     frameworks = plugins.catalog()
     versions = ModelVersions(
@@ -252,7 +252,10 @@ def bootstrap(
         trace_context=tracer.traceparent,
     )
     authenticator = TokenAuthenticator(tokens, uow, api_keys=SqlAlchemyApiKeyLookup(engine))
-    leftovers = leftover_sweeper(settings, engine, inventory, dataset_store, runner, in_flight, metrics)
+    fleet = WorkerFleet(inference, peers, in_flight=in_flight)
+    leftovers = leftover_sweeper(
+        settings, engine, inventory, dataset_store, runner, in_flight, metrics, fleet.siblings_in_flight
+    )
     return Container(
         settings=settings,
         engine=engine,
@@ -289,7 +292,7 @@ def bootstrap(
             ServingCacheHandlers(inference, warm=settings.event_warm_on_promotion),
             event_consumer(settings, processor.consumer),
         ),
-        fleet=WorkerFleet(inference, peers),
+        fleet=fleet,
         peers=peers,
         slot=slot,
         outbox=OutboxStatus(SqlAlchemyOutboxMonitor(engine), relay, utcnow),

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from aiservice.application.artifact_keys import InFlightKeys
 from aiservice.application.inference import InferenceService
 from aiservice.application.ports import PeerAnswer, WorkerPeers
 from aiservice.application.serving.inputs import ServingModel
@@ -20,6 +21,7 @@ from aiservice.domain.errors import DomainError
 from aiservice.domain.tenancy import Permission, Principal, Role
 
 PEER_TIMEOUT_S = 120.0  # a sibling loading a large model from cold may take this long
+IN_FLIGHT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,15 @@ class WorkerFleet:
     """This worker and its siblings, as one for the requests that concern each one's memory."""
 
     def __init__(
-        self, inference: InferenceService, peers: WorkerPeers, started_at: float | None = None
+        self,
+        inference: InferenceService,
+        peers: WorkerPeers,
+        started_at: float | None = None,
+        in_flight: InFlightKeys | None = None,
     ) -> None:
         self._inference = inference
         self._peers = peers
+        self._in_flight = in_flight or InFlightKeys()
         self._started_at = started_at or time.time()
 
     @property
@@ -76,6 +83,8 @@ class WorkerFleet:
         """Run a sibling's request here; a refusal is an answer (``DomainError`` carries the reason)."""
         if op == "status":
             return self._state()
+        if op == "in_flight":
+            return {"keys": self._in_flight.snapshot()}
         principal = Principal(
             str(args["subject"]),
             str(args["tenant"]),
@@ -88,6 +97,19 @@ class WorkerFleet:
         if op == "unload":
             return {"unloaded": await self._inference.unload(principal, args["model"], int(args["version"]))}
         raise DomainError(f"unknown worker request {op!r}")
+
+    def siblings_in_flight(self) -> set[str]:
+        """The artifact keys the other workers are writing (uploads being inspected): the host
+        worker's sweeper must not take them for orphans. A worker that is not running writes
+        nothing; one that does not answer stops this pass of the orphan sweep."""
+        keys: set[str] = set()
+        for answer in self._peers.ask_from_thread("in_flight", {}, IN_FLIGHT_TIMEOUT_S):
+            if answer.error == "not running":
+                continue
+            if not answer.answered or answer.error is not None:
+                raise RuntimeError(f"worker {answer.worker} did not say what it is writing: {answer.error}")
+            keys.update(answer.result.get("keys", ()))
+        return keys
 
     def _state(self) -> dict[str, Any]:
         cache = self._inference.cache

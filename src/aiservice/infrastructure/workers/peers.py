@@ -127,6 +127,13 @@ class UnixPeers:
         ]
         return sorted([*pending.answers, *silent], key=lambda a: a.worker)
 
+    def ask_from_thread(self, op: str, args: dict[str, Any], timeout_s: float) -> list[PeerAnswer]:
+        """``ask`` for a thread other than the serving loop's (the sweeper's)."""
+        loop = self._loop
+        if self.count == 1 or loop is None or loop.is_closed():
+            return []
+        return asyncio.run_coroutine_threadsafe(self.ask(op, args, timeout_s), loop).result(timeout_s + 5)
+
     def _send(self, slot: int, message: bytes) -> bool:
         if len(message) > MAX_DATAGRAM:
             log.warning("a %d-byte message to worker %d is too large to send", len(message), slot)
