@@ -190,6 +190,9 @@ class UnixPeers:
             return
 
         def finished(future: concurrent.futures.Future[dict[str, Any]]) -> None:
+            if future.cancelled():  # the loop stopped under it: this worker is stopping
+                reply(False, {}, "this worker is stopping")
+                return
             error = future.exception()
             if error is None:
                 reply(True, future.result(), None)
