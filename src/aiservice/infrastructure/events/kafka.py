@@ -148,9 +148,10 @@ class _KeepStartingPoints(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
+        self.settled = False  # the current assignment's starting points are committed
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        return None
+        self.settled = False
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         fresh = {}
@@ -159,6 +160,7 @@ class _KeepStartingPoints(ConsumerRebalanceListener):  # type: ignore[misc]
                 fresh[partition] = await self._consumer.position(partition)
         if fresh:
             await self._consumer.commit(fresh)
+        self.settled = True
 
 
 class KafkaEventConsumer(PollingConsumer):
@@ -186,6 +188,7 @@ class KafkaEventConsumer(PollingConsumer):
         self._timeout = timeout_s
         self._topics = KafkaTopics(broker, prefix, partitions, replication, timeout_s)
         self._consumer: AIOKafkaConsumer | None = None
+        self._starting_points: _KeepStartingPoints | None = None
         self._loop = PrivateLoop(f"kafka-consumer-{group}")
 
     def _close(self) -> None:
@@ -193,9 +196,15 @@ class KafkaEventConsumer(PollingConsumer):
 
     @property
     def ready(self) -> bool:
-        """Whether the group gave this consumer its partitions (it reads from then on)."""
-        consumer = self._consumer
-        return consumer is not None and bool(consumer.assignment())
+        """Whether the group gave this consumer its partitions and their starting points are kept
+        (it reads everything published from then on)."""
+        consumer, starting_points = self._consumer, self._starting_points
+        return (
+            consumer is not None
+            and starting_points is not None
+            and starting_points.settled
+            and bool(consumer.assignment())
+        )
 
     def _poll(self, deliver: Delivery) -> None:
         batches = self._loop.run(self._fetch())
@@ -235,7 +244,8 @@ class KafkaEventConsumer(PollingConsumer):
                 enable_auto_commit=False,
                 auto_offset_reset=self._reset_to,  # a group's JoinGroup may take seconds: default timeouts
             )
-            consumer.subscribe(list(self._topics.names), listener=_KeepStartingPoints(consumer))
+            self._starting_points = _KeepStartingPoints(consumer)
+            consumer.subscribe(list(self._topics.names), listener=self._starting_points)
             try:
                 await consumer.start()
             except BaseException:
