@@ -46,17 +46,12 @@ class WorkerFleet:
         self,
         inference: InferenceService,
         peers: WorkerPeers,
-        started_at: float | None = None,
         in_flight: InFlightKeys | None = None,
     ) -> None:
         self._inference = inference
         self._peers = peers
         self._in_flight = in_flight or InFlightKeys()
-        self._started_at = started_at or time.time()
-
-    @property
-    def size(self) -> int:
-        return self._peers.count
+        self._started_at = time.time()
 
     async def load(
         self, principal: Principal, ident: str, number: int
