@@ -130,15 +130,18 @@ class ModelCache(Generic[T]):
         return True
 
     async def _evict(self) -> None:
+        evicted = False
         while len(self._entries) > self.max_models or self.loaded_bytes > self.max_bytes:
             victim = next((k for k, e in self._entries.items() if e.pins == 0), None)
             if victim is None:
-                return  # everything is in use: run over budget rather than drop a model mid-request
+                break  # everything is in use: run over budget rather than drop a model mid-request
             entry = self._entries.pop(victim)
             self.stats.evictions += 1
+            evicted = True
             if self._on_evict is not None:
                 await self._on_evict(entry.value)
-        self._changed()
+        if evicted:  # not on every use: the gauges are per request otherwise (a hot path)
+            self._changed()
 
     def _changed(self) -> None:
         self._on_change(self.stats, len(self._entries), self.loaded_bytes)

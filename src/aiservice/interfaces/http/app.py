@@ -16,11 +16,13 @@ from aiservice.interfaces.http.audit_context import AuditMiddleware
 from aiservice.interfaces.http.middleware import (
     BodyLimitMiddleware,
     HardenedFastAPI,
+    JsonBodyGate,
     RequestContextMiddleware,
     add_cors,
 )
 from aiservice.interfaces.http.openapi import document_problems
 from aiservice.interfaces.http.paths import API_PREFIX
+from aiservice.interfaces.http.predict_lane import PredictLane
 from aiservice.interfaces.http.problems import install_problem_handlers
 from aiservice.interfaces.http.routers import admin as admin_router
 from aiservice.interfaces.http.routers import api_keys as api_keys_router
@@ -64,11 +66,13 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # Our own spans (TRACING_*), not a second set: and no check of OpenTelemetry's globals per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.container = container
     install_problem_handlers(app)
     document_problems(app)
-    predict.add_hot_routes(app)  # first of all, and matched in one step
+    predict_route = predict.add_hot_routes(app)  # first of all, and matched in one step
     app.include_router(health.router)
     app.include_router(predict.router)  # early: the hot routes are matched with the fewest tries
     app.include_router(models.router)
@@ -95,13 +99,17 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
             return dataset_limit
         return v2.MAX_INFER_BODY_BYTES if v2.INFER_PATH.match(scope["path"]) else None  # v2 counts bytes too
 
-    app.add_middleware(
-        BodyLimitMiddleware,
-        default_limit=container.settings.max_json_body_bytes,
-        streaming_limit=streaming_limit,
-        max_json_depth=container.settings.max_json_depth,
-    )
+    gate = JsonBodyGate(container.settings.max_json_body_bytes, container.settings.max_json_depth)
+    app.add_middleware(BodyLimitMiddleware, gate=gate, streaming_limit=streaming_limit)
     add_cors(app, container.settings.cors_origin_list)
+    # Single-row predictions skip the routing between here and their endpoint (inside the audit).
+    app.add_middleware(
+        PredictLane,
+        gate=gate,
+        route=predict_route,
+        endpoint=predict.predict,
+        cors=bool(container.settings.cors_origin_list),
+    )
     # Inside RequestContextMiddleware, which sets the request id the records carry.
     app.add_middleware(AuditMiddleware, audit=container.audit, metrics=container.metrics)
     app.add_middleware(RequestContextMiddleware, metrics=container.metrics, tracer=container.tracer)

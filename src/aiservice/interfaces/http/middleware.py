@@ -101,54 +101,29 @@ class RequestContextMiddleware:
                     )
 
 
-class BodyLimitMiddleware:
+class JsonBodyGate:
     """Refuses bodies over a route's limit with 413, bodies not declared as JSON with 415, and bodies
     that are not strict JSON with 400, before a handler sees them.
 
-    Small (JSON) bodies are read whole here, up to their limit, and replayed to the app, so a
-    chunked body without Content-Length is bounded too, and checked for a JSON Content-Type (every
-    such route takes JSON; /predict parses its own body and would read a form or text as JSON),
-    repeated keys and nesting deeper than ``max_json_depth``. An empty body passes, so body-less
-    POSTs need no Content-Type. Streaming routes (uploads, v2 inference) pass through with only the
-    Content-Length check; they count bytes and check their own media types. The document a strict
-    body holds is left in the scope (``PARSED_BODY``), for ``ParsedBodyRoute``.
+    Small (JSON) bodies are read whole, up to their limit, so a chunked body without Content-Length
+    is bounded too, and checked for a JSON Content-Type (every such route takes JSON; /predict parses
+    its own body and would read a form or text as JSON), repeated keys and nesting deeper than
+    ``max_json_depth``. An empty body passes, so body-less POSTs need no Content-Type. The document a
+    strict body holds is left in the scope (``PARSED_BODY``), for ``ParsedBodyRoute``.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        default_limit: int,
-        streaming_limit: Callable[[Scope], int | None],
-        max_json_depth: int | None = None,
-    ) -> None:
-        self.app = app
+    def __init__(self, default_limit: int, max_json_depth: int | None = None) -> None:
         self.default_limit = default_limit
-        self.streaming_limit = streaming_limit
         self.max_json_depth = max_json_depth
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        nul = url_nul_field(scope["path"], scope.get("query_string", b""))
-        if nul is not None:  # PostgreSQL cannot compare text with a NUL: refused here, by name
-            refused = nul_violation(nul)
-            response = problem_response(
-                Request(scope), refused.code, refused.title, refused.detail, status=422, extra=refused.extra
-            )
-            await response(scope, _empty, send)
-            return
-        buffered = scope["method"] in _BODY_METHODS
-        streaming = self.streaming_limit(scope) if buffered else None
-        limit = streaming if streaming is not None else self.default_limit
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            await self._reject(scope, send, limit)
-            return
-        if not buffered or streaming is not None:
-            await self.app(scope, receive, send)
-            return
+    async def admit(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> tuple[list[Message], bytes, Any] | None:
+        """Reads a (JSON) body whole, with every check: its messages to replay, the body, and the
+        document it holds (``NOT_PARSED`` for none). None when the request was refused (answered)."""
+        if await self.refuse_url(scope, send) or await self.refuse_length(scope, send, None):
+            return None
+        limit = self.default_limit
         size, messages = 0, []
         while True:
             message = await receive()
@@ -158,13 +133,14 @@ class BodyLimitMiddleware:
             size += len(message.get("body", b""))
             if size > limit:
                 await self._reject(scope, send, limit)
-                return
+                return None
             if not message.get("more_body", False):
                 break
+        body = messages[0].get("body", b"") if len(messages) == 1 else _joined(messages)
+        document = NOT_PARSED
         if size:
-            problem = media_type_violation(headers.get(b"content-type"))
+            problem = media_type_violation(header_of(scope, b"content-type"))
             if problem is None and self.max_json_depth is not None:
-                body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
                 problem, document = strict_document(body, self.max_json_depth)
                 if document is not NOT_PARSED:  # a route need not parse it again (ParsedBodyRoute)
                     scope[PARSED_BODY] = document
@@ -178,12 +154,30 @@ class BodyLimitMiddleware:
                     extra=problem.extra,
                 )
                 await response(scope, _empty, send)
-                return
+                return None
+        return messages, body, document
 
-        async def replay() -> Message:
-            return messages.pop(0) if messages else await receive()
+    @staticmethod
+    async def refuse_url(scope: Scope, send: Send) -> bool:
+        """A NUL in the path or query: PostgreSQL cannot compare text with one, so it is refused here,
+        by name, rather than failing deep inside a query."""
+        nul = url_nul_field(scope["path"], scope.get("query_string", b""))
+        if nul is None:
+            return False
+        refused = nul_violation(nul)
+        response = problem_response(
+            Request(scope), refused.code, refused.title, refused.detail, status=422, extra=refused.extra
+        )
+        await response(scope, _empty, send)
+        return True
 
-        await self.app(scope, replay, send)
+    async def refuse_length(self, scope: Scope, send: Send, streaming: int | None) -> bool:
+        limit = streaming if streaming is not None else self.default_limit
+        length = header_of(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._reject(scope, send, limit)
+            return True
+        return False
 
     @staticmethod
     async def _reject(scope: Scope, send: Send, limit: int) -> None:
@@ -197,6 +191,41 @@ class BodyLimitMiddleware:
             headers={"Connection": "close"},
         )
         await response(scope, _empty, send)
+
+
+class BodyLimitMiddleware:
+    """The ``JsonBodyGate`` in front of every route that takes a body: small bodies are read whole and
+    replayed to the app. Streaming routes (uploads, v2 inference) pass through with only the
+    Content-Length check; they count bytes and check their own media types."""
+
+    def __init__(
+        self, app: ASGIApp, gate: JsonBodyGate, streaming_limit: Callable[[Scope], int | None]
+    ) -> None:
+        self.app = app
+        self.gate = gate
+        self.streaming_limit = streaming_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gate = self.gate
+        buffered = scope["method"] in _BODY_METHODS
+        streaming = self.streaming_limit(scope) if buffered else None
+        if not buffered or streaming is not None:
+            if await gate.refuse_url(scope, send) or await gate.refuse_length(scope, send, streaming):
+                return
+            await self.app(scope, receive, send)
+            return
+        admitted = await gate.admit(scope, receive, send)
+        if admitted is None:
+            return
+        messages = admitted[0]
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class ParsedBodyRoute(APIRoute):
@@ -240,6 +269,18 @@ class DirectRoute(APIRoute):
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def header_of(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of the header ``name`` (lower case), without building a mapping of all."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _joined(messages: list[Message]) -> bytes:
+    return b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
 
 
 async def _empty() -> Message:

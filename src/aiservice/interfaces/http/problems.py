@@ -172,8 +172,24 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     )
 
 
+_HANDLERS = {
+    DomainError: _domain_error,
+    RequestValidationError: _validation_error,
+    StarletteHTTPException: _http_error,
+}
+
+
+async def handled(request: Request, exc: Exception) -> Response | None:
+    """The problem the app's handlers make of ``exc``, for code that runs outside Starlette's exception
+    middleware (the predict lane); None for an error only the outermost handler answers (a 500)."""
+    for kind in type(exc).__mro__:
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            return await handler(request, exc)
+    return None
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(DomainError, _domain_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for kind, handler in _HANDLERS.items():
+        app.add_exception_handler(kind, handler)
     app.add_exception_handler(Exception, _unhandled)

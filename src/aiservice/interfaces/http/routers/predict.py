@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import Field, ValidationError
 
 from aiservice.application.inference import PredictionResult, PredictOptions
@@ -159,9 +160,10 @@ async def predict(model: str, request: Request) -> Response:
     return Response(orjson.dumps(body_out), media_type="application/json")
 
 
-def add_hot_routes(app: FastAPI) -> None:
+def add_hot_routes(app: FastAPI) -> APIRoute:
     """The single-row prediction, added to the app itself ahead of every router: it is matched first
-    and in one step, where a route of an included router takes three (the router's own matching)."""
+    and in one step, where a route of an included router takes three (the router's own matching).
+    Most calls do not even reach it (``PredictLane``); the route it returns is the one they are named by."""
     app.router.add_api_route(
         f"{API_PREFIX}/models/{{model}}/predict",
         predict,
@@ -172,6 +174,9 @@ def add_hot_routes(app: FastAPI) -> None:
         route_class_override=DirectRoute,
         tags=["predictions"],
     )
+    route = app.router.routes[-1]
+    assert isinstance(route, APIRoute)
+    return route
 
 
 @router.post("/{model}/batch-predict", response_model=BatchPredictResponse)
