@@ -221,7 +221,7 @@ def test_a_batch_of_a_hundred_is_answered_whatever_the_batcher_merges(
     """MAX_BATCH_SIZE counts a request's inputs (1000 by default); the adaptive batcher's own bound on
     the rows it merges (BATCHER_MAX_ROWS, 32) does not limit one request."""
     iris(client, auth)
-    assert (container.inference.max_batch_size, container.inference.max_batch_rows) == (1000, 32)
+    assert (container.inference.max_batch_size, container.inference.loader.max_batch_rows) == (1000, 32)
     inputs = [row(i) for i in range(100)]
     response = client.post(f"{API}/iris/batch-predict", json={"inputs": inputs}, headers=auth())
     assert response.status_code == 200, response.text

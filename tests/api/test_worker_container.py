@@ -55,12 +55,14 @@ def test_model_threads_apply_where_a_models_configuration_names_none(settings: S
     limited = bootstrap(settings.model_copy(update={"model_threads": 3}))
     unlimited = bootstrap(settings.model_copy(update={"model_threads": 0}), slot=slot)
     try:
-        assert alone.inference._threaded({}) == {}  # one process: the frameworks' own defaults
+        assert alone.inference.loader.threaded({}) == {}  # one process: the frameworks' own defaults
         share = max(1, len(os.sched_getaffinity(0)) // 2)
-        assert shared.inference._threaded({}) == {"numThreads": share}  # several: a share of the cores
-        assert shared.inference._threaded({"numThreads": 4}) == {"numThreads": 4}  # the model's own wins
-        assert limited.inference._threaded({}) == {"numThreads": 3}
-        assert unlimited.inference._threaded({}) == {}
+        assert shared.inference.loader.threaded({}) == {"numThreads": share}  # several: a share of the cores
+        assert shared.inference.loader.threaded({"numThreads": 4}) == {
+            "numThreads": 4
+        }  # the model's own wins
+        assert limited.inference.loader.threaded({}) == {"numThreads": 3}
+        assert unlimited.inference.loader.threaded({}) == {}
     finally:
         for container in (alone, shared, limited, unlimited):
             container.close()

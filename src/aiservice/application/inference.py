@@ -1,5 +1,7 @@
-"""Predictions: resolve the version from memory, load it once into the cache, check the input against
-the model's schema, run it through the adaptive batcher, and shape the answer.
+"""The dataplane: predictions and raw tensors for any transport (``/predict``, ``/batch-predict``, the
+Open Inference Protocol), composed of the serving parts: a reference is resolved (``VersionRouter``),
+the version loaded once into the cache (``ModelLoader``), the input checked against the model's schema,
+run through the adaptive batcher, and the answer shaped for callers (``results``).
 
 The hot path touches no database and no disk once a version is resolved and loaded: resolutions
 are remembered (and forgotten when an event says the model changed) and models stay in the cache.
@@ -9,54 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import gc
-import logging
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import numpy as np
 
-from aiservice.application.ports import (
-    ArtifactStore,
-    LoadedModel,
-    LoadSpec,
-    Prediction,
-    Runtime,
-    SpanValue,
-    Tracer,
-)
-from aiservice.application.serving.batching import AdaptiveBatcher
-from aiservice.application.serving.cache import CacheStats, ModelCache
-from aiservice.application.serving.inputs import (
-    ImageDecoder,
-    ServingModel,
-    caller_labels,
-    labels_of,
-    to_rows,
-)
-from aiservice.application.serving.routing import Route, effective_input_schema, serving_form
+from aiservice.application.ports import ArtifactStore, Prediction, Runtime, SpanValue, Tracer
+from aiservice.application.serving.cache import CacheEntry, CacheStats, ModelCache
+from aiservice.application.serving.inputs import ImageDecoder, ServingModel, labels_of, to_rows
+from aiservice.application.serving.loading import ModelLoader, RuntimeProvider, tenant_of
+from aiservice.application.serving.results import PredictionResult, PredictOptions, shaped
+from aiservice.application.serving.routing import Route, VersionRouter, serving_form
 from aiservice.application.tracing import NO_TRACER
 from aiservice.application.versions import ModelVersions
-from aiservice.domain.errors import DomainError, InvalidInput, PredictionFailed, QuotaExceeded, Unavailable
+from aiservice.domain.errors import DomainError, InvalidInput, PredictionFailed, Unavailable
 from aiservice.domain.models import Framework, Model, ModelVersion
-from aiservice.domain.schemas import (
-    ImageSchema,
-    TabularSchema,
-)
-from aiservice.domain.tabular import TabularPlan
-from aiservice.domain.tenancy import Permission, Principal, Quota
+from aiservice.domain.schemas import ImageSchema
+from aiservice.domain.tenancy import Permission, Principal
 
-ROUTE_TTL_S = 5.0
-log = logging.getLogger(__name__)
-
-
-class RuntimeProvider(Protocol):
-    def get(self, framework: Framework) -> Runtime: ...
+__all__ = ["InferenceService", "PredictOptions", "PredictionResult"]
 
 
 class InferenceMetrics(Protocol):
@@ -68,31 +45,6 @@ class InferenceMetrics(Protocol):
 
 PredictionLog = Callable[[str, str, float, float | None], None]
 """Writes the prediction log line: (model id, tenant id, duration in ms, confidence or None)."""
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    include_confidence: bool = False
-    include_feature_importance: bool = False
-    version: int | None = None
-    alias: str | None = None
-
-    def selector(self) -> str:
-        if self.version is not None:
-            return f":{self.version}"
-        return f"@{self.alias}" if self.alias else ""
-
-
-@dataclass
-class PredictionResult:
-    prediction: Any
-    model_id: str
-    version: int
-    latency_ms: float
-    form: str = "native"  # the form of the version that answered: native or onnx
-    confidence: float | None = None
-    probabilities: dict[str, float] | None = None
-    feature_importance: dict[str, Any] | None = None
 
 
 class InferenceService:
@@ -126,198 +78,80 @@ class InferenceService:
         self._tracer = tracer
         self._prediction_log = prediction_log if prediction_log_rate > 0 else None
         self._prediction_log_rate = prediction_log_rate
-        self._loaded_model_limit = loaded_model_limit
-        self._devices = devices or {}
-        self._model_threads = model_threads
-        self._versions = versions
-        self._store = store
         self._runtimes = runtimes
         self._executor = executor
         self._metrics = metrics
-        self._resident_bytes = resident_bytes
         self._images = images
         self.max_batch_size = max_batch_size  # inputs one /batch-predict request may hold
-        self.max_batch_rows = max_batch_rows  # rows the adaptive batcher merges into one model call
-        self._batch_delay = max_batch_delay_s
-        self._batch_workers = batch_workers
-        self._routes: dict[tuple[str, str, str], tuple[float, Route]] = {}
+        self.router = VersionRouter(versions)
+        self.loader = ModelLoader(
+            store,
+            runtimes,
+            executor,
+            metrics,
+            resident_bytes,
+            max_batch_rows=max_batch_rows,
+            max_batch_delay_s=max_batch_delay_s,
+            batch_workers=batch_workers,
+            devices=devices,
+            loaded_model_limit=loaded_model_limit,
+            tracer=tracer,
+            model_threads=model_threads,
+        )
         self.cache: ModelCache[ServingModel] = ModelCache(
             max_models,
             max_memory_bytes,
-            on_evict=self._closed,
+            on_evict=self.loader.closed,
             on_change=metrics.cache,
             on_hit=metrics.cache_hit,
         )
 
-    # -- routing -------------------------------------------------------------------------------
-
     def invalidate(self, tenant_id: str, model_id: str | None = None) -> None:
         """Forget resolutions of a model (or a whole tenant) after an event says it changed."""
-        for key, (_, route) in list(self._routes.items()):
-            if key[0] == tenant_id and (model_id is None or route.model.id == model_id):
-                self._routes.pop(key, None)
-
-    async def _route(self, principal: Principal, ident: str, selector: str) -> Route:
-        principal.require(Permission.PREDICT)
-        key = (principal.tenant_id, ident, selector)
-        cached = self._routes.get(key)
-        if cached is not None and cached[0] > time.monotonic() and principal.sees_model(cached[1].model.id):
-            return cached[1]
-        loop = asyncio.get_running_loop()
-        model, version, allow_pickle = await loop.run_in_executor(
-            None, self._versions.serving_target, principal, ident + selector
-        )
-        route = Route(model, version, allow_pickle, serving_form(model, version))
-        self._routes[key] = (time.monotonic() + ROUTE_TTL_S, route)
-        return route
-
-    # -- loading -------------------------------------------------------------------------------
+        self.router.invalidate(tenant_id, model_id)
 
     def loaded_models(self, tenant_id: str) -> int:
         """How many of the tenant's versions this replica's cache holds."""
-        return self.cache.count(lambda key: _tenant_of(key) == tenant_id)
-
-    async def _make_room(self, tenant_id: str, explicit: bool) -> None:
-        """Keep the tenant within ``maxLoadedModels`` in this replica's cache: a prediction that needs a
-        cold model evicts the tenant's least recently used idle one; an explicit load is refused."""
-        loop = asyncio.get_running_loop()
-        limit = await loop.run_in_executor(None, self._loaded_model_limit, tenant_id)
-        if limit is None:
-            return
-
-        def mine(key: Hashable) -> bool:
-            return _tenant_of(key) == tenant_id
-
-        while (current := self.cache.count(mine)) >= limit:
-            if explicit or not await self.cache.evict_oldest(mine):
-                raise QuotaExceeded(
-                    f"Tenant {tenant_id!r} has {current} models loaded, its {Quota.LOADED_MODELS} limit "
-                    + f"is {limit}{'; unload one first' if explicit and limit else ''}.",
-                    extra={"quota": str(Quota.LOADED_MODELS), "limit": limit, "current": current},
-                )
-
-    async def _load(self, route: Route, *, explicit: bool = False) -> tuple[ServingModel, int]:
-        model, version = route.model, route.version
-        await self._make_room(model.tenant_id, explicit)
-        compiled = version.serving.onnx if route.form == "onnx" else None
-        if compiled is not None:  # the checked, faster ONNX form of this version
-            framework = Framework.ONNX
-            spec = LoadSpec(
-                Framework.ONNX,
-                "model.onnx",
-                configuration=self._threaded(compiled.configuration),
-                device=self._devices.get(model.framework, "cpu"),  # its own framework's (CUDA provider)
-            )
-            key, digest, size = compiled.key, compiled.digest, compiled.size_bytes
-        else:
-            framework = model.framework
-            spec = LoadSpec(
-                framework=model.framework,
-                filename=version.artifact.filename,
-                allow_pickle=route.allow_pickle,
-                configuration=self._threaded(version.serving_configuration(model)),
-                device=self._devices.get(model.framework, "cpu"),
-            )
-            key, digest, size = version.artifact.key, version.artifact.digest, version.artifact.size_bytes
-        loop = asyncio.get_running_loop()
-
-        def load() -> tuple[LoadedModel, int, float | None]:
-            # Off the event loop: the runtime's first use imports its framework (seconds for sklearn).
-            runtime = self._runtimes.get(framework)
-            path = self._store.local_path(key, digest)
-            before = self._resident_bytes()
-            loaded = runtime.load(path, spec)
-            call_s = _warm_up(loaded)
-            grown = self._resident_bytes() - before
-            # A loaded model (and a freshly imported framework) is hundreds of thousands of long-lived
-            # objects; moved out of the collector's sight, full collections stay short.
-            gc.freeze()
-            return loaded, grown, call_s
-
-        attributes: dict[str, SpanValue] = {
-            "model.id": model.id,
-            "model.version": version.version,
-            "model.framework": framework.value,
-        }
-        with self._tracer.span("model.load", attributes):
-            # The worker thread runs in this context, so the artifact read is a child of the load.
-            loaded, grown, call_s = await loop.run_in_executor(None, contextvars.copy_context().run, load)
-        serving = self._serving_model(route, loaded, call_s)
-        return serving, max(grown, size)
+        return self.cache.count(lambda key: tenant_of(key) == tenant_id)
 
     @staticmethod
     def _key(principal: Principal, route: Route) -> tuple[str, str, int, str]:
         """Cache key; the serving form is part of it, so a compiled form replaces the native one."""
         return (principal.tenant_id, route.model.id, route.version.version, route.form)
 
-    def _serving_model(self, route: Route, loaded: LoadedModel, call_s: float | None = None) -> ServingModel:
-        model, version = route.model, route.version
-        signature = loaded.signature
-        labels = caller_labels(model, version, signature)
-        schema = effective_input_schema(model, version)
-        derived = not model.input_schema
-        stored = version.signature or signature  # the native form's columns, checked at upload
-        return ServingModel(
-            model=model,
-            version=version,
-            loaded=loaded,
-            batcher=AdaptiveBatcher(
-                loaded.predict,
-                self._executor,
-                max_batch_size=self.max_batch_rows,
-                max_delay_s=self._batch_delay,
-                workers=self._batch_workers,
-                on_batch=self._metrics.batch,
-                first_call_s=call_s,
-            ),
-            input_schema=schema,
-            labels=labels,
-            class_index={c: i for i, c in enumerate(signature.classes or ())},
-            plan=TabularPlan.bind(schema, stored, version.version)
-            if isinstance(schema, TabularSchema)
-            else None,
-            form=route.form,
-            derived=derived,
+    def _entry(
+        self, principal: Principal, route: Route, *, explicit: bool = False
+    ) -> AbstractAsyncContextManager[CacheEntry[ServingModel]]:
+        """The cache entry of ``route``'s version, loaded on a miss, pinned while the block runs."""
+        return self.cache.use(
+            self._key(principal, route), lambda: self.loader.load(self.cache, route, explicit=explicit)
         )
 
-    def _threaded(self, configuration: dict[str, Any]) -> dict[str, Any]:
-        """A model's own ``numThreads`` wins; else this process's share of the cores, when several
-        worker processes share them (each framework's pool would otherwise claim every core)."""
-        if self._model_threads is None or "numThreads" in configuration:
-            return configuration
-        return {**configuration, "numThreads": self._model_threads}
-
-    @staticmethod
-    async def _closed(serving: ServingModel) -> None:
-        await serving.batcher.close()
+    # -- loading -------------------------------------------------------------------------------
 
     async def load(self, principal: Principal, ident: str, number: int) -> tuple[ServingModel, int]:
         """Warm a version into the cache. It changes nothing users see but costs memory: writers only."""
         principal.require(Permission.VERSION_WRITE)
-        route = await self._route(principal, ident, f":{number}")
-        async with self.cache.use(
-            self._key(principal, route), lambda: self._load(route, explicit=True)
-        ) as entry:
+        route = await self.router.resolve(principal, ident, f":{number}")
+        async with self._entry(principal, route, explicit=True) as entry:
             loaded = entry.value, entry.bytes
         # Callers mostly predict by bare name next: resolve it now so that first predict finds the
         # route as warm as the model.
         with contextlib.suppress(DomainError):
-            await self._route(principal, ident, "")
+            await self.router.resolve(principal, ident, "")
         return loaded
 
     async def unload(self, principal: Principal, ident: str, number: int) -> bool:
         principal.require(Permission.VERSION_WRITE)
-        route = await self._route(principal, ident, f":{number}")
+        route = await self.router.resolve(principal, ident, f":{number}")
         return await self.cache.unload(self._key(principal, route))
 
     # -- raw tensors (the Open Inference Protocol) ---------------------------------------------
 
-    async def describe(
-        self, principal: Principal, ident: str, selector: str = ""
-    ) -> tuple[Model, ModelVersion]:
-        """The version a reference serves, with its stored signature; loads nothing."""
-        route = await self._route(principal, ident, selector)
-        return route.model, route.version
+    async def describe(self, principal: Principal, ident: str, selector: str = "") -> Route:
+        """The version a reference serves, with its stored signature and what is derived from it;
+        loads nothing."""
+        return await self.router.resolve(principal, ident, selector)
 
     def require_runtime(self, framework: Framework) -> Runtime:
         """The runtime serving ``framework``; ``Unavailable`` when it is missing or cannot import."""
@@ -331,10 +165,10 @@ class InferenceService:
     ) -> tuple[ServingModel, Prediction]:
         """Run an already-shaped batch (rows first) through the cache and the batcher."""
         started = time.perf_counter()
-        route = await self._route(principal, ident, selector)
+        route = await self.router.resolve(principal, ident, selector)
         outcome = "error"
         try:
-            async with self.cache.use(self._key(principal, route), lambda: self._load(route)) as entry:
+            async with self._entry(principal, route) as entry:
                 prediction = await self._run(entry.value, rows, None)
             outcome = "success"
             return entry.value, prediction
@@ -370,10 +204,10 @@ class InferenceService:
     ) -> list[PredictionResult | DomainError]:
         """One result per payload, in order. A bad payload fails alone unless ``fail_fast``."""
         started = time.perf_counter()
-        route = await self._route(principal, ident, options.selector())
+        route = await self.router.resolve(principal, ident, options.selector())
         outcome = "error"
         try:
-            async with self.cache.use(self._key(principal, route), lambda: self._load(route)) as entry:
+            async with self._entry(principal, route) as entry:
                 serving = entry.value
                 rows, errors = await self._rows_off_loop(serving, payloads, where, fail_fast)
                 good = [i for i in range(len(payloads)) if i not in errors]
@@ -386,17 +220,7 @@ class InferenceService:
                     else None
                 )
             latency = round((time.perf_counter() - started) * 1000, 3)
-            labels = labels_of(serving, prediction.values) if prediction is not None else []
-            results: list[PredictionResult | DomainError] = []
-            row = 0
-            for i in range(len(payloads)):
-                if i in errors:
-                    results.append(errors[i])
-                    continue
-                results.append(
-                    self._result(serving, prediction, labels[row], importance, row, options, latency)  # type: ignore[arg-type]
-                )
-                row += 1
+            results = shaped(serving, len(payloads), errors, prediction, importance, options, latency)
             outcome = "success" if not errors else ("partial" if good else "invalid")
             return results
         except InvalidInput:
@@ -491,62 +315,3 @@ class InferenceService:
         if attributions is None:
             return None
         return {"method": attributions.method, "values": attributions.values}
-
-    def _result(
-        self,
-        serving: ServingModel,
-        prediction: Prediction,
-        label: Any,
-        importance: dict[str, Any] | None,
-        row: int,
-        options: PredictOptions,
-        latency_ms: float,
-    ) -> PredictionResult:
-        result = PredictionResult(
-            prediction=label,
-            model_id=serving.model.id,
-            version=serving.version.version,
-            latency_ms=latency_ms,
-            form=serving.form,
-        )
-        if prediction.probabilities is not None and options.include_confidence:
-            probs = prediction.probabilities[row]
-            classes = serving.labels or tuple(range(len(probs)))
-            result.probabilities = {str(classes[c]): float(p) for c, p in enumerate(probs)}
-            result.confidence = float(np.max(probs))
-        if importance is not None:
-            names = serving.feature_names
-            values = importance["values"][row]
-            result.feature_importance = {
-                "method": importance["method"],
-                "values": {names[i] if i < len(names) else f"f{i}": float(v) for i, v in enumerate(values)},
-            }
-        elif options.include_feature_importance:
-            result.feature_importance = {
-                "method": None,
-                "values": {},
-                "reason": "not supported for this model",
-            }
-        return result
-
-
-def _tenant_of(key: Hashable) -> object:
-    return key[0] if isinstance(key, tuple) else None
-
-
-def _warm_up(loaded: LoadedModel) -> float | None:
-    """Run one all-zero row through a freshly loaded model, as Triton's model warm-up does, so the
-    first real request pays no first-call allocations; returns that call's duration, which the
-    batcher uses to decide at once whether the model is fast enough to run inline."""
-    inputs = loaded.signature.inputs
-    if len(inputs) != 1 or inputs[0].dtype == "object" or any(d < 1 for d in inputs[0].shape[1:]):
-        return None
-    row = np.zeros((1, *inputs[0].shape[1:]), dtype=inputs[0].dtype)
-    try:
-        loaded.predict(row)  # the first call: allocations, lazy initialisation
-        started = time.perf_counter()
-        loaded.predict(row)
-        return time.perf_counter() - started
-    except Exception:  # a model may refuse zeros (a lookup table, say); it simply starts cold
-        log.debug("warm-up call failed", exc_info=True)
-        return None

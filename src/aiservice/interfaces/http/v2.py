@@ -25,7 +25,7 @@ from starlette.responses import Response
 from aiservice import __version__
 from aiservice.application.ports import Prediction
 from aiservice.application.serving.inputs import ServingModel, caller_labels
-from aiservice.application.serving.routing import effective_input_schema, serving_form
+from aiservice.application.serving.routing import Route
 from aiservice.bootstrap import Container
 from aiservice.domain.errors import DomainError, FieldError, InvalidInput, PayloadTooLarge, Unavailable
 from aiservice.domain.models import Model, ModelVersion
@@ -160,11 +160,12 @@ async def version_infer(
 
 
 async def _metadata(c: Container, caller: Principal, name: str, selector: str) -> dict[str, Any]:
-    model, version = await c.inference.describe(caller, name, selector)
-    inputs = _inputs(model, version)
+    route = await c.inference.describe(caller, name, selector)
+    model, version = route.model, route.version
+    inputs = route.derived(V2_INPUTS, _inputs)
     parameters: dict[str, Any] = {
         "task": version.signature.task if version.signature else None,
-        "form": serving_form(model, version),
+        "form": route.form,
     }
     if inputs.features:
         parameters["feature_names"] = [f.name for f in inputs.features]
@@ -173,13 +174,14 @@ async def _metadata(c: Container, caller: Principal, name: str, selector: str) -
         "versions": [str(version.version)],
         "platform": model.framework.value,
         "inputs": inputs.tensors,
-        "outputs": output_specs(model, version),
+        "outputs": route.derived(V2_OUTPUTS, _output_specs),
         "parameters": parameters,
     }
 
 
 async def _ready(c: Container, caller: Principal, name: str, selector: str) -> dict[str, Any]:
-    model, version = await c.inference.describe(caller, name, selector)
+    route = await c.inference.describe(caller, name, selector)
+    model, version = route.model, route.version
     try:
         c.inference.require_runtime(model.framework)
     except Unavailable as exc:
@@ -201,12 +203,13 @@ async def _infer(c: Container, caller: Principal, request: Request, name: str, s
         parsed = await run_in_threadpool(parse_request, body, header_length)
     else:
         parsed = parse_request(body, header_length)
-    model, version = await c.inference.describe(caller, name, selector)
-    if version.signature is not None:
-        _check_requested(parsed, [o["name"] for o in output_specs(model, version)])
-    rows = to_batch(_inputs(model, version), parsed.inputs)
+    route = await c.inference.describe(caller, name, selector)
+    specs = route.derived(V2_OUTPUTS, _output_specs)
+    if route.version.signature is not None:
+        _check_requested(parsed, [o["name"] for o in specs])
+    rows = to_batch(route.derived(V2_INPUTS, _inputs), parsed.inputs)
     serving, prediction = await c.inference.infer_array(caller, name, selector, rows)
-    produced = _outputs(c, serving, prediction)
+    produced = _outputs(c, serving, prediction, specs)
     _check_requested(parsed, list(produced))
     chosen = [(produced[o.name], parsed.binary(o)) for o in parsed.outputs] or [
         (output, parsed.binary(None)) for output in produced.values()
@@ -245,8 +248,13 @@ def _check_requested(parsed: InferRequest, available: list[str]) -> None:
             )
 
 
-def _inputs(model: Model, version: ModelVersion) -> ModelInputs:
-    schema = effective_input_schema(model, version)
+# What a resolved version takes and gives over v2, derived once per resolution (``Route.derived``).
+V2_INPUTS = "v2.inputs"
+V2_OUTPUTS = "v2.outputs"
+
+
+def _inputs(route: Route) -> ModelInputs:
+    schema, version = route.input_schema, route.version
     signature = version.signature
     if isinstance(schema, TabularSchema):
         return tabular_inputs(TabularPlan.bind(schema, signature, version.version))
@@ -292,10 +300,16 @@ def output_specs(model: Model, version: ModelVersion) -> list[dict[str, Any]]:
     return [tensor_spec(first.name, datatype_of(first.dtype), list(first.shape))] if first else []
 
 
-def _outputs(c: Container, serving: ServingModel, prediction: Prediction) -> dict[str, Output]:
+def _output_specs(route: Route) -> list[dict[str, Any]]:
+    return output_specs(route.model, route.version)
+
+
+def _outputs(
+    c: Container, serving: ServingModel, prediction: Prediction, specs: list[dict[str, Any]]
+) -> dict[str, Output]:
     values, probabilities = prediction.values, prediction.probabilities
     outputs: dict[str, Output] = {}
-    for spec in output_specs(serving.model, serving.version) or _native_specs(serving, prediction):
+    for spec in specs or _native_specs(serving, prediction):
         name, datatype = spec["name"], spec["datatype"]
         if name == "label":
             array = _labels(c, serving, values, datatype)
