@@ -256,7 +256,8 @@ class Server:
         self.stdout_path = workdir / f"{name}.stdout"
         self.stderr_path = workdir / f"{name}.stderr"
         env = {k: v for k, v in os.environ.items() if k.upper() not in ISOLATED_ENV}
-        env |= {"DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **extra_env}
+        # The service's default log level: each request writes its JSON log line, as in production.
+        env |= {"DATA_DIR": str(data_dir), "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", **extra_env}
         self.env = env
         self.workers = int(env.get("WORKERS") or len(os.sched_getaffinity(0)) or 1)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -2097,11 +2098,23 @@ def report_profile(profile: Profile, top: int = 15) -> str:
     return text
 
 
-def server_log_summary(server: Server) -> str:
+def routine(line: str) -> bool:
+    """A JSON log line below WARNING (the request log, events): not worth showing after a run."""
+    if not line.startswith("{"):
+        return False
     try:
-        lines = server.stderr_path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return f"{server.name} log: missing"
+        return str(json.loads(line).get("level", "")).lower() in ("debug", "info")
+    except ValueError:
+        return False
+
+
+def server_log_summary(server: Server) -> str:
+    lines: list[str] = []
+    for path in (server.stdout_path, server.stderr_path):
+        try:
+            lines += [line for line in path.read_text(errors="replace").splitlines() if not routine(line)]
+        except FileNotFoundError:
+            return f"{server.name} log: missing"
     if not lines:
         return f"{server.name} log (WARNING and above): empty"
     shown = "\n".join(f"  {line[:300]}" for line in lines[-10:])
@@ -2368,7 +2381,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"settings: --workers {args.workers} --duration {args.duration} --big-mb {args.big_mb:g}"
         f"{' --py-spy' if args.py_spy else ''}{' --profile' if args.profile else ''}"
-        f"{' --gc-stats' if args.gc_stats else ''}; server env {args.server_env}, LOG_LEVEL=WARNING",
+        f"{' --gc-stats' if args.gc_stats else ''}; server env {args.server_env}, LOG_LEVEL=INFO unless set",
         flush=True,
     )
     run = Run(
