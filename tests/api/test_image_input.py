@@ -125,3 +125,38 @@ def test_bad_images_are_refused_naming_the_field(
         f"{API}/digits/predict", json={"input": {"image": png(Image.new("L", (8, 8)))}}, headers=auth()
     )
     assert healthy.status_code == 200
+
+
+def test_the_product_specs_image_model_works_as_written(
+    client: TestClient, auth: Auth, tmp_path: Path
+) -> None:
+    """The spec's own example: an output schema with a type and classes, an image input declared as
+    jpeg, and a prediction of {"input": {"image": "<base64>"}}."""
+    net = TinyImageNet().eval()
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 8, 8, 1)), path)
+    created = create_model(
+        client,
+        auth(),
+        "spec-images",
+        framework="pytorch",
+        configuration=CONFIG,
+        inputSchema={"type": "image", "format": "jpeg"},
+        outputSchema={"type": "classification", "classes": ["cat", "dog", "bird"]},
+    )
+    assert created["outputSchema"]["type"] == "classification"
+    assert upload(client, auth(), "spec-images", path.read_bytes(), filename="net.pt").status_code == 201
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8), mode="L").save(buffer, format="JPEG", quality=100)
+    response = client.post(
+        f"{API}/spec-images/predict",
+        json={"input": {"image": base64.b64encode(buffer.getvalue()).decode()}},
+        headers=auth(),
+    )
+    assert response.status_code == 200, response.text
+    decoded = (
+        np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float32).reshape(1, 8, 8, 1) / 255
+    )
+    with torch.inference_mode():
+        expected = int(net(torch.from_numpy(decoded)).argmax())
+    assert response.json()["prediction"] == ["cat", "dog", "bird"][expected]

@@ -371,3 +371,17 @@ def test_tensor_inputs_check_dtype_and_shape(
     (error,) = bad.json()["errors"]
     assert error["field"] == "input.x"
     assert message in error["message"]
+
+
+def test_the_product_specs_batch_options_work_as_written(client: TestClient, auth: Auth) -> None:
+    """The spec's example: batch-predict with {"options": {"batchSize": 32, "parallel": true}}."""
+    iris(client, auth)
+    inputs = [row(i) for i in range(0, 150, 2)]
+    response = client.post(
+        f"{API}/iris/batch-predict",
+        json={"inputs": inputs, "options": {"batchSize": 32, "parallel": True}},
+        headers=auth("predictor"),
+    )
+    assert response.status_code == 200, response.text
+    expected = [CLASSES[i] for i in reference().predict(X[0:150:2])]
+    assert [o["prediction"] for o in response.json()["outputs"]] == expected

@@ -749,3 +749,113 @@ def test_a_job_past_its_memory_limit_is_stopped_with_the_reason(
     assert failed["error"]["stage"] == "memory"
     assert "64 MB" in failed["error"]["message"]
     assert client.get(f"{API}/models/iris/versions", headers=headers).json()["items"] == []
+
+
+def test_resources_take_kubernetes_quantities_as_the_product_spec_writes_them(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    headers = auth("editor")
+    iris_model(client, headers)
+    data = write_iris_csv(datasets / "iris.csv")
+    spec = train_body(data, resourceConfig={"gpu": True, "memory": "8Gi", "cpu": "4"})
+    response = client.post(f"{API}/models/iris/train", json=spec, headers=headers)
+    assert response.status_code == 202, response.text
+    resources = response.json()["resourceConfig"]
+    assert (resources["memoryMb"], resources["cpu"], resources["gpu"]) == (8192, 4.0, "preferred")
+    millis = train_body(data, resourceConfig={"memory": "512Mi", "cpu": "500m"})
+    resources = client.post(f"{API}/models/iris/train", json=millis, headers=headers).json()["resourceConfig"]
+    assert (resources["memoryMb"], resources["cpu"]) == (512, 0.5)
+    plain = train_body(data, resourceConfig={"memory": 1024, "cpu": 2})  # numbers keep their old meaning
+    resources = client.post(f"{API}/models/iris/train", json=plain, headers=headers).json()["resourceConfig"]
+    assert (resources["memoryMb"], resources["cpu"]) == (1024, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("resources", "field", "says"),
+    [
+        ({"memory": "8GB"}, "resourceConfig.memory", "Kubernetes quantity"),
+        ({"memory": "32Mi"}, "resourceConfig.memory", "at least 64 MB"),
+        ({"memory": 10}, "resourceConfig.memory", "at least 64 MB"),
+        ({"cpu": "0"}, "resourceConfig.cpu", "more than 0"),
+        ({"cpu": "2k"}, "resourceConfig.cpu", "at most 1024"),
+        ({"cpu": "four"}, "resourceConfig.cpu", "Kubernetes quantity"),
+    ],
+)
+def test_a_quantity_that_is_wrong_is_refused_naming_the_field(
+    client: TestClient, auth: Auth, datasets: Path, resources: dict[str, Any], field: str, says: str
+) -> None:
+    headers = auth("editor")
+    iris_model(client, headers)
+    body = train_body(write_iris_csv(datasets / "iris.csv"), resourceConfig=resources)
+    response = client.post(f"{API}/models/iris/train", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    named = [message for name, message in errors.items() if name.endswith(field)]
+    assert named and says in named[0], errors
+    assert client.get(f"{API}/training-jobs", headers=headers).json()["items"] == []
+
+
+def test_the_product_specs_train_body_picks_the_algorithm_and_the_format_and_says_so(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    """The spec's body names no algorithm and no format; the job takes the framework's default for the
+    model's task and the format from the file's extension, and says which."""
+    headers = auth("editor")
+    iris_model(client, headers)
+    data = write_iris_csv(datasets / "iris.csv")
+    spec = {
+        "trainingConfig": {"epochs": 100, "batchSize": 32, "learningRate": 0.001},
+        "datasetConfig": {"trainPath": str(data), "target": "species"},
+        "resourceConfig": {"gpu": True, "memory": "8Gi", "cpu": "4"},
+    }
+    submitted = client.post(f"{API}/models/iris/train", json=spec, headers=headers)
+    assert submitted.status_code == 202, submitted.text
+    job = submitted.json()
+    assert job["trainingConfig"]["algorithm"] == "sklearn.ensemble.RandomForestClassifier"
+    assert "named no algorithm" in job["trainingConfig"]["algorithmChosenBecause"]
+    assert job["datasetConfig"]["format"] == "csv"
+    done = wait_for(client, headers, job["id"], *FINISHED)
+    assert done["status"] == "succeeded", done["error"]
+    row = dict(zip(IRIS_FEATURES, [6.7, 3.0, 5.2, 2.3], strict=True))
+    assert (
+        client.post(f"{API}/models/iris/predict", json={"input": row}, headers=headers).json()["prediction"]
+        == "virginica"
+    )
+
+
+def test_a_regression_model_gets_a_regressor(client: TestClient, auth: Auth, datasets: Path) -> None:
+    headers = auth("editor")
+    iris_model(client, headers, "petals", category="regression")
+    path = datasets / "petals.csv"
+    x, _ = load_iris(return_X_y=True)
+    path.write_text(",".join(IRIS_FEATURES) + "\n" + "\n".join(",".join(map(str, r)) for r in x))
+    body = {"trainingConfig": {}, "datasetConfig": {"trainPath": str(path), "target": "petal_width"}}
+    job = client.post(f"{API}/models/petals/train", json=body, headers=headers)
+    assert job.status_code == 202, job.text
+    assert job.json()["trainingConfig"]["algorithm"] == "sklearn.ensemble.RandomForestRegressor"
+
+
+def test_a_named_algorithm_is_kept_and_nothing_is_said_of_a_choice(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    headers = auth("editor")
+    iris_model(client, headers)
+    body = train_body(
+        write_iris_csv(datasets / "iris.csv"), algorithm="sklearn.tree.DecisionTreeClassifier", params={}
+    )
+    job = client.post(f"{API}/models/iris/train", json=body, headers=headers).json()
+    assert job["trainingConfig"]["algorithm"] == "sklearn.tree.DecisionTreeClassifier"
+    assert "algorithmChosenBecause" not in job["trainingConfig"]
+
+
+def test_a_path_whose_format_cannot_be_told_asks_for_the_format(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    headers = auth("editor")
+    iris_model(client, headers)
+    data = write_iris_csv(datasets / "iris.data")
+    body = {"trainingConfig": {}, "datasetConfig": {"trainPath": str(data), "target": "species"}}
+    response = client.post(f"{API}/models/iris/train", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert "extension does not say it" in errors["datasetConfig.format"]

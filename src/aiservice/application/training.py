@@ -70,6 +70,10 @@ class TrainingCatalog(Protocol):
         """What the algorithm learns, "classification" or "regression"; None when the model decides."""
         ...
 
+    def default_algorithm(self, framework: Framework, task: str, images: bool) -> str | None:
+        """The algorithm a job runs when its request names none; None when the framework has none."""
+        ...
+
 
 class DatasetAccess(Protocol):
     def resolve(self, tenant_id: str, reference: str, field: str) -> str:
@@ -154,6 +158,7 @@ class TrainingJobs:
         principal.require(Permission.TRAIN)
         with self._uow(principal.tenant_id, writes=False) as uow:
             model = find_model(uow, model_ident, principal)
+        request = self._with_algorithm(model, request)
         dataset = self._checked(principal, model, request)
         now = self._clock()
         job = TrainingJob(
@@ -185,6 +190,25 @@ class TrainingJobs:
             uow.commit()
         self.wake_runner()
         return job
+
+    def _with_algorithm(self, model: Model, request: TrainingRequest) -> TrainingRequest:
+        """A request that names no algorithm gets its framework's default for the model's task (its
+        configuration's ``task``, else its category, else classification) and input kind; the job
+        says so (``algorithmChosenBecause``)."""
+        if request.training.algorithm or not self._frameworks.has(model.framework, "trainable"):
+            return request
+        declared = model.configuration.get("task") or model.category
+        task = declared if declared in TASKS else "classification"
+        images = model.input_schema.get("type") == "image"
+        chosen = self._catalog.default_algorithm(model.framework, task, images)
+        if chosen is None:
+            return request
+        because = (
+            f"the request named no algorithm: {chosen} is the default for {model.framework} models "
+            f"doing {task}{' on images' if images else ''}"
+        )
+        training = replace(request.training, algorithm=chosen, chosen_because=because)
+        return replace(request, training=training)
 
     def _workers_problems(self, model: Model, resources: ResourceConfig) -> list[FieldError]:
         if resources.workers == 1:
@@ -218,7 +242,14 @@ class TrainingJobs:
             )
         errors += self._workers_problems(model, request.resources)
         dataset = request.dataset
-        if dataset.format not in DATASET_FORMATS:
+        if not dataset.format:
+            errors.append(
+                FieldError(
+                    "datasetConfig.format",
+                    f"name the format ({', '.join(DATASET_FORMATS)}): trainPath's extension does not say it",
+                )
+            )
+        elif dataset.format not in DATASET_FORMATS:
             errors.append(FieldError("datasetConfig.format", f"must be one of {', '.join(DATASET_FORMATS)}"))
         if dataset.format in ("csv", "parquet") and not dataset.target:
             errors.append(

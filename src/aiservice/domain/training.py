@@ -18,6 +18,16 @@ from uuid import uuid4
 from aiservice.domain.models import JsonObject
 
 DATASET_FORMATS = ("csv", "parquet", "npz", "imagefolder")
+_FORMAT_BY_SUFFIX = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
+
+
+def format_of(path: str) -> str | None:
+    """The dataset format a path's extension names (``train.csv`` -> csv); None when it names none."""
+    name = path.rstrip().split("?", 1)[0].rsplit("/", 1)[-1].lower()
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    return _FORMAT_BY_SUFFIX.get(suffix)
+
+
 HISTORY_LIMIT = 1000  # epochs kept in a job's history; a job with more keeps the latest
 _INTEGER = re.compile(r"0|[1-9][0-9]*")  # how a label reads as an integer: 0, 7, 42; never 07 or 1.0
 
@@ -50,9 +60,10 @@ class TrainingConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     seed: int = 0
+    chosen_because: str | None = None  # why the service chose the algorithm (the request named none)
 
     def to_json(self) -> JsonObject:
-        return {
+        data: JsonObject = {
             "algorithm": self.algorithm,
             "params": self.params,
             "epochs": self.epochs,
@@ -60,6 +71,9 @@ class TrainingConfig:
             "learningRate": self.learning_rate,
             "seed": self.seed,
         }
+        if self.chosen_because is not None:
+            data["algorithmChosenBecause"] = self.chosen_because
+        return data
 
     @classmethod
     def from_json(cls, data: JsonObject) -> TrainingConfig:
@@ -70,6 +84,7 @@ class TrainingConfig:
             batch_size=data.get("batchSize", 32),
             learning_rate=data.get("learningRate", 1e-3),
             seed=data.get("seed", 0),
+            chosen_because=data.get("algorithmChosenBecause"),
         )
 
 

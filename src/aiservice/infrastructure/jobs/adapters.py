@@ -8,7 +8,7 @@ from aiservice.domain.training import DatasetConfig, TargetValues, TrainingConfi
 from aiservice.infrastructure.datasets.labels import target_values
 from aiservice.infrastructure.datasets.locator import DatasetLocator
 from aiservice.infrastructure.datasets.readers import DatasetError, check_readable
-from aiservice.infrastructure.training.catalog import task_of, validate
+from aiservice.infrastructure.training.catalog import default_algorithm, task_of, validate
 
 
 class TrainerCatalog:
@@ -18,7 +18,10 @@ class TrainerCatalog:
         return validate(framework, config.algorithm, config.params)
 
     def task(self, framework: Framework, config: TrainingConfig) -> str | None:
-        return task_of(framework, config.algorithm)
+        return task_of(framework, config.algorithm) if config.algorithm else None
+
+    def default_algorithm(self, framework: Framework, task: str, images: bool) -> str | None:
+        return default_algorithm(framework, task, images)
 
 
 class LocatedDatasets:

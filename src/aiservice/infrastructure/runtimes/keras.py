@@ -30,7 +30,7 @@ from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Column, ColumnType, Signature, TensorSpec
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, extract_zip
-from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer, network_for
 from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction, scores_to_probabilities
 from aiservice.infrastructure.training.catalog import validate_network
 
@@ -403,6 +403,7 @@ def plugin() -> FrameworkPlugin:
             streaming=True,
             epochs=True,
             gpu=_trains_on_gpu,
+            default=network_for,
         ),
         accelerator="tensorflow",
     )

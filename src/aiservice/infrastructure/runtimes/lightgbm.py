@@ -22,7 +22,7 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import FieldError, InvalidArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Column, Signature, Task, TensorSpec
-from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer, by_task
 from aiservice.infrastructure.training.catalog import Booster, validate_booster
 
 if TYPE_CHECKING:  # the trainer's types; a worker imports them, serving never needs to
@@ -253,7 +253,9 @@ def plugin() -> FrameworkPlugin:
     return FrameworkPlugin(
         name=Framework("lightgbm"),
         runtime=LightGBMRuntime(),
-        trainer=Trainer(__name__, validate, task=ALGORITHMS.get),
+        trainer=Trainer(
+            __name__, validate, task=ALGORITHMS.get, default=by_task("LGBMClassifier", "LGBMRegressor")
+        ),
         to_onnx=to_onnx,
         preload=("lightgbm",),
     )

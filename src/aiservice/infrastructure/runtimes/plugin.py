@@ -51,6 +51,18 @@ class Trainer:
     gpu: Callable[[], bool] = _no_gpu  # whether it can train on a GPU here (a "preferred" job falls back)
     # Holds the framework's own thread pool (beyond BLAS and OpenMP) to n threads; returns the undo.
     threads: Callable[[int], Callable[[], None]] | None = None
+    # The algorithm a job runs when its request names none: (task, takes images) -> algorithm.
+    default: Callable[[str, bool], str] | None = None
+
+
+def by_task(classifier: str, regressor: str) -> Callable[[str, bool], str]:
+    """A default algorithm per task: the regressor for regression, else the classifier."""
+    return lambda task, _images: regressor if task == "regression" else classifier
+
+
+def network_for(_task: str, images: bool) -> str:
+    """A network trainer's default: a CNN for image inputs, else an MLP (the task sets its head)."""
+    return "cnn" if images else "mlp"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
-from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer, by_task
 from aiservice.infrastructure.runtimes.sklearn_columns import sklearn_columns
 from aiservice.infrastructure.training.catalog import sklearn_task, validate_sklearn
 
@@ -193,7 +193,12 @@ def plugin() -> FrameworkPlugin:
         name=Framework("sklearn"),
         runtime=SklearnRuntime(),
         trainer=Trainer(
-            "aiservice.infrastructure.training.sklearn_trainer", validate_sklearn, task=sklearn_task
+            "aiservice.infrastructure.training.sklearn_trainer",
+            validate_sklearn,
+            task=sklearn_task,
+            default=by_task(
+                "sklearn.ensemble.RandomForestClassifier", "sklearn.ensemble.RandomForestRegressor"
+            ),
         ),
         to_onnx=to_onnx,
         preload=("sklearn", "skops.io"),

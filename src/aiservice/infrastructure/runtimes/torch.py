@@ -26,7 +26,7 @@ from aiservice.domain.errors import InvalidArtifact, UntrustedArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Signature, TensorSpec
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits, check_zip
-from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer, network_for
 from aiservice.infrastructure.runtimes.tasks import declared_task, network_prediction, scores_to_probabilities
 from aiservice.infrastructure.training.catalog import validate_network
 
@@ -405,6 +405,7 @@ def plugin() -> FrameworkPlugin:
             data_parallel=True,
             gpu=_trains_on_gpu,
             threads=_hold_threads,
+            default=network_for,
         ),
         to_onnx=to_onnx,
         accelerator="torch",

@@ -17,7 +17,7 @@ from aiservice.application.ports import Attributions, LoadSpec, Prediction
 from aiservice.domain.errors import InvalidArtifact
 from aiservice.domain.models import Framework
 from aiservice.domain.signature import Column, ColumnType, Signature, Task, TensorSpec
-from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer
+from aiservice.infrastructure.runtimes.plugin import FrameworkPlugin, Trainer, by_task
 from aiservice.infrastructure.training.catalog import validate_xgboost, xgboost_task
 
 # Objectives whose output is a probability, a margin to squash, or a hard label.
@@ -186,6 +186,7 @@ def plugin() -> FrameworkPlugin:
             validate_xgboost,
             task=xgboost_task,
             gpu=_trains_on_gpu,
+            default=by_task("XGBClassifier", "XGBRegressor"),
         ),
         to_onnx=to_onnx,
         preload=("xgboost",),

@@ -89,6 +89,14 @@ def validate(
     return errors
 
 
+def default_algorithm(framework: str, task: str, images: bool) -> str | None:
+    """The algorithm a job of ``framework`` runs when its request names none; None if it has no trainer."""
+    trainer = installed().trainer(framework)
+    if trainer is None or trainer.default is None:
+        return None
+    return trainer.default(task, images)
+
+
 def task_of(framework: str, algorithm: str) -> str | None:
     """What the algorithm learns, "classification" or "regression"; None for networks (the model decides)."""
     trainer = installed().trainer(framework)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
@@ -11,11 +12,12 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from aiservice.application.training import TrainingRequest
 from aiservice.domain.clock import utcnow
+from aiservice.domain.quantities import cpu_millicores, memory_bytes
 from aiservice.domain.training import (
     DatasetConfig,
     GpuPolicy,
@@ -23,6 +25,7 @@ from aiservice.domain.training import (
     ResourceConfig,
     TrainingConfig,
     TrainingJob,
+    format_of,
 )
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.paths import API_PREFIX
@@ -35,11 +38,14 @@ SSE_KEEPALIVE_S = 15.0
 
 
 class TrainingConfigIn(ApiModel):
-    algorithm: str = Field(
+    algorithm: str | None = Field(
+        default=None,
         min_length=1,
         max_length=200,
         description="sklearn: a dotted estimator name (sklearn.ensemble.RandomForestClassifier); "
-        "xgboost: XGBClassifier or XGBRegressor; pytorch and keras: mlp or cnn",
+        "xgboost: XGBClassifier or XGBRegressor; lightgbm: LGBMClassifier or LGBMRegressor; pytorch "
+        "and keras: mlp or cnn. Without one, the framework's default for the model's task (a random "
+        "forest, a gradient-boosted model, an MLP or for images a CNN), named in the job",
         examples=["sklearn.ensemble.RandomForestClassifier"],
     )
     params: dict[str, Any] = Field(default_factory=dict, description="The algorithm's hyper-parameters")
@@ -50,7 +56,7 @@ class TrainingConfigIn(ApiModel):
 
     def to_domain(self) -> TrainingConfig:
         return TrainingConfig(
-            algorithm=self.algorithm,
+            algorithm=self.algorithm or "",
             params=self.params,
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -67,7 +73,10 @@ class DatasetConfigIn(ApiModel):
     )
     validation_path: str | None = Field(default=None, min_length=1, max_length=2000)
     test_path: str | None = Field(default=None, min_length=1, max_length=2000)
-    format: Literal["csv", "parquet", "npz", "imagefolder"]
+    format: Literal["csv", "parquet", "npz", "imagefolder"] | None = Field(
+        default=None,
+        description="Without one, told from trainPath's extension (.csv, .parquet or .pq, .npz)",
+    )
     target: str | None = Field(default=None, min_length=1, max_length=200, description="The label column")
     features: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
     validation_split: float | None = Field(
@@ -79,7 +88,7 @@ class DatasetConfigIn(ApiModel):
             train_path=self.train_path,
             validation_path=self.validation_path,
             test_path=self.test_path,
-            format=self.format,
+            format=self.format or format_of(self.train_path) or "",
             target=self.target,
             features=self.features,
             validation_split=self.validation_split,
@@ -91,10 +100,18 @@ class ResourceConfigIn(ApiModel):
         default=False,
         description="true: use CUDA when present, else the CPU; required: fail without a GPU",
     )
-    memory: int | None = Field(
-        default=None, ge=64, description="Memory limit in MB; past it the job is stopped"
+    memory: int | str | None = Field(
+        default=None,
+        description='Memory limit, past which the job is stopped: a Kubernetes quantity ("8Gi", '
+        '"512Mi") or a number of MB; at least 64 MB',
+        examples=["8Gi"],
     )
-    cpu: float | None = Field(default=None, gt=0, le=1024, description="Threads for the framework")
+    cpu: float | str | None = Field(
+        default=None,
+        description="CPUs for the framework's threads: a number of cores or a Kubernetes quantity "
+        '("4", "500m"); at most 1024',
+        examples=["4"],
+    )
     timeout_seconds: int | None = Field(default=None, ge=1)
     workers: int = Field(
         default=1,
@@ -104,7 +121,29 @@ class ResourceConfigIn(ApiModel):
         "each gets `cpu` CPUs and, with `gpu`, one GPU",
     )
 
+    @field_validator("memory")
+    @classmethod
+    def _memory_mb(cls, value: int | str | None) -> int | None:
+        if value is None:
+            return None
+        mb = value if isinstance(value, int) else math.ceil(memory_bytes(value) / 2**20)
+        if mb < 64:
+            raise ValueError(f"must be at least 64 MB (64Mi); {value!r} is {mb} MB")
+        return mb
+
+    @field_validator("cpu")
+    @classmethod
+    def _cores(cls, value: float | str | None) -> float | None:
+        if value is None:
+            return None
+        cores = cpu_millicores(value) / 1000
+        if cores > 1024:
+            raise ValueError(f"must be at most 1024 CPUs; {value!r} is {cores:g}")
+        return cores
+
     def to_domain(self) -> ResourceConfig:
+        assert self.memory is None or isinstance(self.memory, int)
+        assert self.cpu is None or isinstance(self.cpu, float)
         gpu = (
             GpuPolicy.REQUIRED
             if self.gpu == "required"
