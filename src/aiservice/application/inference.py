@@ -161,11 +161,11 @@ class InferenceService:
         return self._key(principal, Route(model, version, False, serving_form(model, version))) in self.cache
 
     async def infer_array(
-        self, principal: Principal, ident: str, selector: str, rows: np.ndarray
+        self, principal: Principal, route: Route, rows: np.ndarray
     ) -> tuple[ServingModel, Prediction]:
-        """Run an already-shaped batch (rows first) through the cache and the batcher."""
+        """Run an already-shaped batch (rows first) through the cache and the batcher, on the version
+        ``route`` (from ``describe``) names: the one the batch was shaped for."""
         started = time.perf_counter()
-        route = await self.router.resolve(principal, ident, selector)
         outcome = "error"
         try:
             async with self._entry(principal, route) as entry:

@@ -208,7 +208,7 @@ async def _infer(c: Container, caller: Principal, request: Request, name: str, s
     if route.version.signature is not None:
         _check_requested(parsed, [o["name"] for o in specs])
     rows = to_batch(route.derived(V2_INPUTS, _inputs), parsed.inputs)
-    serving, prediction = await c.inference.infer_array(caller, name, selector, rows)
+    serving, prediction = await c.inference.infer_array(caller, route, rows)
     produced = _outputs(c, serving, prediction, specs)
     _check_requested(parsed, list(produced))
     chosen = [(produced[o.name], parsed.binary(o)) for o in parsed.outputs] or [
