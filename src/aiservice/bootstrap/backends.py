@@ -1,5 +1,5 @@
-"""The adapters chosen by settings other than the event bus: rate limits, job launcher, health probes,
-webhooks, leftovers, quotas and S3 options."""
+"""The adapters chosen by settings other than the event bus: the artifact store, rate limits, job launcher,
+health probes, webhooks, leftovers, quotas and S3 options."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ from aiservice.infrastructure.storage.encrypted import (
     EncryptedArtifactStore,
 )
 from aiservice.infrastructure.storage.local import LocalArtifactStore
+from aiservice.infrastructure.storage.s3 import S3ArtifactStore
 from aiservice.infrastructure.webhooks.http import HttpxWebhookSender, SocketHostResolver
 from aiservice.infrastructure.workers.supervisor import RATE_LIMIT_FILE
 from aiservice.settings import ConfigurationError, Settings
@@ -65,7 +66,7 @@ def logged(task: Callable[..., object], *args: object) -> None:
 def leftover_sweeper(
     settings: Settings,
     engine: Engine,
-    inventory: LocalArtifactStore | EncryptedArtifactStore,
+    inventory: LocalArtifactStore | S3ArtifactStore | EncryptedArtifactStore,
     datasets: DatasetStore,
     runner: JobSupervisor,
     in_flight: InFlightKeys,
@@ -101,6 +102,23 @@ def leftover_sweeper(
         on_swept=metrics.swept,
         siblings_in_flight=siblings_in_flight,
     )
+
+
+def artifact_backend(settings: Settings) -> LocalArtifactStore | S3ArtifactStore:
+    """Where artifact bytes live, before any encryption wraps them: ``ARTIFACT_STORE_URL``
+    (``s3://bucket/prefix``, reached with the S3 settings datasets use) or else ``ARTIFACT_ROOT``."""
+    url = settings.artifact_store_url
+    if not url:
+        return LocalArtifactStore(settings.artifact_path)
+    try:
+        return S3ArtifactStore(
+            url,
+            (s3_options(settings) or S3Options()).storage_options(),
+            settings.artifact_cache_path,
+            cache_max_bytes=settings.artifact_cache_max_bytes,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigurationError(f"ARTIFACT_STORE_URL={url}: {exc}") from None
 
 
 def compile_dir(settings: Settings) -> Path:
@@ -168,7 +186,8 @@ def default_quotas(settings: Settings) -> dict[Quota, int]:
 
 
 def s3_options(settings: Settings) -> S3Options | None:
-    """S3 datasets are on when an endpoint or credentials are configured (empty values count as unset)."""
+    """S3 datasets are on when an endpoint or credentials are configured (empty values count as unset);
+    an S3 artifact store uses the same options."""
     secret = settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
     if not (settings.s3_endpoint_url or settings.aws_access_key_id):
         return None

@@ -21,6 +21,7 @@ from aiservice.infrastructure.storage.encrypted import (
 )
 from aiservice.infrastructure.storage.keys import KeyConfigError, Keyring, generate_key, load_keyring
 from aiservice.infrastructure.storage.local import LocalArtifactStore
+from aiservice.infrastructure.storage.s3 import S3ArtifactStore
 from aiservice.settings import ConfigurationError, Settings
 
 
@@ -38,9 +39,11 @@ def master_keys(settings: Settings) -> Keyring | None:
         raise ConfigurationError(str(exc)) from None
 
 
-def artifact_store(settings: Settings) -> LocalArtifactStore | EncryptedArtifactStore:
-    """The local store, wrapped to encrypt at rest when a master key is configured."""
-    store = LocalArtifactStore(settings.artifact_path)
+def artifact_store(settings: Settings) -> LocalArtifactStore | S3ArtifactStore | EncryptedArtifactStore:
+    """The local or S3 store, wrapped to encrypt at rest when a master key is configured."""
+    from aiservice.bootstrap.backends import artifact_backend  # backends imports this module
+
+    store = artifact_backend(settings)
     keys = master_keys(settings)
     if keys is None:
         return store

@@ -1,4 +1,4 @@
-"""Artifacts encrypted at rest: a decorator over ``LocalArtifactStore``.
+"""Artifacts encrypted at rest: a decorator over a ``SealedBodies`` store (the local or the S3 store).
 
 Each new artifact gets a random AES-256 data key; its bytes are sealed segment by segment (see
 ``envelope``) while being written, and the data key, wrapped by the current master key, goes to a
@@ -6,8 +6,10 @@ sidecar ``<key>.envelope``. The digest and size recorded on the version stay tho
 and ``open`` decrypts and hashes every segment before handing out a reader, as the plaintext store
 does. Artifacts written before encryption was turned on (no magic) are read as they are.
 
-Runtimes load from a path, so ``local_path`` decrypts into ``<root>/.decrypted/`` (a 0700 folder of
-0600 files, on the same volume as the ciphertext). A copy is removed with its artifact, and any copy
+Runtimes load from a path, so ``local_path`` decrypts into ``<work dir>/.decrypted/`` (a 0700 folder of
+0600 files; the local store's root, on the same volume as the ciphertext, or the S3 store's cache
+folder, which then holds no ciphertext at all). The body is read once: segments are authenticated,
+hashed and written out in one pass. A copy is removed with its artifact, and any copy
 not handed out for ``plaintext_ttl_seconds`` is swept the next time one is made, and by the service's
 ``PlaintextSweeper`` at start-up and in between, so plaintext does not outlive its use on an idle
 replica or a crash.
@@ -30,11 +32,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from aiservice.application.leftovers import StoredKey, Swept
 from aiservice.application.periodic import PeriodicTask
-from aiservice.application.ports import StoredArtifact
+from aiservice.application.ports import ArtifactWriter, StoredArtifact
 from aiservice.domain.errors import ArtifactCorrupt, PayloadTooLarge
 from aiservice.infrastructure.storage.envelope import (
     DEFAULT_SEGMENT_BYTES,
@@ -42,13 +44,46 @@ from aiservice.infrastructure.storage.envelope import (
     TAG_BYTES,
     DecryptingReader,
     SegmentSealer,
-    is_encrypted,
+    starts_sealed,
 )
 from aiservice.infrastructure.storage.keys import Keyring
-from aiservice.infrastructure.storage.local import SIDECAR_SUFFIX, LocalArtifactStore, LocalArtifactWriter
+from aiservice.infrastructure.storage.local import SIDECAR_SUFFIX
 
 _FORMAT = "aiservice-envelope/1"
 _PLAIN_DIR = ".decrypted"
+
+
+class SealedBodies(Protocol):
+    """What the encrypted store needs of the store it wraps (``LocalArtifactStore``, ``S3ArtifactStore``)."""
+
+    @property
+    def work_dir(self) -> Path:
+        """A folder on this host for the wrapper's own files (hidden names)."""
+        ...
+
+    def writer(self, key: str, max_bytes: int) -> ArtifactWriter: ...
+    def open(self, key: str, digest: str) -> BinaryIO: ...
+    def local_path(self, key: str, digest: str, *, verify: bool = True) -> Path: ...
+    def open_raw(self, key: str) -> BinaryIO:
+        """The stored bytes unverified and seekable; ``ArtifactCorrupt`` when missing."""
+        ...
+
+    def read_bytes(self, key: str) -> bytes:
+        """A small entry; ``FileNotFoundError`` when missing."""
+        ...
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """A small entry, written whole and atomically."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def check_writable(self) -> None: ...
+    def files(self) -> Iterator[StoredKey]:
+        """Every stored entry outside the store's hidden ones, sidecars included."""
+        ...
+
+    def sweep_stale(self, cutoff: datetime) -> Swept: ...
 
 
 @dataclass
@@ -64,15 +99,15 @@ class EncryptedArtifactWriter:
 
     def __init__(
         self,
-        inner: LocalArtifactWriter,
-        sidecar: Path,
+        inner: ArtifactWriter,
+        store: SealedBodies,
         wrap: Callable[[bytes], tuple[str, bytes]],
         sealer: SegmentSealer,
         key: str,
         max_bytes: int,
     ) -> None:
         self._inner = inner
-        self._sidecar = sidecar
+        self._store = store
         self._key = key
         self._max = max_bytes
         self._envelope = _envelope(wrap, sealer.data_key)
@@ -93,11 +128,16 @@ class EncryptedArtifactWriter:
     def commit(self) -> StoredArtifact:
         self._inner.write(self._sealer.finish())
         # The sidecar first: a body that is in place always has its key beside it.
-        _write_atomically(self._sidecar, self._envelope)
+        sidecar = self._key + SIDECAR_SUFFIX
+        try:
+            self._store.write_bytes(sidecar, self._envelope)
+        except BaseException:
+            self._inner.abort()
+            raise
         try:
             self._inner.commit()
         except BaseException:
-            self._sidecar.unlink(missing_ok=True)
+            self._store.delete(sidecar)
             raise
         return StoredArtifact(key=self._key, digest=self._hash.hexdigest(), size_bytes=self._size)
 
@@ -106,11 +146,11 @@ class EncryptedArtifactWriter:
 
 
 class EncryptedArtifactStore:
-    """Implements ``ArtifactStore`` over a ``LocalArtifactStore``."""
+    """Implements ``ArtifactStore`` over a ``SealedBodies`` store."""
 
     def __init__(
         self,
-        inner: LocalArtifactStore,
+        inner: SealedBodies,
         keys: Keyring,
         *,
         plaintext_ttl_seconds: float = 600.0,
@@ -118,7 +158,7 @@ class EncryptedArtifactStore:
     ) -> None:
         self.inner = inner
         self.keys = keys
-        self.root = inner.root
+        self.root = inner.work_dir  # the local store's root; an S3 store's cache folder
         self._ttl = plaintext_ttl_seconds
         self._segment = segment_bytes
         self._plain = self.root / _PLAIN_DIR
@@ -131,11 +171,11 @@ class EncryptedArtifactStore:
         overhead = HEADER_BYTES + TAG_BYTES * (max_bytes // self._segment + 2)
         inner = self.inner.writer(key, max_bytes + overhead)
         sealer = SegmentSealer(os.urandom(32), self._segment)
-        return EncryptedArtifactWriter(inner, self._sidecar(key), self.keys.wrap, sealer, key, max_bytes)
+        return EncryptedArtifactWriter(inner, self.inner, self.keys.wrap, sealer, key, max_bytes)
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)
-        self._sidecar(key).unlink(missing_ok=True)
+        self.inner.delete(key + SIDECAR_SUFFIX)
         self._plain_copy(key).unlink(missing_ok=True)
 
     def check_writable(self) -> None:
@@ -147,12 +187,15 @@ class EncryptedArtifactStore:
     # -- leftovers -------------------------------------------------------------------------------
 
     def stored_keys(self) -> Iterator[StoredKey]:
-        """Every artifact, and every sidecar left without its artifact (``ArtifactInventory``)."""
-        for stored in self.inner.files():
-            if not stored.key.endswith(SIDECAR_SUFFIX):
-                yield stored
-            elif not self.inner.exists(key := stored.key.removesuffix(SIDECAR_SUFFIX)):
-                yield StoredKey(key, stored.modified_at, stored.size_bytes)
+        """Every artifact, and every sidecar left without its artifact (``ArtifactInventory``), from one
+        listing (a sidecar is written before its body: one seen alone is young, which the grace spares)."""
+        stored = list(self.inner.files())
+        bodies = {f.key for f in stored if not f.key.endswith(SIDECAR_SUFFIX)}
+        for entry in stored:
+            if entry.key in bodies:
+                yield entry
+            elif (key := entry.key.removesuffix(SIDECAR_SUFFIX)) not in bodies:
+                yield StoredKey(key, entry.modified_at, entry.size_bytes)
 
     def sweep_stale(self, cutoff: datetime) -> Swept:
         return self.inner.sweep_stale(cutoff)
@@ -160,10 +203,9 @@ class EncryptedArtifactStore:
     # -- reads -----------------------------------------------------------------------------------
 
     def open(self, key: str, digest: str) -> BinaryIO:
-        path = self._body(key)
-        if not is_encrypted(path):
+        reader = self._sealed(key)
+        if reader is None:
             return self.inner.open(key, digest)
-        reader = DecryptingReader(path, self._data_key(key))
         try:
             _verify(reader, digest)
             reader.seek(0)
@@ -173,24 +215,16 @@ class EncryptedArtifactStore:
         return io.BufferedReader(reader, buffer_size=self._segment)
 
     def local_path(self, key: str, digest: str, *, verify: bool = True) -> Path:
-        path = self._body(key)
-        if not is_encrypted(path):
+        reader = self._sealed(key)  # the body must still be there, even with a copy made before
+        if reader is None:
             return self.inner.local_path(key, digest, verify=verify)
-        copy = self._plain_copy(key)
-        if copy.is_file() and (not verify or _file_digest(copy) == digest):
-            os.utime(copy)  # handed out again: the sweep counts from now
-            return copy
-        self._sweep()
-        with self.open(key, digest) as plain:
-            fd, staging = tempfile.mkstemp(dir=self._plain, prefix=".tmp-")  # created 0600
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    while chunk := plain.read(self._segment):
-                        out.write(chunk)
-                os.replace(staging, copy)
-            except BaseException:
-                Path(staging).unlink(missing_ok=True)
-                raise
+        with reader:
+            copy = self._plain_copy(key)
+            if copy.is_file() and (not verify or _file_digest(copy) == digest):
+                os.utime(copy)  # handed out again: the sweep counts from now
+                return copy
+            self._sweep()
+            _decrypt_into(reader, digest, self._plain, copy)
         return copy
 
     # -- rotation --------------------------------------------------------------------------------
@@ -198,32 +232,33 @@ class EncryptedArtifactStore:
     def rotate(self) -> RotationReport:
         """Re-wrap every data key not under the current master key; artifact bodies stay as they are."""
         report = RotationReport()
-        for sidecar in sorted(self.root.rglob(f"*{SIDECAR_SUFFIX}")):
-            if sidecar.parent == self._plain or ".staging" in sidecar.parts:
-                continue
+        sidecars = sorted(f.key for f in self.inner.files() if f.key.endswith(SIDECAR_SUFFIX))
+        for sidecar in sidecars:
             try:
-                stored = json.loads(sidecar.read_text(encoding="utf-8"))
+                stored = json.loads(self.inner.read_bytes(sidecar).decode("utf-8"))
                 if stored["keyId"] == self.keys.current.id:
                     report.current += 1
                     continue
                 data_key = self.keys.unwrap(stored["keyId"], b64decode(stored["wrappedKey"]))
-                _write_atomically(sidecar, _envelope(self.keys.wrap, data_key))
+                self.inner.write_bytes(sidecar, _envelope(self.keys.wrap, data_key))
                 report.rewrapped += 1
-            except (ArtifactCorrupt, ValueError, KeyError, TypeError):
-                report.failed.append(str(sidecar.relative_to(self.root))[: -len(SIDECAR_SUFFIX)])
+            except (ArtifactCorrupt, ValueError, KeyError, TypeError, FileNotFoundError):
+                report.failed.append(sidecar.removesuffix(SIDECAR_SUFFIX))
         return report
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _body(self, key: str) -> Path:
-        path = self.inner.local_path(key, "", verify=False)
-        if not path.is_file():
-            raise ArtifactCorrupt(f"The artifact {key!r} is missing from the store.")
-        return path
-
-    def _sidecar(self, key: str) -> Path:
-        body = self.inner.local_path(key, "", verify=False)
-        return body.with_name(body.name + SIDECAR_SUFFIX)
+    def _sealed(self, key: str) -> DecryptingReader | None:
+        """A decrypting reader on the body, or None for a plaintext body from before encryption."""
+        raw = self.inner.open_raw(key)
+        try:
+            if not starts_sealed(raw):
+                raw.close()
+                return None
+            return DecryptingReader(raw, self._data_key(key))
+        except BaseException:
+            raw.close()
+            raise
 
     def _plain_copy(self, key: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()[:40]
@@ -231,7 +266,7 @@ class EncryptedArtifactStore:
 
     def _data_key(self, key: str) -> bytes:
         try:
-            stored = json.loads(self._sidecar(key).read_text(encoding="utf-8"))
+            stored = json.loads(self.inner.read_bytes(key + SIDECAR_SUFFIX).decode("utf-8"))
             if stored.get("format") != _FORMAT:
                 raise ValueError(stored.get("format"))
             return self.keys.unwrap(str(stored["keyId"]), b64decode(stored["wrappedKey"]))
@@ -271,29 +306,36 @@ def _envelope(wrap: Callable[[bytes], tuple[str, bytes]], data_key: bytes) -> by
     ).encode()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".envelope-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-
-
 def _verify(reader: DecryptingReader, digest: str) -> None:
     sha = hashlib.sha256()
     for index in range(reader.segment_count):
         sha.update(reader.segment(index))
-    if sha.hexdigest() != digest:
+    _check(sha.hexdigest(), digest)
+
+
+def _check(actual: str, digest: str) -> None:
+    if actual != digest:
         raise ArtifactCorrupt(
             "The stored artifact does not match the checksum recorded at upload; it was not served.",
             extra={"expectedDigest": digest},
         )
+
+
+def _decrypt_into(reader: DecryptingReader, digest: str, folder: Path, copy: Path) -> None:
+    """Authenticate, hash and write out every segment in one pass; the copy appears only if it matched."""
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=".tmp-")  # created 0600
+    try:
+        sha = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for index in range(reader.segment_count):
+                plain = reader.segment(index)
+                sha.update(plain)
+                out.write(plain)
+        _check(sha.hexdigest(), digest)
+        os.replace(staging, copy)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
 
 
 def _file_digest(path: Path) -> str:

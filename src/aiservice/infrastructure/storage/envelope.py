@@ -43,7 +43,15 @@ def new_header(segment_bytes: int) -> bytes:
 def is_encrypted(path: Path) -> bool:
     """Whether the file starts with the envelope's magic (a plaintext artifact from before does not)."""
     with path.open("rb") as handle:
-        return handle.read(len(MAGIC)) == MAGIC
+        return starts_sealed(handle)
+
+
+def starts_sealed(handle: BinaryIO) -> bool:
+    """Whether a seekable body starts with the envelope's magic; the handle is left at its start."""
+    handle.seek(0)
+    magic = handle.read(len(MAGIC))
+    handle.seek(0)
+    return magic == MAGIC
 
 
 def _nonce(index: int) -> bytes:
@@ -91,11 +99,14 @@ class SegmentSealer:
 
 
 class DecryptingReader(io.RawIOBase):
-    """A seekable plaintext view of an encrypted body; reads open only the segments they touch."""
+    """A seekable plaintext view of an encrypted body; reads open only the segments they touch.
 
-    def __init__(self, path: Path, data_key: bytes) -> None:
+    ``body`` is a file, or any seekable handle on the body (an object store's ranged reader), which the
+    reader then owns and closes."""
+
+    def __init__(self, body: Path | BinaryIO, data_key: bytes) -> None:
         super().__init__()
-        self._file: BinaryIO = path.open("rb")
+        self._file: BinaryIO = body.open("rb") if isinstance(body, Path) else body
         try:
             self._header = self._file.read(HEADER_BYTES)
             if len(self._header) < HEADER_BYTES:
@@ -104,10 +115,10 @@ class DecryptingReader(io.RawIOBase):
             self._segment: int = segment
             if magic != MAGIC or self._segment <= 0:
                 raise ArtifactCorrupt("The encrypted artifact's header is damaged.")
-            body = os.fstat(self._file.fileno()).st_size - HEADER_BYTES
+            body_bytes = self._file.seek(0, io.SEEK_END) - HEADER_BYTES
             sealed = self._segment + TAG_BYTES
-            self._count: int = max(1, -(-body // sealed))
-            self.size = body - self._count * TAG_BYTES
+            self._count: int = max(1, -(-body_bytes // sealed))
+            self.size = body_bytes - self._count * TAG_BYTES
             if self.size < 0:
                 raise ArtifactCorrupt("The encrypted artifact is truncated.")
         except BaseException:

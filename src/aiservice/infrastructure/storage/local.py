@@ -75,6 +75,11 @@ class LocalArtifactStore:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def work_dir(self) -> Path:
+        """The folder on this host where a wrapping store may keep its own files (hidden names)."""
+        return self.root
+
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root) or path == self.root:
@@ -102,6 +107,32 @@ class LocalArtifactStore:
             handle.close()
             raise
         return handle
+
+    def open_raw(self, key: str) -> BinaryIO:
+        """The stored bytes as they are, unverified (for a wrapping store that checks them itself)."""
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError as exc:
+            raise ArtifactCorrupt(f"The artifact {key!r} is missing from the store.") from exc
+
+    def read_bytes(self, key: str) -> bytes:
+        """A small entry written by ``write_bytes``; ``FileNotFoundError`` when there is none."""
+        return self._path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write a small entry whole and atomically (the encrypted store's key envelope)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".envelope-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
