@@ -859,3 +859,123 @@ def test_a_path_whose_format_cannot_be_told_asks_for_the_format(
     assert response.status_code == 422, response.text
     errors = {e["field"]: e["message"] for e in response.json()["errors"]}
     assert "extension does not say it" in errors["datasetConfig.format"]
+
+
+SPEC_BODY = {
+    "trainingConfig": {"epochs": 100, "batchSize": 32, "learningRate": 0.001},
+    "datasetConfig": {"trainPath": "s3://bucket/train/", "validationPath": "s3://bucket/val/"},
+    "resourceConfig": {"gpu": True, "memory": "8Gi", "cpu": "4"},
+}
+
+
+def test_the_product_specs_train_body_works_as_written_on_s3_folders(
+    moto_server: Any, engine: Any, database_url: str, tmp_path: Path
+) -> None:
+    """The spec's body, pasted unchanged: folders (S3 prefixes) of csv parts, no format, no target, no
+    algorithm, gpu true. The job tells the format from the files, takes the column named ``label`` as the
+    target and the framework's default algorithm, says why for each, and trains on the CPU it has."""
+    s3 = moto_server.client()
+    s3.create_bucket(Bucket="bucket")
+    shuffled = np.random.default_rng(0).permutation(150)
+    x, y = load_iris(return_X_y=True)
+    for key, rows in (
+        ("train/part-0.csv", shuffled[:60]),
+        ("train/part-1.csv", shuffled[60:120]),
+        ("val/part-0.csv", shuffled[120:]),
+    ):
+        body = ",".join([*IRIS_FEATURES, "label"]) + "\n"
+        body += "".join(",".join([*map(str, x[i]), SPECIES[y[i]]]) + "\n" for i in rows)
+        s3.put_object(Bucket="bucket", Key=key, Body=body.encode())
+    container, headers = own_service(database_url, tmp_path / "data", **s3_settings(moto_server))
+    with TestClient(create_app(container)) as client:
+        iris_model(client, headers)
+        submitted = client.post(f"{API}/models/iris/train", json=SPEC_BODY, headers=headers)
+        assert submitted.status_code == 202, submitted.text
+        job = submitted.json()
+        assert job["datasetConfig"]["format"] == "csv"
+        assert job["datasetConfig"]["target"] == "label"
+        assert "'label' is the one column named label" in job["datasetConfig"]["targetChosenBecause"]
+        assert job["trainingConfig"]["algorithm"] == "sklearn.ensemble.RandomForestClassifier"
+        assert "named no algorithm" in job["trainingConfig"]["algorithmChosenBecause"]
+
+        done = wait_for(client, headers, job["id"], *FINISHED)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["version"] == 1
+        assert done["metrics"]["validation_accuracy"] > 0.8
+        # gpu: true prefers a GPU; without one where the job ran, it trained on the CPU and says so.
+        assert (done["resourceConfig"]["gpu"], done["device"]) == ("preferred", "cpu")
+        assert [d["uri"] for d in done["datasetFingerprint"]] == ["s3://bucket/train/", "s3://bucket/val/"]
+        version = client.get(f"{API}/models/iris/versions/1", headers=headers).json()
+        assert version["lineage"]["trainingJob"] == job["id"]
+        row = dict(zip(IRIS_FEATURES, [6.7, 3.0, 5.2, 2.3], strict=True))
+        answer = client.post(f"{API}/models/iris/predict", json={"input": row}, headers=headers)
+        assert answer.json()["prediction"] == "virginica"
+
+
+def write_iris_parts(folder: Path, *slices: slice, label: str = "label") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, rows in enumerate(slices):
+        text = write_iris_csv(folder / f"part-{index}.csv", rows=rows).read_text()
+        (folder / f"part-{index}.csv").write_text(text.replace("species", label, 1))
+    return folder
+
+
+def test_a_local_folder_of_csv_parts_trains_without_a_format_or_target(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    headers = auth("editor")
+    iris_model(client, headers)
+    folder = write_iris_parts(datasets / "iris", slice(0, 150, 2), slice(1, 150, 2))
+    body = {"trainingConfig": {}, "datasetConfig": {"trainPath": f"{folder}/"}}
+    submitted = client.post(f"{API}/models/iris/train", json=body, headers=headers)
+    assert submitted.status_code == 202, submitted.text
+    assert (submitted.json()["datasetConfig"]["format"], submitted.json()["datasetConfig"]["target"]) == (
+        "csv",
+        "label",
+    )
+    done = wait_for(client, headers, submitted.json()["id"], *FINISHED)
+    assert done["status"] == "succeeded", done["error"]
+
+
+def test_a_target_no_rule_can_choose_is_asked_for_listing_the_columns(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    headers = auth("editor")
+    create_model(client, headers, "iris")  # no inputSchema: the features are not known either
+    folder = write_iris_parts(datasets / "iris", slice(0, 150), label="species")
+    body = {"trainingConfig": {}, "datasetConfig": {"trainPath": str(folder)}}
+    response = client.post(f"{API}/models/iris/train", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert set(errors) == {"datasetConfig.target"}
+    assert errors["datasetConfig.target"].endswith(
+        "columns: sepal_length, sepal_width, petal_length, petal_width, species"
+    )
+
+
+def test_an_empty_folder_is_a_422_naming_the_path(client: TestClient, auth: Auth, datasets: Path) -> None:
+    headers = auth("editor")
+    iris_model(client, headers)
+    (datasets / "empty").mkdir()
+    body = {"trainingConfig": {}, "datasetConfig": {"trainPath": f"{datasets / 'empty'}/"}}
+    response = client.post(f"{API}/models/iris/train", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert set(errors) == {"datasetConfig.trainPath"}
+    assert errors["datasetConfig.trainPath"].startswith("empty is a folder with no .csv or .parquet files")
+
+
+def test_a_part_with_other_columns_is_a_422_naming_the_file(
+    client: TestClient, auth: Auth, datasets: Path
+) -> None:
+    headers = auth("editor")
+    iris_model(client, headers)
+    folder = write_iris_parts(datasets / "iris", slice(0, 75), slice(75, 150))
+    (folder / "part-2.csv").write_text("sepal_length,label\n5.0,setosa\n")
+    body = {"trainingConfig": {}, "datasetConfig": {"trainPath": str(folder), "target": "label"}}
+    response = client.post(f"{API}/models/iris/train", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert errors["datasetConfig.trainPath"].startswith(
+        "iris/part-2.csv: its columns differ from those of iris/part-0.csv"
+    )

@@ -28,6 +28,7 @@ from aiservice.application.ports import (
 )
 from aiservice.application.quotas import admit_training_job
 from aiservice.application.registry import find_model
+from aiservice.application.training_data import DatasetAccess, check_data
 from aiservice.application.training_labels import judge_labels
 from aiservice.application.versions import ModelVersions, VersionMetadata
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -42,7 +43,6 @@ from aiservice.domain.models import Framework, Model, ModelVersion
 from aiservice.domain.pagination import Page
 from aiservice.domain.tenancy import Permission, Principal, Role
 from aiservice.domain.training import (
-    DATASET_FORMATS,
     HISTORY_LIMIT,
     INTERRUPTED,
     DatasetConfig,
@@ -72,21 +72,6 @@ class TrainingCatalog(Protocol):
 
     def default_algorithm(self, framework: Framework, task: str, images: bool) -> str | None:
         """The algorithm a job runs when its request names none; None when the framework has none."""
-        ...
-
-
-class DatasetAccess(Protocol):
-    def resolve(self, tenant_id: str, reference: str, field: str) -> str:
-        """A readable URI for a user's reference, or ``InvalidInput`` naming ``field``."""
-        ...
-
-    def problems(self, uri: str, config: DatasetConfig) -> list[str]:
-        """What stops the dataset being used, found from its header alone."""
-        ...
-
-    def target_values(self, uri: str, config: DatasetConfig, field: str) -> TargetValues:
-        """The distinct target values (of the first rows only, for a large file), or ``InvalidInput``
-        naming ``field`` when they cannot be read."""
         ...
 
 
@@ -241,33 +226,9 @@ class TrainingJobs:
                 FieldError("resourceConfig.timeoutSeconds", f"must be at most {self._max_timeout_s}")
             )
         errors += self._workers_problems(model, request.resources)
-        dataset = request.dataset
-        if not dataset.format:
-            errors.append(
-                FieldError(
-                    "datasetConfig.format",
-                    f"name the format ({', '.join(DATASET_FORMATS)}): trainPath's extension does not say it",
-                )
-            )
-        elif dataset.format not in DATASET_FORMATS:
-            errors.append(FieldError("datasetConfig.format", f"must be one of {', '.join(DATASET_FORMATS)}"))
-        if dataset.format in ("csv", "parquet") and not dataset.target:
-            errors.append(
-                FieldError("datasetConfig.target", "the target column is required for csv and parquet")
-            )
-        readable: list[tuple[str, str]] = []
-        for name, reference in dataset.paths():
-            try:
-                uri = self._datasets.resolve(principal.tenant_id, reference, f"datasetConfig.{name}")
-            except InvalidInput as exc:
-                errors += exc.errors or [FieldError(f"datasetConfig.{name}", exc.detail)]
-                continue
-            if dataset.format in DATASET_FORMATS:
-                problems = self._datasets.problems(uri, dataset)
-                errors += [FieldError(f"datasetConfig.{name}", problem) for problem in problems]
-                if not problems:
-                    readable.append((name, uri))
-        mapping, label_errors = self._labels(model, request, readable)
+        checked = check_data(self._datasets, principal.tenant_id, model, request.dataset)
+        errors += checked.errors
+        mapping, label_errors = self._labels(model, request.training, checked.dataset, checked.readable)
         errors += label_errors
         if errors:
             raise InvalidInput(
@@ -277,23 +238,21 @@ class TrainingJobs:
             )
         # The job keeps the references as the user wrote them (dataset://NAME, not the server's folders);
         # the runner resolves them again when the job starts, against the data as it is then.
-        return replace(dataset, label_mapping=mapping)
+        return replace(checked.dataset, label_mapping=mapping)
 
     def _labels(
-        self, model: Model, request: TrainingRequest, readable: list[tuple[str, str]]
+        self, model: Model, training: TrainingConfig, dataset: DatasetConfig, readable: list[tuple[str, str]]
     ) -> tuple[LabelMapping | None, list[FieldError]]:
         """The target's values against the model's declared classes (``training_labels``); only
         classifiers whose model declares classes read anything here."""
         declared = declared_classes(model.output_schema, model.configuration)
-        if declared is None or not readable or self._task(model, request.training) != "classification":
+        if declared is None or not readable or self._task(model, training) != "classification":
             return None, []
         errors: list[FieldError] = []
         scans: list[tuple[str, TargetValues]] = []
         for name, uri in readable:
             try:
-                scans.append(
-                    (name, self._datasets.target_values(uri, request.dataset, f"datasetConfig.{name}"))
-                )
+                scans.append((name, self._datasets.target_values(uri, dataset, f"datasetConfig.{name}")))
             except InvalidInput as exc:
                 errors += exc.errors or [FieldError(f"datasetConfig.{name}", exc.detail)]
         mapping, problems = judge_labels(*declared, scans)
@@ -336,7 +295,7 @@ class TrainingJobs:
                 raise Conflict(
                     f"Job {job_id} has already {job.status.value}; "
                     "only queued or running jobs can be cancelled.",
-                    extra={"status": job.status.value},
+                    extra={"jobStatus": job.status.value},
                 )
             cancel_job(uow, job, now)
             uow.commit()

@@ -90,8 +90,9 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Dataset references as the user wrote them (a path, ``dataset://NAME``, ``s3://...``); a runner
-    resolves them to readable URIs when the job starts."""
+    """Dataset references as the user wrote them (a path, a folder, ``dataset://NAME``, ``s3://...``); a
+    runner resolves them to readable URIs when the job starts. ``format`` and ``target`` are filled in at
+    submission when the request left them out (told from a folder's files; chosen by ``choose_target``)."""
 
     train_path: str
     format: str
@@ -101,6 +102,7 @@ class DatasetConfig:
     features: list[str] | None = None
     validation_split: float | None = None
     label_mapping: LabelMapping | None = None  # decided at submission, never sent by the user
+    target_chosen_because: str | None = None  # why the service chose the target (the request named none)
 
     def names_dataset(self, name: str) -> bool:
         """Whether one of its references is the uploaded dataset ``name`` (``dataset://NAME``)."""
@@ -125,6 +127,8 @@ class DatasetConfig:
             "features": self.features,
             "validationSplit": self.validation_split,
         }
+        if self.target_chosen_because is not None:
+            data["targetChosenBecause"] = self.target_chosen_because
         if self.label_mapping is not None:
             data["labelMapping"] = self.label_mapping.to_json()
         return data
@@ -140,6 +144,7 @@ class DatasetConfig:
             features=data.get("features"),
             validation_split=data.get("validationSplit"),
             label_mapping=LabelMapping.from_json(data["labelMapping"]) if data.get("labelMapping") else None,
+            target_chosen_because=data.get("targetChosenBecause"),
         )
 
 

@@ -24,19 +24,20 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 
 from aiservice.domain.training import TargetValues
-from aiservice.infrastructure.datasets.readers import (
+from aiservice.infrastructure.datasets.folders import file_name
+from aiservice.infrastructure.datasets.images import image_files
+from aiservice.infrastructure.datasets.listing import data_files, is_folder
+from aiservice.infrastructure.datasets.npz import npz_members
+from aiservice.infrastructure.datasets.tables import (
     LABEL_KINDS,
     DatasetError,
     display_name,
     filesystem,
-    image_files,
     is_text,
-    npz_members,
-    open_parquet,
-    parquet_file,
     reading,
     typed_labels,
 )
+from aiservice.infrastructure.datasets.tabular import open_parquet, parquet_file
 
 SCAN_BYTES = 64 * 1024**2  # how much of a file (csv) or of its target (parquet, npz) a submission reads
 MAX_DISTINCT = 1000  # more distinct targets than this are not labels of any declared class list
@@ -65,7 +66,19 @@ def target_values(
             return _npz_values(fs, path, name, scan_bytes, max_distinct)
         if target is None:
             raise DatasetError(f"{name}: a target column is needed")
-        chunks = _csv_chunks(fs, path, target) if format == "csv" else _parquet_chunks(fs, path, name, target)
+        files = [(path, name)]
+        if is_folder(fs, path):  # a folder's files one after another, within the same bounds
+            parts = data_files(fs, path, name, format)
+            files = [(part.path, file_name(name, part)) for part in parts if part.size]
+        chunks = (
+            chunk
+            for each, shown in files
+            for chunk in (
+                _csv_chunks(fs, each, shown, target)
+                if format == "csv"
+                else _parquet_chunks(fs, each, shown, target)
+            )
+        )
         return _distinct(chunks, f"column {target!r} of {name}", scan_bytes, max_distinct, target, name)
 
 
@@ -83,7 +96,7 @@ def _distinct(
     complete = True
     for values, size in chunks:
         found = pc.unique(_present(values))
-        seen = found if seen is None else pc.unique(pa.concat_arrays([seen, found]))
+        seen = found if seen is None else pc.unique(_together(seen, found))
         rows, read = rows + len(values), read + size
         if read >= scan_bytes or len(seen) > max_distinct:
             complete = False
@@ -94,6 +107,13 @@ def _distinct(
     return TargetValues(column, tuple(np.unique(typed).tolist()), rows, complete)
 
 
+def _together(seen: pa.Array, found: pa.Array) -> pa.Array:
+    """Two files' values in one array: as text when the files store them as different types."""
+    if seen.type != found.type:
+        seen, found = pc.cast(seen, pa.string()), pc.cast(found, pa.string())
+    return pa.concat_arrays([seen, found])
+
+
 def _present(values: pa.Array) -> pa.Array:
     """The values, without missing or empty ones (the job reports those with their row)."""
     if pa.types.is_dictionary(values.type):
@@ -102,16 +122,20 @@ def _present(values: pa.Array) -> pa.Array:
     return pc.filter(values, pc.not_equal(values, "")) if is_text(values.type) else values
 
 
-def _csv_chunks(fs: Any, path: str, target: str) -> Iterator[tuple[pa.Array, int]]:
-    """The target column, one block of the file at a time, read as text (as ``read_table`` reads it)."""
+def _csv_chunks(fs: Any, path: str, name: str, target: str) -> Iterator[tuple[pa.Array, int]]:
+    """The target column, one block of the file at a time, read as text (as ``read_table`` reads it),
+    with the bytes of the file read for it (at most a block, and pyarrow's read-ahead)."""
     read = pacsv.ReadOptions(block_size=_CSV_BLOCK, use_threads=False)
     convert = pacsv.ConvertOptions(column_types={target: pa.string()}, include_columns=[target])
     with fs.open(path, "rb") as handle:
+        done = 0
         try:
             for batch in pacsv.open_csv(handle, read_options=read, convert_options=convert):
-                yield batch.column(0), _CSV_BLOCK
+                position = handle.tell()
+                yield batch.column(0), max(position - done, 1)
+                done = position
         except pa.ArrowInvalid as exc:
-            raise DatasetError(f"{display_name(path)} is not a readable csv file: {exc}") from exc
+            raise DatasetError(f"{name} is not a readable csv file: {exc}") from exc
 
 
 def _parquet_chunks(fs: Any, path: str, name: str, target: str) -> Iterator[tuple[pa.Array, int]]:

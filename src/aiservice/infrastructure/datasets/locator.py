@@ -4,6 +4,9 @@ or is refused.
 A tenant names data three ways: a local path under one of the operator's dataset roots, ``dataset://NAME``
 (something this tenant uploaded) or ``s3://bucket/key`` (when the operator configured S3). Everything else
 is refused, and refusals never tell a tenant whether a path outside the roots exists.
+
+A path may name a file or a folder: a local folder, or an S3 prefix (``s3://bucket/train/``, resolved
+without its trailing slash); the readers decide what a folder holds (``listing.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from aiservice.domain.errors import FieldError, InvalidInput, Unavailable
-from aiservice.infrastructure.datasets.readers import DatasetError, dataset_files, display_name, filesystem
+from aiservice.infrastructure.datasets.listing import dataset_files
 from aiservice.infrastructure.datasets.store import DatasetStore
+from aiservice.infrastructure.datasets.tables import DatasetError, display_name, filesystem
 
 _CHUNK = 1 << 20
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -157,6 +161,9 @@ class DatasetLocator:
             exists = False
         except Exception as exc:  # botocore/aiohttp errors: S3 cannot be reached or answers nonsense
             raise Unavailable(f"S3 could not be reached to check {uri}: {exc}") from exc
+        if not exists and reference.endswith("/"):
+            message = f"{reference} is an empty prefix: no objects under it, or none this server may read"
+            raise _refused(field, message)
         if not exists:
             raise _refused(field, f"{uri} does not exist or this server may not read it")
         return uri

@@ -21,22 +21,23 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 
-from aiservice.infrastructure.datasets.readers import (
+from aiservice.infrastructure.datasets.folders import columns_differ, file_name
+from aiservice.infrastructure.datasets.listing import data_files, is_folder, tabular_bytes
+from aiservice.infrastructure.datasets.tables import (
     LABEL_KINDS,
     DatasetError,
+    NoRows,
     Table,
-    csv_head,
     display_name,
     feature_values,
     filesystem,
     is_text,
-    open_parquet,
-    parquet_file,
     pick_columns,
     reading,
     to_table,
     typed_labels,
 )
+from aiservice.infrastructure.datasets.tabular import csv_head, head_columns, open_parquet, parquet_file
 
 STREAM_FORMATS = ("csv", "parquet")
 DEFAULT_BATCH_ROWS = 8192
@@ -93,65 +94,109 @@ def stream_table(
     storage_options: dict[str, Any],
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> TableStream:
-    """A csv or parquet dataset as a ``TableStream``; its columns are checked now, its values as it is read.
-    ``target`` -> ``y`` and ``features`` (default: every other column) -> ``X``, as ``read_table``."""
+    """A csv or parquet dataset (a file, or a folder of them read one after another) as a ``TableStream``;
+    its columns are checked now, its values as it is read. ``target`` -> ``y`` and ``features`` (default:
+    every other column) -> ``X``, as ``read_table``."""
     name = display_name(uri)
     if format not in STREAM_FORMATS:
         raise DatasetError(f"{name}: {format} data is read whole, not streamed (streamed: csv, parquet)")
     with reading(name):
         fs, path = filesystem(uri, storage_options)
-        source: _CsvSource | _ParquetSource
-        if format == "csv":
-            source = _CsvSource(fs, path, name, target, features)
-        else:
-            source = _ParquetSource(fs, path, name, target, features)
-    return TableStream(source, batch_rows)
+        if not is_folder(fs, path):
+            return TableStream([_source(fs, path, name, format, target, features)], batch_rows, name)
+        sources: list[_CsvSource | _ParquetSource] = []
+        for file in data_files(fs, path, name, format):
+            shown = file_name(name, file)
+            try:
+                source = _source(fs, file.path, shown, format, target, features)
+            except NoRows:  # an empty part of the folder: nothing to read
+                continue
+            except DatasetError:
+                if sources:  # a file without the first one's columns: say so
+                    _same_columns(shown, head_columns(fs, file.path, shown, format) or [], sources[0])
+                raise
+            if sources:
+                _same_columns(shown, source.columns, sources[0])
+            target, features = source.target, source.features  # later files in the first one's order
+            sources.append(source)
+    if not sources:
+        raise DatasetError(f"{name} has no rows: every {format} file in it is empty")
+    return TableStream(sources, batch_rows, name)
+
+
+def _source(
+    fs: Any, path: str, name: str, format: str, target: str | None, features: list[str] | None
+) -> _CsvSource | _ParquetSource:
+    if format == "csv":
+        return _CsvSource(fs, path, name, target, features)
+    return _ParquetSource(fs, path, name, target, features)
+
+
+def _same_columns(shown: str, columns: list[str], first: _CsvSource | _ParquetSource) -> None:
+    if set(columns) != set(first.columns):
+        raise DatasetError(columns_differ(shown, columns, first.name, first.columns))
 
 
 def dataset_bytes(uri: str, storage_options: dict[str, Any]) -> int:
-    """The size of a dataset file (a folder counts 0): what decides whether a job streams it."""
-    with reading(display_name(uri)):
+    """The size of a dataset file, or of a folder's csv and parquet files: what decides whether a job
+    streams it."""
+    name = display_name(uri)
+    with reading(name):
         fs, path = filesystem(uri, storage_options)
         info = fs.info(path)
-        return 0 if info["type"] == "directory" else int(info["size"])
+        return tabular_bytes(fs, path, name) if info["type"] == "directory" else int(info["size"])
 
 
 class TableStream(Measured):
-    """A csv or parquet file read in batches, as often as asked: one pass per epoch."""
+    """csv or parquet files read in batches, one after another, as often as asked: one pass per epoch.
+    A batch holds rows of one file; messages name that file, and rows are numbered within it."""
 
-    def __init__(self, source: _CsvSource | _ParquetSource, batch_rows: int) -> None:
+    def __init__(self, sources: list[_CsvSource | _ParquetSource], batch_rows: int, name: str) -> None:
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be positive, not {batch_rows}")
-        self._source = source
+        self._sources = sources
         self._rows = batch_rows
         self._kind: pa.DataType | None = None
-        self.name = source.name
-        self.feature_names = list(source.features)
+        self.name = name
+        self.feature_names = list(sources[0].features)
 
     def batches(self) -> Iterator[Table]:
         """Every row once, in file order, as ``Table`` batches of at most ``batch_rows`` rows."""
-        source, kind = self._source, self._label_kind()
-        first_row = 1
-        with reading(self.name):
-            for table in source.tables(self._rows, [source.target, *source.features]):
-                yield to_table(table, self.name, source.target, source.features, first_row, kind)
-                first_row += table.num_rows
-        if first_row == 1:
+        kind = self._label_kind()
+        rows = 0
+        for source in self._sources:
+            first_row = 1
+            with reading(source.name):
+                for table in source.tables(self._rows, [source.target, *source.features]):
+                    yield to_table(table, source.name, source.target, source.features, first_row, kind)
+                    first_row += table.num_rows
+            rows += first_row - 1
+        if rows == 0:
             raise DatasetError(f"{self.name} has no rows")
 
     def _label_kind(self) -> pa.DataType:
         """How text targets are typed in every batch: the most specific kind all of them parse as, as
         ``read_table`` types a whole column; found the first time by a pass over the target column alone."""
         if self._kind is None:
-            self._kind = self._text_label_kind() if self._source.text_target else LABEL_KINDS[0]
+            text = [source for source in self._sources if source.text_target]
+            self._kind = self._text_label_kind(text) if text else LABEL_KINDS[0]
+            numbers = [source for source in self._sources if not source.text_target]
+            if self._kind == LABEL_KINDS[-1] and numbers:
+                raise DatasetError(
+                    f"{text[0].name}: target column {text[0].target!r} holds text labels where "
+                    f"{numbers[0].name} holds numbers: every file of a folder must label its rows alike"
+                )
         return self._kind
 
-    def _text_label_kind(self) -> pa.DataType:
-        source, kind, first_row = self._source, LABEL_KINDS[0], 1
-        with reading(self.name):
-            for table in source.tables(self._rows, [source.target]):
-                kind = typed_labels(table.column(source.target), source.target, self.name, first_row, kind)[1]
-                first_row += table.num_rows
+    def _text_label_kind(self, sources: list[_CsvSource | _ParquetSource]) -> pa.DataType:
+        kind = LABEL_KINDS[0]
+        for source in sources:
+            first_row = 1
+            with reading(source.name):
+                for table in source.tables(self._rows, [source.target]):
+                    column = table.column(source.target)
+                    kind = typed_labels(column, source.target, source.name, first_row, kind)[1]
+                    first_row += table.num_rows
         return kind
 
 
@@ -274,7 +319,7 @@ class _CsvSource:
 
     def __init__(self, fs: Any, path: str, name: str, target: str | None, features: list[str] | None) -> None:
         self.fs, self.path, self.name = fs, path, name
-        columns = csv_head(fs, path, name).schema.names
+        columns = self.columns = list(csv_head(fs, path, name).schema.names)
         self.target, self.features = pick_columns(columns, name, target, features)
         rows_of_text = 64 * _CSV_CELL_BYTES * len(columns)  # room for 64 rows or more per block
         self.block = min(max(rows_of_text, _CSV_BLOCK_MIN), _CSV_BLOCK_MAX)
@@ -331,8 +376,9 @@ class _ParquetSource:
             parquet = parquet_file(handle, name)
             schema = parquet.schema_arrow
             if parquet.metadata.num_rows == 0:
-                raise DatasetError(f"{name} has no rows")
-        self.target, self.features = pick_columns(schema.names, name, target, features)
+                raise NoRows(f"{name} has no rows")
+        self.columns = list(schema.names)
+        self.target, self.features = pick_columns(self.columns, name, target, features)
         self.text_target = is_text(schema.field(self.target).type)
 
     def tables(self, rows: int, columns: list[str]) -> Iterator[pa.Table]:

@@ -7,7 +7,7 @@ from aiservice.domain.models import Framework
 from aiservice.domain.training import DatasetConfig, TargetValues, TrainingConfig
 from aiservice.infrastructure.datasets.labels import target_values
 from aiservice.infrastructure.datasets.locator import DatasetLocator
-from aiservice.infrastructure.datasets.readers import DatasetError, check_readable
+from aiservice.infrastructure.datasets.readers import DatasetError, check_readable, columns, folder_format
 from aiservice.infrastructure.training.catalog import default_algorithm, task_of, validate
 
 
@@ -30,6 +30,15 @@ class LocatedDatasets:
 
     def resolve(self, tenant_id: str, reference: str, field: str) -> str:
         return self._locator.resolve(tenant_id, reference, field)
+
+    def folder_format(self, uri: str, field: str) -> str | None:
+        try:
+            return folder_format(uri, self._locator.storage_options(uri))
+        except DatasetError as exc:
+            raise InvalidInput(f"{field}: {exc}", errors=[FieldError(field, str(exc))]) from exc
+
+    def columns(self, uri: str, format: str) -> list[str]:
+        return columns(uri, format, self._locator.storage_options(uri))
 
     def problems(self, uri: str, config: DatasetConfig) -> list[str]:
         return check_readable(
