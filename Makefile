@@ -22,11 +22,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP) ## set up and start the API on 0.0.0.0:3004 (SQLite and artifacts under ./var)
 	$(BIN)/aiservice serve
 
-lint: $(STAMP) ## ruff (lint and format check), mypy --strict, import-linter layering contracts
+lint: $(STAMP) ## ruff (lint and format check), mypy --strict, import-linter layering contracts, hadolint (deploy/Dockerfile), actionlint (.github/workflows)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint deploy/Dockerfile
+	$(BIN)/actionlint
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
