@@ -181,6 +181,13 @@ class _Usage:
         return 0  # the in-memory database keeps no training jobs
 
 
+class _Deployments:
+    """The registry asks only whether a model serves a deployment: none here."""
+
+    def of_model(self, model_id: str) -> list[Any]:
+        return []
+
+
 class InMemoryUnitOfWork:
     """Changes go to a copy of the database and replace it only on commit."""
 
@@ -197,6 +204,7 @@ class InMemoryUnitOfWork:
         self.tenants = _Tenants(self._work)
         self.usage = _Usage(self._work, self.tenant_id)
         self.jobs = _Jobs(self._work, self.tenant_id)
+        self.deployments = _Deployments()
         self._events: list[DomainEvent] = []
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -48,6 +49,13 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
     data_dir: Path = Path("./var")
     artifact_root: str | None = None
+    # Artifacts in an object store instead (s3://bucket/prefix, reached with S3_ENDPOINT_URL and the AWS_*
+    # settings); runtimes load from copies downloaded once per digest into ARTIFACT_CACHE_DIR.
+    artifact_store_url: str | None = Field(
+        default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+    )
+    artifact_cache_dir: Path | None = None
+    artifact_cache_max_bytes: int = Field(default=20 * 1024**3, gt=0)
     max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
     # Archives (torch .pt, .keras, skops, zipped SavedModels): bounds checked before anything unpacks.
     max_unpacked_bytes: int = Field(default=8 * 1024**3, gt=0)
@@ -168,11 +176,56 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # The Kubernetes deployment target: each deployment's objects go to K8S_NAMESPACE, its pods run
+    # K8S_IMAGE as model servers with the Secret K8S_SECRET_NAME as their environment (DATABASE_URL,
+    # REPLICA_TOKEN, the artifact store's settings). The cluster is KUBECONFIG's (a file, or several
+    # joined by ':'), else the one this process runs in (its service account).
+    k8s_enabled: bool = False  # offer the "kubernetes" target (needs the kubernetes extra and a cluster)
+    kubeconfig: Path | None = None
+    k8s_namespace: str = Field(default="aiservice", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    k8s_image: str = Field(default="ghcr.io/aiservice/aiservice:0.1.0", min_length=1)
+    k8s_secret_name: str = Field(default="aiservice", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    k8s_request_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # Quota limits every tenant created from now on starts with, as JSON ({"maxModels": 100}); a quota
     # left out is unlimited. Known: maxModels, maxVersionsPerModel, maxArtifactBytes,
     # maxConcurrentTrainingJobs, maxLoadedModels, maxDeployments.
     tenant_default_quotas: dict[str, int] = Field(default_factory=dict)
+
+    # Deployment replicas (`aiservice serve-model`, ADR 20). A request carrying this token in
+    # X-Aiservice-Replica-Token acts as the deployment's tenant, allowed to predict with its model only:
+    # local replicas get one made per service start, Kubernetes ones read it from a Secret.
+    replica_token: SecretStr | None = None
+    # Local replicas: one not warm within the start timeout is a failed start; a warm one is probed
+    # this often and replaced after so many probes in a row go unanswered within the probe timeout.
+    replica_start_timeout_seconds: float = Field(default=300.0, gt=0)
+    replica_probe_seconds: float = Field(default=2.0, gt=0)
+    replica_probe_timeout_seconds: float = Field(default=2.0, gt=0)
+    replica_hung_probes: int = Field(default=3, ge=1)
+
+    def child_environment(self, **overrides: str | None) -> dict[str, str]:
+        """This process's environment with every setting given explicitly (by the environment, ``.env``
+        or arguments) written over it, and ``overrides`` on top (None removes a variable): a child
+        process started with it (a deployment replica) reads the very settings this process runs with."""
+        env = dict(os.environ)
+        for name in sorted(self.model_fields_set):
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value is None:
+                env.pop(name.upper(), None)
+            elif isinstance(value, dict):
+                env[name.upper()] = json.dumps(value)
+            elif isinstance(value, bool):
+                env[name.upper()] = "true" if value else "false"
+            else:
+                env[name.upper()] = str(value)
+        for key, override in overrides.items():
+            if override is None:
+                env.pop(key, None)
+            else:
+                env[key] = override
+        return env
 
     @property
     def resolved_database_url(self) -> str:
@@ -188,6 +241,10 @@ class Settings(BaseSettings):
     @property
     def artifact_path(self) -> Path:
         return Path(self.artifact_root) if self.artifact_root else self.data_dir / "artifacts"
+
+    @property
+    def artifact_cache_path(self) -> Path:
+        return self.artifact_cache_dir or self.data_dir / "artifact-cache"
 
     @property
     def dataset_root_paths(self) -> list[Path]:

@@ -80,6 +80,8 @@ def _fill(client: TestClient, auth: Auth, tmp_path: Path, tenant: str) -> str:
         f"{API}/webhooks", json={"url": "http://127.0.0.1:9/", "eventTypes": ["*"]}, headers=headers
     )
     assert client.post(f"{API}/webhooks/{hook.json()['id']}/ping", headers=headers).status_code == 200
+    dev = {"deploymentName": "iris-dev", "environment": "dev", "minReplicas": 0, "version": 1}
+    assert client.post(f"{API}/models/iris/deploy", json=dev, headers=headers).status_code == 202
     return str(key.json()["key"])
 
 
@@ -100,6 +102,7 @@ def test_erasure_removes_the_tenants_data_and_leaves_the_other_tenant_alone(
         "artifacts": 2,
         "trainingJobs": 1,
         "trainingJobEvents": erased["trainingJobEvents"],
+        "deployments": 1,
         "datasets": 1,
         "apiKeys": 1,
         "webhooks": 1,

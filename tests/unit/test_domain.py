@@ -80,7 +80,11 @@ def test_roles_grant_permissions_as_data() -> None:
     editor = _principal(Role.EDITOR).permissions
     assert {Permission.PREDICT, Permission.STAGE_WRITE, Permission.TRAIN} <= editor
     assert Permission.STAGE_PRODUCTION not in editor and Permission.MODEL_DELETE not in editor
-    assert _principal(Role.DEPLOYER).permissions == editor | {Permission.STAGE_PRODUCTION}
+    assert Permission.DEPLOY in editor and Permission.DEPLOY_PRODUCTION not in editor
+    assert _principal(Role.DEPLOYER).permissions == editor | {
+        Permission.STAGE_PRODUCTION,
+        Permission.DEPLOY_PRODUCTION,
+    }
 
 
 def test_viewer_predicts_only_with_the_predictor_role_too() -> None:

@@ -42,6 +42,12 @@ EVENT_TYPES: Mapping[str, str] = {
     "TrainingJobSucceeded": "ai.training.job.succeeded.v1",
     "TrainingJobFailed": "ai.training.job.failed.v1",
     "TrainingJobCancelled": "ai.training.job.cancelled.v1",
+    "DeploymentCreated": "ai.deployment.created.v1",
+    "DeploymentRolledOut": "ai.deployment.rolled_out.v1",
+    "DeploymentRolledBack": "ai.deployment.rolled_back.v1",
+    "DeploymentScaled": "ai.deployment.scaled.v1",
+    "DeploymentFailed": "ai.deployment.failed.v1",
+    "DeploymentDeleted": "ai.deployment.deleted.v1",
 }
 
 # One destination (stream, topic, subject tree) per family, named for the aggregate's kind.

@@ -22,6 +22,7 @@ class PeriodicTask:
         self._task = task
         self._run_at_start = run_at_start
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -30,8 +31,13 @@ class PeriodicTask:
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()
 
+    def wake(self) -> None:
+        """Run now rather than at the next interval (a change the task should see at once)."""
+        self._wake.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -39,7 +45,11 @@ class PeriodicTask:
     def _loop(self) -> None:
         if self._run_at_start:
             self._run()
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             self._run()
 
     def _run(self) -> None:

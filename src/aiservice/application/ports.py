@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, Literal, Protocol, Self
 
 import numpy as np
 
+from aiservice.application.deploying.ports import DeploymentRepository
 from aiservice.domain.api_keys import ApiKey
 from aiservice.domain.audit import AuditEntry, AuditQuery, AuditRecord
 from aiservice.domain.events import DomainEvent
@@ -192,6 +193,8 @@ class UnitOfWork(Protocol):
     def tenants(self) -> TenantRepository: ...
     @property
     def jobs(self) -> TrainingJobRepository: ...
+    @property
+    def deployments(self) -> DeploymentRepository: ...
     @property
     def usage(self) -> UsageRepository: ...
     @property

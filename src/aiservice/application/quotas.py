@@ -49,6 +49,13 @@ def admit_training_job(uow: UnitOfWork) -> None:
         tenant.check_quota(Quota.CONCURRENT_TRAINING_JOBS, uow.usage.active_jobs())
 
 
+def admit_deployment(uow: UnitOfWork) -> None:
+    """Refuse a deployment past ``maxDeployments`` (live deployments)."""
+    tenant = _locked_tenant(uow)
+    if tenant is not None:
+        tenant.check_quota(Quota.DEPLOYMENTS, uow.deployments.count_live())
+
+
 @dataclass(frozen=True)
 class QuotaUse:
     quota: Quota
@@ -79,15 +86,14 @@ class TenantUsage:
                 Quota.VERSIONS_PER_MODEL: uow.usage.most_versions(),
                 Quota.ARTIFACT_BYTES: uow.usage.artifact_bytes(),
                 Quota.CONCURRENT_TRAINING_JOBS: uow.usage.active_jobs(),
+                Quota.DEPLOYMENTS: uow.deployments.count_live(),
             }
         current[Quota.LOADED_MODELS] = self._loaded_models(tenant_id)
-        current[Quota.DEPLOYMENTS] = 0  # no deployments exist yet: the limit is kept, not enforced
         uses = [
             QuotaUse(
                 quota,
                 tenant.quotas.get(quota),
                 current[quota],
-                enforced=quota != Quota.DEPLOYMENTS,
                 scope="replica" if quota == Quota.LOADED_MODELS else "tenant",
             )
             for quota in Quota

@@ -120,6 +120,13 @@ class ModelRegistry:
         now = self._clock()
         with self._uow(principal.tenant_id) as uow:
             model = find_model(uow, reference, principal)
+            if deployed := uow.deployments.of_model(model.id):
+                names = sorted(d.name for d in deployed)
+                raise Conflict(
+                    f"Model {model.name!r} serves deployments {names}; delete them first.",
+                    code="model-deployed",
+                    extra={"deployments": names},
+                )
             model.delete(now)
             uow.models.save(model)
             jobs = [job for job in uow.jobs.unfinished() if job.model_id == model.id]

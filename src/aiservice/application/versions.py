@@ -256,7 +256,7 @@ class ModelVersions:
         ref = ModelReference.parse(reference, field_name="reference")
         with self._uow(principal.tenant_id, writes=False) as uow:
             model = find_model(uow, ref.model, principal)
-            return model, _resolve_in(uow, model, ref)
+            return model, resolve_in(uow, model, ref)
 
     def serving_target(self, principal: Principal, reference: str) -> tuple[Model, ModelVersion, bool]:
         """``resolve`` for a caller who may predict, plus whether the tenant accepts pickle."""
@@ -364,7 +364,7 @@ def _version(uow: UnitOfWork, model: Model, number: int, field_name: str = "path
     return version
 
 
-def _resolve_in(uow: UnitOfWork, model: Model, ref: ModelReference) -> ModelVersion:
+def resolve_in(uow: UnitOfWork, model: Model, ref: ModelReference) -> ModelVersion:
     if ref.version is not None:
         return _version(uow, model, ref.version, field_name="reference")
     if ref.alias is not None and ref.alias != "latest":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -13,6 +14,9 @@ from aiservice.application.api_keys import ApiKeys
 from aiservice.application.audit import AuditLog
 from aiservice.application.compilation import OnnxCompilation
 from aiservice.application.datasets import Datasets
+from aiservice.application.deploying.deployments import Deployments
+from aiservice.application.deploying.ports import Deployer
+from aiservice.application.deploying.traffic import DeploymentTraffic
 from aiservice.application.erasure import TenantErasure
 from aiservice.application.event_handlers import (
     EventConsumption,
@@ -38,6 +42,7 @@ from aiservice.application.training import TrainingJobs
 from aiservice.application.versions import ModelVersions
 from aiservice.application.webhook_delivery import WebhookDispatcher
 from aiservice.application.webhooks import Webhooks
+from aiservice.domain.deployments import DeploymentTarget
 from aiservice.infrastructure.datasets.store import DatasetStore
 from aiservice.infrastructure.db import migrate
 from aiservice.infrastructure.jobs.supervisor import JobSupervisor
@@ -88,9 +93,16 @@ class Container:
     leftover_sweeps: PeriodicTask  # leftovers.sweep at start and every SWEEP_INTERVAL_SECONDS
     fleet: WorkerFleet
     peers: WorkerPeers
+    deployments: Deployments
+    deployment_traffic: DeploymentTraffic
+    deployment_reconcile: PeriodicTask  # the reconcile loop, in the host worker only
+    deployers: Mapping[DeploymentTarget, Deployer]
     tracer: Tracer = NO_TRACER
     plaintext_sweeper: PlaintextSweeper | None = None  # with encryption at rest only
     slot: WorkerSlot | None = None  # one of WORKERS processes; None: the only one
+    # A deployment replica (``aiservice serve-model``, ADR 20): it serves one pinned version and runs
+    # no background work at all, neither the host's duties nor event consumption.
+    model_server: bool = False
 
     def prepare(self) -> bool:
         """Apply migrations and make sure the default tenant exists; True if it was created now."""
@@ -99,7 +111,9 @@ class Container:
 
     def start(self) -> None:
         """Start the background work: all of it in the host worker (the only one by default), only
-        what serves this process's own caches in the others (ADR 19)."""
+        what serves this process's own caches in the others (ADR 19); none in a replica (ADR 20)."""
+        if self.model_server:
+            return
         if self.peers.slot == 0:
             if self.settings.prometheus_port:
                 self.metrics.serve(self.settings.prometheus_port)
@@ -107,6 +121,7 @@ class Container:
             self.webhook_dispatcher.start()
             self.training_runner.start()
             self.leftover_sweeps.start()
+            self.deployment_reconcile.start()
             if self.plaintext_sweeper is not None:
                 self.plaintext_sweeper.start()
             threading.Thread(target=warm_fork_server, name="warm-fork-server", daemon=True).start()
@@ -126,6 +141,7 @@ class Container:
         """A sibling committed events or queued a job: publish and look at the queue now."""
         self.relay.notify()
         self.training_runner.wake()
+        self.deployment_reconcile.wake()
 
     def close(self) -> None:
         self.peers.stop()
@@ -134,6 +150,9 @@ class Container:
         self.relay.stop()
         self.webhook_dispatcher.stop()
         self.leftover_sweeps.stop()
+        self.deployment_reconcile.stop()
+        for deployer in self.deployers.values():
+            deployer.close()
         if self.plaintext_sweeper is not None:
             self.plaintext_sweeper.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -48,6 +48,7 @@ from aiservice.bootstrap.backends import (
     webhook_parts,
 )
 from aiservice.bootstrap.container import Container
+from aiservice.bootstrap.deployments import deployment_parts
 from aiservice.bootstrap.events import consumer_group, event_consumer, event_publisher, log_event, traced
 from aiservice.bootstrap.secrets import artifact_store, jwt_service, signing_secret
 from aiservice.domain.clock import utcnow
@@ -252,6 +253,9 @@ def bootstrap(
         trace_context=tracer.traceparent,
     )
     authenticator = TokenAuthenticator(tokens, uow, api_keys=SqlAlchemyApiKeyLookup(engine))
+    deployments, traffic, reconcile, deployers = deployment_parts(
+        settings, engine, uow, secret, peers.wake_host
+    )
     fleet = WorkerFleet(inference, peers, in_flight=in_flight)
     leftovers = leftover_sweeper(
         settings, engine, inventory, dataset_store, runner, in_flight, metrics, fleet.siblings_in_flight
@@ -312,4 +316,8 @@ def bootstrap(
         leftover_sweeps=PeriodicTask("leftover-sweeper", settings.sweep_interval_seconds, leftovers.sweep),
         tracer=tracer,
         plaintext_sweeper=sweeper,
+        deployments=deployments,
+        deployment_traffic=traffic,
+        deployment_reconcile=reconcile,
+        deployers=deployers,
     )

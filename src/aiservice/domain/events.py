@@ -125,3 +125,60 @@ class TrainingJobFailed(TrainingJobEvent):
 @dataclass(frozen=True, kw_only=True)
 class TrainingJobCancelled(TrainingJobEvent):
     pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentEvent(DomainEvent):
+    """Base of deployment events: their aggregate is the deployment; ``name`` is its stable name."""
+
+    name: str
+    model_id: str
+    aggregate_type: ClassVar[str] = "deployment"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentCreated(DeploymentEvent):
+    version: int
+    environment: str
+    target: str
+    min_replicas: int
+    max_replicas: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentRolledOut(DeploymentEvent):
+    """Every replica of the revision is warm and all traffic reaches it."""
+
+    revision: int
+    version: int
+    previous_version: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentRolledBack(DeploymentEvent):
+    """Traffic is back on an earlier version (a rollback's revision finished rolling out)."""
+
+    revision: int
+    version: int
+    from_version: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentScaled(DeploymentEvent):
+    from_replicas: int
+    to_replicas: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentFailed(DeploymentEvent):
+    """A revision's replicas could not start; traffic stayed where it was (if anywhere)."""
+
+    revision: int
+    version: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentDeleted(DeploymentEvent):
+    pass

@@ -26,6 +26,8 @@ class Permission(StrEnum):
     APIKEY_MANAGE = "apikey:manage"  # create, list and revoke the tenant's API keys
     AUDIT_READ = "audit:read"  # read the tenant's audit log
     WEBHOOK_MANAGE = "webhook:manage"  # subscribe URLs to the tenant's events, read their delivery logs
+    DEPLOY = "deployment:write"  # create, change, roll back and delete dev and staging deployments
+    DEPLOY_PRODUCTION = "deployment:production"  # and, with deployment:write, production ones
     TENANT_READ = "tenant:read"  # the caller's own tenant: its quotas and their use
     TENANTS_MANAGE = "tenants:manage"  # the platform: create, list and change every tenant
 
@@ -55,13 +57,14 @@ _EDIT = _READ | {
     Permission.ALIAS_WRITE,
     Permission.TRAIN,
     Permission.DATASET_WRITE,
+    Permission.DEPLOY,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: _READ,
     Role.PREDICTOR: frozenset({Permission.PREDICT}),
     Role.EDITOR: _EDIT,
-    Role.DEPLOYER: _EDIT | {Permission.STAGE_PRODUCTION},
+    Role.DEPLOYER: _EDIT | {Permission.STAGE_PRODUCTION, Permission.DEPLOY_PRODUCTION},
     # Everything in the tenant, including permissions added later; nothing of the platform's.
     Role.ADMIN: frozenset(Permission) - PLATFORM_PERMISSIONS,
     Role.SUPERADMIN: PLATFORM_PERMISSIONS,
@@ -117,7 +120,7 @@ class Quota(StrEnum):
     ARTIFACT_BYTES = "maxArtifactBytes"  # uploaded artifacts of live models, in bytes
     CONCURRENT_TRAINING_JOBS = "maxConcurrentTrainingJobs"  # queued + running
     LOADED_MODELS = "maxLoadedModels"  # in one replica's serving cache
-    DEPLOYMENTS = "maxDeployments"  # stored and reported; there are no deployments to count yet
+    DEPLOYMENTS = "maxDeployments"  # live deployments
 
 
 Limits = dict[Quota, int]

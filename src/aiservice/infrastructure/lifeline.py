@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing import forkserver
 from multiprocessing.connection import wait
@@ -58,6 +59,23 @@ def die_with_supervisor() -> None:
     supervisor = multiprocessing.parent_process()
     if supervisor is not None:
         threading.Thread(target=_exit_when_ready, args=(supervisor.sentinel,), daemon=True).start()
+
+
+def die_with_spawner(spawner: int) -> None:
+    """For a process the service started with ``subprocess`` (a deployment replica, ADR 20): killed
+    when the thread that started it ends, however the service dies; exits now if ``spawner`` (the pid
+    that started it) is already gone. Where prctl is missing, a thread watches the parent instead."""
+    if _set_parent_death_signal(signal.SIGKILL):
+        if os.getppid() != spawner:  # it died before the prctl took effect: no signal will come
+            os._exit(1)
+        return
+    threading.Thread(target=_exit_when_orphaned, args=(spawner,), daemon=True).start()
+
+
+def _exit_when_orphaned(spawner: int) -> None:
+    while os.getppid() == spawner:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _release_fork_server() -> bool:

@@ -345,3 +345,43 @@ webhook_deliveries = sa.Table(
     # The workers' queue: pending rows by when they are due, across tenants.
     sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
 )
+
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("model_id", sa.String(36), nullable=False),
+    sa.Column("environment", sa.String(20), nullable=False),
+    sa.Column("target", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("scaling", Json, nullable=False),
+    sa.Column("resources", Json, nullable=False),
+    sa.Column("revision", Json, nullable=False),
+    sa.Column("serving", Json, nullable=True),
+    sa.Column("previous", Json, nullable=True),
+    sa.Column("replicas_desired", sa.Integer(), nullable=False),
+    sa.Column("replicas_ready", sa.Integer(), nullable=False),
+    sa.Column("history", Json, nullable=False),
+    sa.Column("endpoints", Json, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("deleted_at", UtcDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "model_id"], ["models.tenant_id", "models.id"], name="fk_deployments_model"
+    ),
+    # One live deployment per name and tenant; a deleted one frees its name.
+    sa.Index(
+        "uq_deployments_live_name",
+        "tenant_id",
+        "name",
+        unique=True,
+        postgresql_where=sa.text("deleted_at IS NULL"),
+        sqlite_where=sa.text("deleted_at IS NULL"),
+    ),
+    sa.Index("ix_deployments_tenant_created", "tenant_id", "created_at", "id"),
+)

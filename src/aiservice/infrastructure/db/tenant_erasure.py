@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from aiservice.application.ports import ErasedRows
 from aiservice.infrastructure.db.tables import (
     api_keys,
+    deployments,
     model_aliases,
     model_versions,
     models,
@@ -26,6 +27,7 @@ from aiservice.infrastructure.db.tables import (
 _ORDER = (
     ("trainingJobEvents", training_job_events),
     ("trainingJobs", training_jobs),
+    ("deployments", deployments),
     ("aliases", model_aliases),
     ("versions", model_versions),
     ("models", models),

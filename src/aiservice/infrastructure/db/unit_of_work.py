@@ -14,6 +14,7 @@ from aiservice.application.ports import Clock, OutboxMessage
 from aiservice.domain.events import DomainEvent
 from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyRepository
 from aiservice.infrastructure.db.audit_repository import append_record
+from aiservice.infrastructure.db.deployment_repositories import SqlAlchemyDeploymentRepository
 from aiservice.infrastructure.db.engine import writer_engine
 from aiservice.infrastructure.db.job_repositories import SqlAlchemyTrainingJobRepository
 from aiservice.infrastructure.db.repositories import (
@@ -56,6 +57,7 @@ class SqlAlchemyUnitOfWork:
         self.aliases = SqlAlchemyAliasRepository(self._conn, self.tenant_id)
         self.tenants = SqlAlchemyTenantRepository(self._conn, self._clock())
         self.jobs = SqlAlchemyTrainingJobRepository(self._conn, self.tenant_id)
+        self.deployments = SqlAlchemyDeploymentRepository(self._conn, self.tenant_id)
         self.usage = SqlAlchemyUsageRepository(self._conn, self.tenant_id)
         self.api_keys = SqlAlchemyApiKeyRepository(self._conn, self.tenant_id)
         self.tenant_data = SqlAlchemyTenantDataRepository(self._conn, self.tenant_id)
@@ -97,6 +99,9 @@ class SqlAlchemyUnitOfWork:
         for model in self.models.seen:
             collected.extend(model.events)
             model.events.clear()
+        for deployment in self.deployments.seen:
+            collected.extend(deployment.events)
+            deployment.events.clear()
         return collected
 
 

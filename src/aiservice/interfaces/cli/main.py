@@ -13,6 +13,7 @@ from aiservice.domain.tenancy import Role
 from aiservice.interfaces.cli.audit import audit_app
 from aiservice.interfaces.cli.exits import EPILOG, USAGE, fail
 from aiservice.interfaces.cli.keys import keys_app
+from aiservice.interfaces.cli.serve_model import serve_model
 from aiservice.interfaces.cli.training import jobs_app, train
 from aiservice.settings import ConfigurationError, Settings
 
@@ -29,6 +30,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.command("train")(train)
+app.command("serve-model")(serve_model)
 
 
 def _bootstrap(settings: Settings) -> Container:

@@ -28,6 +28,7 @@ from aiservice.interfaces.http.routers import admin as admin_router
 from aiservice.interfaces.http.routers import api_keys as api_keys_router
 from aiservice.interfaces.http.routers import audit as audit_router
 from aiservice.interfaces.http.routers import datasets, health, models, predict, training, versions
+from aiservice.interfaces.http.routers import deployments as deployments_router
 from aiservice.interfaces.http.routers import permissions as permissions_router
 from aiservice.interfaces.http.routers import tenants as tenants_router
 from aiservice.interfaces.http.routers import webhooks as webhooks_router
@@ -55,6 +56,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         try:
             yield
         finally:
+            await container.deployment_traffic.close()  # its connections belong to this event loop
             if manage_lifecycle:
                 container.close()
 
@@ -78,6 +80,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(models.router)
     app.include_router(versions.router)
     app.include_router(training.router)
+    app.include_router(deployments_router.router)
     app.include_router(datasets.router)
     app.include_router(audit_router.router)
     app.include_router(api_keys_router.router)

@@ -43,6 +43,9 @@ ACTIONS = {
     "batch_predict": PREDICT,
     "model_infer": PREDICT,
     "version_infer": PREDICT,
+    "deploy": "deployment.create",
+    "deployment_predict": PREDICT,
+    "deployment_batch_predict": PREDICT,
 }
 _CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -49,6 +49,9 @@ STATUS_BY_CODE: dict[str, int] = {
 log = structlog.get_logger("aiservice.http")
 
 
+_STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+
+
 def problem_response(
     request: Request | None,
     code: str,
@@ -75,7 +78,8 @@ def problem_response(
             body["requestId"] = request_id
     if errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
-    body.update(extra or {})
+    # A domain error's extra members add to the problem; they never replace RFC 9457's own members.
+    body.update((k, v) for k, v in (extra or {}).items() if k not in _STANDARD_MEMBERS)
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -35,6 +35,7 @@ from aiservice.domain.tenancy import Principal
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep
 from aiservice.interfaces.http.paths import VersionNumber
 from aiservice.interfaces.http.problems import domain_problem
+from aiservice.interfaces.http.routers.deployments import forward_v2
 from aiservice.interfaces.http.v2_codec import (
     DTYPES,
     InferRequest,
@@ -149,6 +150,9 @@ async def version_ready(
 
 @router.post("/v2/models/{name}/infer", summary="Inference", openapi_extra=_INFER_BODY)
 async def model_infer(name: str, request: Request, caller: CallerDep, c: ContainerDep) -> Response:
+    """``name`` is a deployment's name (tried first) or a model reference."""
+    if await c.deployment_traffic.serves(caller, name):
+        return await forward_v2(request, c, caller, name)
     return await _infer(c, caller, request, name, "")
 
 

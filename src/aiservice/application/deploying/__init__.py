@@ -1,0 +1,1 @@
+"""Deployments: the use cases, the reconcile loop that drives the deployers, and their ports."""
