@@ -46,6 +46,7 @@ class Endpoint:
 
 
 PRODUCTION = "the version moves into or out of production"
+PROD_DEPLOY = "the deployment's environment is production"
 _TRAIN_BODY = {
     "trainingConfig": {"algorithm": "sklearn.linear_model.LogisticRegression"},
     "datasetConfig": {"trainPath": "/nowhere.csv", "format": "csv", "target": "y"},
@@ -76,6 +77,17 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/training-jobs/{job}"),
     Endpoint("GET", "/training-jobs/{job}/events"),
     Endpoint("POST", "/training-jobs/{job}/cancel"),
+    Endpoint("POST", "/models/{model}/deploy", {"deploymentName": "d1", "environment": "staging"}),
+    Endpoint(
+        "POST", "/models/{model}/deploy", {"deploymentName": "d1", "environment": "production"}, PROD_DEPLOY
+    ),
+    Endpoint("GET", "/deployments"),
+    Endpoint("GET", "/deployments/{name}"),
+    Endpoint("PATCH", "/deployments/{name}", {"minReplicas": 1}),
+    Endpoint("POST", "/deployments/{name}/rollback"),
+    Endpoint("DELETE", "/deployments/{name}"),
+    Endpoint("POST", "/deployments/{name}/predict", {"input": {"features": [5.1, 3.5, 1.4, 0.2]}}),
+    Endpoint("POST", "/deployments/{name}/batch-predict", {"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]}),
     Endpoint("POST", "/datasets", "dataset-upload"),
     Endpoint("GET", "/datasets"),
     Endpoint("GET", "/datasets/{name}"),
@@ -109,16 +121,22 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/v2/models/{name}/infer", INFER_BODY),
     Endpoint("POST", "/v2/models/{name}/versions/{version}/infer", INFER_BODY),
 ]
-# Addressed by a model (by id or name) or a dataset: another tenant gets a 404 on each. Jobs, API keys
-# and webhooks have their own ids (tests/api/test_training.py, test_api_keys.py, tests/webhooks cover
-# them); tenants are the platform's, and /tenants/{id}/usage is covered in tests/api/test_tenants_api.py.
+# Addressed by a model (by id or name) or a dataset: another tenant gets a 404 on each. Jobs, API keys,
+# webhooks and deployments have their own ids or names (tests/api/test_training.py, test_api_keys.py,
+# tests/webhooks and tests/deployments cover them); tenants are the platform's, and /tenants/{id}/usage
+# is covered in tests/api/test_tenants_api.py.
 TARGETED = [
     e
     for e in ENDPOINTS
     if "{" in e.template
-    and not e.template.startswith(("/training-jobs", "/api-keys", "/webhooks", "/tenants"))
+    and not e.template.startswith(("/training-jobs", "/api-keys", "/webhooks", "/tenants", "/deployments"))
 ]
-PREDICTING = [e for e in ENDPOINTS if e.template.endswith(("predict", "infer"))]
+# Predictions of a model (a deployment's own are proven in tests/deployments and tests/e2e).
+PREDICTING = [
+    e
+    for e in ENDPOINTS
+    if e.template.endswith(("predict", "infer")) and not e.template.startswith("/deployments")
+]
 READING = [e for e in TARGETED if e.method == "GET"] + PREDICTING
 
 

@@ -274,3 +274,23 @@ def test_every_change_is_audited_with_its_action(
         ("deployment.rollback", "failed"),
         ("deployment.update", "success"),
     ]
+
+
+def test_another_tenant_meets_404_on_every_deployment_route(
+    client: TestClient, auth: Auth, iris: str, fake: FakeDeployer, container: Container
+) -> None:
+    assert deploy(client, auth).status_code == 202
+    reconcile(container)
+    intruder = auth("admin", tenant="globex")
+    name = f"{API}/deployments/my-classifier-prod"
+    calls = [
+        client.get(name, headers=intruder),
+        client.patch(name, json={"version": 2}, headers=intruder),
+        client.post(f"{name}/rollback", headers=intruder),
+        client.post(f"{name}/predict", json={"input": {"features": [1, 2, 3, 4]}}, headers=intruder),
+        client.post(f"{name}/batch-predict", json={"inputs": []}, headers=intruder),
+        client.delete(name, headers=intruder),
+    ]
+    assert [r.status_code for r in calls] == [404] * len(calls)
+    shown = client.get(name, headers=auth()).json()
+    assert (shown["status"], shown["revision"]["revision"]) == ("available", 1)

@@ -84,3 +84,24 @@ def test_readme_training_walk_through_works_when_pasted(live_server: LiveServer)
     status = next(line for line in stdout.splitlines() if line.startswith("data: ") and "status" in line)
     assert json.loads(status.removeprefix("data: "))["status"] == "succeeded"
     assert stdout.rstrip().endswith("204")
+
+
+def test_readme_deployments_work_when_pasted_after_the_tour(live_server: LiveServer) -> None:
+    paste_block(live_server, "tour", timeout=60)
+    stdout = paste_block(live_server, "deployments", timeout=240)
+    assert stdout.rstrip().endswith("deleted")
+    documents = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    created = documents[0]
+    assert (created["status"], created["replicas"]["desired"], created["revision"]["reference"]) == (
+        "pending",
+        2,
+        "production",
+    )
+    predicted = next(d for d in documents if "prediction" in d)
+    assert predicted["prediction"] == "virginica"
+    shown = next(d for d in documents if d.get("serving", {}) and d["serving"].get("revision") == 3)
+    assert shown["serving"]["version"] == 1 and shown["previous"]["version"] == 2
+    types = [e["type"] for e in shown["events"]]
+    assert types[0] == "ai.deployment.created.v1" and types[-1] == "ai.deployment.rolled_back.v1"
+    listed = next(d for d in documents if "items" in d)
+    assert [d["name"] for d in listed["items"]] == ["my-classifier-prod"]

@@ -4,6 +4,7 @@ event classes define, and every event the service really writes validates agains
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
@@ -22,6 +23,13 @@ from aiservice.application.events import (
     to_cloud_event,
 )
 from aiservice.application.ports import OutboxMessage
+from aiservice.domain.deployments import (
+    Deployment,
+    DeploymentTarget,
+    Environment,
+    ResourceLimits,
+    Scaling,
+)
 from aiservice.domain.events import (
     DomainEvent,
     ModelVersionCompiled,
@@ -40,6 +48,33 @@ from tests.helpers import create_model, upload
 
 DOCS = Path(__file__).parents[2] / "docs" / "events"
 API = "/api/v1/ai"
+
+
+def _deployment_events(model_id: str) -> list[DomainEvent]:
+    """One of each: created, rolled out, scaled, a failed rollout, rolled back, deleted."""
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    deployment = Deployment.create(
+        tenant_id="acme",
+        name="schematic-prod",
+        model_id=model_id,
+        environment=Environment.PRODUCTION,
+        target=DeploymentTarget.LOCAL,
+        scaling=Scaling(1, 3),
+        resources=ResourceLimits(cpu="500m"),
+        version=1,
+        reference="production",
+        now=now,
+    )
+    deployment.rolled_out(1, 1, now)
+    deployment.scale_to(2, "cpu 95.0% CPU per replica vs target 70", now)
+    deployment.roll_to(2, "2", now)
+    deployment.rolled_out(2, 2, now)
+    deployment.roll_to(3, "3", now)
+    deployment.revision_failed(3, "replicas could not start", now)
+    deployment.rollback(now)
+    deployment.rolled_out(4, 2, now)
+    deployment.delete(now)
+    return list(deployment.events)
 
 
 def _training_events(model_id: str) -> list[DomainEvent]:
@@ -101,7 +136,7 @@ def test_every_event_the_service_writes_validates_against_its_schema(
     compiled = ModelVersionCompiled(
         tenant_id="acme", aggregate_id=model["id"], version=1, form="onnx", reason="outputs match"
     )
-    commit(engine, compiled, *_training_events(model["id"]))
+    commit(engine, compiled, *_training_events(model["id"]), *_deployment_events(model["id"]))
     client.delete(f"{API}/models/schematic", headers=auth())
 
     schemas = event_schemas()

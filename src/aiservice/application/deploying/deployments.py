@@ -158,6 +158,7 @@ class Deployments:
             return deployment, find_model(uow, deployment.model_id, principal)
 
     def update(self, principal: Principal, name: str, changes: DeploymentChanges) -> Deployment:
+        principal.require(Permission.DEPLOY)  # before the lookup; production is checked after it
         if changes.version is not None and changes.alias is not None:
             raise InvalidInput(
                 "Give a version or an alias, not both.",
@@ -188,6 +189,7 @@ class Deployments:
         return deployment
 
     def rollback(self, principal: Principal, name: str) -> Deployment:
+        principal.require(Permission.DEPLOY)
         with self._uow(principal.tenant_id) as uow:
             deployment = self._visible(uow, principal, name, for_update=True)
             _require_deploy(principal, deployment.environment)
@@ -200,6 +202,7 @@ class Deployments:
         return deployment
 
     def delete(self, principal: Principal, name: str) -> None:
+        principal.require(Permission.DEPLOY)
         with self._uow(principal.tenant_id) as uow:
             deployment = self._visible(uow, principal, name, for_update=True)
             _require_deploy(principal, deployment.environment)

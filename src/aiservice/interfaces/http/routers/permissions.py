@@ -49,6 +49,9 @@ _V = f"{_M}/versions/{{version}}"
 _STAGE = f"{_V}/stage"
 _V2 = "/v2/models/{name}"
 _W = "/webhooks/{webhook_id}"
+_D = "/deployments/{name}"
+PRODUCTION_DEPLOYMENT = "the deployment's environment is production"
+_ALSO_PRODUCTION = "and deployment:production when the deployment's environment is production"
 
 ENDPOINT_RULES: tuple[Rule, ...] = (
     _rule("GET", "/permissions"),  # any authenticated caller
@@ -82,6 +85,15 @@ ENDPOINT_RULES: tuple[Rule, ...] = (
     _rule("GET", "/training-jobs/{job}", P.MODEL_READ),
     _rule("GET", "/training-jobs/{job}/events", P.MODEL_READ),
     _rule("POST", "/training-jobs/{job}/cancel", P.TRAIN),
+    _rule("POST", f"{_M}/deploy", P.DEPLOY),
+    _rule("POST", f"{_M}/deploy", P.DEPLOY, P.DEPLOY_PRODUCTION, when=PRODUCTION_DEPLOYMENT),
+    _rule("GET", "/deployments", P.MODEL_READ),
+    _rule("GET", _D, P.MODEL_READ),
+    Rule("PATCH", _full(_D), ((P.DEPLOY,),), note=_ALSO_PRODUCTION),
+    Rule("POST", _full(f"{_D}/rollback"), ((P.DEPLOY,),), note=_ALSO_PRODUCTION),
+    Rule("DELETE", _full(_D), ((P.DEPLOY,),), note=_ALSO_PRODUCTION),
+    _rule("POST", f"{_D}/predict", P.PREDICT),
+    _rule("POST", f"{_D}/batch-predict", P.PREDICT),
     _rule("POST", "/datasets", P.DATASET_WRITE),
     _rule("GET", "/datasets", P.MODEL_READ),
     _rule("GET", "/datasets/{name}", P.MODEL_READ),
