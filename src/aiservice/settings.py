@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         """MODEL_THREADS for a process among ``workers``; None leaves the framework's default."""
         if self.model_threads is not None:
             return self.model_threads or None
-        return max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None
+        return max(1, self.cpus // workers) if workers > 1 else None
 
     onnx_compile: bool = True
     predict_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -260,9 +260,14 @@ class Settings(BaseSettings):
         return self.data_dir / "jwt_secret"
 
     @property
+    def cpus(self) -> int:
+        """The CPUs this process may run on (a container's CPU set, not the host's)."""
+        return len(os.sched_getaffinity(0)) or 1
+
+    @property
     def worker_count(self) -> int:
-        """WORKERS, else the CPUs this process may run on (a container's CPU set, not the host's)."""
-        return self.workers or len(os.sched_getaffinity(0)) or 1
+        """WORKERS, else one per CPU this process may run on."""
+        return self.workers or self.cpus
 
     @property
     def workers_dir(self) -> Path:

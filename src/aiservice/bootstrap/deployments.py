@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
@@ -61,7 +60,7 @@ def kubernetes_deployer(settings: Settings, directory: DeploymentDirectory) -> D
 
 def host_replicas(settings: Settings) -> int:
     """Local replicas one deployment may run: the CPUs this process may use."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return settings.cpus
 
 
 def deployment_parts(

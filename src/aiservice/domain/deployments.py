@@ -43,7 +43,7 @@ class DeploymentStatus(StrEnum):
     PENDING = "pending"
     ROLLING_OUT = "rolling_out"
     AVAILABLE = "available"
-    DEGRADED = "degraded"  # something serves, but not what was asked (or fewer replicas than asked)
+    DEGRADED = "degraded"  # something serves, but not what was asked (or no replica is ready)
     FAILED = "failed"  # nothing serves
     DELETED = "deleted"
 
@@ -390,13 +390,14 @@ class Deployment:
         return True
 
     def replicas_observed(self, ready: int, now: datetime, reason: str = "") -> None:
-        """A health report of the serving revision: fewer ready replicas than asked is ``degraded``."""
+        """A health report of the serving revision: none ready while some are asked for is ``degraded``
+        (fewer than asked, as while scaling up, is still ``available``; ``replicas`` says how many)."""
         if not self.live or self.rolling:
             return
         self.replicas_ready = ready
         if self.status == DeploymentStatus.DEGRADED and self.serving != self.revision:
             return  # a failed rollout keeps its reason until the next PATCH or rollback
-        short = ready < min(1, self.replicas_desired) or (ready == 0 and self.replicas_desired > 0)
+        short = ready == 0 and self.replicas_desired > 0
         status = DeploymentStatus.DEGRADED if short else DeploymentStatus.AVAILABLE
         if status != self.status or (reason and reason != self.reason):
             self.status, self.reason, self.updated_at = status, reason if short else "", now
@@ -424,15 +425,20 @@ class Deployment:
         self.history = [*self.history, entry][-HISTORY_LENGTH:]
 
 
-def with_scaling(scaling: Scaling, changes: Mapping[str, Any], where: str = "body") -> Scaling:
-    """``scaling`` with the PATCH body's replica and autoscaling fields applied."""
+def with_scaling(
+    scaling: Scaling,
+    *,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
+    autoscaling: Mapping[str, Any] | None = None,
+    where: str = "body",
+) -> Scaling:
+    """``scaling`` with the PATCH body's replica and autoscaling fields that were given applied."""
     updated = scaling
-    if changes.get("minReplicas") is not None:
-        updated = replace(updated, min_replicas=int(changes["minReplicas"]))
-    if changes.get("maxReplicas") is not None:
-        updated = replace(updated, max_replicas=int(changes["maxReplicas"]))
-    if changes.get("autoscaling") is not None:
-        updated = replace(
-            updated, autoscaling=Autoscaling.parse(changes["autoscaling"], f"{where}.autoscaling")
-        )
+    if min_replicas is not None:
+        updated = replace(updated, min_replicas=min_replicas)
+    if max_replicas is not None:
+        updated = replace(updated, max_replicas=max_replicas)
+    if autoscaling is not None:
+        updated = replace(updated, autoscaling=Autoscaling.parse(autoscaling, f"{where}.autoscaling"))
     return updated

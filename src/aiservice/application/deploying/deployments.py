@@ -170,12 +170,13 @@ class Deployments:
             now = self._clock()
             before = _summary(deployment)
             if changes.scales:
-                raw = {
-                    "minReplicas": changes.min_replicas,
-                    "maxReplicas": changes.max_replicas,
-                    "autoscaling": changes.autoscaling,
-                }
-                deployment.rescale(with_scaling(deployment.scaling, raw), now)
+                scaling = with_scaling(
+                    deployment.scaling,
+                    min_replicas=changes.min_replicas,
+                    max_replicas=changes.max_replicas,
+                    autoscaling=changes.autoscaling,
+                )
+                deployment.rescale(scaling, now)
             if changes.rolls:
                 model = find_model(uow, deployment.model_id, principal)
                 version, reference = _target_version(uow, model, changes.version, changes.alias)

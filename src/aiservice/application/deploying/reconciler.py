@@ -88,7 +88,7 @@ class DeploymentReconciler:
         scales = not deployer.scales_itself
         seen = Observation()
         if deployment.rolling:
-            replicas = max(1, deployment.replicas_desired) if deployment.replicas_desired else 0
+            replicas = deployment.replicas_desired  # 0: a dev deployment scaled to zero, nothing to warm
             rolling = deployer.ensure(_spec(deployment, deployment.revision, replicas)) if replicas else None
             seen = Observation(rolling=rolling or RevisionState(deployment.revision.number, 0, 0))
         if deployment.serving is not None:  # keeps serving while a new revision rolls out
