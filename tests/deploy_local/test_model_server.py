@@ -3,6 +3,7 @@ replica's edge (the token, the replica header, the status route), warm before it
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -30,7 +31,12 @@ HOST_THREADS = (
 def replica(world: World) -> Iterator[tuple[TestClient, Container, ReplicaOf]]:
     container, target = model_server(world.settings, TENANT, "iris-direct")
     front = ReplicaFront(
-        create_app(container), 7, lambda: _warm(container, target), status_port=None, describe="iris-direct"
+        create_app(container),
+        7,
+        lambda: _warm(container, target),
+        status_port=None,
+        describe="iris-direct",
+        trusted_token=TOKEN,  # as serve-model does, from REPLICA_TOKEN
     )
     with TestClient(front) as client:
         yield client, container, target
@@ -74,6 +80,42 @@ def test_ordinary_tokens_still_work(replica: tuple[TestClient, Container, Replic
     response = client.post("/api/v1/ai/models/iris/predict", json={"input": row(50)}, headers=headers)
     assert response.status_code == 200, response.text
     assert response.json()["prediction"] == sklearn_label(50)
+
+
+def test_a_call_from_a_front_is_logged_and_measured_by_the_front_not_again_here(
+    replica: tuple[TestClient, Container, ReplicaOf], world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, container, _ = replica
+    bearer = container.tokens.issue("tester", TENANT, ["predictor"], 600)
+
+    def footprint(headers: dict[str, str], path: str) -> tuple[int, int]:
+        caplog.clear()
+        before = metric_total(container)
+        with caplog.at_level(logging.INFO):
+            response = client.post(path, json={"input": row(3)}, headers=headers)
+        assert response.status_code == 200, response.text
+        lines = sum(
+            1 for r in caplog.records if r.getMessage().startswith("request") or "'request'" in str(r.msg)
+        )
+        return lines, int(metric_total(container) - before)
+
+    assert footprint({**REPLICA, "X-Request-ID": "front-0001"}, predict_path(world)) == (0, 0)
+    direct = {"Authorization": f"Bearer {bearer}", "X-Tenant-ID": TENANT}
+    assert footprint(direct, "/api/v1/ai/models/iris/predict") == (
+        1,
+        1,
+    )  # a caller that reached the replica itself is seen as ever
+
+
+def metric_total(container: Container) -> float:
+    from prometheus_client import generate_latest
+
+    text = generate_latest(container.metrics.registry).decode()  # type: ignore[attr-defined]
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ai_service_requests_total{")
+    )
 
 
 def test_the_token_reaches_its_model_only(

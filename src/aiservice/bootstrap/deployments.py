@@ -18,7 +18,7 @@ from aiservice.application.ports import UnitOfWorkFactory
 from aiservice.domain.clock import utcnow
 from aiservice.domain.deployments import DeploymentTarget
 from aiservice.infrastructure.db.deployment_repositories import SqlAlchemyDeploymentDirectory
-from aiservice.infrastructure.deploy.forwarding import AiohttpReplicaClient
+from aiservice.infrastructure.deploy.forwarding import HttpReplicaClient
 from aiservice.settings import Settings
 
 
@@ -81,5 +81,5 @@ def deployment_parts(
         wake_host()  # the loop runs in the host worker
 
     use_cases = Deployments(uow, utcnow, built.keys(), wake=wake)
-    traffic = DeploymentTraffic(directory, AiohttpReplicaClient(), lambda: token, use_cases.wake)
+    traffic = DeploymentTraffic(directory, HttpReplicaClient(), lambda: token, use_cases.wake)
     return use_cases, traffic, loop, built

@@ -17,6 +17,7 @@ work, and the fronts' replica token trusted. What this module adds is the replic
 
 from __future__ import annotations
 
+import hmac
 import math
 import os
 import socket
@@ -61,10 +62,18 @@ class ReplicaFront:
         *,
         status_port: int | None,
         describe: str = "the replica",
+        trusted_token: str | None = None,
     ) -> None:
         """``warm`` runs once the app has started and before any socket listens; ``status_port``:
-        where ``GET /health/replica`` is answered (None: on every socket)."""
+        where ``GET /health/replica`` is answered (None: on every socket); a call carrying
+        ``trusted_token`` came from a front, which logs, measures and audits it (``TRUSTED_FRONT``)."""
         self.app = app
+        from aiservice.interfaces.http.trusted_front import (
+            TRUSTED_FRONT,  # not at import: the CLI starts fast
+        )
+
+        self._trusted = trusted_token.encode() if trusted_token else None
+        self._mark = TRUSTED_FRONT
         self.replica = str(replica).encode()
         self._warm = warm
         self._status_port = status_port
@@ -88,6 +97,8 @@ class ReplicaFront:
         if token is not None:
             kept = [(name, value) for name, value in headers if name != b"authorization"]
             scope = {**scope, "headers": [*kept, (b"authorization", b"Replica " + token)]}
+            if self._trusted is not None and hmac.compare_digest(token, self._trusted):
+                scope[self._mark] = True
 
         async def send_marked(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -233,6 +244,7 @@ def _serve(
         replica,
         lambda: _warm_or_exit(container, target, describe),
         status_port=status_port,
+        trusted_token=settings.replica_token.get_secret_value() if settings.replica_token else None,
     )
     config = uvicorn.Config(
         front,

@@ -6,7 +6,8 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from starlette.types import Scope
 
 from aiservice import __version__
@@ -22,7 +23,7 @@ from aiservice.interfaces.http.middleware import (
 )
 from aiservice.interfaces.http.openapi import document_problems
 from aiservice.interfaces.http.paths import API_PREFIX
-from aiservice.interfaces.http.predict_lane import PredictLane
+from aiservice.interfaces.http.predict_lane import Lane, PredictLane
 from aiservice.interfaces.http.problems import install_problem_handlers
 from aiservice.interfaces.http.routers import admin as admin_router
 from aiservice.interfaces.http.routers import api_keys as api_keys_router
@@ -44,6 +45,14 @@ Every `/api/v1/ai` call needs `Authorization: Bearer <JWT>` and `X-Tenant-ID` eq
 tenant, or `Authorization: ApiKey <key>` (a key names its tenant). Errors are
 `application/problem+json` (RFC 9457).
 """
+
+
+def _route_of(router: APIRouter, endpoint: object) -> APIRoute:
+    """The declared route of ``endpoint``: a lane names its calls by it, as routing would."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.endpoint is endpoint:
+            return route
+    raise LookupError(f"no route serves {endpoint!r}")
 
 
 def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -106,13 +115,15 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.add_middleware(BodyLimitMiddleware, gate=gate, streaming_limit=streaming_limit)
     add_cors(app, container.settings.cors_origin_list)
     # Single-row predictions skip the routing between here and their endpoint (inside the audit).
-    app.add_middleware(
-        PredictLane,
-        gate=gate,
-        route=predict_route,
-        endpoint=predict.predict,
-        cors=bool(container.settings.cors_origin_list),
+    lanes = (
+        Lane(predict_route, predict.predict),
+        Lane(
+            _route_of(deployments_router.router, deployments_router.deployment_predict),
+            deployments_router.deployment_predict_lane,
+            parse=False,
+        ),
     )
+    app.add_middleware(PredictLane, gate=gate, lanes=lanes, cors=bool(container.settings.cors_origin_list))
     # Inside RequestContextMiddleware, which sets the request id the records carry.
     app.add_middleware(AuditMiddleware, audit=container.audit, metrics=container.metrics)
     app.add_middleware(RequestContextMiddleware, metrics=container.metrics, tracer=container.tracer)

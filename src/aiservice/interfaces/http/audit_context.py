@@ -28,6 +28,7 @@ from aiservice.application.audit import (
 from aiservice.application.ports import RequestMetrics
 from aiservice.domain.audit import Resource
 from aiservice.interfaces.http.paths import API_PREFIX
+from aiservice.interfaces.http.trusted_front import TRUSTED_FRONT
 
 PREDICT = "model.predict"
 
@@ -143,7 +144,7 @@ class AuditMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get(TRUSTED_FRONT):  # a front audits what it forwards
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})

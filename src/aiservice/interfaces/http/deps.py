@@ -35,6 +35,9 @@ def _container(request: Request) -> Container:
     return app_container
 
 
+container_of = _container  # for the hot lanes' endpoints, which resolve no dependencies
+
+
 # Dependencies are ``async`` although they do no I/O: FastAPI runs a plain ``def`` dependency in its
 # thread pool, which would cost every request a thread hop.
 async def container(request: Request) -> Container:

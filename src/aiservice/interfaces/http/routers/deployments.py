@@ -18,7 +18,14 @@ from aiservice.domain.deployments import (
     Revision,
 )
 from aiservice.domain.models import Model
-from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
+from aiservice.interfaces.http.deps import (
+    CallerDep,
+    ContainerDep,
+    PageCursor,
+    PageLimit,
+    authenticate,
+    container_of,
+)
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ApiModel, PageOut
 
@@ -256,6 +263,12 @@ _BODY: dict[str, Any] = {
 @router.post("/deployments/{name}/predict", summary="Predict through a deployment", openapi_extra=_BODY)
 async def deployment_predict(name: str, request: Request, caller: CallerDep, c: ContainerDep) -> Response:
     return await _forward(request, c, caller, name, "predict")
+
+
+async def deployment_predict_lane(name: str, request: Request) -> Response:
+    """``deployment_predict`` as ``PredictLane`` calls it: the same checks without dependency solving."""
+    caller = await authenticate(request)
+    return await _forward(request, container_of(request), caller, name, "predict")
 
 
 @router.post(
