@@ -904,6 +904,7 @@ def test_the_product_specs_train_body_works_as_written_on_s3_folders(
         assert done["metrics"]["validation_accuracy"] > 0.8
         # gpu: true prefers a GPU; without one where the job ran, it trained on the CPU and says so.
         assert (done["resourceConfig"]["gpu"], done["device"]) == ("preferred", "cpu")
+        assert "none is available to this job: it trains on the CPU" in done["deviceChosenBecause"]
         assert [d["uri"] for d in done["datasetFingerprint"]] == ["s3://bucket/train/", "s3://bucket/val/"]
         version = client.get(f"{API}/models/iris/versions/1", headers=headers).json()
         assert version["lineage"]["trainingJob"] == job["id"]

@@ -304,6 +304,16 @@ class TrainingJob:
     heartbeat_at: datetime | None = None
     traceparent: str | None = None  # the submitting request's W3C trace context: the job joins its trace
 
+    def device_chosen_because(self) -> str | None:
+        """Why the job runs where it does, when that is not plainly what was asked: ``gpu: true``
+        prefers a GPU, and the job says when there was none and it trained on the CPU."""
+        if self.device is None or self.resources.gpu != GpuPolicy.PREFERRED:
+            return None
+        asked = "A GPU was preferred (resourceConfig.gpu: true)"
+        if self.device == "cpu":
+            return f"{asked}, but none is available to this job: it trains on the CPU."
+        return f"{asked} and one is available: it trains on {self.device}."
+
     def eta_seconds(self, now: datetime) -> float | None:
         """Linear extrapolation from the progress so far; None until there is some."""
         if self.status != JobStatus.RUNNING or self.started_at is None or not 0 < self.progress < 1:

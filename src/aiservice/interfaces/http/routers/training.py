@@ -186,6 +186,9 @@ class JobOut(ApiModel):
     error: JobErrorOut | None
     version: int | None = Field(description="The version the job registered, once it succeeded")
     device: str | None
+    device_chosen_because: str | None = Field(
+        default=None, description="Why the job runs on that device, when a GPU was preferred"
+    )
     training_config: dict[str, Any]
     dataset_config: dict[str, Any]
     label_mapping: dict[str, Any] | None = Field(
@@ -227,6 +230,7 @@ class JobOut(ApiModel):
             error=JobErrorOut(stage=job.failure.stage, message=job.failure.message) if job.failure else None,
             version=job.version,
             device=job.device,
+            device_chosen_because=job.device_chosen_because(),
             training_config=job.training.to_json(),
             dataset_config=replace(job.dataset, label_mapping=None).to_json(),  # as the user sent it
             label_mapping=job.dataset.label_mapping.to_json() if job.dataset.label_mapping else None,
