@@ -159,11 +159,7 @@ class Deployments:
 
     def update(self, principal: Principal, name: str, changes: DeploymentChanges) -> Deployment:
         principal.require(Permission.DEPLOY)  # before the lookup; production is checked after it
-        if changes.version is not None and changes.alias is not None:
-            raise InvalidInput(
-                "Give a version or an alias, not both.",
-                errors=[FieldError("body.alias", "not with body.version")],
-            )
+        _one_target(changes.version, changes.alias)  # a bad body is told so before any lookup
         with self._uow(principal.tenant_id) as uow:
             deployment = self._visible(uow, principal, name, for_update=True)
             _require_deploy(principal, deployment.environment)
@@ -251,11 +247,7 @@ def _target_version(
     uow: UnitOfWork, model: Model, version: int | None, alias: str | None
 ) -> tuple[ModelVersion, str]:
     """The version a deploy or PATCH names, and the name it was asked by (for the revision)."""
-    if version is not None and alias is not None:
-        raise InvalidInput(
-            "Give a version or an alias, not both.",
-            errors=[FieldError("body.alias", "not with body.version")],
-        )
+    _one_target(version, alias)
     ref = ModelReference(model.id, version=version) if version is not None else None
     name = str(version) if version is not None else alias or "production"
     try:
@@ -278,3 +270,11 @@ def _summary(d: Deployment) -> dict[str, Any]:
         "maxReplicas": d.scaling.max_replicas,
         "autoscaling": d.scaling.autoscaling.to_json(),
     }
+
+
+def _one_target(version: int | None, alias: str | None) -> None:
+    if version is not None and alias is not None:
+        raise InvalidInput(
+            "Give a version or an alias, not both.",
+            errors=[FieldError("body.alias", "not with body.version")],
+        )
