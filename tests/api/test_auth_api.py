@@ -51,6 +51,11 @@ _TRAIN_BODY = {
     "trainingConfig": {"algorithm": "sklearn.linear_model.LogisticRegression"},
     "datasetConfig": {"trainPath": "/nowhere.csv", "format": "csv", "target": "y"},
 }
+_EXPERIMENT_BODY = {
+    "name": "e1",
+    "model": "ghost-model",
+    "arms": [{"name": "A", "version": 1}, {"name": "B", "version": 2}],
+}
 ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/permissions"),
     Endpoint("GET", "/models"),
@@ -88,6 +93,34 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("DELETE", "/deployments/{name}"),
     Endpoint("POST", "/deployments/{name}/predict", {"input": {"features": [5.1, 3.5, 1.4, 0.2]}}),
     Endpoint("POST", "/deployments/{name}/batch-predict", {"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]}),
+    Endpoint("POST", "/experiments", _EXPERIMENT_BODY),
+    Endpoint("GET", "/experiments"),
+    Endpoint("GET", "/experiments/{experiment_id}"),
+    Endpoint("GET", "/experiments/{experiment_id}/results"),
+    Endpoint("POST", "/experiments/{experiment_id}/start"),
+    Endpoint("POST", "/experiments/{experiment_id}/pause"),
+    Endpoint("POST", "/experiments/{experiment_id}/resume"),
+    Endpoint("POST", "/experiments/{experiment_id}/stop"),
+    Endpoint("POST", "/experiments/{experiment_id}/promote", {"arm": "B"}),
+    Endpoint("DELETE", "/experiments/{experiment_id}"),
+    Endpoint("GET", "/models/{model}/payload-logging"),
+    Endpoint("PUT", "/models/{model}/payload-logging", {"enabled": True, "sampleRate": 0.5}),
+    Endpoint("GET", "/models/{model}/predictions"),
+    Endpoint("DELETE", "/models/{model}/predictions"),
+    Endpoint("GET", "/predictions/{request_id}"),
+    Endpoint("POST", "/predictions/{request_id}/feedback", {"label": 1}),
+    Endpoint("POST", "/predictions/feedback", {"items": [{"requestId": "r-1", "reward": 1.0}]}),
+    Endpoint(
+        "PUT",
+        "/models/{model}/versions/{version}/reference-profile",
+        {"rows": [{"features": [5.1, 3.5, 1.4, 0.2]}]},
+    ),
+    Endpoint("GET", "/models/{model}/versions/{version}/reference-profile"),
+    Endpoint("GET", "/models/{model}/monitoring"),
+    Endpoint("PUT", "/models/{model}/monitoring", {"thresholds": {"psi": 0.25}, "scheduleMinutes": 60}),
+    Endpoint("POST", "/models/{model}/drift", {"version": 1}),
+    Endpoint("GET", "/models/{model}/drift"),
+    Endpoint("GET", "/models/{model}/performance"),
     Endpoint("POST", "/datasets", "dataset-upload"),
     Endpoint("GET", "/datasets"),
     Endpoint("GET", "/datasets/{name}"),
@@ -122,14 +155,16 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/v2/models/{name}/versions/{version}/infer", INFER_BODY),
 ]
 # Addressed by a model (by id or name) or a dataset: another tenant gets a 404 on each. Jobs, API keys,
-# webhooks and deployments have their own ids or names (tests/api/test_training.py, test_api_keys.py,
-# tests/webhooks and tests/deployments cover them); tenants are the platform's, and /tenants/{id}/usage
-# is covered in tests/api/test_tenants_api.py.
+# webhooks, deployments and experiments have their own ids or names (tests/api/test_training.py,
+# test_api_keys.py, tests/webhooks, tests/deployments and tests/experiments cover them); tenants are
+# the platform's, and /tenants/{id}/usage is covered in tests/api/test_tenants_api.py.
 TARGETED = [
     e
     for e in ENDPOINTS
     if "{" in e.template
-    and not e.template.startswith(("/training-jobs", "/api-keys", "/webhooks", "/tenants", "/deployments"))
+    and not e.template.startswith(
+        ("/training-jobs", "/api-keys", "/webhooks", "/tenants", "/deployments", "/experiments")
+    )
 ]
 # Predictions of a model (a deployment's own are proven in tests/deployments and tests/e2e).
 PREDICTING = [
@@ -137,7 +172,11 @@ PREDICTING = [
     for e in ENDPOINTS
     if e.template.endswith(("predict", "infer")) and not e.template.startswith("/deployments")
 ]
-READING = [e for e in TARGETED if e.method == "GET"] + PREDICTING
+# Logged payloads need prediction:read, which neither a viewer nor a predictor has (tests/monitoring).
+PAYLOADS = ("/predictions", "/predictions/{request_id}")
+# A version's reference profile is a 404 until one is set (tests/monitoring reads one back).
+PAYLOADS += ("/reference-profile",)
+READING = [e for e in TARGETED if e.method == "GET" and not e.template.endswith(PAYLOADS)] + PREDICTING
 
 
 def call(client: TestClient, headers: dict[str, str], endpoint: Endpoint, model: str) -> httpx2.Response:
@@ -151,6 +190,8 @@ def call(client: TestClient, headers: dict[str, str], endpoint: Endpoint, model:
         key_id="0" * 32,
         webhook_id="0" * 32,
         tenant="acme",
+        request_id="no-such-request",
+        experiment_id="00000000-0000-0000-0000-000000000000",
     )
     if endpoint.body == "upload":
         return client.post(path, files={"file": ("m.bin", b"other tenant bytes")}, headers=headers)

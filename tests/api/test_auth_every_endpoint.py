@@ -205,11 +205,12 @@ class Owned:
     model: dict[str, str]
     job: str
     key: str
+    experiment: str
 
 
 @pytest.fixture
 def owned(service: Service) -> Iterator[Owned]:
-    """Acme's model (a version, an alias), dataset, training job and API key."""
+    """Acme's model (a version, an alias, a logged prediction), dataset, training job and API key."""
     client, headers = service.client, service.headers("acme")
     model = client.post(
         f"{API}/models", json={"name": "secret-model", "framework": "sklearn"}, headers=headers
@@ -230,7 +231,21 @@ def owned(service: Service) -> Iterator[Owned]:
     assert job.status_code in (201, 202), job.text
     key = client.post(f"{API}/api-keys", json={"name": "ci", "roles": ["predictor"]}, headers=headers)
     assert key.status_code == 201, key.text
-    yield Owned(model.json(), job.json()["id"], key.json()["id"])
+    logging = client.put(f"{API}/models/secret-model/payload-logging", json={}, headers=headers)
+    assert logging.status_code == 200, logging.text
+    predicted = client.post(
+        f"{API}/models/secret-model/predict",
+        json={"input": {"features": [5.1, 3.5, 1.4, 0.2]}},
+        headers={**headers, "X-Request-ID": "secret-request"},
+    )
+    assert predicted.status_code == 200, predicted.text
+    service.container.payload_logging.recorder.flush()  # a logged prediction, known by its request id
+    arms = [{"name": "A", "version": 1}, {"name": "B", "alias": "champion"}]
+    experiment = client.post(
+        f"{API}/experiments", json={"name": "secret", "model": "secret-model", "arms": arms}, headers=headers
+    )
+    assert experiment.status_code == 201, experiment.text
+    yield Owned(model.json(), job.json()["id"], key.json()["id"], experiment.json()["id"])
     client.delete(f"{API}/models/secret-model", headers=headers)
     client.delete(f"{API}/datasets/secret-data", headers=headers)
     client.delete(f"{API}/api-keys/{key.json()['id']}", headers=headers)
@@ -248,6 +263,8 @@ def test_other_tenant_gets_404_by_id_and_by_name_on_every_endpoint(
     model = owned.model[by]
     dataset = model if endpoint.template.startswith("/v2/") else "secret-data"  # v2 names models
     ids = {"model": model, "reference": f"{model}:1", "name": dataset, "job": owned.job, "key_id": owned.key}
+    ids["request_id"] = "secret-request"  # acme's logged prediction
+    ids["experiment_id"] = owned.experiment
     ids["webhook_id"] = "0" * 32  # tests/webhooks proves another tenant's real webhook is a 404 too
     path = endpoint.path.format(version=1, alias="champion", **ids)
     intruder = service.headers("globex", ("admin",))

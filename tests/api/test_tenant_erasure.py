@@ -82,6 +82,11 @@ def _fill(client: TestClient, auth: Auth, tmp_path: Path, tenant: str) -> str:
     assert client.post(f"{API}/webhooks/{hook.json()['id']}/ping", headers=headers).status_code == 200
     dev = {"deploymentName": "iris-dev", "environment": "dev", "minReplicas": 0, "version": 1}
     assert client.post(f"{API}/models/iris/deploy", json=dev, headers=headers).status_code == 202
+    reference = {"rows": [ROW] * 5}
+    profile = client.put(f"{API}/models/iris/versions/2/reference-profile", json=reference, headers=headers)
+    assert profile.status_code == 200, profile.text
+    client.put(f"{API}/models/iris/monitoring", json={"scheduleMinutes": 60}, headers=headers)
+    assert client.post(f"{API}/models/iris/drift", json={"version": 2}, headers=headers).status_code == 200
     return str(key.json()["key"])
 
 
@@ -108,6 +113,14 @@ def test_erasure_removes_the_tenants_data_and_leaves_the_other_tenant_alone(
         "webhooks": 1,
         "webhookDeliveries": erased["webhookDeliveries"],
         "outboxEvents": erased["outboxEvents"],
+        "predictionFeedback": 0,
+        "predictionLogs": 0,
+        "payloadLogPolicies": 0,
+        "experiments": 0,
+        "experimentObservations": 0,
+        "driftReports": 1,
+        "referenceProfiles": 2,  # the trained version's (its validation data) and the PUT one
+        "monitoringPolicies": 1,
     }
     assert erased["trainingJobEvents"] > 0 and erased["outboxEvents"] > 0
     assert erased["webhookDeliveries"] >= 1  # the ping, and any event delivered by then

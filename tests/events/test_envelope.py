@@ -32,6 +32,14 @@ from aiservice.domain.deployments import (
 )
 from aiservice.domain.events import (
     DomainEvent,
+    ExperimentCreated,
+    ExperimentPaused,
+    ExperimentPromoted,
+    ExperimentRolledBack,
+    ExperimentStarted,
+    ExperimentStopped,
+    ExperimentTrafficShifted,
+    ModelDriftDetected,
     ModelVersionCompiled,
     TrainingJobCancelled,
     TrainingJobFailed,
@@ -90,6 +98,34 @@ def _training_events(model_id: str) -> list[DomainEvent]:
     ]
 
 
+def _experiment_events(model_id: str) -> list[DomainEvent]:
+    about = {"tenant_id": "acme", "aggregate_id": "exp-1", "name": "e", "model_id": model_id}
+    about["mode"] = "canary"
+    return [
+        ExperimentCreated(**about, arms=[{"name": "A", "reference": 1, "weight": 1.0}], champion="A"),
+        ExperimentStarted(**about, weights={"A": 0.95, "B": 0.05}),
+        ExperimentTrafficShifted(**about, weights={"A": 0.75, "B": 0.25}, reason="guards held"),
+        ExperimentPaused(**about),
+        ExperimentRolledBack(**about, challenger="B", reason="error rate"),
+        ExperimentStopped(**about, reason="stopped by tester"),
+        ExperimentPromoted(**about, winner="B", version=2, target="champion", reason="B better at 95%"),
+    ]
+
+
+def _drift_event(model_id: str) -> DomainEvent:
+    return ModelDriftDetected(
+        tenant_id="acme",
+        aggregate_id=model_id,
+        version=1,
+        report_id="0" * 32,
+        score=0.42,
+        drifted_features=["f2"],
+        prediction_drifted=False,
+        window_size=600,
+        trigger="manual",
+    )
+
+
 def _stored_messages(engine: Engine) -> list[OutboxMessage]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(outbox).order_by(outbox.c.position)).mappings().all()
@@ -136,7 +172,14 @@ def test_every_event_the_service_writes_validates_against_its_schema(
     compiled = ModelVersionCompiled(
         tenant_id="acme", aggregate_id=model["id"], version=1, form="onnx", reason="outputs match"
     )
-    commit(engine, compiled, *_training_events(model["id"]), *_deployment_events(model["id"]))
+    commit(
+        engine,
+        compiled,
+        *_training_events(model["id"]),
+        *_deployment_events(model["id"]),
+        *_experiment_events(model["id"]),
+        _drift_event(model["id"]),
+    )
     client.delete(f"{API}/models/schematic", headers=auth())
 
     schemas = event_schemas()

@@ -35,6 +35,7 @@ EVENT_TYPES: Mapping[str, str] = {
     "ModelVersionCompiled": "ai.model.version.compiled.v1",
     "ModelStageChanged": "ai.model.version.stage_changed.v1",
     "ModelAliasSet": "ai.model.alias.set.v1",
+    "ModelDriftDetected": "ai.model.drift_detected.v1",
     "ModelAliasDeleted": "ai.model.alias.deleted.v1",
     "TrainingJobQueued": "ai.training.job.queued.v1",
     "TrainingJobStarted": "ai.training.job.started.v1",
@@ -48,6 +49,13 @@ EVENT_TYPES: Mapping[str, str] = {
     "DeploymentScaled": "ai.deployment.scaled.v1",
     "DeploymentFailed": "ai.deployment.failed.v1",
     "DeploymentDeleted": "ai.deployment.deleted.v1",
+    "ExperimentCreated": "ai.experiment.created.v1",
+    "ExperimentStarted": "ai.experiment.started.v1",
+    "ExperimentPaused": "ai.experiment.paused.v1",
+    "ExperimentStopped": "ai.experiment.stopped.v1",
+    "ExperimentPromoted": "ai.experiment.promoted.v1",
+    "ExperimentRolledBack": "ai.experiment.rolled_back.v1",
+    "ExperimentTrafficShifted": "ai.experiment.traffic_shifted.v1",
 }
 
 # One destination (stream, topic, subject tree) per family, named for the aggregate's kind.

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from aiservice.application.experimenting.traffic import ExperimentTraffic
+from aiservice.application.payload_logging.ports import NO_PAYLOAD_LOG, PayloadLog
 from aiservice.application.ports import ArtifactStore, Prediction, Runtime, SpanValue, Tracer
 from aiservice.application.serving.cache import CacheEntry, CacheStats, ModelCache
 from aiservice.application.serving.inputs import ImageDecoder, ServingModel, labels_of, to_rows
@@ -70,6 +72,8 @@ class InferenceService:
         prediction_log: PredictionLog | None = None,
         prediction_log_rate: float = 0.0,
         model_threads: int | None = None,
+        payload_log: PayloadLog = NO_PAYLOAD_LOG,
+        experiments: ExperimentTraffic | None = None,
     ) -> None:
         """``loaded_model_limit`` gives a tenant's ``maxLoadedModels`` (None: no limit); it is asked
         on a cold load only, never on a cache hit. ``model_threads``: the threads a model's framework
@@ -78,6 +82,8 @@ class InferenceService:
         self._tracer = tracer
         self._prediction_log = prediction_log if prediction_log_rate > 0 else None
         self._prediction_log_rate = prediction_log_rate
+        self._payload_log = payload_log  # a model's sampled inputs and outputs, when its policy says so
+        self.experiments = experiments  # routes a bare model's predictions by its running experiment
         self._runtimes = runtimes
         self._executor = executor
         self._metrics = metrics
@@ -171,6 +177,10 @@ class InferenceService:
             async with self._entry(principal, route) as entry:
                 prediction = await self._run(entry.value, rows, None)
             outcome = "success"
+            latency = (time.perf_counter() - started) * 1000
+            self._payload_log.offer(
+                principal.tenant_id, entry.value, rows, range(len(rows)), prediction, latency, len(rows) > 1
+            )
             return entry.value, prediction
         finally:
             self._metrics.prediction(
@@ -201,10 +211,18 @@ class InferenceService:
         where: str = "inputs",
         fail_fast: bool = False,
         chunk: int | None = None,
+        observe: bool = True,
     ) -> list[PredictionResult | DomainError]:
-        """One result per payload, in order. A bad payload fails alone unless ``fail_fast``."""
+        """One result per payload, in order. A bad payload fails alone unless ``fail_fast``.
+        ``observe=False`` (an experiment's shadow copy): no experiment routing, no payload log."""
         started = time.perf_counter()
         route = await self.router.resolve(principal, ident, options.selector())
+        traffic = self.experiments if observe else None
+        assignment = None
+        if traffic is not None:
+            assignment = traffic.assign(principal.tenant_id, route.model.id, ident, options, payloads)
+        if assignment is not None:
+            route = await self.router.resolve(principal, ident, assignment.selector)
         outcome = "error"
         try:
             async with self._entry(principal, route) as entry:
@@ -221,10 +239,23 @@ class InferenceService:
                 )
             latency = round((time.perf_counter() - started) * 1000, 3)
             results = shaped(serving, len(payloads), errors, prediction, importance, options, latency)
+            if traffic is not None and assignment is not None:
+                traffic.observed(
+                    self, principal, ident, payloads, options, where, assignment, results, latency
+                )
+            # a single ``input`` is logged by its request id, a batch by row
+            if prediction is not None and observe:
+                self._payload_log.offer(
+                    principal.tenant_id, serving, payloads, good, prediction, latency, where != "input"
+                )
             outcome = "success" if not errors else ("partial" if good else "invalid")
             return results
         except InvalidInput:
             outcome = "invalid"
+            raise
+        except Exception:
+            if traffic is not None and assignment is not None:
+                traffic.failed(assignment, (time.perf_counter() - started) * 1000)
             raise
         finally:
             self._metrics.prediction(

@@ -112,6 +112,7 @@ class TrainingOutcome:
     device: str
     fingerprints: list[dict[str, Any]]
     configuration: dict[str, Any] = field(default_factory=dict)  # what serving needs to read the artifact
+    reference_profile: dict[str, Any] | None = None  # the validation data's, for drift monitoring
 
 
 class TrainingJobs:
@@ -312,6 +313,10 @@ class TrainingJobs:
             return uow.jobs.events_after(job_id, after, limit), job
 
 
+ProfileListener = Callable[[str, ModelVersion, dict[str, Any]], None]
+"""Called with (tenant id, the registered version, its validation data's reference profile)."""
+
+
 class TrainingExecution:
     """The runner's side of a job: no caller, the job's own tenant, conditional transitions."""
 
@@ -322,12 +327,14 @@ class TrainingExecution:
         versions: ModelVersions,
         clock: Clock,
         progress_event_interval_s: float = 5.0,
+        on_registered: ProfileListener | None = None,
     ) -> None:
         self._uow = uow
         self._queue = queue
         self._versions = versions
         self._clock = clock
         self._interval = progress_event_interval_s
+        self._on_registered = on_registered  # stores a trained version's reference profile
         self._last_progress_event: dict[str, float] = {}
 
     def claim(self, runner_id: str) -> WorkOrder | None:
@@ -476,6 +483,11 @@ class TrainingExecution:
             return None
         finally:
             self._last_progress_event.pop(job.id, None)
+        if outcome.reference_profile is not None and self._on_registered is not None:
+            try:  # after the job's own transaction: a profile that cannot be stored fails nothing
+                self._on_registered(job.tenant_id, version, outcome.reference_profile)
+            except Exception:
+                log.warning("training job %s: reference profile not stored", job.id, exc_info=True)
         return version
 
     def fail(self, tenant_id: str, job_id: str, failure: JobFailure) -> bool:

@@ -42,6 +42,9 @@ from aiservice.application.training import TrainingJobs
 from aiservice.application.versions import ModelVersions
 from aiservice.application.webhook_delivery import WebhookDispatcher
 from aiservice.application.webhooks import Webhooks
+from aiservice.bootstrap.experiments import ExperimentParts
+from aiservice.bootstrap.monitoring import Monitoring
+from aiservice.bootstrap.payload_logging import PayloadLogging
 from aiservice.domain.deployments import DeploymentTarget
 from aiservice.infrastructure.datasets.store import DatasetStore
 from aiservice.infrastructure.db import migrate
@@ -97,6 +100,9 @@ class Container:
     deployment_traffic: DeploymentTraffic
     deployment_reconcile: PeriodicTask  # the reconcile loop, in the host worker only
     deployers: Mapping[DeploymentTarget, Deployer]
+    payload_logging: PayloadLogging  # sampled predictions: the recorder, its flushing and the purge
+    experiments: ExperimentParts  # use cases, routing snapshot, observation recorder, controller
+    monitoring: Monitoring  # reference profiles, drift checks (scheduled in the host worker), performance
     tracer: Tracer = NO_TRACER
     plaintext_sweeper: PlaintextSweeper | None = None  # with encryption at rest only
     slot: WorkerSlot | None = None  # one of WORKERS processes; None: the only one
@@ -111,8 +117,10 @@ class Container:
 
     def start(self) -> None:
         """Start the background work: all of it in the host worker (the only one by default), only
-        what serves this process's own caches in the others (ADR 19); none in a replica (ADR 20)."""
+        what serves this process's own caches in the others (ADR 19); in a replica (ADR 20) only the
+        writer of its sampled predictions, so a deployment's traffic is logged as the service's is."""
         if self.model_server:
+            self.payload_logging.start(host=False)
             return
         if self.peers.slot == 0:
             if self.settings.prometheus_port:
@@ -125,6 +133,9 @@ class Container:
             if self.plaintext_sweeper is not None:
                 self.plaintext_sweeper.start()
             threading.Thread(target=warm_fork_server, name="warm-fork-server", daemon=True).start()
+        self.payload_logging.start(host=self.peers.slot == 0)
+        self.experiments.start(host=self.peers.slot == 0)
+        self.monitoring.start(host=self.peers.slot == 0)
         self.events.start()
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -151,6 +162,9 @@ class Container:
         self.webhook_dispatcher.stop()
         self.leftover_sweeps.stop()
         self.deployment_reconcile.stop()
+        self.payload_logging.close()  # writes what is queued, before the engine goes
+        self.experiments.close()
+        self.monitoring.close()
         for deployer in self.deployers.values():
             deployer.close()
         if self.plaintext_sweeper is not None:

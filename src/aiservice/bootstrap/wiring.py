@@ -50,6 +50,9 @@ from aiservice.bootstrap.backends import (
 from aiservice.bootstrap.container import Container
 from aiservice.bootstrap.deployments import deployment_parts
 from aiservice.bootstrap.events import consumer_group, event_consumer, event_publisher, log_event, traced
+from aiservice.bootstrap.experiments import experiment_parts
+from aiservice.bootstrap.monitoring import monitoring_parts
+from aiservice.bootstrap.payload_logging import payload_logging_parts
 from aiservice.bootstrap.secrets import artifact_store, jwt_service, signing_secret
 from aiservice.domain.clock import utcnow
 from aiservice.domain.events import DomainEvent
@@ -162,6 +165,9 @@ def bootstrap(
         in_flight=in_flight,
         upload_timeout_s=settings.upload_timeout_seconds,
     )
+    payload_logging = payload_logging_parts(engine, uow, metrics, bus)
+    monitoring = monitoring_parts(engine, uow, metrics, bus)
+    experiments = experiment_parts(engine, uow, versions, metrics)
     threads = settings.inference_threads or os.cpu_count() or 2
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
     inference = InferenceService(
@@ -187,6 +193,8 @@ def bootstrap(
         prediction_log=log_prediction,
         prediction_log_rate=settings.prediction_log_sample_rate,
         model_threads=settings.threads_per_model(workers),
+        payload_log=payload_logging.recorder,
+        experiments=experiments.traffic,
     )
     tenant_usage = TenantUsage(uow, loaded_models=inference.loaded_models)
 
@@ -222,7 +230,9 @@ def bootstrap(
 
     dataset_store = DatasetStore(settings.data_dir / "uploaded-datasets")
     locator = DatasetLocator(settings.dataset_root_paths, dataset_store, s3_options(settings))
-    execution = TrainingExecution(uow, SqlAlchemyJobQueue(engine), versions, utcnow)
+    execution = TrainingExecution(
+        uow, SqlAlchemyJobQueue(engine), versions, utcnow, on_registered=monitoring.monitor.training_profile
+    )
     runner = JobSupervisor(
         execution,
         job_launcher(settings),
@@ -320,4 +330,7 @@ def bootstrap(
         deployment_traffic=traffic,
         deployment_reconcile=reconcile,
         deployers=deployers,
+        payload_logging=payload_logging,
+        monitoring=monitoring,
+        experiments=experiments,
     )

@@ -71,6 +71,20 @@ class ModelStageChanged(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelDriftDetected(DomainEvent):
+    """A drift check found a version's traffic moved from its reference profile (``report_id`` names
+    the stored report; ``score`` is its largest PSI; ``trigger``: manual or schedule)."""
+
+    version: int
+    report_id: str
+    score: float
+    drifted_features: list[str]
+    prediction_drifted: bool
+    window_size: int
+    trigger: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelAliasSet(DomainEvent):
     alias: str
     version: int
@@ -182,3 +196,60 @@ class DeploymentFailed(DeploymentEvent):
 @dataclass(frozen=True, kw_only=True)
 class DeploymentDeleted(DeploymentEvent):
     pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentEvent(DomainEvent):
+    """Base of experiment events: their aggregate is the experiment; ``name`` is its name."""
+
+    name: str
+    model_id: str
+    mode: str
+    aggregate_type: ClassVar[str] = "experiment"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentCreated(ExperimentEvent):
+    arms: list[dict[str, Any]]
+    champion: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentStarted(ExperimentEvent):
+    weights: dict[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentPaused(ExperimentEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentStopped(ExperimentEvent):
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentPromoted(ExperimentEvent):
+    """The winner's version took the champion's place (an alias moved, or the version's stage)."""
+
+    winner: str
+    version: int
+    target: str  # the alias or stage that moved
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentRolledBack(ExperimentEvent):
+    """A canary guard broke: the challenger gets no more traffic and the experiment stopped."""
+
+    challenger: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentTrafficShifted(ExperimentEvent):
+    """The arms' shares changed automatically: a canary's next step, a bandit's new allocation."""
+
+    weights: dict[str, float]
+    reason: str

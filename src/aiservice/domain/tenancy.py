@@ -15,6 +15,7 @@ from aiservice.domain.errors import FieldError, Forbidden, InvalidInput, QuotaEx
 class Permission(StrEnum):
     MODEL_READ = "model:read"  # models, versions, aliases, training jobs, datasets
     PREDICT = "model:predict"  # predictions (also the v2 inference protocol's metadata and readiness)
+    PREDICTION_READ = "prediction:read"  # logged predictions (their inputs and outputs) and feedback
     MODEL_WRITE = "model:write"
     MODEL_DELETE = "model:delete"
     VERSION_WRITE = "version:write"
@@ -28,6 +29,7 @@ class Permission(StrEnum):
     WEBHOOK_MANAGE = "webhook:manage"  # subscribe URLs to the tenant's events, read their delivery logs
     DEPLOY = "deployment:write"  # create, change, roll back and delete dev and staging deployments
     DEPLOY_PRODUCTION = "deployment:production"  # and, with deployment:write, production ones
+    EXPERIMENT_WRITE = "experiment:write"  # create, start, pause, stop, promote and delete experiments
     TENANT_READ = "tenant:read"  # the caller's own tenant: its quotas and their use
     TENANTS_MANAGE = "tenants:manage"  # the platform: create, list and change every tenant
 
@@ -58,6 +60,8 @@ _EDIT = _READ | {
     Permission.TRAIN,
     Permission.DATASET_WRITE,
     Permission.DEPLOY,
+    Permission.PREDICTION_READ,
+    Permission.EXPERIMENT_WRITE,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -3,7 +3,8 @@ and attributions by feature name, per row of a batch that may have failed in pla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ class PredictOptions:
     include_feature_importance: bool = False
     version: int | None = None
     alias: str | None = None
+    # The request's headers (case-insensitive), where an experiment's routing key may be read.
+    headers: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
 
     def selector(self) -> str:
         if self.version is not None:
@@ -36,6 +39,7 @@ class PredictionResult:
     confidence: float | None = None
     probabilities: dict[str, float] | None = None
     feature_importance: dict[str, Any] | None = None
+    experiment: Mapping[str, str] | None = None  # {"id", "arm"} when an experiment routed the call
 
 
 def shaped(

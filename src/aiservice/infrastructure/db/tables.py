@@ -385,3 +385,162 @@ deployments = sa.Table(
     ),
     sa.Index("ix_deployments_tenant_created", "tenant_id", "created_at", "id"),
 )
+
+
+# Payload logging (migration 0011). A model's policy; its sampled predictions, one row per answered input,
+# known by the request id (``{requestId}:{row}`` for a batch's rows; a reused id names several rows,
+# the latest counts); and the latest feedback per request id. No foreign keys: the recorder writes in
+# batches outside any unit of work, and a deleted model's rows go with it (or with the retention purge).
+payload_log_policies = sa.Table(
+    "payload_log_policies",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("model_id", sa.String(36), primary_key=True),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("sample_rate", sa.Float(), nullable=False),
+    sa.Column("retention_days", sa.Integer(), nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+prediction_logs = sa.Table(
+    "prediction_logs",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("request_id", sa.String(160), nullable=False),
+    sa.Column("model_id", sa.String(36), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("deployment", sa.String(63), nullable=True),
+    sa.Column("experiment_id", sa.String(36), nullable=True),
+    sa.Column("arm", sa.String(63), nullable=True),
+    sa.Column("inputs", Json, nullable=True),
+    sa.Column("outputs", Json, nullable=True),
+    sa.Column("latency_ms", sa.Float(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_prediction_logs_model_created", "tenant_id", "model_id", "created_at", "id"),
+    sa.Index("ix_prediction_logs_request", "tenant_id", "request_id"),
+)
+
+prediction_feedback = sa.Table(
+    "prediction_feedback",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("request_id", sa.String(160), primary_key=True),
+    sa.Column("model_id", sa.String(36), nullable=False),
+    sa.Column("label", Json, nullable=True),
+    sa.Column("has_label", sa.Boolean(), nullable=False),
+    sa.Column("reward", sa.Float(), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_prediction_feedback_model", "tenant_id", "model_id"),
+)
+
+
+# Experiments (migration 0012). One row per experiment, its arms and plans as JSON; at most one running
+# experiment per model (a partial unique index). Observations: one row per routed prediction (or
+# shadow copy), written in batches off the hot path like the payload logs, so no foreign keys.
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("model_id", sa.String(36), nullable=False),
+    sa.Column("deployment", sa.String(63), nullable=True),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("arms", Json, nullable=False),
+    sa.Column("champion", sa.String(64), nullable=False),
+    sa.Column("routing_key", Json, nullable=True),
+    sa.Column("confidence", sa.Float(), nullable=False),
+    sa.Column("min_detectable_effect", sa.Float(), nullable=False),
+    sa.Column("auto_promote", sa.Boolean(), nullable=False),
+    sa.Column("canary", Json, nullable=True),
+    sa.Column("bandit", Json, nullable=True),
+    sa.Column("canary_step", sa.Integer(), nullable=False),
+    sa.Column("step_started_at", UtcDateTime(), nullable=True),
+    sa.Column("allocation", Json, nullable=False),
+    sa.Column("winner", sa.String(64), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=True),
+    sa.Column("ended_at", UtcDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "model_id"], ["models.tenant_id", "models.id"], name="fk_experiments_model"
+    ),
+    sa.Index(
+        "uq_experiments_running_model",
+        "tenant_id",
+        "model_id",
+        unique=True,
+        postgresql_where=sa.text("status = 'running'"),
+        sqlite_where=sa.text("status = 'running'"),
+    ),
+    sa.Index("ix_experiments_tenant_created", "tenant_id", "created_at", "id"),
+    sa.Index("ix_experiments_status", "status"),
+)
+
+experiment_observations = sa.Table(
+    "experiment_observations",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("experiment_id", sa.String(36), nullable=False),
+    sa.Column("arm", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(160), nullable=False),
+    sa.Column("latency_ms", sa.Float(), nullable=False),
+    sa.Column("error", sa.Boolean(), nullable=False),
+    sa.Column("prediction", Json, nullable=True),
+    sa.Column("shadow", sa.Boolean(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_experiment_observations_experiment", "tenant_id", "experiment_id", "created_at"),
+)
+
+
+# Drift monitoring (migration 0013). A version's reference profile (JSON, a few hundred KB at most);
+# a model's monitoring policy (thresholds, schedule, window, actions as JSON) with its last scheduled
+# run; and the drift reports computed, newest first by (created_at, id). No foreign keys, like the
+# payload logs they read: a deleted model's rows go with it.
+reference_profiles = sa.Table(
+    "reference_profiles",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("model_id", sa.String(36), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True),
+    sa.Column("profile", Json, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+monitoring_policies = sa.Table(
+    "monitoring_policies",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("model_id", sa.String(36), primary_key=True),
+    sa.Column("policy", Json, nullable=False),
+    sa.Column("schedule_minutes", sa.Integer(), nullable=True),
+    sa.Column("last_run_at", UtcDateTime(), nullable=True),
+    sa.Column("updated_by", sa.String(200), nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+drift_reports = sa.Table(
+    "drift_reports",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model_id", sa.String(36), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("score", sa.Float(), nullable=True),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("window_since", UtcDateTime(), nullable=True),
+    sa.Column("window_until", UtcDateTime(), nullable=True),
+    sa.Column("report", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_drift_reports_model_created", "tenant_id", "model_id", "created_at", "id"),
+)

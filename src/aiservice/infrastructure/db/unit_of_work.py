@@ -16,7 +16,10 @@ from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyRepository
 from aiservice.infrastructure.db.audit_repository import append_record
 from aiservice.infrastructure.db.deployment_repositories import SqlAlchemyDeploymentRepository
 from aiservice.infrastructure.db.engine import writer_engine
+from aiservice.infrastructure.db.experiment_repositories import SqlAlchemyExperimentRepository
 from aiservice.infrastructure.db.job_repositories import SqlAlchemyTrainingJobRepository
+from aiservice.infrastructure.db.monitoring_repositories import SqlAlchemyMonitoringRepository
+from aiservice.infrastructure.db.payload_log_repositories import SqlAlchemyPayloadLogRepository
 from aiservice.infrastructure.db.repositories import (
     SqlAlchemyAliasRepository,
     SqlAlchemyModelRepository,
@@ -61,6 +64,9 @@ class SqlAlchemyUnitOfWork:
         self.usage = SqlAlchemyUsageRepository(self._conn, self.tenant_id)
         self.api_keys = SqlAlchemyApiKeyRepository(self._conn, self.tenant_id)
         self.tenant_data = SqlAlchemyTenantDataRepository(self._conn, self.tenant_id)
+        self.payload_logs = SqlAlchemyPayloadLogRepository(self._conn, self.tenant_id)
+        self.experiments = SqlAlchemyExperimentRepository(self._conn, self.tenant_id)
+        self.monitoring = SqlAlchemyMonitoringRepository(self._conn, self.tenant_id)
         return self
 
     def __exit__(

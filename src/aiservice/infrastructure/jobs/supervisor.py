@@ -356,6 +356,7 @@ class JobSupervisor:
                         device=outcome.get("device", "cpu"),
                         fingerprints=running.fingerprints,
                         configuration=outcome.get("configuration", {}),
+                        reference_profile=outcome.get("referenceProfile"),
                     ),
                 )
         except Exception as exc:

@@ -193,7 +193,23 @@ def train_request(request: dict[str, Any], send: Callable[[dict[str, Any]], None
         "params": params,
         "device": trained.device,
         "configuration": _served_configuration(trained.configuration, trained.classes, classes, task),
+        "referenceProfile": _reference_profile(validation),
     }
+
+
+def _reference_profile(data: Data | None) -> dict[str, Any] | None:
+    """The validation rows' profile, the version's reference for drift monitoring: a table's features
+    only (the prediction's profile wants the labels serving gives; a PUT of reference rows computes
+    it). None for other data, or when profiling fails: the job does not fail for it."""
+    if not isinstance(data, Table) or data.X.ndim != 2 or len(data.X) == 0 or not data.feature_names:
+        return None
+    try:
+        from aiservice.application.monitoring.profiles import build_profile
+
+        names = [str(n) for n in data.feature_names]
+        return build_profile(np.asarray(data.X, dtype=np.float64), feature_names=names).to_dict()
+    except Exception:
+        return None
 
 
 def _served_configuration(

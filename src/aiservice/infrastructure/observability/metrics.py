@@ -159,6 +159,34 @@ class ServiceMetrics:
             ["rate_class"],
             registry=self.registry,
         )
+        self.payload_logs_written = Counter(
+            "ai_service_payload_logs_written",
+            "Predictions written to the payload log (one per answered input of a logged call).",
+            registry=self.registry,
+        )
+        self.payload_logs_dropped = Counter(
+            "ai_service_payload_logs_dropped",
+            "Predictions not logged because the payload log's queue was full or the database refused them.",
+            registry=self.registry,
+        )
+        self.experiment_observations_dropped = Counter(
+            "ai_service_experiment_observations_dropped",
+            "Experiment observations not recorded: the recorder's queue was full or the database "
+            "refused them.",
+            registry=self.registry,
+        )
+        self.experiment_shadow_dropped = Counter(
+            "ai_service_experiment_shadow_dropped",
+            "Shadow copies of requests not sent to a challenger because too many were in flight.",
+            registry=self.registry,
+        )
+        self.model_drift_score = Gauge(
+            "ai_service_model_drift_score",
+            "The latest drift check's score (its largest PSI), by model and version.",
+            ["model", "version"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
         self.rate_limit_unchecked = Counter(
             "ai_service_rate_limit_unchecked",
             "Calls let through unchecked because the shared rate limit store (Redis) was unreachable.",
@@ -236,6 +264,9 @@ class ServiceMetrics:
         series[0].inc()
         series[1].observe(duration_ms)
 
+    def drift_score(self, model: str, version: int, score: float) -> None:
+        self.model_drift_score.labels(self.model_label(model), str(version)).set(score)
+
     def batch(self, requests: int, rows: int) -> None:
         self.batch_requests.observe(requests)
         self.batch_rows.observe(rows)
@@ -269,6 +300,23 @@ class ServiceMetrics:
                 time.sleep(1.0)
 
         threading.Thread(target=write_every_second, name="outbox-lag-gauge", daemon=True).start()
+
+    def watch_replica(self, in_flight: Callable[[], float], p95_ms: Callable[[], float | None]) -> None:
+        """A deployment replica's load, read at each scrape: the ``Pods`` metrics a Kubernetes
+        HorizontalPodAutoscaler scales on by concurrency or latency (``k8s_render``), named as there.
+        A replica is one process, so no multi-process files are involved."""
+        inflight = Gauge(
+            "aiservice_inflight_requests",
+            "Requests this replica is answering now.",
+            registry=self.registry,
+        )
+        latency = Gauge(
+            "aiservice_request_latency_p95_ms",
+            "95th percentile of this replica's prediction latency over the last minute, in ms (0: none).",
+            registry=self.registry,
+        )
+        inflight.set_function(in_flight)
+        latency.set_function(lambda: p95_ms() or 0.0)
 
     def observe_request(self, method: str, route: str, status: int, duration_ms: float) -> None:
         key = (method, route, status)

@@ -30,6 +30,9 @@ from aiservice.interfaces.http.routers import api_keys as api_keys_router
 from aiservice.interfaces.http.routers import audit as audit_router
 from aiservice.interfaces.http.routers import datasets, health, models, predict, training, versions
 from aiservice.interfaces.http.routers import deployments as deployments_router
+from aiservice.interfaces.http.routers import experiments as experiments_router
+from aiservice.interfaces.http.routers import monitoring as monitoring_router
+from aiservice.interfaces.http.routers import payload_logs as payload_logs_router
 from aiservice.interfaces.http.routers import permissions as permissions_router
 from aiservice.interfaces.http.routers import tenants as tenants_router
 from aiservice.interfaces.http.routers import webhooks as webhooks_router
@@ -90,6 +93,9 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(versions.router)
     app.include_router(training.router)
     app.include_router(deployments_router.router)
+    app.include_router(experiments_router.router)
+    app.include_router(payload_logs_router.router)
+    app.include_router(monitoring_router.router)
     app.include_router(datasets.router)
     app.include_router(audit_router.router)
     app.include_router(api_keys_router.router)

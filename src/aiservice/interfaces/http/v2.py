@@ -11,6 +11,7 @@ serves; the response's ``parameters.form`` names that form. Errors are problem+j
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from aiservice import __version__
 from aiservice.application.ports import Prediction
 from aiservice.application.serving.inputs import ServingModel, caller_labels
+from aiservice.application.serving.results import PredictOptions
 from aiservice.application.serving.routing import Route
 from aiservice.bootstrap import Container
 from aiservice.domain.errors import DomainError, FieldError, InvalidInput, PayloadTooLarge, Unavailable
@@ -208,22 +210,39 @@ async def _infer(c: Container, caller: Principal, request: Request, name: str, s
     else:
         parsed = parse_request(body, header_length)
     route = await c.inference.describe(caller, name, selector)
+    traffic = c.inference.experiments  # a bare model's running experiment picks the arm (header key)
+    assignment = None
+    if traffic is not None and not selector:
+        options = PredictOptions(headers=request.headers)
+        assignment = traffic.assign(caller.tenant_id, route.model.id, name, options, ())
+        if assignment is not None:
+            route = await c.inference.describe(caller, name, assignment.selector)
     specs = route.derived(V2_OUTPUTS, _output_specs)
     if route.version.signature is not None:
         _check_requested(parsed, [o["name"] for o in specs])
     rows = to_batch(route.derived(V2_INPUTS, _inputs), parsed.inputs)
-    serving, prediction = await c.inference.infer_array(caller, route, rows)
+    started = time.perf_counter()
+    try:
+        serving, prediction = await c.inference.infer_array(caller, route, rows)
+    except Exception:
+        if traffic is not None and assignment is not None:
+            traffic.failed(assignment, (time.perf_counter() - started) * 1000)
+        raise
     produced = _outputs(c, serving, prediction, specs)
     _check_requested(parsed, list(produced))
     chosen = [(produced[o.name], parsed.binary(o)) for o in parsed.outputs] or [
         (output, parsed.binary(None)) for output in produced.values()
     ]
+    parameters: dict[str, Any] = {"form": serving.form}
     header = {
         "model_name": serving.model.name,
         "model_version": str(serving.version.version),
         "id": parsed.id if parsed.id is not None else getattr(request.state, "request_id", ""),
-        "parameters": {"form": serving.form},
+        "parameters": parameters,
     }
+    if traffic is not None and assignment is not None:
+        traffic.answered(assignment, len(rows), (time.perf_counter() - started) * 1000)
+        parameters |= {"experiment": assignment.experiment_id, "arm": assignment.arm}
     content, length = encode_response(header, chosen)
     if length is None:
         return Response(content, media_type="application/json")

@@ -50,6 +50,11 @@ _STAGE = f"{_V}/stage"
 _V2 = "/v2/models/{name}"
 _W = "/webhooks/{webhook_id}"
 _D = "/deployments/{name}"
+_X = "/experiments/{experiment_id}"
+_PROMOTE = (
+    "and alias:write to move the champion's alias, or stage:write and stage:production when the "
+    "champion names a version or a stage"
+)
 PRODUCTION_DEPLOYMENT = "the deployment's environment is production"
 _ALSO_PRODUCTION = "and deployment:production when the deployment's environment is production"
 
@@ -92,6 +97,30 @@ ENDPOINT_RULES: tuple[Rule, ...] = (
     Rule("PATCH", _full(_D), ((P.DEPLOY,),), note=_ALSO_PRODUCTION),
     Rule("POST", _full(f"{_D}/rollback"), ((P.DEPLOY,),), note=_ALSO_PRODUCTION),
     Rule("DELETE", _full(_D), ((P.DEPLOY,),), note=_ALSO_PRODUCTION),
+    _rule("GET", f"{_M}/payload-logging", P.MODEL_READ),
+    _rule("PUT", f"{_M}/payload-logging", P.MODEL_WRITE),
+    _rule("GET", f"{_M}/predictions", P.PREDICTION_READ),
+    _rule("DELETE", f"{_M}/predictions", P.MODEL_WRITE),
+    _rule("GET", "/predictions/{request_id}", P.PREDICTION_READ),
+    _rule("POST", "/predictions/{request_id}/feedback", P.PREDICT),
+    _rule("POST", "/predictions/feedback", P.PREDICT),
+    _rule("PUT", f"{_V}/reference-profile", P.MODEL_WRITE),
+    _rule("GET", f"{_V}/reference-profile", P.MODEL_READ),
+    _rule("GET", f"{_M}/monitoring", P.MODEL_READ),
+    _rule("PUT", f"{_M}/monitoring", P.MODEL_WRITE),
+    _rule("POST", f"{_M}/drift", P.MODEL_WRITE),
+    _rule("GET", f"{_M}/drift", P.MODEL_READ),
+    _rule("GET", f"{_M}/performance", P.MODEL_READ),
+    _rule("POST", "/experiments", P.EXPERIMENT_WRITE),
+    _rule("GET", "/experiments", P.MODEL_READ),
+    _rule("GET", _X, P.MODEL_READ),
+    _rule("GET", f"{_X}/results", P.MODEL_READ),
+    _rule("POST", f"{_X}/start", P.EXPERIMENT_WRITE),
+    _rule("POST", f"{_X}/pause", P.EXPERIMENT_WRITE),
+    _rule("POST", f"{_X}/resume", P.EXPERIMENT_WRITE),
+    _rule("POST", f"{_X}/stop", P.EXPERIMENT_WRITE),
+    Rule("POST", _full(f"{_X}/promote"), ((P.EXPERIMENT_WRITE,),), note=_PROMOTE),
+    _rule("DELETE", _X, P.EXPERIMENT_WRITE),
     _rule("POST", f"{_D}/predict", P.PREDICT),
     _rule("POST", f"{_D}/batch-predict", P.PREDICT),
     _rule("POST", "/datasets", P.DATASET_WRITE),

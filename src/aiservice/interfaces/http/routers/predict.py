@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -71,6 +72,9 @@ class PredictResponse(ApiModel):
     form: str = Field(description="The form of the version that answered: native, or onnx (compiled)")
     latency_ms: float
     request_id: str | None = None
+    experiment: dict[str, str] | None = Field(
+        default=None, description='The experiment that routed the call and its arm: {"id", "arm"}'
+    )
 
 
 class BatchPredictResponse(ApiModel):
@@ -93,6 +97,8 @@ def _response(result: PredictionResult, request_id: str | None) -> dict[str, Any
         body["probabilities"] = result.probabilities
     if result.feature_importance is not None:
         body["featureImportance"] = result.feature_importance
+    if result.experiment is not None:
+        body["experiment"] = result.experiment
     return body
 
 
@@ -154,7 +160,8 @@ async def predict(model: str, request: Request) -> Response:
         body = PredictRequest.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
-    result = await inference_of(request).predict(caller, model, body.input, body.options.to_options())
+    options = replace(body.options.to_options(), headers=request.headers)  # an experiment's routing key
+    result = await inference_of(request).predict(caller, model, body.input, options)
     # Serialised directly: the response model documents the shape without re-validating every answer.
     body_out = _response(result, getattr(request.state, "request_id", None))
     return Response(orjson.dumps(body_out), media_type="application/json")
@@ -195,7 +202,7 @@ async def batch_predict(
         caller,
         model,
         body.inputs,
-        options.to_options(),
+        replace(options.to_options(), headers=request.headers),
         fail_fast=options.fail_fast,
         chunk=options.batch_size if options.parallel else None,
     )

@@ -1,0 +1,1 @@
+"""Payload logging: sampled predictions logged off the hot path, their retention and feedback."""
