@@ -35,7 +35,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 
 test: lint ## lint, then the whole suite with line coverage (PostgreSQL tests skip locally without a server, fail under CI=true)
-	$(BIN)/pytest -n 2 --dist loadgroup --cov=aiservice --cov-report=term:skip-covered --cov-fail-under=85
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=25 --cov=aiservice --cov-report=term:skip-covered --cov-fail-under=85
 
 fuzz: $(STAMP) ## schemathesis against /openapi.json, FUZZ_EXAMPLES (default 200) cases per operation, both databases
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -n 2 -m fuzz tests/fuzz

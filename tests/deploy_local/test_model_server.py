@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from aiservice.bootstrap import Container
 from aiservice.bootstrap.model_server import ReplicaOf, model_server
 from aiservice.domain.errors import NotFound
-from aiservice.interfaces.cli.serve_model import CannotServe, ReplicaFront, _warm
+from aiservice.domain.tenancy import Principal, Role
+from aiservice.interfaces.cli.serve_model import CannotServe, ReplicaFront, _warm, expose_load
 from aiservice.interfaces.http.app import create_app
 from tests.deploy_local.conftest import TENANT, TOKEN, World, predict_path, row, sklearn_label
 
@@ -38,6 +39,7 @@ def replica(world: World) -> Iterator[tuple[TestClient, Container, ReplicaOf]]:
         describe="iris-direct",
         trusted_token=TOKEN,  # as serve-model does, from REPLICA_TOKEN
     )
+    expose_load(container, front)
     with TestClient(front) as client:
         yield client, container, target
 
@@ -105,6 +107,40 @@ def test_a_call_from_a_front_is_logged_and_measured_by_the_front_not_again_here(
         1,
         1,
     )  # a caller that reached the replica itself is seen as ever
+
+
+def test_a_forwarded_prediction_is_logged_by_the_replica_under_the_fronts_request_id(
+    replica: tuple[TestClient, Container, ReplicaOf], world: World
+) -> None:
+    client, container, target = replica
+    admin = Principal("tester", TENANT, frozenset({Role.ADMIN}))
+    container.payload_logging.logs.set_policy(admin, target.model_id, {"enabled": True, "sampleRate": 1.0})
+    container.payload_logging.recorder.refresh()  # what its flushing task does every few seconds
+    try:
+        headers = {**REPLICA, "X-Request-ID": "front-request-0042"}
+        response = client.post(predict_path(world), json={"input": row(7)}, headers=headers)
+        assert response.status_code == 200, response.text
+        container.payload_logging.recorder.flush()
+        logged = container.payload_logging.logs.get(admin, "front-request-0042")
+        assert logged.version == target.version
+        assert logged.inputs == row(7) and logged.outputs["prediction"] == sklearn_label(7)
+    finally:
+        container.payload_logging.logs.set_policy(admin, target.model_id, {"enabled": False})
+
+
+def test_metrics_carry_the_load_a_kubernetes_autoscaler_scales_on(
+    replica: tuple[TestClient, Container, ReplicaOf], world: World
+) -> None:
+    client, _, _ = replica
+    for i in range(5):
+        assert client.post(predict_path(world), json={"input": row(i)}, headers=REPLICA).status_code == 200
+    scraped = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("aiservice_")
+    }
+    assert scraped["aiservice_inflight_requests"] == 1  # the scrape itself, answered by this replica
+    assert scraped["aiservice_request_latency_p95_ms"] > 0  # the POSTs above, the last minute's
 
 
 def metric_total(container: Container) -> float:

@@ -18,9 +18,10 @@ Choices a reader would ask about:
   the *limit* that ``targetCPUUtilization`` means. Without a CPU limit the CPU target becomes an
   average value in millicores of one core, which is what the percentage means then.
 - **Custom metrics.** Concurrency and latency targets are ``Pods`` metrics named
-  ``aiservice_inflight_requests`` and ``aiservice_request_latency_p95_ms``: the cluster must serve
-  them through the custom metrics API (e.g. a prometheus-adapter rule over the replicas' /metrics,
-  which the pod template annotates for scraping); without it the HPA reports the metric missing.
+  ``aiservice_inflight_requests`` and ``aiservice_request_latency_p95_ms``, gauges every replica
+  exports on its /metrics (``serve_model.expose_load``): the cluster must serve them through the
+  custom metrics API (e.g. a prometheus-adapter rule over the replicas' /metrics, which the pod
+  template annotates for scraping); without it the HPA reports the metric missing.
 - **Disruption budget.** ``minAvailable: 1`` when at least two replicas are the floor, otherwise
   ``maxUnavailable: 1``: a budget of ``minAvailable: 1`` over a single replica would block every
   node drain for good.

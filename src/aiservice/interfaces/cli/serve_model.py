@@ -246,6 +246,7 @@ def _serve(
         status_port=status_port,
         trusted_token=settings.replica_token.get_secret_value() if settings.replica_token else None,
     )
+    expose_load(container, front)
     config = uvicorn.Config(
         front,
         log_config=None,
@@ -255,6 +256,11 @@ def _serve(
         timeout_graceful_shutdown=max(1, int(settings.graceful_shutdown_seconds)),
     )
     uvicorn.Server(config).run(sockets=sockets)
+
+
+def expose_load(container: Container, front: ReplicaFront) -> None:
+    """The replica's load on its ``/metrics`` too, for a Kubernetes autoscaler on custom metrics."""
+    container.metrics.watch_replica(lambda: float(front.in_flight), front.p95_ms)
 
 
 async def _warm_or_exit(container: Container, target: ReplicaOf, describe: str) -> None:

@@ -144,8 +144,16 @@ class AuditMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get(TRUSTED_FRONT):  # a front audits what it forwards
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope.get(TRUSTED_FRONT):  # the front audits what it forwards; the call keeps its request id
+            state = scope.setdefault("state", {})
+            token = begin_call(CallContext(describe=_Description(scope), request_id=state.get("request_id")))
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                end_call(token)
             return
         state = scope.setdefault("state", {})
         client = scope.get("client")
