@@ -17,6 +17,7 @@ from aiservice.application.monitoring.reference import reference_predictions
 from aiservice.domain.models import MAX_VERSION, Model
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.paths import API_PREFIX
+from aiservice.interfaces.http.paths import VersionNumber as PathVersion
 from aiservice.interfaces.http.schemas import ApiModel, PageOut
 
 router = APIRouter(prefix=API_PREFIX, tags=["monitoring"])
@@ -175,7 +176,7 @@ def _summary(feature: dict[str, Any]) -> dict[str, Any]:
 
 @router.put("/models/{model}/versions/{version}/reference-profile", response_model=ProfileOut)
 async def set_reference_profile(
-    model: str, version: int, body: ReferenceRowsIn, caller: CallerDep, c: ContainerDep
+    model: str, version: PathVersion, body: ReferenceRowsIn, caller: CallerDep, c: ContainerDep
 ) -> ProfileOut:
     """Profile reference rows (training or validation data) as the version's reference for drift: per
     feature histograms/quantiles or category frequencies, and the version's predictions on the rows
@@ -190,7 +191,7 @@ async def set_reference_profile(
 
 
 @router.get("/models/{model}/versions/{version}/reference-profile", response_model=ProfileOut)
-def get_reference_profile(model: str, version: int, caller: CallerDep, c: ContainerDep) -> ProfileOut:
+def get_reference_profile(model: str, version: PathVersion, caller: CallerDep, c: ContainerDep) -> ProfileOut:
     """The version's reference profile, summarised (404 when it has none)."""
     _, stored = c.monitoring.monitor.profile(caller, model, version)
     return ProfileOut.of(stored)
