@@ -40,6 +40,7 @@ from aiservice.domain.events import (
     ExperimentStopped,
     ExperimentTrafficShifted,
     ModelDriftDetected,
+    ModelMonitoringAction,
     ModelVersionCompiled,
     TrainingJobCancelled,
     TrainingJobFailed,
@@ -126,6 +127,21 @@ def _drift_event(model_id: str) -> DomainEvent:
     )
 
 
+def _monitoring_action_event(model_id: str) -> DomainEvent:
+    return ModelMonitoringAction(
+        tenant_id="acme",
+        aggregate_id=model_id,
+        action_id="1" * 32,
+        action="retrain",
+        status="started",
+        trigger="drift",
+        reason="drift score 0.42 passed the psi threshold 0.2",
+        version=1,
+        reference="job-1",
+        details={"datasetId": "iris"},
+    )
+
+
 def _stored_messages(engine: Engine) -> list[OutboxMessage]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(outbox).order_by(outbox.c.position)).mappings().all()
@@ -179,6 +195,7 @@ def test_every_event_the_service_writes_validates_against_its_schema(
         *_deployment_events(model["id"]),
         *_experiment_events(model["id"]),
         _drift_event(model["id"]),
+        _monitoring_action_event(model["id"]),
     )
     client.delete(f"{API}/models/schematic", headers=auth())
 

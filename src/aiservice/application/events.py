@@ -36,6 +36,7 @@ EVENT_TYPES: Mapping[str, str] = {
     "ModelStageChanged": "ai.model.version.stage_changed.v1",
     "ModelAliasSet": "ai.model.alias.set.v1",
     "ModelDriftDetected": "ai.model.drift_detected.v1",
+    "ModelMonitoringAction": "ai.model.monitoring_action.v1",
     "ModelAliasDeleted": "ai.model.alias.deleted.v1",
     "TrainingJobQueued": "ai.training.job.queued.v1",
     "TrainingJobStarted": "ai.training.job.started.v1",

@@ -167,10 +167,11 @@ class InferenceService:
         return self._key(principal, Route(model, version, False, serving_form(model, version))) in self.cache
 
     async def infer_array(
-        self, principal: Principal, route: Route, rows: np.ndarray
+        self, principal: Principal, route: Route, rows: np.ndarray, *, observe: bool = True
     ) -> tuple[ServingModel, Prediction]:
         """Run an already-shaped batch (rows first) through the cache and the batcher, on the version
-        ``route`` (from ``describe``) names: the one the batch was shaped for."""
+        ``route`` (from ``describe``) names: the one the batch was shaped for. ``observe=False`` (an
+        experiment's shadow copy): not written to the payload log."""
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -178,9 +179,11 @@ class InferenceService:
                 prediction = await self._run(entry.value, rows, None)
             outcome = "success"
             latency = (time.perf_counter() - started) * 1000
-            self._payload_log.offer(
-                principal.tenant_id, entry.value, rows, range(len(rows)), prediction, latency, len(rows) > 1
-            )
+            if observe:
+                batch = len(rows) > 1
+                self._payload_log.offer(
+                    principal.tenant_id, entry.value, rows, range(len(rows)), prediction, latency, batch
+                )
             return entry.value, prediction
         finally:
             self._metrics.prediction(

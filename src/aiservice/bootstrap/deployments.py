@@ -10,14 +10,18 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 
 from aiservice.application.deploying.deployments import Deployments
+from aiservice.application.deploying.experiment_pools import ExperimentPools
 from aiservice.application.deploying.ports import Deployer, DeploymentDirectory
 from aiservice.application.deploying.reconciler import DeploymentReconciler
 from aiservice.application.deploying.traffic import DeploymentTraffic
+from aiservice.application.experimenting.deployment_arms import DeploymentArms
+from aiservice.application.experimenting.traffic import ExperimentTraffic
 from aiservice.application.periodic import PeriodicTask
 from aiservice.application.ports import UnitOfWorkFactory
 from aiservice.domain.clock import utcnow
 from aiservice.domain.deployments import DeploymentTarget
 from aiservice.infrastructure.db.deployment_repositories import SqlAlchemyDeploymentDirectory
+from aiservice.infrastructure.db.experiment_repositories import SqlAlchemyExperimentDirectory
 from aiservice.infrastructure.deploy.forwarding import HttpReplicaClient
 from aiservice.settings import Settings
 
@@ -69,6 +73,7 @@ def deployment_parts(
     uow: UnitOfWorkFactory,
     signing_secret: str,
     wake_host: Callable[[], None],
+    experiments: ExperimentTraffic | None = None,
 ) -> tuple[Deployments, DeploymentTraffic, PeriodicTask, dict[DeploymentTarget, Deployer]]:
     token = replica_token(settings, signing_secret)
     directory = SqlAlchemyDeploymentDirectory(engine)
@@ -82,4 +87,7 @@ def deployment_parts(
 
     use_cases = Deployments(uow, utcnow, built.keys(), wake=wake)
     traffic = DeploymentTraffic(directory, HttpReplicaClient(), lambda: token, use_cases.wake)
+    if experiments is not None:  # experiments on deployments: pools for their arms, routed fronts
+        reconciler.pools = ExperimentPools(SqlAlchemyExperimentDirectory(engine), uow)
+        traffic.experiments = DeploymentArms(experiments)
     return use_cases, traffic, loop, built

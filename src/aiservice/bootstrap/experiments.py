@@ -13,7 +13,9 @@ from aiservice.application.experimenting.experiments import Experiments
 from aiservice.application.experimenting.ports import ExperimentUnitOfWorkFactory
 from aiservice.application.experimenting.recorder import ObservationRecorder
 from aiservice.application.experimenting.traffic import ExperimentTraffic
+from aiservice.application.outbox import EventBus
 from aiservice.application.periodic import PeriodicTask
+from aiservice.application.ports import OutboxMessage
 from aiservice.application.versions import ModelVersions
 from aiservice.domain.clock import utcnow
 from aiservice.infrastructure.db.experiment_repositories import (
@@ -51,7 +53,11 @@ class ExperimentParts:
 
 
 def experiment_parts(
-    engine: Engine, uow: ExperimentUnitOfWorkFactory, versions: ModelVersions, metrics: ServiceMetrics
+    engine: Engine,
+    uow: ExperimentUnitOfWorkFactory,
+    versions: ModelVersions,
+    metrics: ServiceMetrics,
+    bus: EventBus,
 ) -> ExperimentParts:
     directory = SqlAlchemyExperimentDirectory(engine)
     recorder = ObservationRecorder(
@@ -63,6 +69,12 @@ def experiment_parts(
     )
     experiments = Experiments(uow, utcnow, versions, on_change=traffic.follow)
     controller = ExperimentController(directory, uow, experiments, utcnow)
+
+    def deployment_deleted(message: OutboxMessage) -> None:
+        data = message.data
+        experiments.deployment_deleted(message.tenant_id, str(data["model_id"]), str(data["name"]))
+
+    bus.subscribe("DeploymentDeleted", deployment_deleted)  # on the relay's lease holder, once per event
 
     def tick() -> None:
         recorder.flush()

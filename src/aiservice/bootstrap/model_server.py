@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aiservice.application.deploying.experiment_pools import is_pool_revision, pool_version
 from aiservice.application.serving.replica import (
     PinnedVersion,
     ReplicaTokenAuthenticator,
@@ -64,6 +65,8 @@ def _revision(deployment: Deployment, number: int | None) -> Revision:
     """The deployment keeps three revisions (asked for, serving, previous); a replica runs one of them."""
     if number is None:
         return deployment.revision
+    if is_pool_revision(number):  # a pool of an experiment arm's version (deploying/experiment_pools)
+        return Revision(number, pool_version(number), "experiment", deployment.created_at)
     for known in (deployment.revision, deployment.serving, deployment.previous):
         if known is not None and known.number == number:
             return known

@@ -17,6 +17,7 @@ from aiservice.application.event_handlers import (
     EventProcessor,
     ServingCacheHandlers,
 )
+from aiservice.application.experimenting.deployment_arms import winner_rollout
 from aiservice.application.inference import InferenceService
 from aiservice.application.outbox import EventBus, OutboxRelay, OutboxStatus
 from aiservice.application.periodic import PeriodicTask
@@ -51,7 +52,7 @@ from aiservice.bootstrap.container import Container
 from aiservice.bootstrap.deployments import deployment_parts
 from aiservice.bootstrap.events import consumer_group, event_consumer, event_publisher, log_event, traced
 from aiservice.bootstrap.experiments import experiment_parts
-from aiservice.bootstrap.monitoring import monitoring_parts
+from aiservice.bootstrap.monitoring import closing_the_loop, monitoring_parts
 from aiservice.bootstrap.payload_logging import payload_logging_parts
 from aiservice.bootstrap.secrets import artifact_store, jwt_service, signing_secret
 from aiservice.domain.clock import utcnow
@@ -166,8 +167,9 @@ def bootstrap(
         upload_timeout_s=settings.upload_timeout_seconds,
     )
     payload_logging = payload_logging_parts(engine, uow, metrics, bus)
-    monitoring = monitoring_parts(engine, uow, metrics, bus)
-    experiments = experiment_parts(engine, uow, versions, metrics)
+    dataset_store = DatasetStore(settings.data_dir / "uploaded-datasets")
+    monitoring = monitoring_parts(engine, uow, metrics, bus, dataset_store)
+    experiments = experiment_parts(engine, uow, versions, metrics, bus)
     threads = settings.inference_threads or os.cpu_count() or 2
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
     inference = InferenceService(
@@ -228,7 +230,6 @@ def bootstrap(
 
     uow.on_events = on_events
 
-    dataset_store = DatasetStore(settings.data_dir / "uploaded-datasets")
     locator = DatasetLocator(settings.dataset_root_paths, dataset_store, s3_options(settings))
     execution = TrainingExecution(
         uow, SqlAlchemyJobQueue(engine), versions, utcnow, on_registered=monitoring.monitor.training_profile
@@ -264,7 +265,19 @@ def bootstrap(
     )
     authenticator = TokenAuthenticator(tokens, uow, api_keys=SqlAlchemyApiKeyLookup(engine))
     deployments, traffic, reconcile, deployers = deployment_parts(
-        settings, engine, uow, secret, peers.wake_host
+        settings, engine, uow, secret, peers.wake_host, experiments.traffic
+    )
+    experiments.experiments.roll_deployment = winner_rollout(deployments)
+    closing_the_loop(
+        monitoring,
+        uow,
+        bus,
+        training,
+        experiments.experiments,
+        deployments,
+        dataset_store,
+        locator,
+        inference,
     )
     fleet = WorkerFleet(inference, peers, in_flight=in_flight)
     leftovers = leftover_sweeper(

@@ -85,6 +85,22 @@ class ModelDriftDetected(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelMonitoringAction(DomainEvent):
+    """A monitoring policy acted on its own (``action``: alert, retrain, compare, promote or rollback;
+    ``status``: done, started or failed), for ``reason``; ``reference`` names what it made or touched
+    (a training job, an experiment, a deployment); ``action_id`` the recorded action."""
+
+    action_id: str
+    action: str
+    status: str
+    trigger: str
+    reason: str
+    version: int
+    reference: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelAliasSet(DomainEvent):
     alias: str
     version: int

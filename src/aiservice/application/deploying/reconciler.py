@@ -22,10 +22,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from aiservice.application.deploying.autoscaler import decide, is_quiet
+from aiservice.application.deploying.experiment_pools import (
+    ExperimentPools,
+    arm_key,
+    is_pool_revision,
+    pool_revision,
+)
 from aiservice.application.deploying.ports import (
     Deployer,
     DeploymentDirectory,
@@ -69,15 +75,23 @@ class DeploymentReconciler:
         self._quiet_since: dict[str, float] = {}
         self._changed_at: dict[str, float] = {}
         self._desired: dict[str, int] = {}  # the replica count each deployment had at the last look
+        self.pools: ExperimentPools | None = None  # the arms of experiments on deployments (their pools)
 
     def reconcile(self) -> None:
         """One pass over every live deployment; a failure with one never stops the others."""
         wanted: dict[str, set[int]] = {}
+        if self.pools is not None:
+            try:
+                self.pools.refresh()
+            except Exception:  # the revisions still get reconciled; the pools wait for the next pass
+                log.exception("reading the running deployment experiments failed")
         for deployment in self._directory.live():
             deployer = self._deployers.get(deployment.target)
             if deployer is None:
                 continue
             wanted[deployment.id] = _revisions_in_use(deployment)
+            if self.pools is not None:
+                wanted[deployment.id] |= self.pools.revisions(deployment)
             try:
                 self._reconcile_one(deployment, deployer)
             except Exception:  # one deployment's trouble must not stall the rest
@@ -94,9 +108,24 @@ class DeploymentReconciler:
         if deployment.serving is not None:  # keeps serving while a new revision rolls out
             serving = deployer.ensure(_spec(deployment, deployment.serving, deployment.replicas_desired))
             seen = Observation(rolling=seen.rolling, serving=serving)
-        self._apply(deployment, seen, autoscale=scales)
+        self._apply(deployment, seen, autoscale=scales, arms=self._arms(deployment, deployer, seen))
 
-    def _apply(self, stale: Deployment, seen: Observation, *, autoscale: bool) -> None:
+    def _arms(self, deployment: Deployment, deployer: Deployer, seen: Observation) -> dict[str, str]:
+        """Start the pools of a running experiment's arms; where each ready arm answers."""
+        endpoints: dict[str, str] = {}
+        for plan in [] if self.pools is None else self.pools.plan(deployment):
+            state: RevisionState | None = seen.serving
+            if plan.replicas:
+                pool = _spec(deployment, deployment.revision, plan.replicas)
+                pool = replace(pool, revision=pool_revision(plan.version), version=plan.version)
+                state = deployer.ensure(pool)
+            if state is not None and state.ready and state.endpoint:
+                endpoints[arm_key(plan.arm, plan.version)] = state.endpoint
+        return endpoints
+
+    def _apply(
+        self, stale: Deployment, seen: Observation, *, autoscale: bool, arms: dict[str, str] | None = None
+    ) -> None:
         with self._uow(stale.tenant_id) as uow:
             deployment = uow.deployments.get(stale.id, for_update=True)
             if deployment is None or not deployment.live:
@@ -108,7 +137,7 @@ class DeploymentReconciler:
                 self._roll(deployment, seen.rolling, now)
             if deployment.serving is not None and deployment.serving is not replaced and replaced is not None:
                 self._draining[(deployment.id, replaced.number)] = self._now() + self._drain_s
-            deployment.endpoints = _endpoints(seen)
+            deployment.endpoints = _endpoints(seen) | (arms or {})
             if seen.serving is not None and not deployment.rolling:
                 self._observe_serving(deployment, seen.serving, now, autoscale=autoscale)
             if _fingerprint(deployment) != before:
@@ -165,7 +194,9 @@ class DeploymentReconciler:
                 for revision in revisions:
                     if revision in wanted.get(deployment_id, set()):
                         continue
-                    until = self._draining.setdefault((deployment_id, revision), now)
+                    # An experiment's pool drains: fronts may route by their snapshot a moment more.
+                    drain = self._drain_s if is_pool_revision(revision) else 0.0
+                    until = self._draining.setdefault((deployment_id, revision), now + drain)
                     if until <= now:
                         deployer.retire(deployment_id, revision, self._drain_s)
                         self._draining.pop((deployment_id, revision), None)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiservice.application.deploying.ports import (
     DeploymentDirectory,
@@ -30,6 +31,23 @@ from aiservice.domain.tenancy import Permission, Principal
 ROUTE_TTL_S = 1.0
 REPLICA_TOKEN_HEADER = "X-Aiservice-Replica-Token"
 FORWARDED_HEADERS = ("content-type", "x-request-id", "traceparent", "inference-header-content-length")
+
+
+class ArmRouter(Protocol):
+    """Routes a call by a running experiment on the deployment (``experimenting.deployment_arms``)."""
+
+    async def forward(
+        self,
+        client: ReplicaClient,
+        principal: Principal,
+        deployment: Deployment,
+        kind: str,
+        body: bytes,
+        sent: dict[str, str],
+        headers: Mapping[str, str],
+    ) -> Forwarded | None:
+        """The chosen arm's answer, or None where the serving revision answers unrouted."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,7 @@ class DeploymentTraffic:
         self._ttl_s = ttl_s
         self._cold_start_s = cold_start_s
         self._routes: dict[tuple[str, str], tuple[float, DeploymentRoute | None]] = {}
+        self.experiments: ArmRouter | None = None  # experiments on deployments (set by the bootstrap)
 
     async def forward(
         self, principal: Principal, name: str, kind: str, body: bytes, headers: dict[str, str]
@@ -74,6 +93,12 @@ class DeploymentTraffic:
         route = await self._route(principal, name, fresh=False)
         sent = {k: v for k, v in headers.items() if k.lower() in FORWARDED_HEADERS}
         sent[REPLICA_TOKEN_HEADER] = self._token()
+        if self.experiments is not None:  # a running experiment on the deployment picks the arm
+            routed = await self.experiments.forward(
+                self._client, principal, route.deployment, kind, body, sent, headers
+            )
+            if routed is not None:
+                return routed
         for attempt in (1, 2):
             endpoint = route.endpoint or await self._cold_start(principal, route)
             try:

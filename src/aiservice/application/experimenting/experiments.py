@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiservice.application.audit import note_changes
+from aiservice.application.experimenting.deployment_arms import deployment_of_experiment
 from aiservice.application.experimenting.ports import ExperimentUnitOfWork, ExperimentUnitOfWorkFactory
 from aiservice.application.experimenting.results import Results, results_of
 from aiservice.application.ports import Clock
@@ -40,9 +41,10 @@ from aiservice.domain.experiments import (
 from aiservice.domain.models import Model, Stage
 from aiservice.domain.pagination import Page
 from aiservice.domain.references import ModelReference
-from aiservice.domain.tenancy import Permission, Principal
+from aiservice.domain.tenancy import Permission, Principal, Role
 
 RESULT_ROWS = 200_000  # the latest observations a results page reads
+DEPLOYMENT_GONE_SUBJECT = "system:deployment-deleted"
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class NewExperiment:
     """The create body (camelCase names are the HTTP layer's); arms as ``{name, version|alias, weight}``."""
 
     name: str
-    model: str
+    model: str | None  # or, instead, a deployment: its model's versions are the arms
     arms: Sequence[Mapping[str, Any]]
     mode: ExperimentMode = ExperimentMode.AB
     deployment: str | None = None
@@ -140,6 +142,8 @@ class Experiments:
         self._clock = clock
         self._versions = versions
         self.on_change = on_change  # this process's routing follows at once
+        # A deployment experiment's winner is rolled out: (principal, deployment, version) -> target.
+        self.roll_deployment: Callable[[Principal, str, int], str] | None = None
 
     # -- create and read -------------------------------------------------------------------------
 
@@ -149,8 +153,18 @@ class Experiments:
         routing = None if spec.routing_key is None else RoutingKeySpec.parse(spec.routing_key)
         canary = None if spec.canary is None else CanaryPlan.parse(spec.canary)
         bandit = None if spec.bandit is None else BanditPlan.parse(spec.bandit, max(len(arms), 1))
+        if (spec.model is None) == (spec.deployment is None):
+            where = "body.model" if spec.model is None else "body.deployment"
+            raise InvalidInput(
+                "An experiment runs on a model or on a deployment: give exactly one of the two.",
+                errors=[FieldError(where, "give exactly one of model and deployment")],
+            )
         with self._uow(principal.tenant_id) as uow:
-            model = find_model(uow, spec.model, principal)
+            if spec.deployment is not None:  # the deployment's model; its endpoints are routed
+                deployed = deployment_of_experiment(uow, spec.deployment, routing)
+                model = find_model(uow, deployed.model_id, principal)
+            else:
+                model = find_model(uow, str(spec.model), principal)
             experiment = Experiment.create(
                 tenant_id=principal.tenant_id,
                 name=spec.name,
@@ -169,13 +183,6 @@ class Experiments:
                 created_by=principal.subject,
             )
             resolve_arms(uow, model, experiment.arms)
-            if spec.deployment is not None:
-                deployment = uow.deployments.get_by_name(spec.deployment)
-                if deployment is None or deployment.model_id != model.id:
-                    raise InvalidInput(
-                        f"No deployment {spec.deployment!r} serves model {model.name!r}.",
-                        errors=[FieldError("body.deployment", "names no deployment of the model")],
-                    )
             uow.experiments.add(experiment)
             uow.record(
                 ExperimentCreated(
@@ -263,6 +270,16 @@ class Experiments:
         self.on_change(experiment)
         return experiment
 
+    def deployment_deleted(self, tenant_id: str, model_id: str, deployment: str) -> tuple[Experiment, ...]:
+        """A deleted deployment routes nothing: its running or paused experiments stop (audited and
+        evented as the controller's changes are), so a new deployment of that name starts clean."""
+        principal = Principal(DEPLOYMENT_GONE_SUBJECT, tenant_id, frozenset({Role.ADMIN}))
+        with self._uow(tenant_id, writes=False) as uow:
+            doomed = [e.id for e in uow.experiments.active_of_model(model_id) if e.deployment == deployment]
+        return tuple(
+            self.stop(principal, ident, f"deployment {deployment!r} was deleted") for ident in doomed
+        )
+
     def delete(self, principal: Principal, experiment_id: str) -> None:
         principal.require(Permission.EXPERIMENT_WRITE)
         with self._uow(principal.tenant_id) as uow:
@@ -319,7 +336,10 @@ class Experiments:
                     errors=[FieldError("body.arm", f"must name one of the arms: {sorted(names)}")],
                 )
             version = resolve_in(uow, model, arm_reference(model, names[arm])).version
-        target = self._move_champion(principal, model, experiment, version)
+        if experiment.deployment is not None and self.roll_deployment is not None:
+            target = self.roll_deployment(principal, experiment.deployment, version)  # a rollout
+        else:
+            target = self._move_champion(principal, model, experiment, version)
         with self._uow(principal.tenant_id) as uow:
             experiment = self._visible(uow, principal, experiment_id, for_update=True)
             reason = reason or f"promoted by {principal.subject}"

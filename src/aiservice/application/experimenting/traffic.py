@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -171,6 +171,8 @@ class ExperimentTraffic:
         running = self._running.get((tenant_id, model_id))
         if running is None or options.version is not None or options.alias or ":" in ident or "@" in ident:
             return None
+        if running.experiment.deployment is not None:  # it routes its deployment's endpoints only
+            return None
         key: str | None = None
         if running.source is KeySource.HEADER:
             headers = options.headers
@@ -179,6 +181,25 @@ class ExperimentTraffic:
             value = payloads[0].get(running.key)
             key = None if value is None else str(value)
         return running.by_arm[running.assigner.assign(key).name]
+
+    def assign_deployment(
+        self, tenant_id: str, model_id: str, deployment: str, headers: Mapping[str, str]
+    ) -> Assignment | None:
+        """The arm for a call to ``deployment``'s endpoints (its routing key is a header, if any)."""
+        if not self._running:
+            return None
+        running = self._running.get((tenant_id, model_id))
+        if running is None or running.experiment.deployment != deployment:
+            return None
+        key = None
+        if running.source is KeySource.HEADER:
+            key = headers.get(running.key) or headers.get(running.key.lower())
+        return running.by_arm[running.assigner.assign(key).name]
+
+    def routing_input(self, tenant_id: str, model_id: str) -> str | None:
+        """The input field (a v2 input tensor) the model's running experiment keys on, if it does."""
+        running = self._running.get((tenant_id, model_id)) if self._running else None
+        return running.key if running is not None and running.source is KeySource.INPUT else None
 
     def observed(
         self,
@@ -227,9 +248,11 @@ class ExperimentTraffic:
             self._shadow_tasks.add(task)
             task.add_done_callback(self._shadow_tasks.discard)
 
-    def answered(self, assignment: Assignment, rows: int, latency_ms: float) -> None:
+    def answered(
+        self, assignment: Assignment, rows: int, latency_ms: float, predictions: Sequence[Any] | None = None
+    ) -> None:
         """A routed call answered outside ``/predict``'s shaping (the v2 protocol): observed per row,
-        without the prediction (its outputs are tensors, not labels)."""
+        with its prediction (label or value) when the transport gives them."""
         request_id, now = _request_id(), datetime.now(UTC)
         for row in range(rows):
             self.recorder.observe(
@@ -240,7 +263,7 @@ class ExperimentTraffic:
                     f"{request_id}:{row}" if rows > 1 else request_id,
                     latency_ms,
                     False,
-                    None,
+                    None if predictions is None else predictions[row],
                     False,
                     now,
                 )
@@ -309,6 +332,48 @@ class ExperimentTraffic:
                     latency,
                     not answered,
                     result.prediction if isinstance(result, PredictionResult) else None,
+                    True,
+                    now,
+                )
+            )
+
+    def shadow(
+        self, assignment: Assignment, run: Callable[[int | None, str | None], Awaitable[Sequence[Any]]]
+    ) -> None:
+        """Send the shadow arms their copies through ``run(version, alias)``: a transport's own call on
+        that arm (the v2 protocol's), giving one prediction per row. Off the caller's path and bounded
+        as ``observed``'s copies are."""
+        request_id = _request_id()
+        for arm, version, alias in assignment.shadows:
+            if len(self._shadow_tasks) >= self.max_shadow_in_flight:
+                self.shadow_dropped += 1
+                self._on_shadow_dropped()
+                continue
+            task = asyncio.create_task(self._shadow_call(run(version, alias), assignment, arm, request_id))
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow_call(
+        self, call: Awaitable[Sequence[Any]], assignment: Assignment, arm: str, request_id: str
+    ) -> None:
+        started = time.perf_counter()
+        predictions: Sequence[Any] | None
+        try:
+            predictions = await call
+        except Exception:  # the challenger failed: observed as such, never seen by the caller
+            predictions = None
+        latency, now = (time.perf_counter() - started) * 1000, datetime.now(UTC)
+        answers = [None] if predictions is None else predictions
+        for row, prediction in enumerate(answers):
+            self.recorder.observe(
+                Observation(
+                    assignment.tenant_id,
+                    assignment.experiment_id,
+                    arm,
+                    f"{request_id}:{row}" if len(answers) > 1 else request_id,
+                    latency,
+                    predictions is None,
+                    prediction,
                     True,
                     now,
                 )

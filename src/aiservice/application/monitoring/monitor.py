@@ -24,9 +24,16 @@ from typing import Any
 import numpy as np
 
 from aiservice.application.audit import note_changes
+from aiservice.application.monitoring.actions import MonitoringActions
+from aiservice.application.monitoring.decisions import CheckOutcome
 from aiservice.application.monitoring.drift import DomainClassifier, detect_drift
 from aiservice.application.monitoring.features import aligned, feature_row, feature_rows
-from aiservice.application.monitoring.performance import Bucket, PerformancePoint, rolling_performance
+from aiservice.application.monitoring.performance import (
+    Bucket,
+    PerformancePoint,
+    overall,
+    rolling_performance,
+)
 from aiservice.application.monitoring.policy import MonitoringPolicy
 from aiservice.application.monitoring.ports import (
     DriftMetrics,
@@ -34,6 +41,7 @@ from aiservice.application.monitoring.ports import (
     MonitoringUnitOfWork,
     MonitoringUnitOfWorkFactory,
     NoDriftMetrics,
+    StoredAction,
     StoredProfile,
     StoredReport,
 )
@@ -75,6 +83,7 @@ class DriftMonitoring:
         self._metrics = metrics or NoDriftMetrics()
         self._classifier = classifier  # the multivariate check; None: per-feature tests only
         self.max_window = max_window
+        self.actions: MonitoringActions | None = None  # what a policy does on its own (set when wired)
 
     # -- reference profiles ----------------------------------------------------------------------
 
@@ -156,6 +165,8 @@ class DriftMonitoring:
     ) -> tuple[Model, MonitoringPolicy]:
         principal.require(Permission.MODEL_WRITE)
         policy = MonitoringPolicy.parse(raw)
+        if self.actions is not None:
+            self.actions.check_policy(principal.tenant_id, policy)
         with self._uow(principal.tenant_id) as uow:
             model = find_model(uow, model_ident, principal)
             before = uow.monitoring.policy(model.id) or MonitoringPolicy()
@@ -224,6 +235,11 @@ class DriftMonitoring:
             uow.commit()
         if result.score is not None:
             self._metrics.drift_score(model.name, version, result.score)
+        if self.actions is not None:  # the policy's actions on drift, or on accuracy below its floor
+            metric, value, labelled = overall(logged)
+            accuracy = value if metric == "accuracy" else None
+            outcome = CheckOutcome(principal.tenant_id, model, policy, result, accuracy, labelled)
+            self.actions.after_check(outcome)
         return result
 
     def _compare(
@@ -257,6 +273,15 @@ class DriftMonitoring:
         with self._uow(principal.tenant_id, writes=False) as uow:
             model = find_model(uow, model_ident, principal)
             return model, uow.monitoring.reports(model.id, version, limit, cursor)
+
+    def action_history(
+        self, principal: Principal, model_ident: str, limit: int, cursor: str | None
+    ) -> tuple[Model, Page[StoredAction]]:
+        """What the model's policy did on its own (``actions.py``), newest first."""
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            model = find_model(uow, model_ident, principal)
+            return model, uow.monitoring.actions(model.id, limit, cursor)
 
     # -- performance -----------------------------------------------------------------------------
 

@@ -40,6 +40,23 @@ class StoredReport:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class StoredAction:
+    """One automatic step of a monitoring policy (``monitoring/actions.py``), as recorded."""
+
+    id: str
+    model_id: str
+    version: int  # the version the step was about (the current one; a retrained one for compare)
+    action: str  # alert, retrain, compare, promote or rollback
+    status: str  # done, started (its outcome comes later: a job, a canary) or failed
+    trigger: str  # drift, accuracy or training
+    reason: str
+    reference: str | None  # the training job, experiment or deployment it made or touched
+    details: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+
 class MonitoringRepository(Protocol):
     """The unit of work's tenant's reference profiles, monitoring policies and drift reports."""
 
@@ -66,6 +83,19 @@ class MonitoringRepository(Protocol):
 
     def erase_model(self, model_id: str) -> None:
         """Deletes a model's profiles, policy and reports."""
+        ...
+
+    def add_action(self, action: StoredAction) -> None: ...
+    def actions(self, model_id: str, limit: int, cursor: str | None) -> Page[StoredAction]:
+        """Newest first."""
+        ...
+
+    def last_action(self, model_id: str, action: str) -> StoredAction | None:
+        """The model's newest action of that kind (failed ones included)."""
+        ...
+
+    def action_by_reference(self, action: str, reference: str) -> StoredAction | None:
+        """The action of that kind that made ``reference`` (a training job, an experiment)."""
         ...
 
 

@@ -10,12 +10,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from aiservice.application.monitoring.policy import MonitoringPolicy
-from aiservice.application.monitoring.ports import StoredProfile, StoredReport
+from aiservice.application.monitoring.ports import StoredAction, StoredProfile, StoredReport
 from aiservice.domain.pagination import Page
 from aiservice.infrastructure.db.keyset import newest_first
 from aiservice.infrastructure.db.tables import (
     drift_reports,
     models,
+    monitoring_actions,
     monitoring_policies,
     reference_profiles,
 )
@@ -23,6 +24,7 @@ from aiservice.infrastructure.db.tables import (
 _PROFILES = reference_profiles.c
 _POLICIES = monitoring_policies.c
 _REPORTS = drift_reports.c
+_ACTIONS = monitoring_actions.c
 
 
 class SqlAlchemyMonitoringRepository:
@@ -124,10 +126,40 @@ class SqlAlchemyMonitoringRepository:
         return newest_first(self._conn, stmt, _REPORTS.created_at, _REPORTS.id, limit, cursor, _report)
 
     def erase_model(self, model_id: str) -> None:
-        for table in (reference_profiles, monitoring_policies, drift_reports):
+        for table in (reference_profiles, monitoring_policies, drift_reports, monitoring_actions):
             self._conn.execute(
                 table.delete().where(table.c.tenant_id == self._tenant, table.c.model_id == model_id)
             )
+
+    def add_action(self, action: StoredAction) -> None:
+        self._conn.execute(monitoring_actions.insert().values(tenant_id=self._tenant, **action.__dict__))
+
+    def actions(self, model_id: str, limit: int, cursor: str | None) -> Page[StoredAction]:
+        stmt = sa.select(monitoring_actions).where(
+            _ACTIONS.tenant_id == self._tenant, _ACTIONS.model_id == model_id
+        )
+        return newest_first(self._conn, stmt, _ACTIONS.created_at, _ACTIONS.id, limit, cursor, _action)
+
+    def last_action(self, model_id: str, action: str) -> StoredAction | None:
+        stmt = (
+            sa.select(monitoring_actions)
+            .where(
+                _ACTIONS.tenant_id == self._tenant,
+                _ACTIONS.model_id == model_id,
+                _ACTIONS.action == action,
+            )
+            .order_by(_ACTIONS.created_at.desc(), _ACTIONS.id.desc())
+            .limit(1)
+        )
+        row = self._conn.execute(stmt).mappings().first()
+        return None if row is None else _action(row)
+
+    def action_by_reference(self, action: str, reference: str) -> StoredAction | None:
+        stmt = sa.select(monitoring_actions).where(
+            _ACTIONS.tenant_id == self._tenant, _ACTIONS.reference == reference, _ACTIONS.action == action
+        )
+        row = self._conn.execute(stmt.limit(1)).mappings().first()
+        return None if row is None else _action(row)
 
 
 class SqlAlchemyMonitoringSchedule:
@@ -159,3 +191,9 @@ def _report(row: sa.RowMapping) -> StoredReport:
     values: dict[str, Any] = dict(row)
     values.pop("tenant_id")
     return StoredReport(**values)
+
+
+def _action(row: sa.RowMapping) -> StoredAction:
+    values: dict[str, Any] = dict(row)
+    values.pop("tenant_id")
+    return StoredAction(**values)

@@ -511,7 +511,7 @@ reference_profiles = sa.Table(
     sa.Column("model_id", sa.String(36), primary_key=True),
     sa.Column("version", sa.Integer(), primary_key=True),
     sa.Column("profile", Json, nullable=False),
-    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(140), nullable=False),  # rows, training or dataset:<name>
     sa.Column("created_by", sa.String(200), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
 )
@@ -543,4 +543,26 @@ drift_reports = sa.Table(
     sa.Column("report", Json, nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Index("ix_drift_reports_model_created", "tenant_id", "model_id", "created_at", "id"),
+)
+
+# Monitoring actions (migration 0014): each automatic step a monitoring policy took (an alert, a
+# retraining job, a held-out comparison, a canary promotion, a deployment rollback), with its reason,
+# newest first by (created_at, id); ``reference`` names the job, experiment or deployment it touched.
+monitoring_actions = sa.Table(
+    "monitoring_actions",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model_id", sa.String(36), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("reference", sa.String(200), nullable=True),
+    sa.Column("details", Json, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_monitoring_actions_model_created", "tenant_id", "model_id", "created_at", "id"),
+    sa.Index("ix_monitoring_actions_reference", "tenant_id", "reference"),
 )

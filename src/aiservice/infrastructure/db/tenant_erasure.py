@@ -19,6 +19,7 @@ from aiservice.infrastructure.db.tables import (
     model_aliases,
     model_versions,
     models,
+    monitoring_actions,
     monitoring_policies,
     outbox,
     payload_log_policies,
@@ -33,6 +34,7 @@ from aiservice.infrastructure.db.tables import (
 
 # Children before parents: the foreign keys hold until the end.
 _ORDER = (
+    ("monitoringActions", monitoring_actions),
     ("driftReports", drift_reports),
     ("referenceProfiles", reference_profiles),
     ("monitoringPolicies", monitoring_policies),

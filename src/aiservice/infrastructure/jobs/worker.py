@@ -403,10 +403,11 @@ def _split(data: Data, fraction: float, seed: int, task: str) -> tuple[Data, Dat
     index, so no second copy of the data is needed."""
     if not isinstance(data, Table):
         return split_stream(data, fraction, seed)
-    return _split_table(data, fraction, seed, task)
+    return split_table(data, fraction, seed, task)
 
 
-def _split_table(table: Table, fraction: float, seed: int, task: str) -> tuple[Table, Table]:
+def split_table(table: Table, fraction: float, seed: int, task: str) -> tuple[Table, Table]:
+    """Train and validation rows of a table (also the held-out rows monitoring scores a retrain on)."""
     from sklearn.model_selection import train_test_split
 
     stratify = table.y if task == "classification" and _stratifiable(table.y, fraction) else None

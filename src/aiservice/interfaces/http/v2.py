@@ -210,11 +210,12 @@ async def _infer(c: Container, caller: Principal, request: Request, name: str, s
     else:
         parsed = parse_request(body, header_length)
     route = await c.inference.describe(caller, name, selector)
-    traffic = c.inference.experiments  # a bare model's running experiment picks the arm (header key)
+    traffic = c.inference.experiments  # a bare model's running experiment picks the arm
     assignment = None
     if traffic is not None and not selector:
         options = PredictOptions(headers=request.headers)
-        assignment = traffic.assign(caller.tenant_id, route.model.id, name, options, ())
+        keyed = _routing_inputs(traffic.routing_input(caller.tenant_id, route.model.id), parsed)
+        assignment = traffic.assign(caller.tenant_id, route.model.id, name, options, keyed)
         if assignment is not None:
             route = await c.inference.describe(caller, name, assignment.selector)
     specs = route.derived(V2_OUTPUTS, _output_specs)
@@ -241,12 +242,36 @@ async def _infer(c: Container, caller: Principal, request: Request, name: str, s
         "parameters": parameters,
     }
     if traffic is not None and assignment is not None:
-        traffic.answered(assignment, len(rows), (time.perf_counter() - started) * 1000)
+        predictions = c.inference.labels_for(serving, prediction.values)
+        traffic.answered(assignment, len(rows), (time.perf_counter() - started) * 1000, predictions)
         parameters |= {"experiment": assignment.experiment_id, "arm": assignment.arm}
+        if assignment.shadows:  # copies for the challengers, run once this answer is on its way
+            traffic.shadow(assignment, lambda v, a: _shadow_predictions(c, caller, name, parsed, v, a))
     content, length = encode_response(header, chosen)
     if length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(length)})
+
+
+def _routing_inputs(key: str | None, parsed: InferRequest) -> tuple[dict[str, Any], ...]:
+    """The experiment's routing key as ``assign`` reads an input field: the first element (the first
+    row) of the input tensor it names; nothing when it keys on a header or the tensor is absent."""
+    tensor = next((t for t in parsed.inputs if t.name == key), None) if key is not None else None
+    if tensor is None or tensor.array.size == 0:
+        return ()
+    first = tensor.array[0] if tensor.array.ndim else tensor.array
+    return ({tensor.name: first.tolist() if isinstance(first, np.ndarray | np.generic) else first},)
+
+
+async def _shadow_predictions(
+    c: Container, caller: Principal, name: str, parsed: InferRequest, version: int | None, alias: str | None
+) -> list[Any]:
+    """A shadow arm's answer to the same tensors (shaped for its own version), as labels or values;
+    not written to the payload log."""
+    route = await c.inference.describe(caller, name, f":{version}" if version is not None else f"@{alias}")
+    rows = to_batch(route.derived(V2_INPUTS, _inputs), parsed.inputs)
+    serving, prediction = await c.inference.infer_array(caller, route, rows, observe=False)
+    return c.inference.labels_for(serving, prediction.values)
 
 
 async def _body(request: Request) -> bytearray:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import Field
 
 from aiservice.application.deploying.deployments import DeploymentChanges, DeploymentFilter, NewDeployment
+from aiservice.application.deploying.experiment_pools import arm_targets
 from aiservice.application.events import event_type_of
 from aiservice.domain.deployments import (
     Deployment,
@@ -138,6 +139,10 @@ class DeploymentOut(ApiModel):
     autoscaling: dict[str, Any]
     endpoints: dict[str, str] = Field(description="The stable URLs, and the v2 model name")
     events: list[dict[str, Any]] = Field(description="The latest events, newest last")
+    experiment_arms: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="While an experiment runs on it: each ready arm's version and where it answers",
+    )
     created_by: str | None
     created_at: datetime
     updated_at: datetime
@@ -171,6 +176,14 @@ class DeploymentOut(ApiModel):
                 "v2Infer": f"/v2/models/{d.name}/infer",
             },
             events=[_wire_event(e) for e in d.history],
+            experiment_arms=[
+                {
+                    "arm": t.arm,
+                    "version": t.version,
+                    "pool": d.serving is None or t.version != d.serving.version,
+                }
+                for t in arm_targets(d.endpoints).values()
+            ],
             created_by=d.created_by,
             created_at=d.created_at,
             updated_at=d.updated_at,

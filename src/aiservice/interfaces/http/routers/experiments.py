@@ -27,8 +27,14 @@ class ArmIn(ApiModel):
 
 class ExperimentIn(ApiModel):
     name: str = Field(max_length=200, examples=["new-ranker"])
-    model: str = Field(min_length=1, max_length=128, description="A model id or name")
-    deployment: str | None = Field(default=None, max_length=63)
+    model: str | None = Field(
+        default=None, min_length=1, max_length=128, description="A model id or name (or a deployment)"
+    )
+    deployment: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Or a deployment: its endpoints are routed, its model's versions are the arms",
+    )
     mode: ExperimentMode = ExperimentMode.AB
     arms: list[ArmIn] = Field(max_length=50)
     champion: str | None = Field(default=None, description="The arm serving today (default: the first)")

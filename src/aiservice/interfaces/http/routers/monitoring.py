@@ -11,9 +11,15 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from aiservice.application.monitoring.monitor import MAX_REFERENCE_ROWS
-from aiservice.application.monitoring.policy import MAX_SCHEDULE_MINUTES, MAX_WINDOW_HOURS, MonitoringPolicy
-from aiservice.application.monitoring.ports import StoredProfile, StoredReport
-from aiservice.application.monitoring.reference import reference_predictions
+from aiservice.application.monitoring.policy import (
+    MAX_COOLDOWN_MINUTES,
+    MAX_SCHEDULE_MINUTES,
+    MAX_WINDOW_HOURS,
+    MonitoringPolicy,
+)
+from aiservice.application.monitoring.ports import StoredAction, StoredProfile, StoredReport
+from aiservice.application.monitoring.reference import MAX_SAMPLE, reference_predictions
+from aiservice.domain.errors import FieldError, InvalidInput
 from aiservice.domain.models import MAX_VERSION, Model
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.paths import API_PREFIX
@@ -26,11 +32,22 @@ VersionNumber = Annotated[int, Field(ge=1, le=MAX_VERSION)]
 
 
 class ReferenceRowsIn(ApiModel):
-    rows: list[Any] = Field(
+    rows: list[Any] | None = Field(
+        default=None,
         min_length=1,
         max_length=MAX_REFERENCE_ROWS,
         description="Reference rows, as the model's predict takes them: objects of feature values, "
         '``{"features": [...]}`` or lists. The version predicts on them for the prediction profile.',
+    )
+    dataset_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Instead of rows: an uploaded dataset (csv or parquet) whose feature columns (the "
+        "version's input schema; not the label) are profiled, from a seeded uniform sample of its rows",
+    )
+    sample: int | None = Field(
+        default=None, ge=1, le=MAX_SAMPLE, description=f"Rows of the dataset sampled (default {MAX_SAMPLE})"
     )
 
 
@@ -81,7 +98,20 @@ class PolicyIn(ApiModel):
     )
     window_hours: int = Field(default=24, ge=1, le=MAX_WINDOW_HOURS, description="A check's window")
     accuracy_floor: float | None = Field(default=None, ge=0, le=1)
-    actions: list[Literal["alert"]] = Field(default_factory=lambda: ["alert"])  # type: ignore[arg-type]
+    actions: list[Literal["alert", "retrain", "promote", "rollback"]] = Field(
+        default_factory=lambda: ["alert"],  # type: ignore[arg-type]
+        description="What a check that finds drift, or accuracy below the floor, does on its own",
+    )
+    enabled: bool = Field(default=True, description="false: no automatic action at all, only the report")
+    retrain: dict[str, Any] | None = Field(
+        default=None, description='With the retrain action: {"datasetId": "<an uploaded dataset>"}'
+    )
+    canary: dict[str, Any] | None = Field(
+        default=None, description="With promote: the canary plan, as experiments take it (default theirs)"
+    )
+    cooldown_minutes: int = Field(
+        default=60, ge=0, le=MAX_COOLDOWN_MINUTES, description="No second action of a kind within it"
+    )
 
 
 class PolicyOut(ApiModel):
@@ -91,6 +121,10 @@ class PolicyOut(ApiModel):
     window_hours: int
     accuracy_floor: float | None
     actions: list[str]
+    enabled: bool
+    retrain: dict[str, Any] | None
+    canary: dict[str, Any] | None
+    cooldown_minutes: int
 
     @classmethod
     def of(cls, model: Model, policy: MonitoringPolicy) -> PolicyOut:
@@ -142,6 +176,24 @@ class DriftReportOut(ApiModel):
         )
 
 
+class MonitoringActionOut(ApiModel):
+    id: str
+    model_id: str
+    version: int = Field(description="The version acted on (compare and promote: the retrained one)")
+    action: str = Field(description="alert, retrain, compare, promote or rollback")
+    status: str = Field(description="done, started (a job or a canary carries on) or failed")
+    trigger: str = Field(description="drift, accuracy or training")
+    reason: str
+    reference: str | None = Field(description="The training job, experiment or deployment it touched")
+    details: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, a: StoredAction) -> MonitoringActionOut:
+        return cls(**a.__dict__)
+
+
 class PerformancePointOut(ApiModel):
     version: int
     start: datetime
@@ -180,12 +232,32 @@ async def set_reference_profile(
 ) -> ProfileOut:
     """Profile reference rows (training or validation data) as the version's reference for drift: per
     feature histograms/quantiles or category frequencies, and the version's predictions on the rows
-    (computed now, not logged). Replaces an earlier profile. Audited."""
+    (computed now, not logged). Replaces an earlier profile. Audited. Send ``rows``, or ``datasetId``
+    (and ``sample``) to profile an uploaded dataset (``source`` ``dataset:<id>``)."""
     monitor = c.monitoring.monitor
-    found = await run_in_threadpool(monitor.prepare_profile, caller, model, version, body.rows)
-    predictions = await reference_predictions(c.inference, caller, found.id, version, body.rows)
+    if body.dataset_id is not None:
+        if body.rows is not None:
+            raise InvalidInput(
+                "Send rows or datasetId, not both.",
+                errors=[FieldError("body.datasetId", "send rows or datasetId, not both")],
+            )
+        taken = await run_in_threadpool(
+            c.monitoring.references.rows, caller, model, version, body.dataset_id, body.sample
+        )
+        where, rows, source, found = "body.datasetId", taken.rows, taken.source, taken.model
+    elif body.rows is None or body.sample is not None:
+        field, message = (
+            ("body.sample", "goes with datasetId, not rows")
+            if body.rows
+            else ("body.rows", "send rows or datasetId")
+        )
+        raise InvalidInput(f"{field}: {message}", errors=[FieldError(field, message)])
+    else:
+        where, rows, source = "body.rows", body.rows, "rows"
+        found = await run_in_threadpool(monitor.prepare_profile, caller, model, version, rows)
+    predictions = await reference_predictions(c.inference, caller, found.id, version, rows, where)
     _, stored = await run_in_threadpool(
-        monitor.set_profile, caller, found.id, version, body.rows, predictions
+        monitor.set_profile, caller, found.id, version, rows, predictions, source
     )
     return ProfileOut.of(stored)
 
@@ -268,4 +340,16 @@ def get_performance(
     ]
     return PerformanceOut(
         model_id=found.id, bucket=bucket, accuracy_floor=floor, below_floor=below, points=out
+    )
+
+
+@router.get("/models/{model}/monitoring/actions", response_model=PageOut[MonitoringActionOut])
+def list_monitoring_actions(
+    model: str, caller: CallerDep, c: ContainerDep, limit: PageLimit = 20, cursor: PageCursor = None
+) -> PageOut[MonitoringActionOut]:
+    """What the model's monitoring policy did on its own (alerts, retraining, comparisons, canary
+    promotions, rollbacks), newest first, each with its reason."""
+    _, page = c.monitoring.monitor.action_history(caller, model, limit, cursor)
+    return PageOut[MonitoringActionOut](
+        items=[MonitoringActionOut.of(a) for a in page.items], next_cursor=page.next_cursor
     )

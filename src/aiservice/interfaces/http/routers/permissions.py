@@ -107,6 +107,7 @@ ENDPOINT_RULES: tuple[Rule, ...] = (
     _rule("PUT", f"{_V}/reference-profile", P.MODEL_WRITE),
     _rule("GET", f"{_V}/reference-profile", P.MODEL_READ),
     _rule("GET", f"{_M}/monitoring", P.MODEL_READ),
+    _rule("GET", f"{_M}/monitoring/actions", P.MODEL_READ),
     _rule("PUT", f"{_M}/monitoring", P.MODEL_WRITE),
     _rule("POST", f"{_M}/drift", P.MODEL_WRITE),
     _rule("GET", f"{_M}/drift", P.MODEL_READ),
