@@ -34,6 +34,25 @@ def _json_logs() -> None:
     configure_logging("INFO", "json")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each ``xdist_group`` on one worker under ``--dist loadgroup``. pytest-xdist does it by
+    renaming a grouped test ``<nodeid>@<group>`` through ``item._nodeid``, which pytest 9 no longer
+    reads (a node's id is ``item._id``), so without this every group was silently spread over both
+    workers: two Ray heads at once, expensive module fixtures built twice."""
+    if not getattr(config.option, "loadgroup", False) or not hasattr(config, "workerinput"):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = {
+            str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+            for m in item.iter_markers("xdist_group")
+        }
+        nodeid = item.nodeid
+        if groups and nodeid.rfind("@") <= nodeid.rfind("]") and hasattr(item, "_id"):
+            item._id = NodeId.parse(f"{nodeid}@{'_'.join(sorted(groups))}")
+
+
 def _postgres_reason() -> str | None:
     try:
         with psycopg.connect(PG_ADMIN_DSN, connect_timeout=3):

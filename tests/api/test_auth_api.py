@@ -13,7 +13,6 @@ import httpx2
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import Engine
 
 from aiservice.bootstrap import Container, bootstrap
 from aiservice.infrastructure.db.engine import create_engine
@@ -117,6 +116,7 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint("GET", "/models/{model}/versions/{version}/reference-profile"),
     Endpoint("GET", "/models/{model}/monitoring"),
+    Endpoint("GET", "/models/{model}/monitoring/actions"),
     Endpoint("PUT", "/models/{model}/monitoring", {"thresholds": {"psi": 0.25}, "scheduleMinutes": 60}),
     Endpoint("POST", "/models/{model}/drift", {"version": 1}),
     Endpoint("GET", "/models/{model}/drift"),
@@ -304,38 +304,66 @@ def test_role_matrix(matrix_app: MatrixApp, tenant: str, roles: tuple[str, ...],
 # -- tenant isolation ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def acme_model(client: TestClient, auth: Auth) -> dict[str, object]:
-    model = create_model(client, auth(tenant="acme"), "secret-model")
-    upload(client, auth(tenant="acme"), "secret-model")
-    client.put(
-        f"{API}/models/secret-model/aliases/champion", json={"version": 1}, headers=auth(tenant="acme")
-    )
-    dataset = client.post(
-        f"{API}/datasets", files={"file": ("secret-data.csv", b"x,y\n1,2\n")}, headers=auth(tenant="acme")
-    )
-    assert dataset.status_code == 201, dataset.text
-    return model
+@dataclass
+class AcmeWorld:
+    """A service where acme owns a model (version 1, alias ``champion``) and a dataset."""
+
+    client: TestClient
+    container: Container
+    model: dict[str, str]
+
+    def auth(self, *roles: str, tenant: str = "acme") -> dict[str, str]:
+        token = self.container.tokens.issue("tester", tenant, list(roles) or ["admin"], 600)
+        return {"Authorization": f"Bearer {token}", "X-Tenant-ID": tenant}
+
+
+@pytest.fixture(scope="module")
+def acme_world(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcmeWorld]:
+    """One service for the isolation tests below, which only read acme's objects or are refused: each
+    of them checks afterwards that acme's objects are as they were (a service per test cost minutes)."""
+    container = bootstrap(make_settings(database_url, Path(tmp_path_factory.mktemp("isolation"))))
+    with TestClient(create_app(container)) as client:
+        for tenant in ("acme", "globex"):
+            container.tenants.ensure(tenant)
+        world = AcmeWorld(client, container, {})
+        world.model.update(create_model(client, world.auth(), "secret-model"))
+        assert upload(client, world.auth(), "secret-model").status_code == 201
+        alias = client.put(
+            f"{API}/models/secret-model/aliases/champion", json={"version": 1}, headers=world.auth()
+        )
+        assert alias.status_code == 200, alias.text
+        dataset = client.post(
+            f"{API}/datasets", files={"file": ("secret-data.csv", b"x,y\n1,2\n")}, headers=world.auth()
+        )
+        assert dataset.status_code == 201, dataset.text
+        yield world
+    container.close()
+    engine = create_engine(database_url)
+    empty_database(engine)
+    engine.dispose()
 
 
 @pytest.mark.parametrize("by", ["id", "name"])
 @pytest.mark.parametrize("endpoint", TARGETED, ids=str)
 def test_other_tenant_gets_404_on_every_endpoint_and_changes_nothing(
-    client: TestClient, auth: Auth, engine: Engine, acme_model: dict[str, str], by: str, endpoint: Endpoint
+    acme_world: AcmeWorld, by: str, endpoint: Endpoint
 ) -> None:
+    client, auth = acme_world.client, acme_world.auth
     intruder = auth("admin", tenant="globex")
-    response = call(client, intruder, endpoint, acme_model[by])
+    response = call(client, intruder, endpoint, acme_world.model[by])
     assert response.status_code == 404, response.text
     assert response.headers["content-type"] == "application/problem+json"
     owner = auth(tenant="acme")
     after = client.get(f"{API}/models/secret-model", headers=owner).json()
     assert (after["description"], after["latestVersion"], after["aliases"]) == ("", 1, {"champion": 1})
     assert client.get(f"{API}/models/secret-model/versions/1", headers=owner).json()["stage"] == "none"
-    assert row_count(engine, "model_versions") == 1
+    assert row_count(acme_world.container.engine, "model_versions") == 1
     assert client.get(f"{API}/datasets/secret-data", headers=owner).status_code == 200
 
 
-def test_other_tenant_lists_see_nothing(client: TestClient, auth: Auth, acme_model: dict[str, str]) -> None:
+def test_other_tenant_lists_see_nothing(acme_world: AcmeWorld) -> None:
+    client, auth = acme_world.client, acme_world.auth
+    assert client.get(f"{API}/models", headers=auth(tenant="acme")).json()["items"] != []
     assert client.get(f"{API}/models", headers=auth(tenant="globex")).json()["items"] == []
     assert (
         client.get(f"{API}/models", params={"q": "secret"}, headers=auth(tenant="globex")).json()["items"]
@@ -345,9 +373,9 @@ def test_other_tenant_lists_see_nothing(client: TestClient, auth: Auth, acme_mod
 
 @pytest.mark.parametrize("endpoint", READING, ids=str)
 def test_viewer_with_predictor_reads_and_predicts_everything(
-    client: TestClient, auth: Auth, acme_model: dict[str, str], endpoint: Endpoint
+    acme_world: AcmeWorld, endpoint: Endpoint
 ) -> None:
-    response = call(client, auth("viewer", "predictor"), endpoint, "secret-model")
+    response = call(acme_world.client, acme_world.auth("viewer", "predictor"), endpoint, "secret-model")
     assert response.status_code == 200, response.text
 
 

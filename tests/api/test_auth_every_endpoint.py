@@ -208,9 +208,10 @@ class Owned:
     experiment: str
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def owned(service: Service) -> Iterator[Owned]:
-    """Acme's model (a version, an alias, a logged prediction), dataset, training job and API key."""
+    """Acme's model (a version, an alias, a logged prediction), dataset, training job and API key, made
+    once for the tests below: each is refused, and checks afterwards that they are as they were."""
     client, headers = service.client, service.headers("acme")
     model = client.post(
         f"{API}/models", json={"name": "secret-model", "framework": "sklearn"}, headers=headers

@@ -15,6 +15,7 @@ from tests.deploy_local.conftest import TENANT, TOKEN, World, predict_path, row,
 from tests.e2e.conftest import free_port
 
 SERVE_MODEL = (sys.executable, "-m", "aiservice", "serve-model")
+pytestmark = pytest.mark.xdist_group("serve-model-cli")  # one worker starts the module's replica
 
 
 @pytest.fixture(scope="module")

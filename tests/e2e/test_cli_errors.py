@@ -14,7 +14,10 @@ from typer.testing import CliRunner, Result
 from aiservice.interfaces.cli.main import app
 from tests.e2e.conftest import LiveServer, clean_env, cli, free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.xdist_group("e2e-cli-errors"),  # one worker starts the module's live server
+]
 
 
 def run(server: LiveServer, token: str, *args: str) -> Result:

@@ -21,7 +21,10 @@ from tests.api.test_training import IRIS_FEATURES, write_iris_csv
 from tests.e2e.conftest import LiveServer, serving
 from tests.helpers import iris_model_bytes, slow_pickled_model, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.xdist_group("e2e-crash-leftovers"),  # one worker kills the module's server, once
+]
 
 SECRET = "e2e-crash-secret-0123456789-0123456789-0123"
 SETTINGS = {"JWT_SECRET": SECRET, "ONNX_COMPILE": "false"}

@@ -24,7 +24,10 @@ from sklearn.tree import DecisionTreeClassifier
 
 from tests.e2e.conftest import LiveServer, serving
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.xdist_group("e2e-deployments-live"),  # one worker starts the module's live server
+]
 
 API = "/api/v1/ai"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]

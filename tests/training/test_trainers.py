@@ -125,7 +125,11 @@ def runtimes() -> FrameworkRegistry:
     return FrameworkRegistry.discover()
 
 
-@pytest.fixture(scope="module", params=list(CASES))
+# A group per case: every test of a case runs on the worker that trained it, never trained twice.
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(case, marks=pytest.mark.xdist_group(f"trainers-{case}")) for case in CASES],
+)
 def run(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, runtimes: FrameworkRegistry
 ) -> Run:

@@ -20,10 +20,11 @@ from tests.zoo.catalog import BUILDERS, Answers
 from tests.zoo.conftest import API, COMPILED, NATIVE, Registered, Zoo
 
 pytestmark = [
-    pytest.mark.xdist_group("zoo"),  # one worker builds the zoo once and serves every test of it
     pytest.mark.filterwarnings("ignore:`torch.jit.(script|save)` is deprecated:DeprecationWarning"),
 ]
-MODELS = list(BUILDERS)
+# A group per model: every test of a model runs on the worker that built and registered it (once), and
+# the two workers share the zoo.
+MODELS = [pytest.param(name, marks=pytest.mark.xdist_group(f"zoo-{name}")) for name in BUILDERS]
 FORMS = [pytest.param(NATIVE, id="native"), pytest.param(COMPILED, id="compiled")]
 TOLERANCE = 1e-4
 V2_DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "BOOL": np.bool_, "BYTES": object}
