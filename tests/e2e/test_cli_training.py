@@ -78,7 +78,7 @@ def test_train_follows_a_job_to_its_version_and_jobs_lists_and_shows_it(live_ser
     assert listed.returncode == 0, listed.stderr
     assert job_id[:8] in listed.stdout and "succeeded" in listed.stdout
 
-    shown = cli(live_server, token, "jobs", "show", job_id)
+    shown = cli(live_server, token, "jobs", "show", job_id, "--output", "json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["version"] == 1
 

@@ -1,5 +1,6 @@
-"""The CLI commands that are clients of the HTTP API share this: their options, their client, and how
-each failure becomes one line and an exit status (``exits.py``) instead of a traceback.
+"""The CLI commands that are clients of the HTTP API share this: their options, the SDK client they talk
+through (``aiservice.client``; the CLI has no HTTP code of its own), how ids are resolved from a prefix,
+and how each failure becomes one line and an exit status (``exits.py``) instead of a traceback.
 
 A server that is down, a missing token, a refused one and a problem answer are what a user meets
 first, so each says what happened and what to do, in the caller's terms.
@@ -7,90 +8,149 @@ first, so each says what happened and what to do, in the caller's terms.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 import httpx
 import typer
 
+from aiservice.client import (
+    AiServiceError,
+    AuthenticationError,
+    Client,
+    PermissionDeniedError,
+    ProblemError,
+    RequestTimeoutError,
+    ServiceUnreachableError,
+)
+from aiservice.interfaces.cli import config
 from aiservice.interfaces.cli.exits import PROBLEM, REFUSED, UNREACHABLE, USAGE, fail
 
-DEFAULT_URL = "http://127.0.0.1:3004"
-API = "/api/v1/ai"
+DEFAULT_URL = config.DEFAULT_URL
+T = TypeVar("T")
 
-UrlOption = Annotated[str, typer.Option("--url", envvar="AISERVICE_URL", help="The service's base URL")]
-TokenOption = Annotated[
-    str, typer.Option("--token", envvar="AISERVICE_TOKEN", help="An API token (aiservice token create)")
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="AISERVICE_URL",
+        help=f"The service's base URL [default: the login's, else {DEFAULT_URL}]",
+        show_default=False,
+    ),
 ]
-TenantOption = Annotated[str, typer.Option("--tenant", envvar="AISERVICE_TENANT", help="Tenant id")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="AISERVICE_TOKEN",
+        help="An API token [default: the login's] (aiservice token create)",
+        show_default=False,
+    ),
+]
+TenantOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tenant",
+        envvar="AISERVICE_TENANT",
+        help="Tenant id [default: the login's, else default]",
+        show_default=False,
+    ),
+]
 
 _GET_A_TOKEN = (
     "`aiservice token create --tenant default --role editor`, run in the server's folder, prints one"
 )
 _FIELDS_SHOWN = 5
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
+_FULL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def settle(url: str | None, token: str | None, tenant: str | None) -> tuple[str, str, str]:
+    """The URL, token and tenant to use: the flag or its variable, else the login, else the default."""
+    try:
+        stored = config.load()
+    except ValueError as exc:
+        fail(USAGE, f"{exc}; fix or remove it (aiservice logout).")
+    return (
+        url or stored.url or DEFAULT_URL,
+        (token if token is not None else stored.token or "").strip(),
+        tenant or stored.tenant or config.DEFAULT_TENANT,
+    )
 
 
 @contextmanager
-def api_client(url: str, token: str, tenant: str) -> Iterator[httpx.Client]:
-    """A client of the API at ``url``; a connection that fails inside the block exits with status 3."""
-    base = _base_url(url)
-    token = token.strip()
+def connect(url: str | None, token: str | None, tenant: str | None) -> Iterator[Client]:
+    """An SDK client of the API; an error of the SDK inside the block exits with its status."""
+    url, token, tenant = settle(url, token, tenant)
+    base = base_url(url)
     if not token:
-        fail(USAGE, f"no API token: pass --token or set AISERVICE_TOKEN; {_GET_A_TOKEN}.")
-    headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": tenant}
+        fail(
+            USAGE,
+            f"no API token: pass --token, set AISERVICE_TOKEN or run `aiservice login`; {_GET_A_TOKEN}.",
+        )
+    if not _HEADER_VALUE.fullmatch(token):
+        fail(USAGE, "the token holds spaces or characters a token cannot have: check --token.")
+    if not _HEADER_VALUE.fullmatch(tenant):
+        fail(USAGE, f"--tenant {tenant!r} is not a tenant id: use letters, digits, '_' or '-'.")
+    with (
+        Client(base, token, tenant, retries=2, backoff=0.25, timeout=60.0) as client,
+        reported(base),
+        quiet(),
+    ):
+        yield client
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """The SDK logs each retry as a warning; a command says what it has to in one line of its own."""
+    sdk_log = logging.getLogger("aiservice.client")
+    level = sdk_log.level
+    sdk_log.setLevel(logging.ERROR)
     try:
-        with httpx.Client(
-            base_url=base, headers=headers, timeout=httpx.Timeout(30.0, connect=10.0, read=None)
-        ) as client:
-            yield client
-    except httpx.LocalProtocolError as exc:  # a header value h11 will not send
-        fail(USAGE, f"the request cannot be sent ({exc}): check --token and --tenant.")
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        yield
+    finally:
+        sdk_log.setLevel(level)
+
+
+@contextmanager
+def reported(base: str) -> Iterator[None]:
+    """Each error of the SDK as one line and its exit status."""
+    try:
+        yield
+    except AuthenticationError as exc:
+        fail(
+            REFUSED,
+            f"{problem_line(exc)} Pass a valid token with --token or AISERVICE_TOKEN, or run "
+            f"`aiservice login`; {_GET_A_TOKEN}.",
+        )
+    except PermissionDeniedError as exc:
+        fail(REFUSED, problem_line(exc))
+    except ProblemError as exc:
+        fail(PROBLEM, problem_line(exc))
+    except ServiceUnreachableError as exc:
         fail(
             UNREACHABLE,
-            f"cannot reach the aiservice API at {base} ({_reason(exc)}): is it running? Start it with "
+            f"cannot reach the aiservice API at {base} ({exc.reason}): is it running? Start it with "
             "`aiservice serve`, or point --url or AISERVICE_URL at it.",
         )
-    except httpx.TransportError as exc:
-        fail(
-            UNREACHABLE,
-            f"lost the connection to the aiservice API at {base} ({_reason(exc)}); try again, or check "
-            "--url or AISERVICE_URL.",
-        )
+    except RequestTimeoutError as exc:
+        fail(UNREACHABLE, f"{exc}; try again, or check --url or AISERVICE_URL.")
+    except AiServiceError as exc:  # a failed training job, a download that does not match its digest
+        fail(PROBLEM, str(exc))
 
 
-def checked(response: httpx.Response) -> Any:
-    """The JSON of a successful answer; any other answer exits: 4 when the credentials are refused
-    (401, 403), else 1, with the problem's detail and the fields it names."""
-    if response.is_success:
-        try:
-            return response.json()
-        except ValueError:
-            fail(PROBLEM, f"{response.url} answered without JSON: is --url the aiservice API?")
-    status = REFUSED if response.status_code in (401, 403) else PROBLEM
-    message = describe(response)
-    if response.status_code == 401:
-        message += f" Pass a valid token with --token or AISERVICE_TOKEN; {_GET_A_TOKEN}."
-    fail(status, message)
+def problem_line(exc: ProblemError) -> str:
+    """``STATUS title: detail [field: message; ...]``."""
+    issues = [f"{e.field}: {e.message}" for e in exc.errors]
+    fields = f" [{'; '.join(issues[:_FIELDS_SHOWN])}{'; ...' if len(issues) > _FIELDS_SHOWN else ''}]"
+    detail = " ".join(exc.detail.split())[:300]
+    return f"{exc.status} {exc.title or exc.code}: {detail}{fields if issues else ''}"
 
 
-def describe(response: httpx.Response) -> str:
-    """``STATUS title: detail [field: message; ...]`` for a problem answer; the status and the start of
-    the body for anything else (a proxy's error page, say)."""
-    try:
-        problem = response.json()
-        detail = str(problem.get("detail") or problem.get("title") or "")
-        errors = [f"{e['field']}: {e['message']}" for e in problem.get("errors") or []]
-    except (ValueError, AttributeError, TypeError, KeyError):
-        text = " ".join(response.text.split())[:200]
-        return f"{response.status_code} {response.reason_phrase} from {response.url}: {text or '(no body)'}"
-    fields = f" [{'; '.join(errors[:_FIELDS_SHOWN])}{'; ...' if len(errors) > _FIELDS_SHOWN else ''}]"
-    title = problem.get("title") or response.reason_phrase
-    return f"{response.status_code} {title}: {detail}{fields if errors else ''}"
-
-
-def _base_url(url: str) -> str:
+def base_url(url: str) -> str:
     try:
         parsed = httpx.URL(url.strip())
     except httpx.InvalidURL:
@@ -100,5 +160,29 @@ def _base_url(url: str) -> str:
     return str(parsed).rstrip("/")
 
 
-def _reason(exc: httpx.TransportError) -> str:
-    return str(exc) or type(exc).__name__
+def resolve(
+    given: str,
+    kind: str,
+    items: Iterable[T],
+    ident: Callable[[T], str],
+    key: Callable[[T], str] | None = None,
+    names: Callable[[T], str] | None = None,
+) -> str:
+    """The ``key`` (default: the id) of the one listed item that ``given`` names: by its name exactly
+    (``names``), else by the start of its id (``ident``). Several matches exit with status 2 naming them;
+    none gives ``given`` back unchanged (the service then answers that it does not exist)."""
+    if _FULL_ID.fullmatch(given):
+        return given
+    key = key or ident
+    listed = list(items)
+    for item in listed:
+        if names is not None and names(item) == given:
+            return key(item)
+    matches = {ident(item): item for item in listed if ident(item).startswith(given)}
+    if len(matches) == 1:
+        return key(next(iter(matches.values())))
+    if len(matches) > 1:
+        ids = sorted(matches)
+        shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+        fail(USAGE, f"the {kind} id prefix {given!r} is ambiguous: it starts {shown}; give more of it.")
+    return given

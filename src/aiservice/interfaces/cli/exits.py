@@ -11,13 +11,14 @@ from typing import NoReturn
 import typer
 
 PROBLEM = 1  # the service answered with a problem (a 404, a 422...), or the command's own check failed
-USAGE = 2  # the command was called wrongly: an option, a missing token or secret (click's own code)
+USAGE = 2  # called wrongly: an option, a missing token or secret, an ambiguous id prefix (click's own code)
 UNREACHABLE = 3  # the service could not be reached at the URL
 REFUSED = 4  # the service refused the credentials (401) or the action (403)
 
 EPILOG = (
-    "Exit status: 0 done; 1 the service answered with a problem; 2 usage (a bad option, no token, "
-    "no signing secret); 3 the service cannot be reached; 4 the service refused the token (401 or 403)."
+    "Exit status: 0 done; 1 the service answered with a problem (a 404, a 422...); 2 usage (a bad "
+    "option, no token, no signing secret, an ambiguous id prefix); 3 the service cannot be reached; "
+    "4 the service refused the token (401 or 403)."
 )
 
 

@@ -1,4 +1,6 @@
-"""``aiservice``: serve the API, migrate the database, issue tokens, manage tenants."""
+"""``aiservice``: serve the API, migrate the database, issue tokens, manage tenants; and, as a client of a
+running service (through the SDK), manage models, versions, predictions, training, deployments and
+experiments."""
 
 from __future__ import annotations
 
@@ -8,11 +10,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from aiservice import __version__
 from aiservice.domain.errors import DomainError
 from aiservice.domain.tenancy import Role
 from aiservice.interfaces.cli.audit import audit_app
 from aiservice.interfaces.cli.exits import EPILOG, USAGE, fail
 from aiservice.interfaces.cli.keys import keys_app
+from aiservice.interfaces.cli.registry import (
+    login,
+    logout,
+    models_app,
+    predict,
+    versions_app,
+    whoami,
+)
+from aiservice.interfaces.cli.rollout import deploy, deployments_app, experiments_app
 from aiservice.interfaces.cli.serve_model import serve_model
 from aiservice.interfaces.cli.training import jobs_app, train
 from aiservice.settings import ConfigurationError, Settings
@@ -29,8 +41,42 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
+app.add_typer(versions_app, name="versions")
+app.add_typer(deployments_app, name="deployments")
+app.add_typer(experiments_app, name="experiments")
+app.command("login")(login)
+app.command("logout")(logout)
+app.command("whoami")(whoami)
+app.command("predict")(predict)
 app.command("train")(train)
+app.command("deploy")(deploy)
 app.command("serve-model")(serve_model)
+
+
+def _with_epilog(typer_app: typer.Typer) -> None:
+    """Every command's --help ends with the exit statuses."""
+    for command in typer_app.registered_commands:
+        command.epilog = command.epilog or EPILOG
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _with_epilog(group.typer_instance)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"aiservice {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit"),
+    ] = False,
+) -> None:
+    pass
 
 
 def _bootstrap(settings: Settings) -> Container:
@@ -135,3 +181,6 @@ def tenant_create(
     finally:
         container.close()
     typer.echo(f"tenant {tenant_id} {'created' if created else 'already exists'}")
+
+
+_with_epilog(app)  # last: after every command above is registered

@@ -36,6 +36,7 @@ from aiservice.interfaces.http.routers import payload_logs as payload_logs_route
 from aiservice.interfaces.http.routers import permissions as permissions_router
 from aiservice.interfaces.http.routers import tenants as tenants_router
 from aiservice.interfaces.http.routers import webhooks as webhooks_router
+from aiservice.interfaces.http.ui import UI_PREFIX, mount_ui
 
 _UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/models/[^/]+/versions/?$")
 _DATASET_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/datasets/?$")
@@ -104,6 +105,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(permissions_router.router)
     app.include_router(admin_router.router)
     app.include_router(v2.router)
+    mount_ui(app, container)  # the web dashboard at /ui
 
     upload_limit = container.settings.max_artifact_bytes + 1024**2  # the artifact plus form overhead
     dataset_limit = container.settings.max_dataset_bytes + 1024**2
@@ -115,6 +117,8 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
             return upload_limit
         if _DATASET_UPLOAD_PATH.match(scope["path"]):
             return dataset_limit
+        if scope["path"].startswith(UI_PREFIX + "/"):  # the dashboard's forms and uploads (not JSON)
+            return upload_limit
         return v2.MAX_INFER_BODY_BYTES if v2.INFER_PATH.match(scope["path"]) else None  # v2 counts bytes too
 
     gate = JsonBodyGate(container.settings.max_json_body_bytes, container.settings.max_json_depth)
