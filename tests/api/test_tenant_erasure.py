@@ -115,6 +115,7 @@ def test_erasure_removes_the_tenants_data_and_leaves_the_other_tenant_alone(
         "outboxEvents": erased["outboxEvents"],
         "predictionFeedback": 0,
         "predictionLogs": 0,
+        "payloadLogFiles": 0,
         "payloadLogPolicies": 0,
         "experiments": 0,
         "experimentObservations": 0,

@@ -204,6 +204,21 @@ def test_autoscaling_follows_cpu_within_bounds_after_the_cool_down(
     )
 
 
+def test_a_deployment_shows_the_load_and_latency_its_replicas_report(
+    client: TestClient, auth: Auth, iris: str, fake: FakeDeployer, container: Container
+) -> None:
+    deployment_id = deploy(client, auth).json()["id"]
+    assert client.get(f"{API}/deployments/my-classifier-prod", headers=auth()).json()["load"] is None
+    fake.load[deployment_id] = RevisionState(1, 2, 2, in_flight=3.0, cpu_percent=41.5, p95_ms=12.25)
+    reconcile(container)
+    reconcile(container)  # rolled out on the first pass, observed as serving on the second
+    load = client.get(f"{API}/deployments/my-classifier-prod", headers=auth()).json()["load"]
+    assert (load["p95Ms"], load["inFlight"], load["cpuPercent"]) == (12.25, 3.0, 41.5)
+    assert load["observedAt"]
+    listed = client.get(f"{API}/deployments", headers=auth()).json()["items"]
+    assert listed[0]["load"]["p95Ms"] == 12.25
+
+
 def test_deleted_deployments_stop_and_their_name_is_not_found(
     client: TestClient, auth: Auth, iris: str, fake: FakeDeployer, container: Container
 ) -> None:

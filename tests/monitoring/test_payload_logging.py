@@ -69,7 +69,13 @@ def flush(container: Container) -> int:
 def test_logging_is_off_until_a_policy_turns_it_on(client: TestClient, auth: Auth, iris: str) -> None:
     response = client.get(f"{API}/models/iris/payload-logging", headers=auth("viewer"))
     assert response.status_code == 200, response.text
-    assert response.json() == {"modelId": iris, "enabled": False, "sampleRate": 1.0, "retentionDays": 30}
+    assert response.json() == {
+        "modelId": iris,
+        "enabled": False,
+        "sampleRate": 1.0,
+        "retentionDays": 30,
+        "sink": "database",
+    }
 
 
 def test_a_policy_set_is_read_back_and_audited(client: TestClient, auth: Auth, iris: str) -> None:

@@ -10,8 +10,11 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
+from aiservice.application.deploying.ports import RevisionState
 from aiservice.bootstrap import Container
+from aiservice.domain.deployments import DeploymentTarget
 from tests.conftest import Auth
+from tests.deployments.fakes import FakeDeployer
 from tests.helpers import create_model, upload
 from tests.monitoring.test_drift_api import iris_rows
 from tests.ui.conftest import HX, Login
@@ -207,3 +210,22 @@ def test_without_chromium_the_browser_tests_skip_locally_and_fail_under_ci(
     monkeypatch.setattr(ui, "IN_CI", True)
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         ui.require_browser()
+
+
+def test_the_deployments_page_shows_replicas_and_the_latency_they_report(
+    client: TestClient, auth: Auth, container: Container, login: Login
+) -> None:
+    fake = FakeDeployer()
+    container.deployers[DeploymentTarget.LOCAL] = fake  # type: ignore[index]
+    create_model(client, auth(), "iris")
+    assert upload(client, auth(), "iris").status_code == 201
+    body = {"deploymentName": "iris-dev", "environment": "dev", "minReplicas": 2, "version": 1}
+    deployed = client.post(f"{API}/models/iris/deploy", json=body, headers=auth("deployer"))
+    assert deployed.status_code == 202, deployed.text
+    fake.load[deployed.json()["id"]] = RevisionState(1, 2, 2, in_flight=4.0, p95_ms=17.5)
+    for _ in range(2):  # rolled out, then observed serving
+        container.deployment_reconcile._task()
+    page = login("viewer").get("/ui/deployments")
+    assert page.status_code == 200
+    row = page.text[page.text.index("iris-dev") :]
+    assert "2 / 2" in row and "17.5 ms" in row and ">4<" in row

@@ -13,10 +13,11 @@ from aiservice.application.payload_logging.logs import PayloadLogs
 from aiservice.application.payload_logging.ports import PayloadLogUnitOfWorkFactory
 from aiservice.application.payload_logging.recorder import PayloadRecorder
 from aiservice.application.periodic import PeriodicTask
-from aiservice.application.ports import OutboxMessage
+from aiservice.application.ports import ArtifactStore, OutboxMessage
 from aiservice.domain.clock import utcnow
 from aiservice.infrastructure.db.payload_log_repositories import SqlAlchemyPayloadLogStore
 from aiservice.infrastructure.observability.metrics import ServiceMetrics
+from aiservice.infrastructure.payload_logs.parquet_files import ParquetPayloadFiles
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class PayloadLogging:
     logs: PayloadLogs
     flusher: PeriodicTask  # writes the queue every second (sooner when a batch is ready)
     purger: PeriodicTask  # the retention purge, hourly, in the host worker only
+    files: ParquetPayloadFiles  # the Parquet sink's files, in the artifact store
 
     def start(self, host: bool) -> None:
         self.flusher.start()
@@ -46,9 +48,14 @@ class PayloadLogging:
 
 
 def payload_logging_parts(
-    engine: Engine, uow: PayloadLogUnitOfWorkFactory, metrics: ServiceMetrics, bus: EventBus
+    engine: Engine,
+    uow: PayloadLogUnitOfWorkFactory,
+    metrics: ServiceMetrics,
+    bus: EventBus,
+    artifacts: ArtifactStore,
 ) -> PayloadLogging:
-    store = SqlAlchemyPayloadLogStore(engine)
+    files = ParquetPayloadFiles(artifacts)
+    store = SqlAlchemyPayloadLogStore(engine, files)
     recorder = PayloadRecorder(
         store,
         on_dropped=lambda n: metrics.payload_logs_dropped.inc(n),
@@ -63,4 +70,4 @@ def payload_logging_parts(
 
     bus.subscribe("ModelDeleted", model_deleted)  # on the relay's lease holder, once per event
     purger = PeriodicTask("payload-log-purge", PURGE_INTERVAL_S, logs.purge)
-    return PayloadLogging(recorder, logs, flusher, purger)
+    return PayloadLogging(recorder, logs, flusher, purger, files)

@@ -166,7 +166,8 @@ def bootstrap(
         in_flight=in_flight,
         upload_timeout_s=settings.upload_timeout_seconds,
     )
-    payload_logging = payload_logging_parts(engine, uow, metrics, bus)
+    payload_logging = payload_logging_parts(engine, uow, metrics, bus, store)
+    uow.payload_files = payload_logging.files  # the repositories read the Parquet sink's files
     dataset_store = DatasetStore(settings.data_dir / "uploaded-datasets")
     monitoring = monitoring_parts(engine, uow, metrics, bus, dataset_store)
     experiments = experiment_parts(engine, uow, versions, metrics, bus)

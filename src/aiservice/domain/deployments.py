@@ -235,6 +235,35 @@ class Revision:
         )
 
 
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """What the serving revision's replicas last reported (the autoscaler's inputs): requests in flight
+    over all replicas, mean CPU per replica in percent of a core, and p95 latency over the last window."""
+
+    in_flight: float
+    cpu_percent: float
+    p95_ms: float | None
+    observed_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "inFlight": self.in_flight,
+            "cpuPercent": self.cpu_percent,
+            "p95Ms": self.p95_ms,
+            "observedAt": self.observed_at.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReplicaLoad:
+        p95 = data.get("p95Ms")
+        return cls(
+            in_flight=float(data["inFlight"]),
+            cpu_percent=float(data["cpuPercent"]),
+            p95_ms=None if p95 is None else float(p95),
+            observed_at=datetime.fromisoformat(data["observedAt"]),
+        )
+
+
 @dataclass
 class Deployment:
     tenant_id: str
@@ -258,6 +287,7 @@ class Deployment:
     deleted_at: datetime | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # the latest events, newest last
     endpoints: dict[str, str] = field(default_factory=dict)  # revision number -> where its replicas answer
+    load: ReplicaLoad | None = None  # the serving revision's last reported load
     events: list[DomainEvent] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod

@@ -22,6 +22,7 @@ from aiservice.domain.errors import FieldError, InvalidInput
 MAX_RETENTION_DAYS = 3650
 MAX_FEEDBACK_ITEMS = 1000
 MAX_REQUEST_ID = 160  # a request id (128) with a row suffix
+SINKS = ("database", "parquet")  # where the inputs and outputs go: the table, or Parquet files
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,12 @@ class LoggingPolicy:
     enabled: bool = False
     sample_rate: float = 1.0
     retention_days: int = 30
+    sink: str = "database"
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], where: str = "body") -> LoggingPolicy:
-        """A policy from the API's fields (``enabled``, ``sampleRate``, ``retentionDays``); fields left
-        out take the defaults. Raises ``InvalidInput`` naming every bad field."""
+        """A policy from the API's fields (``enabled``, ``sampleRate``, ``retentionDays``, ``sink``);
+        fields left out take the defaults. Raises ``InvalidInput`` naming every bad field."""
         errors: list[FieldError] = []
         default = cls()
         enabled = raw.get("enabled", True)
@@ -56,17 +58,25 @@ class LoggingPolicy:
                     f"{where}.retentionDays", f"must be a whole number of days, 1-{MAX_RETENTION_DAYS}"
                 )
             )
+        sink = raw.get("sink", default.sink)
+        if sink not in SINKS:
+            errors.append(FieldError(f"{where}.sink", "must be one of: " + ", ".join(SINKS)))
         for name in raw:
-            if name not in ("enabled", "sampleRate", "retentionDays"):
+            if name not in ("enabled", "sampleRate", "retentionDays", "sink"):
                 errors.append(FieldError(f"{where}.{name}", "unknown field"))
         if errors:
             raise InvalidInput(
                 "Invalid payload logging policy: " + ", ".join(e.field for e in errors), errors=errors
             )
-        return cls(enabled=bool(enabled), sample_rate=float(rate), retention_days=int(days))
+        return cls(enabled=bool(enabled), sample_rate=float(rate), retention_days=int(days), sink=str(sink))
 
     def to_json(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "sampleRate": self.sample_rate, "retentionDays": self.retention_days}
+        return {
+            "enabled": self.enabled,
+            "sampleRate": self.sample_rate,
+            "retentionDays": self.retention_days,
+            "sink": self.sink,
+        }
 
 
 def sampled(request_id: str, rate: float) -> bool:
@@ -154,9 +164,10 @@ class LoggedPrediction:
     experiment_id: str | None = None
     arm: str | None = None
     feedback: Feedback | None = None
+    payload_unavailable: bool = False  # its Parquet file is missing or corrupt: inputs/outputs are null
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "requestId": self.request_id,
             "modelId": self.model_id,
             "version": self.version,
@@ -169,3 +180,6 @@ class LoggedPrediction:
             "createdAt": self.created_at.isoformat(),
             "feedback": None if self.feedback is None else self.feedback.to_json(),
         }
+        if self.payload_unavailable:
+            body["payloadUnavailable"] = True
+        return body

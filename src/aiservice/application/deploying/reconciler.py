@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiservice.application.deploying.autoscaler import decide, is_quiet
 from aiservice.application.deploying.experiment_pools import (
@@ -39,9 +39,11 @@ from aiservice.application.deploying.ports import (
     RevisionState,
 )
 from aiservice.application.ports import Clock, UnitOfWorkFactory
-from aiservice.domain.deployments import Deployment, DeploymentTarget, Revision
+from aiservice.domain.deployments import Deployment, DeploymentTarget, ReplicaLoad, Revision
 
 log = logging.getLogger(__name__)
+
+LOAD_EVERY = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ class DeploymentReconciler:
             else ""
         )
         deployment.replicas_observed(state.ready, now, reason)
+        _note_load(deployment, state, now)
         if not autoscale:
             return
         if self._desired.get(deployment.id) != deployment.replicas_desired:
@@ -229,6 +232,15 @@ def _endpoints(seen: Observation) -> dict[str, str]:
     return {str(s.revision): str(s.endpoint) for s in states}
 
 
+def _note_load(deployment: Deployment, state: RevisionState, now: datetime) -> None:
+    """Keeps the replicas' last report on the deployment for its readers (API, dashboard), written at
+    most every ``LOAD_EVERY``: the loop passes every second, and a write each time would be noise."""
+    last = deployment.load
+    if last is not None and now - last.observed_at < LOAD_EVERY:
+        return
+    deployment.load = ReplicaLoad(state.in_flight, state.cpu_percent, state.p95_ms, now)
+
+
 def _fingerprint(d: Deployment) -> tuple[object, ...]:
-    fields = (d.status, d.reason, d.serving, d.previous, d.replicas_desired, d.replicas_ready)
+    fields = (d.status, d.reason, d.serving, d.previous, d.replicas_desired, d.replicas_ready, d.load)
     return (*fields, sorted(d.endpoints.items()), len(d.events))

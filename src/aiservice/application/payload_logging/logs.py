@@ -9,6 +9,7 @@ erased with ``model:write``. Every change commits through a unit of work, so it 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +35,8 @@ from aiservice.domain.payload_logging import (
     LoggingPolicy,
 )
 from aiservice.domain.tenancy import Permission, Principal
+
+log = logging.getLogger(__name__)
 
 MAX_WINDOW = 100_000
 
@@ -100,7 +103,7 @@ class PayloadLogs:
     def get(self, principal: Principal, request_id: str) -> LoggedPrediction:
         principal.require(Permission.PREDICTION_READ)
         with self._uow(principal.tenant_id, writes=False) as uow:
-            return _logged(uow, principal, [request_id])[request_id]
+            return _logged(uow, principal, [request_id], payloads=True)[request_id]
 
     def window(
         self,
@@ -125,7 +128,7 @@ class PayloadLogs:
         principal.require(Permission.PREDICT)
         given = FeedbackInput.parse(request_id, raw)
         with self._uow(principal.tenant_id) as uow:
-            logged = _logged(uow, principal, [request_id])[request_id]
+            logged = _logged(uow, principal, [request_id], payloads=False)[request_id]
             stored = self._store_feedback(uow, principal, given, logged)
             uow.commit()
         return stored
@@ -142,7 +145,7 @@ class PayloadLogs:
             )
         given = _parse_items(items)
         with self._uow(principal.tenant_id) as uow:
-            logged = uow.payload_logs.latest(sorted({g.request_id for g in given}))
+            logged = uow.payload_logs.latest(sorted({g.request_id for g in given}), payloads=False)
             outcomes = []
             for item in given:
                 found = logged.get(item.request_id)
@@ -183,6 +186,7 @@ class PayloadLogs:
             counts = uow.payload_logs.erase_model(model.id)
             note_changes({}, {"erased": counts})
             uow.commit()
+        self._drop_files(principal.tenant_id, model.id)
         return counts
 
     def forget_model(self, tenant_id: str, model_id: str) -> None:
@@ -191,6 +195,15 @@ class PayloadLogs:
         with self._uow(tenant_id) as uow:
             uow.payload_logs.erase_model(model_id, policy=True)
             uow.commit()
+        self._drop_files(tenant_id, model_id)
+
+    def _drop_files(self, tenant_id: str, model_id: str) -> None:
+        """The model's Parquet files none of whose rows remain, after the commit; what fails here is
+        left to the next purge."""
+        try:
+            self._store.drop_files(tenant_id, model_id)
+        except Exception:
+            log.warning("payload log: files of model %s left to the next purge", model_id, exc_info=True)
 
     def purge(self) -> int:
         """Deletes the logs past their model's retention (and those of deleted models); the count."""
@@ -202,9 +215,9 @@ def cutoff(now: datetime, policy: LoggingPolicy) -> datetime:
 
 
 def _logged(
-    uow: PayloadLogUnitOfWork, principal: Principal, request_ids: Sequence[str]
+    uow: PayloadLogUnitOfWork, principal: Principal, request_ids: Sequence[str], *, payloads: bool
 ) -> dict[str, LoggedPrediction]:
-    found = uow.payload_logs.latest(request_ids)
+    found = uow.payload_logs.latest(request_ids, payloads=payloads)
     for request_id in request_ids:
         logged = found.get(request_id)
         if logged is None or not principal.sees_model(logged.model_id):

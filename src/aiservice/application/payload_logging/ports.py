@@ -32,8 +32,9 @@ class PayloadLogRepository(Protocol):
         """Newest first, each with its feedback."""
         ...
 
-    def latest(self, request_ids: Sequence[str]) -> dict[str, LoggedPrediction]:
-        """The latest prediction logged under each id (an id a client reused names its last one)."""
+    def latest(self, request_ids: Sequence[str], *, payloads: bool = True) -> dict[str, LoggedPrediction]:
+        """The latest prediction logged under each id (an id a client reused names its last one);
+        without ``payloads``, the inputs and outputs of the Parquet sink are not read (they are null)."""
         ...
 
     def put_feedback(self, feedback: Feedback) -> None:
@@ -71,6 +72,11 @@ class PayloadLogStore(Protocol):
 
     def purge(self, now: datetime) -> int:
         """Deletes what is past its model's retention, and every log of a deleted model; the count."""
+        ...
+
+    def drop_files(self, tenant_id: str | None = None, model_id: str | None = None) -> int:
+        """Deletes the Parquet sink's files none of whose rows remain (of one model, or all); the count.
+        Called after the commit that deleted their rows; a file not deleted is tried again later."""
         ...
 
 

@@ -367,6 +367,7 @@ deployments = sa.Table(
     sa.Column("replicas_ready", sa.Integer(), nullable=False),
     sa.Column("history", Json, nullable=False),
     sa.Column("endpoints", Json, nullable=False),
+    sa.Column("load", Json, nullable=True),  # the serving replicas' last report (ReplicaLoad)
     sa.Column("created_by", sa.String(200), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
@@ -401,6 +402,7 @@ payload_log_policies = sa.Table(
     sa.Column("retention_days", sa.Integer(), nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=True),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("sink", sa.String(16), nullable=False, server_default="database"),  # migration 0016
 )
 
 prediction_logs = sa.Table(
@@ -418,8 +420,28 @@ prediction_logs = sa.Table(
     sa.Column("outputs", Json, nullable=True),
     sa.Column("latency_ms", sa.Float(), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
+    # The Parquet sink (migration 0016): inputs and outputs are row ``file_row`` of the file ``file_key``.
+    sa.Column("file_key", sa.String(300), nullable=True),
+    sa.Column("file_row", sa.Integer(), nullable=True),
     sa.Index("ix_prediction_logs_model_created", "tenant_id", "model_id", "created_at", "id"),
     sa.Index("ix_prediction_logs_request", "tenant_id", "request_id"),
+    sa.Index("ix_prediction_logs_file", "tenant_id", "file_key"),
+)
+
+# The Parquet files of the payload logs (migration 0016), one per (tenant, model) per flush; a row stays
+# until its object is deleted from the artifact store.
+payload_log_files = sa.Table(
+    "payload_log_files",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("model_id", sa.String(36), nullable=False),
+    sa.Column("digest", sa.String(128), nullable=False),
+    sa.Column("rows", sa.Integer(), nullable=False),
+    sa.Column("min_logged_at", UtcDateTime(), nullable=False),
+    sa.Column("max_logged_at", UtcDateTime(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_payload_log_files_model", "tenant_id", "model_id"),
 )
 
 prediction_feedback = sa.Table(

@@ -22,6 +22,7 @@ from aiservice.infrastructure.db.tables import (
     monitoring_actions,
     monitoring_policies,
     outbox,
+    payload_log_files,
     payload_log_policies,
     prediction_feedback,
     prediction_logs,
@@ -40,6 +41,7 @@ _ORDER = (
     ("monitoringPolicies", monitoring_policies),
     ("predictionFeedback", prediction_feedback),
     ("predictionLogs", prediction_logs),
+    ("payloadLogFiles", payload_log_files),
     ("payloadLogPolicies", payload_log_policies),
     ("trainingJobEvents", training_job_events),
     ("trainingJobs", training_jobs),
@@ -64,7 +66,7 @@ class SqlAlchemyTenantDataRepository:
     def erase_all(self) -> ErasedRows:
         """Delete every model (soft-deleted ones too), version, alias, training job and its events,
         API key, webhook with its deliveries and outbox event of the tenant; returns the counts, the
-        models and the artifact keys."""
+        models and the artifact keys (the payload logs' Parquet files among them)."""
         rows = self._conn.execute(
             sa.select(model_versions.c.artifact_key, model_versions.c.serving).where(
                 model_versions.c.tenant_id == self._tenant
@@ -73,13 +75,15 @@ class SqlAlchemyTenantDataRepository:
         named = self._conn.execute(
             sa.select(models.c.id, models.c.name).where(models.c.tenant_id == self._tenant)
         ).all()
+        payload_files = self._conn.execute(
+            sa.select(payload_log_files.c.key).where(payload_log_files.c.tenant_id == self._tenant)
+        ).scalars()
+        artifact_keys = version_keys(rows) + list(payload_files)
         counts = {
             name: self._conn.execute(table.delete().where(table.c.tenant_id == self._tenant)).rowcount
             for name, table in _ORDER
         }
-        return ErasedRows(
-            counts=counts, models={m.id: m.name for m in named}, artifact_keys=version_keys(rows)
-        )
+        return ErasedRows(counts=counts, models={m.id: m.name for m in named}, artifact_keys=artifact_keys)
 
 
 def version_keys(rows: Iterable[Any]) -> list[str]:

@@ -31,6 +31,7 @@ from aiservice.infrastructure.db.tenant_repositories import (
     SqlAlchemyTenantRepository,
     SqlAlchemyUsageRepository,
 )
+from aiservice.infrastructure.payload_logs.parquet_files import ParquetPayloadFiles
 
 
 class SqlAlchemyUnitOfWork:
@@ -43,8 +44,10 @@ class SqlAlchemyUnitOfWork:
         clock: Clock,
         on_events: Callable[[list[DomainEvent]], None],
         trace_context: Callable[[], str | None] = lambda: None,
+        payload_files: ParquetPayloadFiles | None = None,
     ) -> None:
         self._engine = engine
+        self._payload_files = payload_files
         self.tenant_id = tenant_id
         self._clock = clock
         self._on_events = on_events
@@ -64,7 +67,7 @@ class SqlAlchemyUnitOfWork:
         self.usage = SqlAlchemyUsageRepository(self._conn, self.tenant_id)
         self.api_keys = SqlAlchemyApiKeyRepository(self._conn, self.tenant_id)
         self.tenant_data = SqlAlchemyTenantDataRepository(self._conn, self.tenant_id)
-        self.payload_logs = SqlAlchemyPayloadLogRepository(self._conn, self.tenant_id)
+        self.payload_logs = SqlAlchemyPayloadLogRepository(self._conn, self.tenant_id, self._payload_files)
         self.experiments = SqlAlchemyExperimentRepository(self._conn, self.tenant_id)
         self.monitoring = SqlAlchemyMonitoringRepository(self._conn, self.tenant_id)
         return self
@@ -137,11 +140,17 @@ class SqlAlchemyUnitOfWorkFactory:
         self._clock = clock
         self.on_events = on_events
         self._trace_context = trace_context  # the current span's traceparent, stored with each event
+        self.payload_files: ParquetPayloadFiles | None = None  # set by the wiring (the artifact store)
 
     def __call__(self, tenant_id: str, *, writes: bool = True) -> SqlAlchemyUnitOfWork:
         engine = self._writer if writes else self._reader
         return SqlAlchemyUnitOfWork(
-            engine, tenant_id, self._clock, lambda events: self.on_events(events), self._trace_context
+            engine,
+            tenant_id,
+            self._clock,
+            lambda events: self.on_events(events),
+            self._trace_context,
+            self.payload_files,
         )
 
 

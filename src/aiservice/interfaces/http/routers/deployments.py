@@ -16,6 +16,7 @@ from aiservice.domain.deployments import (
     DeploymentStatus,
     DeploymentTarget,
     Environment,
+    ReplicaLoad,
     Revision,
 )
 from aiservice.domain.models import Model
@@ -122,6 +123,24 @@ class ReplicasOut(ApiModel):
     max: int
 
 
+class LoadOut(ApiModel):
+    in_flight: float = Field(description="Requests being answered, over all serving replicas")
+    cpu_percent: float = Field(description="Mean CPU use per replica, in percent of one core")
+    p95_ms: float | None = Field(description="p95 latency of the replicas' answers over the last window")
+    observed_at: datetime
+
+    @classmethod
+    def of(cls, load: ReplicaLoad | None) -> LoadOut | None:
+        if load is None:
+            return None
+        return cls(
+            in_flight=load.in_flight,
+            cpu_percent=load.cpu_percent,
+            p95_ms=load.p95_ms,
+            observed_at=load.observed_at,
+        )
+
+
 class DeploymentOut(ApiModel):
     id: str
     name: str
@@ -135,6 +154,9 @@ class DeploymentOut(ApiModel):
     serving: RevisionOut | None = Field(description="The revision taking traffic (null: none yet)")
     previous: RevisionOut | None = Field(description="The one before it: where rollback goes")
     replicas: ReplicasOut
+    load: LoadOut | None = Field(
+        default=None, description="The serving replicas' last report (null: none yet); at most 10 s old"
+    )
     resource_limits: dict[str, str]
     autoscaling: dict[str, Any]
     endpoints: dict[str, str] = Field(description="The stable URLs, and the v2 model name")
@@ -168,6 +190,7 @@ class DeploymentOut(ApiModel):
                 min=d.scaling.min_replicas,
                 max=d.scaling.max_replicas,
             ),
+            load=LoadOut.of(d.load),
             resource_limits=d.resources.to_json(),
             autoscaling=d.scaling.autoscaling.to_json(),
             endpoints={

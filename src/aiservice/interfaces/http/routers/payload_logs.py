@@ -32,6 +32,7 @@ class PolicyIn(ApiModel):
     enabled: bool = True
     sample_rate: float = Field(default=1.0, gt=0, le=1, description="Fraction of requests logged, (0, 1]")
     retention_days: int = Field(default=30, ge=1, le=MAX_RETENTION_DAYS, description="Days a log is kept")
+    sink: str = Field(default="database", description="Where inputs and outputs go: database or parquet")
 
 
 class PolicyOut(ApiModel):
@@ -39,6 +40,7 @@ class PolicyOut(ApiModel):
     enabled: bool
     sample_rate: float
     retention_days: int
+    sink: str
 
     @classmethod
     def of(cls, model: Model, policy: LoggingPolicy) -> PolicyOut:
@@ -47,6 +49,7 @@ class PolicyOut(ApiModel):
             enabled=policy.enabled,
             sample_rate=policy.sample_rate,
             retention_days=policy.retention_days,
+            sink=policy.sink,
         )
 
 
@@ -105,6 +108,9 @@ class LoggedPredictionOut(ApiModel):
     latency_ms: float
     created_at: datetime
     feedback: FeedbackOut | None = None
+    payload_unavailable: bool = Field(
+        default=False, description="Its Parquet file is missing or corrupt: inputs and outputs are null"
+    )
 
     @classmethod
     def of(cls, p: LoggedPrediction) -> LoggedPredictionOut:
@@ -120,6 +126,7 @@ class LoggedPredictionOut(ApiModel):
             latency_ms=p.latency_ms,
             created_at=p.created_at,
             feedback=None if p.feedback is None else FeedbackOut.of(p.feedback),
+            payload_unavailable=p.payload_unavailable,
         )
 
 

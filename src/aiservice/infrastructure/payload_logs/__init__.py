@@ -1,0 +1,1 @@
+"""Payload logs outside the database: the Parquet files of the Parquet sink."""
