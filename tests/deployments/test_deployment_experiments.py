@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import Engine
 
 from aiservice.application.deploying.experiment_pools import arm_key, pool_revision, pool_size
 from aiservice.application.deploying.ports import Forwarded, ReplicaUnreachable
@@ -353,11 +352,10 @@ def _wait(client: TestClient, auth: Auth, container: Container, check: Any, time
         time.sleep(0.3)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # one live run is enough
 def test_live_traffic_is_split_by_key_named_counted_and_promotion_rolls_the_deployment_out(
-    client: TestClient, auth: Auth, iris: str, container: Container, engine: Engine
+    client: TestClient, auth: Auth, iris: str, container: Container
 ) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("one live run is enough: the replicas' database does not change what is tested")
     container.deployment_reconcile.stop()  # the test reconciles by hand
     container.experiments.background.stop()
     deploy(client, auth)

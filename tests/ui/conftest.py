@@ -73,9 +73,11 @@ def require_browser() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the session (each test opens a context of its own)."""
+    """One headless Chromium per module (each test opens a context of its own). Not per session:
+    Playwright's sync API keeps an event loop running in the thread while it is open, and a later test
+    of the same worker that calls ``asyncio.run`` would find it."""
     require_browser()
     from playwright.sync_api import sync_playwright
 
