@@ -63,9 +63,11 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("PATCH", "/models/{model}", {"description": "changed"}),
     Endpoint("DELETE", "/models/{model}"),
     Endpoint("POST", "/models/{model}/versions", "upload"),
+    Endpoint("POST", "/models/{model}/import", "upload"),
     Endpoint("GET", "/models/{model}/versions"),
     Endpoint("GET", "/models/{model}/versions/{version}"),
     Endpoint("GET", "/models/{model}/versions/{version}/artifact"),
+    Endpoint("GET", "/models/{model}/versions/{version}/export"),
     Endpoint("POST", "/models/{model}/versions/{version}/stage", {"stage": "staging"}),
     Endpoint("POST", "/models/{model}/versions/{version}/stage", {"stage": "production"}, PRODUCTION),
     Endpoint("GET", "/models/{model}/aliases"),
@@ -77,6 +79,24 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/models/{model}/versions/{version}/load"),
     Endpoint("POST", "/models/{model}/versions/{version}/unload"),
     Endpoint("POST", "/models/{model}/train", _TRAIN_BODY),
+    Endpoint(
+        "POST",
+        "/models/{model}/automl",
+        {
+            "datasetConfig": _TRAIN_BODY["datasetConfig"],
+            "task": "classification",
+            "metric": "accuracy",
+            "budget": {"maxTrials": 2},
+        },
+    ),
+    Endpoint("GET", "/models/{model}/automl/{study}"),
+    Endpoint("GET", "/models/{model}/automl/{study}/events"),
+    Endpoint("POST", "/models/{model}/automl/{study}/cancel"),
+    Endpoint(
+        "POST",
+        "/models/{model}/versions/{version}/optimize",
+        {"method": "float16", "validation": {"rows": [[5.1, 3.5, 1.4, 0.2]], "labels": [0]}},
+    ),
     Endpoint("GET", "/training-jobs"),
     Endpoint("GET", "/training-jobs/{job}"),
     Endpoint("GET", "/training-jobs/{job}/events"),
@@ -176,6 +196,8 @@ PREDICTING = [
 PAYLOADS = ("/predictions", "/predictions/{request_id}")
 # A version's reference profile is a 404 until one is set (tests/monitoring reads one back).
 PAYLOADS += ("/reference-profile",)
+# An AutoML study is a 404 until one is started (tests/automl starts them).
+PAYLOADS += ("/automl/{study}", "/automl/{study}/events")
 READING = [e for e in TARGETED if e.method == "GET" and not e.template.endswith(PAYLOADS)] + PREDICTING
 
 
@@ -187,6 +209,7 @@ def call(client: TestClient, headers: dict[str, str], endpoint: Endpoint, model:
         reference=f"{model}:1",
         name=model if endpoint.template.startswith("/v2/") else "secret-data",
         job=str(uuid.uuid4()),
+        study=str(uuid.uuid4()),
         key_id="0" * 32,
         webhook_id="0" * 32,
         tenant="acme",

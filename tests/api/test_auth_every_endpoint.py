@@ -267,6 +267,7 @@ def test_other_tenant_gets_404_by_id_and_by_name_on_every_endpoint(
     ids["request_id"] = "secret-request"  # acme's logged prediction
     ids["experiment_id"] = owned.experiment
     ids["webhook_id"] = "0" * 32  # tests/webhooks proves another tenant's real webhook is a 404 too
+    ids["study"] = "0" * 36  # tests/automl proves another tenant's real AutoML study is a 404 too
     path = endpoint.path.format(version=1, alias="champion", **ids)
     intruder = service.headers("globex", ("admin",))
     if endpoint.body == "upload":

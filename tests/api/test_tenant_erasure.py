@@ -123,6 +123,7 @@ def test_erasure_removes_the_tenants_data_and_leaves_the_other_tenant_alone(
         "referenceProfiles": 2,  # the trained version's (its validation data) and the PUT one
         "monitoringPolicies": 1,
         "monitoringActions": 0,
+        "automlStudies": 0,
     }
     assert erased["trainingJobEvents"] > 0 and erased["outboxEvents"] > 0
     assert erased["webhookDeliveries"] >= 1  # the ping, and any event delivered by then

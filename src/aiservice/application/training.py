@@ -24,7 +24,6 @@ from aiservice.application.ports import (
     JobQueue,
     UnitOfWork,
     UnitOfWorkFactory,
-    chunks,
 )
 from aiservice.application.quotas import admit_training_job
 from aiservice.application.registry import find_model
@@ -469,16 +468,10 @@ class TrainingExecution:
                 )
             )
 
-        upload = self._versions.start_upload(principal, job.model_id)
         try:
-            with outcome.artifact.open("rb") as handle:
-                for chunk in chunks(handle):
-                    upload.write(chunk)
-        except BaseException:
-            upload.abort()
-            raise
-        try:
-            version = self._versions.finish_upload(upload, outcome.filename, metadata, on_commit=finish_job)
+            version = self._versions.upload_file(
+                principal, job.model_id, outcome.artifact, outcome.filename, metadata, on_commit=finish_job
+            )
         except _JobEnded:
             return None
         finally:

@@ -6,6 +6,7 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import BinaryIO
 
 from aiservice.application.artifact_keys import InFlightKeys, new_artifact_key
@@ -17,6 +18,7 @@ from aiservice.application.ports import (
     StoredArtifact,
     UnitOfWork,
     UnitOfWorkFactory,
+    chunks,
 )
 from aiservice.application.quotas import admit_version
 from aiservice.application.registry import find_model
@@ -102,6 +104,27 @@ class ModelVersions:
             self.in_flight.release(key)
             raise
         return VersionUpload(principal, model.id, key, writer, deadline, self.in_flight)
+
+    def upload_file(
+        self,
+        principal: Principal,
+        model_ident: str,
+        artifact: Path,
+        filename: str,
+        metadata: VersionMetadata,
+        on_commit: Callable[[UnitOfWork, ModelVersion], None] | None = None,
+    ) -> ModelVersion:
+        """Registers a file the service made itself (a trained, searched or optimised model) exactly as
+        an upload: the same quota, checksum, isolated inspection and event."""
+        upload = self.start_upload(principal, model_ident)
+        try:
+            with artifact.open("rb") as handle:
+                for chunk in chunks(handle):
+                    upload.write(chunk)
+        except BaseException:
+            upload.abort()
+            raise
+        return self.finish_upload(upload, filename, metadata, on_commit=on_commit)
 
     def finish_upload(
         self,

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from aiservice.application.api_keys import ApiKeys
 from aiservice.application.audit import AuditLog
+from aiservice.application.automl import AutoMLStudies
 from aiservice.application.compilation import OnnxCompilation
 from aiservice.application.datasets import Datasets
 from aiservice.application.deploying.deployments import Deployments
@@ -21,9 +22,12 @@ from aiservice.application.erasure import TenantErasure
 from aiservice.application.event_handlers import (
     EventConsumption,
 )
+from aiservice.application.export import ModelExports
 from aiservice.application.health import HealthCheck
+from aiservice.application.imports import ModelImports
 from aiservice.application.inference import InferenceService
 from aiservice.application.leftovers import LeftoverSweeper
+from aiservice.application.optimization import ModelOptimization
 from aiservice.application.outbox import EventBus, OutboxRelay, OutboxStatus
 from aiservice.application.periodic import PeriodicTask
 from aiservice.application.ports import (
@@ -70,6 +74,8 @@ class Container:
     executor: ThreadPoolExecutor
     compilation: OnnxCompilation
     compile_pool: ThreadPoolExecutor
+    exports: ModelExports  # edge export bundles (ADR 30)
+    imports: ModelImports  # MLflow and Hugging Face-style folders (ADR 31)
     tenants: Tenants
     tenant_usage: TenantUsage
     training: TrainingJobs
@@ -109,6 +115,8 @@ class Container:
     # A deployment replica (``aiservice serve-model``, ADR 20): it serves one pinned version and runs
     # no background work at all, neither the host's duties nor event consumption.
     model_server: bool = False
+    optimization: ModelOptimization | None = None  # quantise, prune, halve (ADR 29)
+    automl: AutoMLStudies | None = None  # hyper-parameter search studies (ADR 28)
 
     def prepare(self) -> bool:
         """Apply migrations and make sure the default tenant exists; True if it was created now."""
@@ -157,6 +165,8 @@ class Container:
     def close(self) -> None:
         self.peers.stop()
         self.training_runner.stop()
+        if self.automl is not None:
+            self.automl.close()  # running studies end as failed ("the service stopped")
         self.events.stop()
         self.relay.stop()
         self.webhook_dispatcher.stop()

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiservice.application.api_keys import ApiKeys
 from aiservice.application.artifact_keys import InFlightKeys
 from aiservice.application.audit import AuditLog
+from aiservice.application.automl import AutoMLStudies
 from aiservice.application.compilation import OnnxCompilation
 from aiservice.application.datasets import Datasets
 from aiservice.application.erasure import TenantErasure
@@ -18,7 +19,10 @@ from aiservice.application.event_handlers import (
     ServingCacheHandlers,
 )
 from aiservice.application.experimenting.deployment_arms import winner_rollout
+from aiservice.application.export import ModelExports
+from aiservice.application.imports import ModelImports
 from aiservice.application.inference import InferenceService
+from aiservice.application.optimization import ModelOptimization
 from aiservice.application.outbox import EventBus, OutboxRelay, OutboxStatus
 from aiservice.application.periodic import PeriodicTask
 from aiservice.application.ports import (
@@ -59,6 +63,9 @@ from aiservice.domain.clock import utcnow
 from aiservice.domain.events import DomainEvent
 from aiservice.domain.tenancy import Quota
 from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyLookup
+from aiservice.infrastructure.automl.runner import StudyThreads
+from aiservice.infrastructure.automl.search import OptunaSearch
+from aiservice.infrastructure.automl.store import SqlAlchemyStudyStore
 from aiservice.infrastructure.datasets.checks import format_problems
 from aiservice.infrastructure.datasets.locator import DatasetLocator
 from aiservice.infrastructure.datasets.store import DatasetStore
@@ -71,7 +78,9 @@ from aiservice.infrastructure.events.database import (
     SqlAlchemyOutboxMonitor,
     SqlAlchemyProcessedEvents,
 )
+from aiservice.infrastructure.export.bundles import ZipBundleBuilder
 from aiservice.infrastructure.images.pillow import PillowImageDecoder
+from aiservice.infrastructure.imports import FolderReader
 from aiservice.infrastructure.jobs.adapters import LocatedDatasets, TrainerCatalog
 from aiservice.infrastructure.jobs.supervisor import JobSupervisor
 from aiservice.infrastructure.observability.logging import log_prediction
@@ -81,6 +90,7 @@ from aiservice.infrastructure.observability.tracing import (
     configure_tracing,
     instrument_engine,
 )
+from aiservice.infrastructure.optimization.optimizer import RuntimeOptimizer
 from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
@@ -281,18 +291,37 @@ def bootstrap(
         inference,
     )
     fleet = WorkerFleet(inference, peers, in_flight=in_flight)
+    registry = ModelRegistry(uow, utcnow, frameworks, wake_runner=wake_runner)
+    optimization = ModelOptimization(
+        uow, store, versions, registry, compilation, RuntimeOptimizer(plugins), settings.data_dir / "optimize"
+    )
     leftovers = leftover_sweeper(
         settings, engine, inventory, dataset_store, runner, in_flight, metrics, fleet.siblings_in_flight
     )
     return Container(
         settings=settings,
         engine=engine,
-        registry=ModelRegistry(uow, utcnow, frameworks, wake_runner=wake_runner),
+        registry=registry,
         versions=versions,
+        imports=ModelImports(
+            versions, store, uow, FolderReader(archive_limits, settings.data_dir / "imports")
+        ),
         inference=inference,
         executor=executor,
         compilation=compilation,
         compile_pool=compile_pool,
+        exports=ModelExports(
+            uow,
+            store,
+            ZipBundleBuilder(
+                memory_bytes=settings.inspect_memory_mb * 1024**2, archive_limits=archive_limits
+            ),
+            SubprocessOnnxCompiler(
+                memory_bytes=settings.inspect_memory_mb * 1024**2, archive_limits=archive_limits
+            ),
+            frameworks,
+            work_dir=compile_dir(settings),
+        ),
         tenants=Tenants(
             uow, default_quotas(settings), on_change=authenticator.forget_tenant, frameworks=frameworks
         ),
@@ -347,4 +376,16 @@ def bootstrap(
         payload_logging=payload_logging,
         monitoring=monitoring,
         experiments=experiments,
+        optimization=optimization,
+        automl=AutoMLStudies(
+            uow,
+            utcnow,
+            SqlAlchemyStudyStore(engine),
+            OptunaSearch(locator.storage_options),
+            LocatedDatasets(locator),
+            versions,
+            StudyThreads(),
+            settings.data_dir / "automl",
+            max_timeout_s=settings.training_timeout_seconds,
+        ),
     )

@@ -588,3 +588,26 @@ monitoring_actions = sa.Table(
     sa.Index("ix_monitoring_actions_model_created", "tenant_id", "model_id", "created_at", "id"),
     sa.Index("ix_monitoring_actions_reference", "tenant_id", "reference"),
 )
+
+# AutoML studies (ADR 28): one row per study, its finished trials as a JSON list appended as each ends
+# (the live leaderboard is read from it), its best trial, the baseline it was compared with, and the
+# version its best trial was registered as.
+automl_studies = sa.Table(
+    "automl_studies",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("model_id", sa.String(36), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("request", Json, nullable=False),
+    sa.Column("trials", Json, nullable=False),
+    sa.Column("result", Json, nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=True),
+    sa.Column("finished_at", UtcDateTime(), nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_automl_studies_model_created", "tenant_id", "model_id", "created_at"),
+)

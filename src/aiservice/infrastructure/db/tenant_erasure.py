@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from aiservice.application.ports import ErasedRows
 from aiservice.infrastructure.db.tables import (
     api_keys,
+    automl_studies,
     deployments,
     drift_reports,
     experiment_observations,
@@ -47,6 +48,7 @@ _ORDER = (
     ("trainingJobs", training_jobs),
     ("experimentObservations", experiment_observations),
     ("experiments", experiments),
+    ("automlStudies", automl_studies),
     ("deployments", deployments),
     ("aliases", model_aliases),
     ("versions", model_versions),

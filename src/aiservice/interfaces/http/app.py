@@ -28,17 +28,21 @@ from aiservice.interfaces.http.problems import install_problem_handlers
 from aiservice.interfaces.http.routers import admin as admin_router
 from aiservice.interfaces.http.routers import api_keys as api_keys_router
 from aiservice.interfaces.http.routers import audit as audit_router
+from aiservice.interfaces.http.routers import automl as automl_router
 from aiservice.interfaces.http.routers import datasets, health, models, predict, training, versions
 from aiservice.interfaces.http.routers import deployments as deployments_router
 from aiservice.interfaces.http.routers import experiments as experiments_router
+from aiservice.interfaces.http.routers import export as export_router
+from aiservice.interfaces.http.routers import imports as imports_router
 from aiservice.interfaces.http.routers import monitoring as monitoring_router
+from aiservice.interfaces.http.routers import optimize as optimize_router
 from aiservice.interfaces.http.routers import payload_logs as payload_logs_router
 from aiservice.interfaces.http.routers import permissions as permissions_router
 from aiservice.interfaces.http.routers import tenants as tenants_router
 from aiservice.interfaces.http.routers import webhooks as webhooks_router
 from aiservice.interfaces.http.ui import UI_PREFIX, mount_ui
 
-_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/models/[^/]+/versions/?$")
+_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/models/[^/]+/(versions/?|import)$")  # versions, imports
 _DATASET_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/datasets/?$")
 
 DESCRIPTION = """
@@ -92,7 +96,11 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(predict.router)  # early: the hot routes are matched with the fewest tries
     app.include_router(models.router)
     app.include_router(versions.router)
+    app.include_router(imports_router.router)
+    app.include_router(export_router.router)
+    app.include_router(optimize_router.router)
     app.include_router(training.router)
+    app.include_router(automl_router.router)
     app.include_router(deployments_router.router)
     app.include_router(experiments_router.router)
     app.include_router(payload_logs_router.router)
