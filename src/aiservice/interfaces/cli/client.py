@@ -50,6 +50,7 @@ TokenOption = Annotated[
         show_default=False,
     ),
 ]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")]
 TenantOption = Annotated[
     str | None,
     typer.Option(

@@ -15,6 +15,7 @@ from aiservice.interfaces.cli.client import (
     TenantOption,
     TokenOption,
     UrlOption,
+    YesOption,
     base_url,
     connect,
     settle,
@@ -27,7 +28,6 @@ models_app = typer.Typer(help="Models of the registry.", no_args_is_help=True, e
 versions_app = typer.Typer(help="A model's versions (its artifacts).", no_args_is_help=True, epilog=EPILOG)
 ModelArgument = Annotated[str, typer.Argument(help="The model's name or id (or a unique start of the id)")]
 VersionArgument = Annotated[int, typer.Argument(help="The version number", min=1)]
-YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")]
 
 
 def login(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from aiservice.client import Client, Deployment, Experiment
-from aiservice.interfaces.cli.client import TenantOption, TokenOption, UrlOption, connect, resolve
+from aiservice.interfaces.cli.client import TenantOption, TokenOption, UrlOption, YesOption, connect, resolve
 from aiservice.interfaces.cli.exits import EPILOG, USAGE, fail
 from aiservice.interfaces.cli.output import Format, OutputOption, print_json, sheet, table
 from aiservice.interfaces.cli.training import model_id
@@ -157,7 +157,7 @@ def delete_deployment(
     url: UrlOption = None,
     token: TokenOption = None,
     tenant: TenantOption = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    yes: YesOption = False,
 ) -> None:
     """Stop serving and remove a deployment."""
     with connect(url, token, tenant) as client:
