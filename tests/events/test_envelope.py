@@ -31,6 +31,8 @@ from aiservice.domain.deployments import (
     Scaling,
 )
 from aiservice.domain.events import (
+    AutoMLStudyEnded,
+    AutoMLStudyStarted,
     DomainEvent,
     ExperimentCreated,
     ExperimentPaused,
@@ -48,6 +50,7 @@ from aiservice.domain.events import (
     TrainingJobStarted,
     TrainingJobSucceeded,
     TrainingProgress,
+    TrainingTrialScored,
 )
 from aiservice.infrastructure.db.tables import outbox
 from aiservice.infrastructure.events.base import decode, encode
@@ -96,6 +99,7 @@ def _training_events(model_id: str) -> list[DomainEvent]:
         TrainingJobSucceeded(**job, version=2, metrics={"accuracy": 0.97}),
         TrainingJobFailed(**job, stage="training", reason="out of memory"),
         TrainingJobCancelled(**job),
+        TrainingTrialScored(**job, study_id="study-1", number=3, metric="accuracy", score=0.93),
     ]
 
 
@@ -140,6 +144,22 @@ def _monitoring_action_event(model_id: str) -> DomainEvent:
         reference="job-1",
         details={"datasetId": "iris"},
     )
+
+
+def _automl_events(model_id: str) -> list[DomainEvent]:
+    about = {"tenant_id": "acme", "aggregate_id": model_id, "study_id": "study-1"}
+    return [
+        AutoMLStudyStarted(**about, task="classification", metric="accuracy", algorithms=["linear"]),
+        AutoMLStudyEnded(
+            **about,
+            status="succeeded",
+            trials=8,
+            version=2,
+            best={"number": 3, "algorithm": "linear", "cvScore": 0.93},
+            error=None,
+        ),
+        AutoMLStudyEnded(**about, status="failed", trials=0, version=None, best=None, error="no trial"),
+    ]
 
 
 def _stored_messages(engine: Engine) -> list[OutboxMessage]:
@@ -196,6 +216,7 @@ def test_every_event_the_service_writes_validates_against_its_schema(
         *_experiment_events(model["id"]),
         _drift_event(model["id"]),
         _monitoring_action_event(model["id"]),
+        *_automl_events(model["id"]),
     )
     client.delete(f"{API}/models/schematic", headers=auth())
 

@@ -331,6 +331,111 @@ def test_a_folder_of_another_framework_is_refused(client: TestClient, auth: Auth
     no_versions(client, auth, "forest")
 
 
+# -- MLflow signatures -------------------------------------------------------------------------------
+
+IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def mlflow_onnx_signed(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> bytes:
+    """An MLflow ONNX folder of the iris classifier whose MLmodel carries the given signature."""
+    graph, _ = onnx_bytes()
+    document = yaml.safe_load(mlmodel("onnx", {"data": "model.onnx"}, "mlflow.onnx", "model.onnx"))
+    document["signature"] = {"inputs": json.dumps(inputs), "outputs": json.dumps(outputs), "params": None}
+    return zipped({"MLmodel": yaml.safe_dump(document), "model.onnx": graph})
+
+
+def columns(names: list[str]) -> list[dict[str, Any]]:
+    return [{"type": "double", "name": name, "required": True} for name in names]
+
+
+def model_of(client: TestClient, auth: Auth, name: str) -> dict[str, Any]:
+    response = client.get(f"{API}/{name}", headers=auth())
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_a_fresh_model_takes_its_schemas_from_the_mlflow_signature(client: TestClient, auth: Auth) -> None:
+    _, expected = onnx_bytes()
+    archive = mlflow_onnx_signed(columns(IRIS), [{"type": "string", "name": "species", "required": True}])
+    create_model(client, auth(), "signed", framework="onnx")  # no schema declared
+    response = send(client, auth, "signed", archive)
+    assert response.status_code == 201, response.text
+
+    model = model_of(client, auth, "signed")
+    assert model["inputSchema"] == {
+        "type": "tabular",
+        "features": [{"name": name, "type": "number"} for name in IRIS],
+    }
+    assert model["outputSchema"]["name"] == "species"
+    # Named features, as the signature names them, are what /predict now takes.
+    for row, want in zip(ROWS, expected(X[ROWS]), strict=True):
+        answer = client.post(
+            f"{API}/signed/predict",
+            json={
+                "input": dict(zip(IRIS, map(float, X[row]), strict=True)),
+                "options": {"includeConfidence": True},
+            },
+            headers=auth(),
+        )
+        assert answer.status_code == 200, answer.text
+        assert list(answer.json()["probabilities"].values()) == pytest.approx(list(want), abs=1e-5)
+    wrong = client.post(f"{API}/signed/predict", json={"input": {"f0": 1.0}}, headers=auth())
+    assert wrong.status_code == 422, wrong.text
+    # A model update like any other: its diff is in the import's audit record.
+    record = client.get(
+        "/api/v1/ai/audit", params={"action": "version.import", "limit": 10}, headers=auth()
+    ).json()["items"][0]
+    assert record["outcome"] == "success"
+    assert record["changes"]["inputSchema"][0] == {}
+    assert record["changes"]["inputSchema"][1] == model["inputSchema"]
+
+
+def test_a_declared_output_schema_is_kept(client: TestClient, auth: Auth) -> None:
+    archive = mlflow_onnx_signed(columns(IRIS), [{"type": "string", "name": "species"}])
+    create_model(client, auth(), "labelled", framework="onnx", outputSchema={"classes": CLASSES})
+    assert send(client, auth, "labelled", archive).status_code == 201
+    model = model_of(client, auth, "labelled")
+    assert [f["name"] for f in model["inputSchema"]["features"]] == IRIS
+    assert model["outputSchema"] == {"classes": CLASSES}
+
+
+@pytest.mark.parametrize(
+    "names",
+    [IRIS, ["f0", "f1", "f2"], ["f0", "f1", "f2", "f3", "f4"]],
+    ids=["other-names", "fewer", "more"],
+)
+def test_a_signature_that_disagrees_with_the_declared_schema_is_refused(
+    client: TestClient, auth: Auth, container: Container, names: list[str]
+) -> None:
+    declare(client, auth, "declared", "onnx")  # f0..f3
+    before = model_of(client, auth, "declared")
+    response = send(client, auth, "declared", mlflow_onnx_signed(columns(names), []))
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["type"].endswith("/invalid-artifact")
+    assert [e["field"] for e in problem["errors"]] == ["signature"]
+    assert "declared input schema" in problem["detail"]
+    no_versions(client, auth, "declared")
+    assert stored_files(container.settings.data_dir / "artifacts") == []
+    after = model_of(client, auth, "declared")
+    assert (after["inputSchema"], after["updatedAt"]) == (before["inputSchema"], before["updatedAt"])
+
+
+def test_a_signature_the_model_file_does_not_fit_changes_nothing(
+    client: TestClient, auth: Auth, container: Container
+) -> None:
+    """The schema is applied in the version's transaction: a refused version leaves the model as it was."""
+    tensor = [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 3]}}]
+    create_model(client, auth(), "unfit", framework="onnx")
+    response = send(client, auth, "unfit", mlflow_onnx_signed(tensor, []))  # the graph takes 4 values
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["signature"]
+    no_versions(client, auth, "unfit")
+    assert stored_files(container.settings.data_dir / "artifacts") == []
+    assert model_of(client, auth, "unfit")["inputSchema"] == {}
+
+
 # -- Hugging Face-style folders ----------------------------------------------------------------------
 
 

@@ -1,33 +1,39 @@
-"""AutoML studies (ADR 28): a hyper-parameter search over several algorithms for one model, its trials
-persisted as each ends (the live leaderboard), its best trial retrained on the whole training split and
+"""AutoML studies (ADR 28): a hyper-parameter search over several algorithms for one model, each trial a
+training job of its own (run where training jobs run: local worker processes, or Ray), its trials
+persisted as each ends (the live leaderboard), its best trial refitted on the whole training split and
 registered as the model's next version through the ordinary version registration.
 
 A study is checked completely before it is stored (unknown metric for the task, an empty or unbounded
-budget, an unknown algorithm, a bad search space: 422s naming the field). It then runs in one runner
-(``StudyLauncher``): trials are cross-validated fits inside that runner, not training jobs of their own,
-so the study's data is read once and its folds are reported to the search's pruner.
+budget, an unknown algorithm, a bad search space: 422s naming the field). Its coordinator (the search
+engine, in a thread of the service: ``StudyLauncher``) asks the sampler for trials, submits them as jobs,
+relays their fold reports to the pruner (a pruned trial's job is cancelled) and touches the study as it
+goes: a study whose coordinator went silent (the service was killed) is ended as failed by
+``recover_silent``, and its trial jobs are cancelled. Each change of a study commits with its event.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiservice.application.audit import note_changes
-from aiservice.application.ports import Clock, UnitOfWorkFactory
+from aiservice.application.ports import Clock, UnitOfWork
 from aiservice.application.registry import find_model
+from aiservice.application.training import TrainingJobs
 from aiservice.application.training_data import DatasetAccess, check_data
 from aiservice.application.versions import ModelVersions, VersionMetadata
-from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound
+from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound, QuotaExceeded
+from aiservice.domain.events import AutoMLStudyEnded, AutoMLStudyStarted, DomainEvent
 from aiservice.domain.models import Model
 from aiservice.domain.tenancy import Permission, Principal, Role
-from aiservice.domain.training import DatasetConfig
+from aiservice.domain.training import DatasetConfig, ResourceConfig, TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,9 @@ TASKS = ("classification", "regression")
 MAX_TRIALS = 500
 MAX_TIMEOUT_S = 24 * 3600
 FINISHED = ("succeeded", "failed", "cancelled")
+MAX_PARALLEL = 32
+HEARTBEAT_S = 5.0  # how often a running study's coordinator touches it
+SILENT_AFTER_S = 60.0  # a study not touched for this long lost its coordinator (the service died)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class AutoMLRequest:
     search_spaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 0
     cv_folds: int = 3
+    parallel_trials: int | None = None  # None: as many as the job runner runs at once
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +70,7 @@ class AutoMLRequest:
             "searchSpaces": self.search_spaces,
             "seed": self.seed,
             "cvFolds": self.cv_folds,
+            "parallelTrials": self.parallel_trials,
         }
 
 
@@ -85,20 +96,25 @@ class Study:
         return self.status in FINISHED
 
 
-class StudyStore(Protocol):
+class StudyRepository(Protocol):
+    """The unit of work's studies (one tenant's); the transitions are conditional, True when made."""
+
     def add(self, study: Study) -> None: ...
-    def get(self, tenant_id: str, study_id: str) -> Study | None: ...
-    def start(self, tenant_id: str, study_id: str, at: datetime) -> bool:
+    def get(self, study_id: str, *, for_update: bool = False) -> Study | None: ...
+    def start(self, study_id: str, at: datetime) -> bool:
         """queued -> running; False when the study is no longer queued (cancelled)."""
         ...
 
-    def add_trial(self, tenant_id: str, study_id: str, trial: dict[str, Any], at: datetime) -> bool:
+    def add_trial(self, study_id: str, trial: dict[str, Any], at: datetime) -> bool:
         """Append a finished trial while the study runs; False once it has ended (cancelled)."""
+        ...
+
+    def touch(self, study_id: str, at: datetime) -> bool:
+        """The coordinator's heartbeat; False once the study has ended."""
         ...
 
     def finish(
         self,
-        tenant_id: str,
         study_id: str,
         status: str,
         at: datetime,
@@ -107,6 +123,45 @@ class StudyStore(Protocol):
         version: int | None = None,
     ) -> bool:
         """End a queued or running study; False when it had already ended."""
+        ...
+
+
+class StudyUnitOfWork(UnitOfWork, Protocol):
+    @property
+    def automl_studies(self) -> StudyRepository: ...
+
+
+class StudyUnitOfWorkFactory(Protocol):
+    def __call__(self, tenant_id: str, *, writes: bool = True) -> StudyUnitOfWork: ...
+
+
+SilentStudies = Callable[[datetime], list[tuple[str, str]]]
+"""(tenant, study) of every queued or running study not touched since the given time, across tenants."""
+
+
+@dataclass(frozen=True)
+class TrialLook:
+    """A trial job as the coordinator sees it: its status, the running mean it reported after each fold,
+    and once it succeeded its cross-validated score."""
+
+    status: str  # queued | running | succeeded | failed | cancelled | gone
+    reports: list[float]
+    score: float | None = None
+    error: str | None = None
+    seconds: float | None = None
+
+
+class TrialJobs(Protocol):
+    """Where a study's trials run: training jobs of the study's model."""
+
+    def submit(self, number: int, algorithm: str, params: dict[str, Any]) -> str | None:
+        """The trial's job id; None while the tenant's concurrent-jobs quota has no room."""
+        ...
+
+    def look(self, job_id: str) -> TrialLook: ...
+
+    def stop(self, job_id: str) -> None:
+        """Cancel the trial's job (pruned, or its study ended); nothing once it has ended."""
         ...
 
 
@@ -125,6 +180,8 @@ class SearchPlan:
     seed: int
     cv_folds: int
     work_dir: Path
+    parallel: int = 1  # trials running at once
+    framework: str = "sklearn"  # the model's: what the best trial is saved as
 
 
 @dataclass(frozen=True)
@@ -136,6 +193,7 @@ class SearchOutcome:
     result: dict[str, Any]  # best, heldOut, baseline, beatsBaseline, trials counted
     metrics: dict[str, Any]  # the version's metrics (held-out)
     params: dict[str, Any]  # the version's params (algorithm and hyper-parameters)
+    configuration: dict[str, Any] = field(default_factory=dict)  # what serving needs (xgboost: classes)
 
 
 class SearchEngine(Protocol):
@@ -154,11 +212,12 @@ class SearchEngine(Protocol):
     def run(
         self,
         plan: SearchPlan,
+        trials: TrialJobs,
         on_trial: Callable[[dict[str, Any]], bool],
         stopped: Callable[[], bool],
     ) -> SearchOutcome | None:
-        """Run the search; ``on_trial`` gets each finished trial (False: stop now); None when stopped
-        before anything could be registered."""
+        """Run the search, each trial through ``trials``; ``on_trial`` gets each finished trial (False:
+        stop now); None when stopped before anything could be registered."""
         ...
 
 
@@ -172,26 +231,32 @@ class StudyLauncher(Protocol):
 class AutoMLStudies:
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: StudyUnitOfWorkFactory,
         clock: Clock,
-        store: StudyStore,
         engine: SearchEngine,
         datasets: DatasetAccess,
         versions: ModelVersions,
+        training: TrainingJobs,
         launch: StudyLauncher,
         work_dir: Path,
+        silent: SilentStudies,
         max_timeout_s: int = MAX_TIMEOUT_S,
+        parallel_trials: int = 1,
     ) -> None:
         self._uow = uow
         self._clock = clock
-        self._store = store
         self._engine = engine
         self._datasets = datasets
         self._versions = versions
+        self._training = training
         self._launcher = launch
         self._closing = threading.Event()
         self._work_dir = work_dir
+        self._silent = silent
         self._max_timeout_s = max_timeout_s
+        self._parallel_trials = parallel_trials  # the job runner's concurrency: trials at once by default
+        # Trial jobs submitted and not yet ended, per study, as this service's coordinators know them.
+        self._running_trials: dict[str, set[str]] = {}
 
     # ---- the user's side -------------------------------------------------------------------------
     def submit(self, principal: Principal, model_ident: str, request: AutoMLRequest) -> Study:
@@ -211,8 +276,10 @@ class AutoMLStudies:
             updated_at=now,
             created_by=principal.subject,
         )
-        self._store.add(study)
-        with self._uow(principal.tenant_id) as uow:  # the audit record of the submission
+        with self._uow(principal.tenant_id) as uow:  # the study and its audit record, together
+            if uow.models.get(model.id) is None:
+                raise NotFound(f"Model {model_ident!r} was deleted meanwhile.")
+            uow.automl_studies.add(study)
             note_changes({}, {"automlStudy": study.id, "model": model.id, **request.to_json()})
             uow.commit()
         self._launcher.launch(
@@ -241,6 +308,8 @@ class AutoMLStudies:
             errors.append(FieldError("budget.maxTrials", f"must be from 1 to {MAX_TRIALS}"))
         if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= self._max_timeout_s:
             errors.append(FieldError("budget.timeoutSeconds", f"must be from 1 to {self._max_timeout_s}"))
+        if request.parallel_trials is not None and not 1 <= request.parallel_trials <= MAX_PARALLEL:
+            errors.append(FieldError("parallelTrials", f"must be from 1 to {MAX_PARALLEL}"))
         algorithms: tuple[str, ...] = ()
         if request.task in TASKS:
             allowed = self._engine.algorithms(model.framework, request.task)
@@ -269,13 +338,14 @@ class AutoMLStudies:
                 "The AutoML request is invalid: " + "; ".join(f"{e.field}: {e.message}" for e in errors[:5]),
                 errors=errors,
             )
-        return replace(request, dataset=checked.dataset, algorithms=algorithms)
+        parallel = request.parallel_trials or self._parallel_trials
+        return replace(request, dataset=checked.dataset, algorithms=algorithms, parallel_trials=parallel)
 
     def get(self, principal: Principal, model_ident: str, study_id: str) -> Study:
         principal.require(Permission.MODEL_READ)
         with self._uow(principal.tenant_id, writes=False) as uow:
             model = find_model(uow, model_ident, principal)
-        study = self._store.get(principal.tenant_id, study_id)
+            study = uow.automl_studies.get(study_id)
         if study is None or study.model_id != model.id:
             raise NotFound(
                 f"No AutoML study {study_id!r} of model {model_ident!r}.", extra={"study": study_id}
@@ -285,25 +355,32 @@ class AutoMLStudies:
     def cancel(self, principal: Principal, model_ident: str, study_id: str) -> Study:
         principal.require(Permission.TRAIN)
         study = self.get(principal, model_ident, study_id)
-        if study.finished or not self._store.finish(
-            study.tenant_id, study.id, "cancelled", self._clock(), error="cancelled by " + principal.subject
-        ):
-            current = self._store.get(study.tenant_id, study.id) or study
+        error = "cancelled by " + principal.subject
+        if study.finished or not self._end(study.tenant_id, study.id, "cancelled", error=error):
+            current = self._study(study.tenant_id, study.id) or study
             raise Conflict(
                 f"Study {study_id} has already {current.status}; only queued or running studies can be "
                 "cancelled.",
                 extra={"studyStatus": current.status},
             )
-        with self._uow(principal.tenant_id) as uow:
-            note_changes({"status": study.status}, {"status": "cancelled"})
-            uow.commit()
-        return self._store.get(study.tenant_id, study.id) or study
+        return self._study(study.tenant_id, study.id) or study
 
     # ---- the runner's side ------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop running studies between folds (they end as failed) and wait for their threads."""
+        """Stop running studies (they end as failed, their trial jobs cancelled); wait for their threads."""
         self._closing.set()
         self._launcher.close()
+
+    def recover_silent(self, silent_for_s: float = SILENT_AFTER_S) -> int:
+        """End as failed every study whose coordinator has not touched it for ``silent_for_s`` (the
+        service running it was killed), and cancel its trial jobs still queued or running."""
+        ended = 0
+        for tenant_id, study_id in self._silent(self._clock() - timedelta(seconds=silent_for_s)):
+            error = "interrupted: the service running the study stopped; start it again"
+            if self._end(tenant_id, study_id, "failed", error=error, silent_for_s=silent_for_s):
+                ended += 1
+                log.warning("automl study %s had gone silent; ended as failed", study_id)
+        return ended
 
     def run(self, tenant_id: str, study_id: str, framework: str) -> None:
         """The whole study, start to end; never raises (a failure ends the study as failed)."""
@@ -312,14 +389,59 @@ class AutoMLStudies:
         except Exception as exc:  # the study's own failure, never the service's
             log.warning("automl study %s failed", study_id, exc_info=True)
             lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-            self._store.finish(tenant_id, study_id, "failed", self._clock(), error=lines[-1][:2000])
+            self._end(tenant_id, study_id, "failed", error=lines[-1][:2000])
+
+    def _study(self, tenant_id: str, study_id: str) -> Study | None:
+        with self._uow(tenant_id, writes=False) as uow:
+            return uow.automl_studies.get(study_id)
+
+    def _end(
+        self,
+        tenant_id: str,
+        study_id: str,
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        version: int | None = None,
+        silent_for_s: float | None = None,
+    ) -> bool:
+        """End the study with its event, in one transaction; then cancel its trial jobs still running.
+        ``silent_for_s``: only while it is still silent (its coordinator may have spoken meanwhile)."""
+        now = self._clock()
+        with self._uow(tenant_id) as uow:
+            study = uow.automl_studies.get(study_id, for_update=True)
+            if study is None or study.finished:
+                return False
+            if silent_for_s is not None and (now - study.updated_at).total_seconds() < silent_for_s:
+                return False
+            if not uow.automl_studies.finish(study_id, status, now, result, error, version):
+                return False
+            if status == "cancelled":
+                note_changes({"status": study.status}, {"status": status})
+            uow.record(_ended(study, status, result, error, version))
+            uow.commit()
+        self._stop_trials(study)
+        return True
 
     def _run(self, tenant_id: str, study_id: str, framework: str) -> None:
-        if not self._store.start(tenant_id, study_id, self._clock()):
-            return
-        study = self._store.get(tenant_id, study_id)
-        assert study is not None
-        request = study.request
+        now = self._clock()
+        with self._uow(tenant_id) as uow:
+            study = uow.automl_studies.get(study_id, for_update=True)
+            if study is None or not uow.automl_studies.start(study_id, now):
+                return
+            request = study.request
+            uow.record(
+                AutoMLStudyStarted(
+                    tenant_id=tenant_id,
+                    aggregate_id=study.model_id,
+                    study_id=study_id,
+                    task=request["task"],
+                    metric=request["metric"],
+                    algorithms=list(request["algorithms"]),
+                )
+            )
+            uow.commit()
         dataset = DatasetConfig.from_json(request["datasetConfig"])
         resolved = {
             name: self._datasets.resolve(tenant_id, reference, f"datasetConfig.{name}")
@@ -343,28 +465,57 @@ class AutoMLStudies:
             seed=int(request.get("seed", 0)),
             cv_folds=int(request.get("cvFolds", 3)),
             work_dir=self._work_dir / study_id,
+            parallel=int(request.get("parallelTrials") or self._parallel_trials),
+            framework=framework,
         )
+        trials = _StudyTrials(
+            self._training, study, dataset, self._running_trials.setdefault(study_id, set())
+        )
+        beat = {"at": 0.0}
 
         def stopped() -> bool:
             if self._closing.is_set():
                 return True
-            current = self._store.get(tenant_id, study_id)
-            return current is None or current.finished
+            if time.monotonic() - beat["at"] < HEARTBEAT_S:
+                return False
+            beat["at"] = time.monotonic()
+            with self._uow(tenant_id) as uow:  # the heartbeat, and a look for a cancel
+                alive = uow.automl_studies.touch(study_id, self._clock())
+                uow.commit()
+            return not alive
 
         def on_trial(trial: dict[str, Any]) -> bool:
-            return self._store.add_trial(tenant_id, study_id, trial, self._clock())
+            if trial.get("jobId"):
+                trials.running.discard(str(trial["jobId"]))
+            with self._uow(tenant_id) as uow:
+                added = uow.automl_studies.add_trial(study_id, trial, self._clock())
+                uow.commit()
+            beat["at"] = time.monotonic()
+            return added
 
-        outcome = self._engine.run(plan, on_trial, stopped)
-        if self._closing.is_set():
-            error = "the service stopped before the study ended; start it again"
-            self._store.finish(tenant_id, study_id, "failed", self._clock(), error=error)
+        try:
+            outcome = self._engine.run(plan, trials, on_trial, stopped)
+        finally:
+            if self._closing.is_set():  # the service is stopping: the study ends here, its jobs too
+                error = "the service stopped before the study ended; start it again"
+                self._end(tenant_id, study_id, "failed", error=error)
+        if self._closing.is_set() or outcome is None:
+            self._stop_trials(study)
             return
-        if outcome is None or stopped():
+        current = self._study(tenant_id, study_id)
+        if current is None or current.finished:
             return
         version = self._register(study, outcome)
-        self._store.finish(
-            tenant_id, study_id, "succeeded", self._clock(), result=outcome.result, version=version
+        self._end(tenant_id, study_id, "succeeded", result=outcome.result, version=version)
+
+    def _stop_trials(self, study: Study) -> None:
+        """Cancel the study's trial jobs still queued or running: those its coordinator here knows, and
+        those a coordinator of a service that died left in the queue."""
+        jobs = self._running_trials.pop(study.id, set()) | self._training.trial_jobs(
+            study.tenant_id, study.model_id, study.id
         )
+        for job_id in jobs:
+            self._training.stop_trial(study.tenant_id, job_id)
 
     def _register(self, study: Study, outcome: SearchOutcome) -> int:
         """The best trial's artifact as the model's next version, through the ordinary registration."""
@@ -373,11 +524,12 @@ class AutoMLStudies:
         )
         best = outcome.result.get("best") or {}
         metadata = VersionMetadata(
-            description=f"AutoML study {study.id}: best of {len(outcome.result.get('trials', []))} "
+            description=f"AutoML study {study.id}: best of {outcome.result.get('trialsRun')} "
             f"trials ({best.get('algorithm')})",
             metrics=outcome.metrics,
             params={**outcome.params, "automlStudyId": study.id},
             source_run=f"automl-study:{study.id}",
+            configuration=outcome.configuration,
             lineage={
                 "automlStudyId": study.id,
                 "trial": best.get("number"),
@@ -392,3 +544,95 @@ class AutoMLStudies:
             principal, study.model_id, outcome.artifact, outcome.filename, metadata
         )
         return version.version
+
+
+def _ended(
+    study: Study, status: str, result: dict[str, Any] | None, error: str | None, version: int | None
+) -> DomainEvent:
+    return AutoMLStudyEnded(
+        tenant_id=study.tenant_id,
+        aggregate_id=study.model_id,
+        study_id=study.id,
+        status=status,
+        trials=len(study.trials),
+        version=version,
+        best=(result or {}).get("best"),
+        error=error,
+    )
+
+
+class _StudyTrials:
+    """``TrialJobs`` over the training jobs of the study's model: each trial a job whose
+    ``training.automlTrial`` names the study, on the study's dataset as the user wrote it (the runner
+    resolves it when the job starts, as for any job)."""
+
+    def __init__(
+        self, training: TrainingJobs, study: Study, dataset: DatasetConfig, running: set[str]
+    ) -> None:
+        self._training = training
+        self._study = study
+        self._dataset = dataset
+        self.running = running  # shared with the use case, which cancels them when the study ends
+        self._seen: dict[str, tuple[int, list[float]]] = {}  # job -> (last event seen, fold reports)
+
+    def submit(self, number: int, algorithm: str, params: dict[str, Any]) -> str | None:
+        request = self._study.request
+        training = TrainingConfig(
+            algorithm=algorithm,
+            params=params,
+            seed=int(request.get("seed", 0)),
+            automl_trial={
+                "studyId": self._study.id,
+                "number": number,
+                "task": request["task"],
+                "metric": request["metric"],
+                "cvFolds": int(request.get("cvFolds", 3)),
+            },
+        )
+        try:
+            job = self._training.submit_trial(
+                self._study.tenant_id,
+                self._study.model_id,
+                training,
+                self._dataset,
+                ResourceConfig(cpu=1),
+                f"automl-study:{self._study.id}",
+            )
+        except QuotaExceeded:
+            return None
+        self.running.add(job.id)
+        self._seen[job.id] = (0, [])
+        return job.id
+
+    def look(self, job_id: str) -> TrialLook:
+        after, reports = self._seen.get(job_id, (0, []))
+        events, job = self._training.trial_events(self._study.tenant_id, job_id, after)
+        metric = self._study.request["metric"]
+        for event in events:
+            after = event.seq
+            value = (event.data.get("metrics") or {}).get(metric) if event.type == "progress" else None
+            if isinstance(value, int | float):
+                reports = [*reports, float(value)]
+        self._seen[job_id] = (after, reports)
+        if job is None:
+            return TrialLook("gone", reports, error="the trial's job was deleted")
+        status = job.status.value
+        if job.status.finished:
+            self.running.discard(job_id)
+        seconds = (
+            round((job.finished_at - job.started_at).total_seconds(), 3)
+            if job.finished_at and job.started_at
+            else None
+        )
+        score = job.metrics.get(metric) if status == "succeeded" else None
+        return TrialLook(
+            status,
+            reports,
+            score=float(score) if isinstance(score, int | float) else None,
+            error=job.failure.message if job.failure else None,
+            seconds=seconds,
+        )
+
+    def stop(self, job_id: str) -> None:
+        self._training.stop_trial(self._study.tenant_id, job_id)
+        self.running.discard(job_id)

@@ -5,10 +5,22 @@ ONNX comes from the version's compiled form (ADR 6), the artifact itself for ONN
 compilation run now for a compilable framework; TorchScript and TFLite are converted by the bundle
 builder in an isolated child process. Exporting reads the version like a download of its artifact:
 the same permission, and the same audit (refusals and failures only; ADR 9).
+
+Versions are immutable, so a built bundle is kept in the work folder and served again, named by a
+fingerprint of everything it is made of (tenant, model, version, the artifact's key and checksum, the
+compiled ONNX form, the format, ``BUNDLE_FORMAT`` and the schema written into it) and by its own
+sha256, the strong ETag. Another artifact or a changed schema is another name, so a stale bundle is
+never served; entries are named like compile folders, so the sweeper of those removes one unused for
+longer than a compilation may take (each use renews it), and a deleted model or erased tenant's
+bundles go with that sweep (they are never served meanwhile: the version is looked up first).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +40,14 @@ FORMAT_FIELD = "query.format"
 # Each export's scratch folder, in the compile work folder and named like a compilation's, so the
 # sweeper of compile folders takes one a crash left behind.
 EXPORT_FOLDER = f"{COMPILE_FOLDER}export-"
+# Built bundles, kept in the same work folder: onnx-bundle-<fingerprint>-<sha256>.zip; named like
+# compile folders too, so the same sweeper removes those left unused (see the module's docstring).
+CACHE_PREFIX = f"{COMPILE_FOLDER}bundle-"
+# What a bundle holds and how it is laid out; bump it when the builder writes bundles differently, so
+# that bundles built before are no longer served.
+BUNDLE_FORMAT = 1
+_HASH_CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 class ExportFormat(StrEnum):
@@ -66,13 +86,17 @@ class BundleBuilder(Protocol):
 
 @dataclass(frozen=True)
 class ExportBundle:
-    """A built bundle in a scratch folder the caller removes with ``discard`` once it is sent."""
+    """A built bundle: in the cache (``discard`` leaves it there), or, without a work folder, in a
+    scratch folder that ``discard`` removes once it is sent."""
 
     path: Path
     filename: str
+    sha256: str  # of the zip's bytes: its strong ETag
+    cached: bool = True
 
     def discard(self) -> None:
-        shutil.rmtree(self.path.parent, ignore_errors=True)
+        if not self.cached:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
 
 
 class ModelExports:
@@ -85,6 +109,7 @@ class ModelExports:
         frameworks: FrameworkCatalog,
         work_dir: Path | None = None,
     ) -> None:
+        """``work_dir`` holds scratch folders and built bundles (without one, nothing is kept)."""
         self._uow = uow
         self._store = store
         self._builder = builder
@@ -101,14 +126,15 @@ class ModelExports:
             raise _format_error(f"Unknown export format {text!r}; use one of {known}.") from None
 
     def export(self, principal: Principal, model_ident: str, number: int, format_text: str) -> ExportBundle:
-        """Build the bundle (blocking: seconds of conversion; call it off the event loop)."""
+        """The version's bundle, built unless the cache has it (blocking: seconds of conversion; call it
+        off the event loop)."""
         principal.require(Permission.MODEL_READ)  # as a download of the artifact
         export_format = self.parse_format(format_text)
         with self._uow(principal.tenant_id, writes=False) as uow:
             model = find_model(uow, model_ident, principal)
             version = uow.versions.get(model.id, number)
             tenant = uow.tenants.get(principal.tenant_id)
-        if version is None:
+        if version is None:  # checked before the cache: a deleted version's bundle is never served
             raise NotFound(f"Model {model.name!r} has no version {number}.")
         self._check_framework(model, export_format)
         spec = LoadSpec(
@@ -117,21 +143,59 @@ class ModelExports:
             allow_pickle=bool(tenant and tenant.allow_pickle),
             configuration=version.serving_configuration(model),
         )
+        filename = f"{model.name}-v{number}-{export_format.value}.zip"
+        request = BundleRequest(
+            export_format, model.name, model.framework.value, number, _schema(model, version)
+        )
+        fingerprint = _fingerprint(model, version, request)
+        if (hit := self._cached(fingerprint)) is not None:
+            return ExportBundle(hit, filename, _digest_of(hit))
         if self._work_dir is not None:
             self._work_dir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=EXPORT_FOLDER, dir=self._work_dir))
         try:
             model_file = self._model_file(model, version, spec, export_format, folder)
-            filename = f"{model.name}-v{number}-{export_format.value}.zip"
             out = folder / filename
-            request = BundleRequest(
-                export_format, model.name, model.framework.value, number, _schema(model, version)
-            )
             self._builder.bundle(model_file, request, out)
+            digest = _sha256(out)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return ExportBundle(out, filename)
+        log.info(
+            "export bundle built: version %s of model %s as %s (sha256 %s)",
+            number,
+            model.id,
+            export_format.value,
+            digest,
+        )
+        if self._work_dir is None:
+            return ExportBundle(out, filename, digest, cached=False)
+        try:
+            kept = self._keep(self._work_dir, out, fingerprint, digest)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return ExportBundle(kept, filename, _digest_of(kept))
+
+    def _cached(self, fingerprint: str) -> Path | None:
+        """The kept bundle of this fingerprint, renewed (so the sweeper leaves it while it is used)."""
+        if self._work_dir is None:
+            return None
+        for path in sorted(self._work_dir.glob(f"{CACHE_PREFIX}{fingerprint}-*.zip")):
+            try:
+                os.utime(path)
+            except FileNotFoundError:  # swept meanwhile
+                continue
+            return path
+        return None
+
+    def _keep(self, work_dir: Path, built: Path, fingerprint: str, digest: str) -> Path:
+        """Move a built bundle into the cache, unless a concurrent export kept one first (served then,
+        so every caller gets the same bytes and ETag)."""
+        if (hit := self._cached(fingerprint)) is not None:
+            return hit
+        target = work_dir / f"{CACHE_PREFIX}{fingerprint}-{digest}.zip"
+        os.replace(built, target)  # atomic: a reader sees the whole bundle or none
+        return target
 
     def _check_framework(self, model: Model, export_format: ExportFormat) -> None:
         framework = model.framework.value
@@ -175,6 +239,38 @@ class ModelExports:
 
 
 _EXTENSIONS = {ExportFormat.ONNX: "onnx", ExportFormat.TORCHSCRIPT: "pt", ExportFormat.TFLITE: "tflite"}
+
+
+def _fingerprint(model: Model, version: ModelVersion, request: BundleRequest) -> str:
+    """Everything a bundle is made of; versions are immutable, the model's schemas are not."""
+    compiled = version.serving.onnx if request.format == ExportFormat.ONNX else None
+    made_of = {
+        "bundleFormat": BUNDLE_FORMAT,
+        "tenant": model.tenant_id,
+        "model": model.id,
+        "version": version.version,
+        "artifact": [version.artifact.key, version.artifact.digest],
+        "compiled": [compiled.key, compiled.digest] if compiled is not None else None,
+        "format": request.format.value,
+        "name": request.model_name,
+        "framework": request.framework,
+        "schema": request.schema,
+    }
+    encoded = json.dumps(made_of, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _digest_of(kept: Path) -> str:
+    """A kept bundle's sha256, from its name (``...-<sha256>.zip``)."""
+    return kept.name.removesuffix(".zip").rpartition("-")[2]
 
 
 def _format_error(message: str) -> InvalidInput:

@@ -37,6 +37,7 @@ from aiservice.domain.events import (
     TrainingJobStarted,
     TrainingJobSucceeded,
     TrainingProgress,
+    TrainingTrialScored,
 )
 from aiservice.domain.models import Framework, Model, ModelVersion
 from aiservice.domain.pagination import Page
@@ -175,6 +176,80 @@ class TrainingJobs:
             uow.commit()
         self.wake_runner()
         return job
+
+    def submit_trial(
+        self,
+        tenant_id: str,
+        model_id: str,
+        training: TrainingConfig,
+        dataset: DatasetConfig,
+        resources: ResourceConfig,
+        created_by: str,
+    ) -> TrainingJob:
+        """A trial of an AutoML study as a job of its own (``training.automl_trial``), checked by the
+        study; it counts against the tenant's concurrent-jobs quota like any job (``QuotaExceeded``)."""
+        now = self._clock()
+        job = TrainingJob(
+            tenant_id=tenant_id,
+            model_id=model_id,
+            training=training,
+            dataset=dataset,
+            resources=resources,
+            created_at=now,
+            updated_at=now,
+            created_by=created_by,
+        )
+        with self._uow(tenant_id) as uow:
+            admit_training_job(uow)
+            if uow.models.get(model_id) is None:
+                raise NotFound("The model was deleted meanwhile.")
+            uow.jobs.add(job)
+            uow.jobs.append_event(job.id, "status", {"status": job.status.value}, now)
+            uow.record(
+                TrainingJobQueued(
+                    tenant_id=tenant_id, aggregate_id=job.id, model_id=model_id, algorithm=training.algorithm
+                )
+            )
+            uow.commit()
+        self.wake_runner()
+        return job
+
+    def trial_events(
+        self, tenant_id: str, job_id: str, after: int
+    ) -> tuple[list[JobEvent], TrainingJob | None]:
+        """A trial job's events after ``after`` and the job as it stands (None once erased)."""
+        with self._uow(tenant_id, writes=False) as uow:
+            job = uow.jobs.get(job_id)
+            return (uow.jobs.events_after(job_id, after, 500) if job else []), job
+
+    def trial_jobs(self, tenant_id: str, model_id: str, study_id: str) -> set[str]:
+        """The study's trial jobs still queued or running."""
+        found: set[str] = set()
+        with self._uow(tenant_id, writes=False) as uow:
+            for status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                cursor: str | None = None
+                while True:
+                    page = uow.jobs.page(model_id, status, 200, cursor)
+                    found |= {
+                        job.id
+                        for job in page.items
+                        if (job.training.automl_trial or {}).get("studyId") == study_id
+                    }
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+        return found
+
+    def stop_trial(self, tenant_id: str, job_id: str) -> bool:
+        """Cancel a trial job (pruned, or its study ended); False when it had already ended."""
+        with self._uow(tenant_id) as uow:
+            job = uow.jobs.get(job_id, for_update=True)
+            if job is None or job.status.finished:
+                return False
+            cancel_job(uow, job, self._clock())
+            uow.commit()
+        self.wake_runner()
+        return True
 
     def _with_algorithm(self, model: Model, request: TrainingRequest) -> TrainingRequest:
         """A request that names no algorithm gets its framework's default for the model's task (its
@@ -482,6 +557,33 @@ class TrainingExecution:
             except Exception:
                 log.warning("training job %s: reference profile not stored", job.id, exc_info=True)
         return version
+
+    def score_trial(self, order: WorkOrder, score: float, folds: list[float]) -> bool:
+        """End a running AutoML trial job with its cross-validated score; False when it had ended
+        meanwhile (pruned or cancelled). A trial registers no version: its study does, for the best."""
+        job, trial = order.job, order.job.training.automl_trial or {}
+        self._last_progress_event.pop(job.id, None)
+        metric = str(trial.get("metric", "score"))
+        with self._uow(job.tenant_id) as uow:
+            current = uow.jobs.get(job.id, for_update=True)
+            if current is None or current.status != JobStatus.RUNNING:
+                return False
+            current.metrics = {metric: score, "folds": folds}
+            current.progress = 1.0
+            end_job(uow, current, JobStatus.SUCCEEDED, self._clock(), None, {"score": score})
+            uow.record(
+                TrainingTrialScored(
+                    tenant_id=job.tenant_id,
+                    aggregate_id=job.id,
+                    model_id=job.model_id,
+                    study_id=str(trial.get("studyId")),
+                    number=int(trial.get("number", 0)),
+                    metric=metric,
+                    score=score,
+                )
+            )
+            uow.commit()
+        return True
 
     def fail(self, tenant_id: str, job_id: str, failure: JobFailure) -> bool:
         """End a running job as failed; False when it had already ended (cancelled, say)."""

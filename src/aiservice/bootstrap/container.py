@@ -117,6 +117,7 @@ class Container:
     model_server: bool = False
     optimization: ModelOptimization | None = None  # quantise, prune, halve (ADR 29)
     automl: AutoMLStudies | None = None  # hyper-parameter search studies (ADR 28)
+    automl_recovery: PeriodicTask | None = None  # ends studies whose service died, in the host worker
 
     def prepare(self) -> bool:
         """Apply migrations and make sure the default tenant exists; True if it was created now."""
@@ -137,6 +138,8 @@ class Container:
             self.webhook_dispatcher.start()
             self.training_runner.start()
             self.leftover_sweeps.start()
+            if self.automl_recovery is not None:
+                self.automl_recovery.start()
             self.deployment_reconcile.start()
             if self.plaintext_sweeper is not None:
                 self.plaintext_sweeper.start()
@@ -164,9 +167,11 @@ class Container:
 
     def close(self) -> None:
         self.peers.stop()
+        if self.automl_recovery is not None:
+            self.automl_recovery.stop()
+        if self.automl is not None:  # before the runner: its studies end as failed, their trials cancelled
+            self.automl.close()
         self.training_runner.stop()
-        if self.automl is not None:
-            self.automl.close()  # running studies end as failed ("the service stopped")
         self.events.stop()
         self.relay.stop()
         self.webhook_dispatcher.stop()

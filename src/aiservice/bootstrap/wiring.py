@@ -65,11 +65,11 @@ from aiservice.domain.tenancy import Quota
 from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyLookup
 from aiservice.infrastructure.automl.runner import StudyThreads
 from aiservice.infrastructure.automl.search import OptunaSearch
-from aiservice.infrastructure.automl.store import SqlAlchemyStudyStore
 from aiservice.infrastructure.datasets.checks import format_problems
 from aiservice.infrastructure.datasets.locator import DatasetLocator
 from aiservice.infrastructure.datasets.store import DatasetStore
 from aiservice.infrastructure.db.audit_repository import SqlAlchemyAuditStore
+from aiservice.infrastructure.db.automl_repositories import SqlAlchemySilentStudies
 from aiservice.infrastructure.db.engine import create_engine
 from aiservice.infrastructure.db.job_repositories import SqlAlchemyJobQueue
 from aiservice.infrastructure.db.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWorkFactory
@@ -91,6 +91,7 @@ from aiservice.infrastructure.observability.tracing import (
     instrument_engine,
 )
 from aiservice.infrastructure.optimization.optimizer import RuntimeOptimizer
+from aiservice.infrastructure.optimization.samples import LocatedSamples
 from aiservice.infrastructure.process_memory import resident_bytes
 from aiservice.infrastructure.runtimes.archives import ArchiveLimits
 from aiservice.infrastructure.runtimes.compiler import SubprocessOnnxCompiler
@@ -293,10 +294,31 @@ def bootstrap(
     fleet = WorkerFleet(inference, peers, in_flight=in_flight)
     registry = ModelRegistry(uow, utcnow, frameworks, wake_runner=wake_runner)
     optimization = ModelOptimization(
-        uow, store, versions, registry, compilation, RuntimeOptimizer(plugins), settings.data_dir / "optimize"
+        uow,
+        store,
+        versions,
+        registry,
+        compilation,
+        RuntimeOptimizer(plugins),
+        settings.data_dir / "optimize",
+        datasets=LocatedDatasets(locator),
+        samples=LocatedSamples(locator),
     )
     leftovers = leftover_sweeper(
         settings, engine, inventory, dataset_store, runner, in_flight, metrics, fleet.siblings_in_flight
+    )
+    automl = AutoMLStudies(
+        uow,
+        utcnow,
+        OptunaSearch(locator.storage_options),
+        LocatedDatasets(locator),
+        versions,
+        training,
+        StudyThreads(),
+        settings.data_dir / "automl",
+        SqlAlchemySilentStudies(engine),
+        max_timeout_s=settings.training_timeout_seconds,
+        parallel_trials=settings.training_concurrency,
     )
     return Container(
         settings=settings,
@@ -377,15 +399,6 @@ def bootstrap(
         monitoring=monitoring,
         experiments=experiments,
         optimization=optimization,
-        automl=AutoMLStudies(
-            uow,
-            utcnow,
-            SqlAlchemyStudyStore(engine),
-            OptunaSearch(locator.storage_options),
-            LocatedDatasets(locator),
-            versions,
-            StudyThreads(),
-            settings.data_dir / "automl",
-            max_timeout_s=settings.training_timeout_seconds,
-        ),
+        automl=automl,
+        automl_recovery=PeriodicTask("automl-recovery", 30.0, automl.recover_silent),
     )

@@ -85,6 +85,29 @@ class ModelDriftDetected(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AutoMLStudyStarted(DomainEvent):
+    """An AutoML study of the model began searching (ADR 28)."""
+
+    study_id: str
+    task: str
+    metric: str
+    algorithms: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoMLStudyEnded(DomainEvent):
+    """An AutoML study ended: ``status`` succeeded (``version`` is its best trial, registered), failed
+    (``error`` says why) or cancelled."""
+
+    study_id: str
+    status: str
+    trials: int
+    version: int | None
+    best: dict[str, Any] | None
+    error: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelMonitoringAction(DomainEvent):
     """A monitoring policy acted on its own (``action``: alert, retrain, compare, promote or rollback;
     ``status``: done, started or failed), for ``reason``; ``reference`` names what it made or touched
@@ -155,6 +178,17 @@ class TrainingJobFailed(TrainingJobEvent):
 @dataclass(frozen=True, kw_only=True)
 class TrainingJobCancelled(TrainingJobEvent):
     pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingTrialScored(TrainingJobEvent):
+    """A trial job of an AutoML study ended with its cross-validated ``score`` (the metric as it reads:
+    rmse positive); it registers no version, the study registers its best trial's."""
+
+    study_id: str
+    number: int
+    metric: str
+    score: float
 
 
 @dataclass(frozen=True, kw_only=True)

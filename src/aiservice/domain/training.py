@@ -61,6 +61,9 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     chosen_because: str | None = None  # why the service chose the algorithm (the request named none)
+    # A trial of an AutoML study (ADR 28): {"studyId", "number", "task", "metric", "cvFolds"}; the job
+    # cross-validates ``algorithm`` with ``params`` and reports its score instead of registering a version.
+    automl_trial: JsonObject | None = None
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -73,6 +76,8 @@ class TrainingConfig:
         }
         if self.chosen_because is not None:
             data["algorithmChosenBecause"] = self.chosen_because
+        if self.automl_trial is not None:
+            data["automlTrial"] = self.automl_trial
         return data
 
     @classmethod
@@ -85,6 +90,7 @@ class TrainingConfig:
             learning_rate=data.get("learningRate", 1e-3),
             seed=data.get("seed", 0),
             chosen_because=data.get("algorithmChosenBecause"),
+            automl_trial=data.get("automlTrial"),
         )
 
 

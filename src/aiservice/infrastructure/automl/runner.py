@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 
 class StudyThreads:
-    """Runs each study in a thread of its own and, on shutdown, waits a little for them to end: a study
-    sees its cancellation (or the service's end, as a failed study) between cross-validation folds."""
+    """Runs each study's coordinator in a thread of its own and, on shutdown, waits a little for them to
+    end: a coordinator sees its cancellation (or the service's end, as a failed study) at its next look."""
 
     def __init__(self) -> None:
         self._threads: set[threading.Thread] = set()

@@ -1,12 +1,14 @@
-"""The AutoML search engine: an in-memory Optuna study (seeded TPE sampler, median pruner) over
-scikit-learn estimators, each trial a k-fold cross-validation whose folds are reported as intermediate
-values so the pruner can stop a bad trial after its first folds.
+"""The AutoML search engine: a seeded Optuna study (TPE sampler, median pruner) over scikit-learn (and
+XGBoost) estimators. Each trial is a training job of its own (``trial.run_trial``): a k-fold
+cross-validation whose running mean after each fold is the job's progress, relayed to the pruner, which
+cancels the job of a hopeless trial. Up to ``parallel`` trials run at once, as many as the job runner
+runs (local worker processes, or Ray tasks).
 
-The data is read once (the training readers), split into the training part and a held-out part (the
-``validationPath``, else ``validationSplit`` (0.2) of the rows, stratified for classification, seeded).
-Trials are cross-validated on the training part only; the best trial is refitted on the whole training
-part, scored on the held-out part next to a default random forest (the baseline), and saved with skops
-by the sklearn trainer, so the artifact is the one a training job of that estimator would register.
+The split (``data.study_data``: the ``validationPath``, else ``validationSplit`` (0.2) of the rows,
+stratified for classification, seeded) and the folds are functions of the request alone, so every trial
+job sees the same training part. The best trial is refitted on the whole training part, scored on the
+held-out part next to a default random forest (the baseline), and saved by the framework's trainer, so
+the artifact is the one a training job of that estimator would register.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from aiservice.application.automl import AutoMLRequest, SearchOutcome, SearchPlan
+from aiservice.application.automl import AutoMLRequest, SearchOutcome, SearchPlan, TrialJobs
 from aiservice.domain.errors import FieldError
-from aiservice.infrastructure.datasets.readers import Table, read_table
+from aiservice.infrastructure.automl.data import study_data
+from aiservice.infrastructure.datasets.readers import Table
 from aiservice.infrastructure.training.metrics import classification_metrics, regression_metrics
 
-DEFAULT_VALIDATION_SPLIT = 0.2
+POLL_S = 0.2  # how often the study looks at its trial jobs
 # metric -> (scikit-learn scorer, greater is better)
 METRICS: dict[str, dict[str, tuple[str, bool]]] = {
     "classification": {
@@ -102,8 +106,27 @@ ALGORITHMS: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
         )
         for task, kind in (("classification", "Classifier"), ("regression", "Regressor"))
     },
+    "xgboost": {  # searched for xgboost models only (see FRAMEWORK_ALGORITHMS)
+        task: (
+            f"xgboost.XGB{kind}",
+            {
+                "n_estimators": _i(50, 400),
+                "max_depth": _i(2, 10),
+                "learning_rate": _f(0.01, 0.3, log=True),
+                "subsample": _f(0.5, 1.0),
+                "colsample_bytree": _f(0.5, 1.0),
+                "min_child_weight": _f(0.5, 8.0),
+                "reg_lambda": _f(1e-3, 10.0, log=True),
+            },
+            {"n_jobs": 1, "tree_method": "hist"},
+        )
+        for task, kind in (("classification", "Classifier"), ("regression", "Regressor"))
+    },
 }
 DEFAULTS = ("linear", "random_forest", "gradient_boosting", "mlp")
+# framework -> what its models search (all of it by default). Not xgboost for sklearn models: an
+# XGBClassifier saved with skops holds xgboost types the sklearn runtime does not trust (ADR 28).
+FRAMEWORK_ALGORITHMS: dict[str, tuple[str, ...]] = {"sklearn": DEFAULTS, "xgboost": ("xgboost",)}
 SCALED = ("linear", "mlp")  # fitted behind a StandardScaler (a scikit-learn Pipeline)
 VIRTUAL = {"hidden_units": "hidden_layer_sizes"}  # a one-layer MLP's width, searched as an integer
 _SPACES = "searchSpaces"
@@ -115,10 +138,14 @@ class OptunaSearch:
 
     # ---- what a request may name --------------------------------------------------------------------
     def algorithms(self, framework: str, task: str) -> tuple[str, ...]:
-        return tuple(ALGORITHMS) if framework == "sklearn" and task in METRICS else ()
+        from importlib.util import find_spec
+
+        if task not in METRICS or (framework == "xgboost" and find_spec("xgboost") is None):
+            return ()
+        return FRAMEWORK_ALGORITHMS.get(framework, ())
 
     def default_algorithms(self, framework: str, task: str) -> tuple[str, ...]:
-        return DEFAULTS if self.algorithms(framework, task) else ()
+        return self.algorithms(framework, task)
 
     def metrics(self, task: str) -> tuple[str, ...]:
         return tuple(METRICS.get(task, {}))
@@ -144,72 +171,66 @@ class OptunaSearch:
     def run(
         self,
         plan: SearchPlan,
+        trials: TrialJobs,
         on_trial: Callable[[dict[str, Any]], bool],
         stopped: Callable[[], bool],
     ) -> SearchOutcome | None:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1):  # one fit at a time, on one core: the service keeps the rest
-            return self._run(plan, on_trial, stopped)
-
-    def _run(
-        self,
-        plan: SearchPlan,
-        on_trial: Callable[[dict[str, Any]], bool],
-        stopped: Callable[[], bool],
-    ) -> SearchOutcome | None:
+        """Ask the sampler for up to ``plan.parallel`` trials at a time, run each as a training job
+        (``trials``), feed its fold reports to the pruner (a hopeless trial's job is cancelled) and tell
+        the sampler each score; then refit the best trial here and register nothing (the caller does)."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        train, held_out = self._data(plan)
-        scorer_name, greater_is_better = METRICS[plan.task][plan.metric]
+        greater_is_better = METRICS[plan.task][plan.metric][1]
         spaces = {a: _merged_space(a, plan.task, plan.search_spaces.get(a, {})) for a in plan.algorithms}
-        folds = _folds(plan, train)
         startup = max(2, min(5, (plan.max_trials or 10) // 2))
         study = optuna.create_study(
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=plan.seed, n_startup_trials=startup),
+            direction="maximize" if greater_is_better else "minimize",
+            sampler=optuna.samplers.TPESampler(seed=plan.seed, n_startup_trials=startup, constant_liar=True),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0),
         )
-
-        def objective(trial: optuna.Trial) -> float:
-            from sklearn.base import clone
-            from sklearn.metrics import get_scorer
-
-            algorithm = trial.suggest_categorical("algorithm", list(plan.algorithms))
-            estimator = _estimator(
-                algorithm, plan.task, _suggest(trial, algorithm, spaces[algorithm]), plan.seed
-            )
-            scorer = get_scorer(scorer_name)
-            scores: list[float] = []
-            for step, (fit_rows, score_rows) in enumerate(folds):
-                fitted = clone(estimator).fit(train.X[fit_rows], train.y[fit_rows])
-                scores.append(float(scorer(fitted, train.X[score_rows], train.y[score_rows])))
-                trial.report(float(np.mean(scores)), step)
-                if trial.should_prune() or stopped():
-                    raise optuna.TrialPruned()
-            return float(np.mean(scores))
-
         started = time.monotonic()
-
-        def persisted(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            record = _trial_record(trial, greater_is_better, started)
-            if record["algorithm"] in spaces:  # with the parameters the request fixed
-                record["params"] = _json_params(
-                    _params_of(trial.params, record["algorithm"], spaces[record["algorithm"]])
+        deadline = started + plan.timeout_seconds if plan.timeout_seconds else None
+        running: dict[str, _Pending] = {}
+        unsent: _Pending | None = None  # asked of the sampler, refused by the quota for now
+        asked = 0
+        while True:
+            if stopped():
+                for job_id in running:
+                    trials.stop(job_id)
+                return None
+            room = (plan.max_trials is None or asked < plan.max_trials) and (
+                deadline is None or time.monotonic() < deadline
+            )
+            while len(running) < plan.parallel and (unsent is not None or room):
+                if unsent is None:
+                    trial = study.ask()
+                    algorithm = trial.suggest_categorical("algorithm", list(plan.algorithms))
+                    params = _suggest(trial, algorithm, spaces[algorithm])  # searched and fixed
+                    unsent = _Pending(trial, algorithm, params)
+                    asked += 1
+                sent = trials.submit(unsent.trial.number, unsent.algorithm, _json_params(unsent.params))
+                if sent is None:  # the quota has no room: again after the next look
+                    break
+                running[sent], unsent = unsent, None
+                room = (plan.max_trials is None or asked < plan.max_trials) and (
+                    deadline is None or time.monotonic() < deadline
                 )
-            record["bestSoFar"] = _leader(study, greater_is_better)
-            if not on_trial(record) or stopped():
-                study.stop()
-
-        study.optimize(
-            objective,
-            n_trials=plan.max_trials,
-            timeout=plan.timeout_seconds,
-            callbacks=[persisted],
-            catch=(Exception,),
-            gc_after_trial=False,
-        )
+            if not running and unsent is None and not room:
+                break  # the budget is spent and every trial has ended
+            time.sleep(POLL_S)
+            for job_id in list(running):
+                pending = running[job_id]
+                record = self._look(study, pending, job_id, trials, greater_is_better)
+                if record is None:
+                    continue
+                del running[job_id]
+                record["elapsedSeconds"] = round(time.monotonic() - started, 3)
+                record["bestSoFar"] = _leader(study)
+                if not on_trial(record):
+                    for other in running:
+                        trials.stop(other)
+                    return None
         if stopped():
             return None
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -218,7 +239,52 @@ class OptunaSearch:
             raise RuntimeError(
                 "No trial finished" + (f": {failures[-1]}" if failures else " within the budget")
             )
-        return self._refit_best(plan, study.best_trial, spaces, train, held_out, len(study.trials))
+        from threadpoolctl import threadpool_limits
+
+        train, held_out = self._data(plan)
+        with threadpool_limits(limits=1):  # one fit, on one core: the service keeps the rest
+            return self._refit_best(plan, study.best_trial, spaces, train, held_out, len(study.trials))
+
+    @staticmethod
+    def _look(
+        study: Any, pending: _Pending, job_id: str, trials: TrialJobs, greater_is_better: bool
+    ) -> dict[str, Any] | None:
+        """Relay a trial job's new fold reports to the pruner; its record once it has ended (or been
+        pruned here), else None."""
+        import optuna
+
+        look = trials.look(job_id)
+        trial = pending.trial
+        for step in range(pending.reported, len(look.reports)):
+            trial.report(look.reports[step], step)
+        pending.reported = max(pending.reported, len(look.reports))
+        state: str
+        if look.status in ("queued", "running"):
+            if not pending.reported or not trial.should_prune():
+                return None
+            trials.stop(job_id)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            state = "pruned"
+        elif look.status == "succeeded" and look.score is not None:
+            study.tell(trial, look.score)
+            state = "complete"
+        else:
+            trial.set_user_attr("error", look.error or f"the trial's job was {look.status}")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            state = "fail"
+        record: dict[str, Any] = {
+            "number": trial.number,
+            "state": state,
+            "algorithm": pending.algorithm,
+            "params": _json_params(pending.params),
+            "cvScore": look.score if state == "complete" else None,
+            "folds": list(look.reports),
+            "seconds": look.seconds,
+            "jobId": job_id,
+        }
+        if state == "fail":
+            record["error"] = look.error or f"the trial's job was {look.status}"
+        return record
 
     def _refit_best(
         self,
@@ -248,7 +314,7 @@ class OptunaSearch:
                 "estimator": dotted
                 + (" after sklearn.preprocessing.StandardScaler" if algorithm in SCALED else ""),
                 "params": _json_params(params),
-                "cvScore": _shown(best.value, greater_is_better),
+                "cvScore": best.value,  # the metric as it reads (the study's direction follows it)
             },
             "metric": plan.metric,
             "heldOut": {plan.metric: ours, "rows": len(held_out.y)},
@@ -265,10 +331,15 @@ class OptunaSearch:
                 f"the best trial's held-out {plan.metric} ({ours}) does not beat the default random "
                 f"forest's ({theirs}); try a larger budget or other algorithms"
             )
-        spec = TrainSpec(framework="sklearn", algorithm=dotted, params={}, task=plan.task, seed=plan.seed)
         plan.work_dir.mkdir(parents=True, exist_ok=True)
-        saved = FittedSklearn(estimator, spec).save(plan.work_dir)
         metrics = _version_metrics(estimator, plan, held_out)
+        if plan.framework == "xgboost":  # the booster, as the xgboost trainer saves a job's
+            from aiservice.infrastructure.automl import xgboost_search
+
+            saved = xgboost_search.save(estimator, train.feature_names, plan.work_dir)
+        else:
+            spec = TrainSpec(framework="sklearn", algorithm=dotted, params={}, task=plan.task, seed=plan.seed)
+            saved = FittedSklearn(estimator, spec).save(plan.work_dir)
         metrics[plan.metric] = ours
         metrics["baseline_" + plan.metric] = theirs
         return SearchOutcome(
@@ -281,53 +352,29 @@ class OptunaSearch:
                 **_json_params(params),
                 **({"classes": saved.classes} if saved.classes else {}),
             },
+            # a booster answers class positions; the xgboost runtime maps them back to the labels
+            configuration={"classes": saved.classes} if plan.framework == "xgboost" and saved.classes else {},
         )
 
     def _data(self, plan: SearchPlan) -> tuple[Table, Table]:
-        dataset = plan.dataset
-
-        def read(uri: str) -> Table:
-            return read_table(
-                uri, dataset.format, dataset.target, dataset.features, self._storage_options(uri)
-            )
-
-        train = read(dataset.train_path)
-        if dataset.validation_path:
-            return train, read(dataset.validation_path)
-        from sklearn.model_selection import train_test_split
-
-        y = train.y
-        stratify = y if plan.task == "classification" and _stratifiable(y) else None
-        a, b, ya, yb = train_test_split(
-            train.X,
-            y,
-            test_size=dataset.validation_split or DEFAULT_VALIDATION_SPLIT,
-            random_state=plan.seed,
-            stratify=stratify,
-        )
-        return Table(a, ya, train.feature_names), Table(b, yb, train.feature_names)
+        return study_data(plan.dataset, plan.task, plan.seed, self._storage_options)
 
 
-def _stratifiable(y: np.ndarray) -> bool:
-    _, counts = np.unique(y, return_counts=True)
-    return bool(len(counts) > 1 and counts.min() >= 2)
+@dataclass
+class _Pending:
+    """A trial asked of the sampler: what its job runs, and how many of its fold reports were relayed."""
 
-
-def _folds(plan: SearchPlan, train: Table) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    k = max(2, min(plan.cv_folds, len(train.y)))
-    splitter: Any
-    if plan.task == "classification" and _stratifiable(train.y):
-        _, counts = np.unique(train.y, return_counts=True)
-        k = max(2, min(k, int(counts.min())))
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=plan.seed)
-    else:
-        splitter = KFold(n_splits=k, shuffle=True, random_state=plan.seed)
-    return [(a, b) for a, b in splitter.split(train.X, train.y)]
+    trial: Any  # optuna.Trial
+    algorithm: str
+    params: dict[str, Any]
+    reported: int = 0
 
 
 def _estimator_class(algorithm: str, task: str) -> type:
+    if algorithm == "xgboost":
+        from aiservice.infrastructure.automl import xgboost_search
+
+        return xgboost_search.estimator_class(task)
     from aiservice.infrastructure.training.catalog import sklearn_estimator_class
 
     return sklearn_estimator_class(ALGORITHMS[algorithm][task][0])
@@ -403,37 +450,13 @@ def _version_metrics(estimator: Any, plan: SearchPlan, held_out: Table) -> dict[
     return dict(regression_metrics(held_out.y, estimator.predict(held_out.X)))
 
 
-def _leader(study: Any, greater_is_better: bool) -> dict[str, Any] | None:
+def _leader(study: Any) -> dict[str, Any] | None:
     """The best complete trial so far: its number, algorithm and cross-validated score."""
     try:
         best = study.best_trial
     except ValueError:  # no trial has completed yet
         return None
-    return {
-        "number": best.number,
-        "algorithm": best.params.get("algorithm"),
-        "cvScore": _shown(best.value, greater_is_better),
-    }
-
-
-def _trial_record(trial: Any, greater_is_better: bool, started: float) -> dict[str, Any]:
-    algorithm = trial.params.get("algorithm")
-    prefix = f"{algorithm}."
-    params = {k[len(prefix) :]: v for k, v in trial.params.items() if k.startswith(prefix)}
-    state = trial.state.name.lower()
-    record: dict[str, Any] = {
-        "number": trial.number,
-        "state": state,  # complete | pruned | fail
-        "algorithm": algorithm,
-        "params": _json_params(params),
-        "cvScore": _shown(trial.value, greater_is_better) if trial.value is not None else None,
-        "folds": [_shown(v, greater_is_better) for _, v in sorted(trial.intermediate_values.items())],
-        "seconds": round(trial.duration.total_seconds(), 3) if trial.duration else None,
-        "elapsedSeconds": round(time.monotonic() - started, 3),
-    }
-    if state == "fail":
-        record["error"] = trial.system_attrs.get("fail_reason") or "the fit failed"
-    return record
+    return {"number": best.number, "algorithm": best.params.get("algorithm"), "cvScore": best.value}
 
 
 def _suggest(trial: Any, algorithm: str, spaces: dict[str, Any]) -> dict[str, Any]:
@@ -473,6 +496,10 @@ def _space_problems(algorithm: str, task: str, spaces: dict[str, Any], where: st
         v for v in VIRTUAL if v in ALGORITHMS[algorithm][task][1]
     }
     known -= {"random_state"}
+    if algorithm == "xgboost":
+        from aiservice.infrastructure.automl import xgboost_search
+
+        known = xgboost_search.known_params()
     errors: list[FieldError] = []
     samples: list[dict[str, Any]] = [{}, {}]
     for name, space in spaces.items():
@@ -527,6 +554,8 @@ def _space_problems(algorithm: str, task: str, spaces: dict[str, Any], where: st
             errors.append(FieldError(at, f"unknown keys {', '.join(sorted(unknown))}"))
     if errors:
         return errors
+    if algorithm == "xgboost":  # XGBoost checks little before fitting: the trainer's checks
+        return xgboost_search.problems(task, spaces, samples, where)
     for sample in samples:  # the ends of every range must make a valid estimator
         try:
             estimator = _bare_estimator(algorithm, task, sample, 0)
@@ -538,3 +567,13 @@ def _space_problems(algorithm: str, task: str, spaces: dict[str, Any], where: st
             named = next((n for n in sample if f"'{n}'" in line or f"'{VIRTUAL.get(n, n)}'" in line), None)
             return [FieldError(f"{where}.{named}" if named else where, line)]
     return []
+
+
+def estimator(algorithm: str, task: str, params: dict[str, Any], seed: int) -> Any:
+    """A trial's estimator, as its training job builds it (``trial.run_trial``)."""
+    return _estimator(algorithm, task, params, seed)
+
+
+def shown(score: float, greater_is_better: bool) -> float:
+    """A scorer's value as the metric reads (rmse positive, not negated), rounded for JSON."""
+    return _shown(score, greater_is_better)

@@ -3,7 +3,8 @@ values (``reference.DatasetSamples``: a reference profile's rows).
 
 The file is read batch by batch (csv in blocks, parquet a row group at a time, only the chosen columns)
 and each row gets a random key from the seeded generator; the ``rows`` rows with the smallest keys are
-kept (bottom-k sampling, a uniform sample without replacement). Memory is bounded by the sample and one
+kept (``bottom_k``: bottom-k sampling, a uniform sample without replacement; the optimiser's samples use
+it too). Memory is bounded by the sample and one
 batch whatever the file's size, and one file and seed always give one sample, returned in file order.
 """
 
@@ -65,8 +66,18 @@ class StoredDatasetSamples:
 
 
 def sample_rows(batches: Iterator[pa.RecordBatch], rows: int, seed: int) -> list[dict[str, Any]]:
-    """A uniform sample of at most ``rows`` rows of ``batches`` (bottom-k of seeded random keys), in
-    the order they were read."""
+    """A uniform sample of at most ``rows`` rows of ``batches``, in the order they were read."""
+    table, _, _ = bottom_k(batches, rows, seed)
+    return [] if table is None else list(table.to_pylist())
+
+
+def bottom_k(
+    batches: Iterator[pa.RecordBatch], rows: int, seed: int, columns: list[str] | None = None
+) -> tuple[pa.Table | None, np.ndarray, int]:
+    """The ``rows`` rows with the smallest seeded random keys (all of them when there are fewer), in
+    the order read (None when there were no batches); their positions (from 0) among every row; and
+    how many rows there were. ``columns`` selects and orders the columns kept; a column stored as
+    integers in one batch and floats in another is promoted."""
     rng = np.random.default_rng(seed)
     kept: pa.Table | None = None
     keys = np.empty(0)
@@ -77,25 +88,28 @@ def sample_rows(batches: Iterator[pa.RecordBatch], rows: int, seed: int) -> list
         batch_keys = rng.random(count)
         batch_positions = np.arange(offset, offset + count)
         offset += count
-        if kept is not None and len(keys) >= rows:
-            # only rows with a smaller key than the largest kept one can enter the sample
+        if len(keys) >= rows:  # only rows with a smaller key than the largest kept one can enter
             entering = batch_keys < keys.max()
             if not entering.any():
                 continue
             batch = batch.filter(pa.array(entering))
             batch_keys, batch_positions = batch_keys[entering], batch_positions[entering]
         table = pa.Table.from_batches([batch])
-        kept = table if kept is None else pa.concat_tables([kept, table])
+        if columns is not None:
+            table = table.select(columns)
+        try:  # a folder's files may store a column as integers in one, floats in another
+            kept = table if kept is None else pa.concat_tables([kept, table], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DatasetError(f"the files hold the columns as different types: {exc}") from exc
         keys = np.concatenate([keys, batch_keys])
         positions = np.concatenate([positions, batch_positions])
         if len(keys) > rows:
             chosen = np.argpartition(keys, rows - 1)[:rows]
             kept, keys, positions = kept.take(pa.array(chosen)), keys[chosen], positions[chosen]
     if kept is None:
-        return []
+        return None, positions, 0
     order = np.argsort(positions, kind="stable")
-    result: list[dict[str, Any]] = kept.take(pa.array(order)).to_pylist()
-    return result
+    return kept.take(pa.array(order)), positions[order], offset
 
 
 def _csv_batches(

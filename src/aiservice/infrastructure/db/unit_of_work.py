@@ -14,6 +14,7 @@ from aiservice.application.ports import Clock, OutboxMessage
 from aiservice.domain.events import DomainEvent
 from aiservice.infrastructure.auth.api_keys import SqlAlchemyApiKeyRepository
 from aiservice.infrastructure.db.audit_repository import append_record
+from aiservice.infrastructure.db.automl_repositories import SqlAlchemyStudyRepository
 from aiservice.infrastructure.db.deployment_repositories import SqlAlchemyDeploymentRepository
 from aiservice.infrastructure.db.engine import writer_engine
 from aiservice.infrastructure.db.experiment_repositories import SqlAlchemyExperimentRepository
@@ -70,6 +71,7 @@ class SqlAlchemyUnitOfWork:
         self.payload_logs = SqlAlchemyPayloadLogRepository(self._conn, self.tenant_id, self._payload_files)
         self.experiments = SqlAlchemyExperimentRepository(self._conn, self.tenant_id)
         self.monitoring = SqlAlchemyMonitoringRepository(self._conn, self.tenant_id)
+        self.automl_studies = SqlAlchemyStudyRepository(self._conn, self.tenant_id)
         return self
 
     def __exit__(

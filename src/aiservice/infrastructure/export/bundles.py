@@ -1,9 +1,13 @@
 """Edge export bundles: the converters (run in an isolated child, as an upload's inspection) and the
-zip holding the model file, ``schema.json``, ``README.md`` and the reference runner ``run.py``."""
+zip holding the model file, ``schema.json``, ``README.md`` and the reference runner ``run.py``.
+
+The zip is reproducible: members in a fixed order with a fixed time and mode, so the same model file
+and schema make the same bytes (and ETag) on every replica and after a rebuild."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -56,10 +60,28 @@ class ZipBundleBuilder:
     def bundle(self, model_file: Path, request: BundleRequest, out: Path) -> None:
         schema = {"format": request.format.value, "modelFile": _MODEL_FILES[request.format], **request.schema}
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.write(model_file, _MODEL_FILES[request.format])
-            archive.writestr("schema.json", json.dumps(schema, indent=2, default=str) + "\n")
-            archive.writestr("README.md", readme(request))
-            archive.writestr("run.py", RUNNER)
+            size = model_file.stat().st_size
+            info = _member(_MODEL_FILES[request.format])
+            info.file_size = size
+            with (
+                model_file.open("rb") as source,
+                archive.open(info, "w", force_zip64=size > _ZIP64) as target,
+            ):
+                shutil.copyfileobj(source, target, 1 << 20)
+            archive.writestr(_member("schema.json"), json.dumps(schema, indent=2, default=str) + "\n")
+            archive.writestr(_member("README.md"), readme(request))
+            archive.writestr(_member("run.py"), RUNNER)
+
+
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say
+_ZIP64 = (1 << 31) - 1
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16  # a regular file, rw-r--r--
+    return info
 
 
 # Distributions that install a module under another name (the CPU-only TensorFlow wheel, say).

@@ -5,8 +5,9 @@ The ``MLmodel`` YAML names the flavors the model was saved with. We take, in thi
 with ``serialization_format: skops``; a flavor of the model's own framework comes first when there are
 several. A flavor whose files are pickles (``sklearn`` with pickle/cloudpickle, ``pytorch`` saved with
 ``torch.save``) is refused, never loaded (ADR 0005), with the way to re-export it safely. The
-``signature`` (MLflow's column or tensor specs) is mapped to our input/output schemas and recorded in
-the version's lineage with the run id, model uuid and ``metadata``.
+``signature`` (MLflow's column or tensor specs) is mapped to our input/output schemas, handed to the
+use case (which gives them to a model that declares none, ADR 0031) and recorded in the version's
+lineage with the run id, model uuid and ``metadata``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def read(folder: Path, out: Path, framework: str) -> ImportedModel:
         flavor=f"mlflow {name} flavor",
         configuration=_configuration(name, flavor, document),
         lineage=_lineage(name, flavor, document),
+        schemas=signature_schemas(document.get("signature")),
     )
 
 
@@ -184,7 +186,8 @@ _TENSOR_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "in
 
 def signature_schemas(signature: Any) -> JsonObject:
     """MLflow's signature as our ``inputSchema``/``outputSchema`` where it maps (column specs to a
-    tabular schema, one tensor spec to a tensor schema); what does not map is left out."""
+    tabular schema, one tensor spec to a tensor schema); what does not map is left out. One named
+    output column also gives ``outputSchema.name``: the target column training reads."""
     if not isinstance(signature, dict):
         return {}
     result: JsonObject = {}
@@ -193,6 +196,14 @@ def signature_schemas(signature: Any) -> JsonObject:
         schema = _input_schema(inputs)
         if schema:
             result["inputSchema"] = schema
+    outputs = _specs(signature.get("outputs"))
+    if outputs:
+        schema = _input_schema(outputs, named_only=True)
+        if schema:
+            named = schema.get("features")
+            if isinstance(named, list) and len(named) == 1:
+                schema = {"name": named[0]["name"], **schema}
+            result["outputSchema"] = schema
     return result
 
 
@@ -205,7 +216,9 @@ def _specs(raw: Any) -> list[dict[str, Any]]:
     return [s for s in raw if isinstance(s, dict)] if isinstance(raw, list) else []
 
 
-def _input_schema(specs: list[dict[str, Any]]) -> JsonObject | None:
+def _input_schema(specs: list[dict[str, Any]], named_only: bool = False) -> JsonObject | None:
+    """Column specs as a tabular schema (unnamed columns named ``f<i>``, or, with ``named_only``,
+    left unmapped), one tensor spec as a tensor schema; None for what does not map."""
     if len(specs) == 1 and specs[0].get("type") == "tensor":
         tensor = specs[0].get("tensor-spec") or {}
         dtype = str(tensor.get("dtype", "float32"))
@@ -216,7 +229,7 @@ def _input_schema(specs: list[dict[str, Any]]) -> JsonObject | None:
     features = []
     for index, spec in enumerate(specs):
         kind = _COLUMN_TYPES.get(str(spec.get("type")))
-        if kind is None:
+        if kind is None or (named_only and not spec.get("name")):
             return None
         feature: JsonObject = {"name": str(spec.get("name", f"f{index}")), "type": kind}
         if spec.get("required") is False:

@@ -44,7 +44,7 @@ class RayWorker:
 
     def _local(self, message: dict[str, Any]) -> dict[str, Any]:
         """A finished job's artifact, sent as bytes, written where the supervisor registers it from."""
-        if message.get("type") != "done":
+        if message.get("type") != "done" or "artifactBytes" not in message:  # progress; a trial's score
             return message
         path = self._folder / message["filename"]
         path.write_bytes(message.pop("artifactBytes"))
@@ -163,7 +163,7 @@ class _QueueSink:
         self.failed = self.failed or message.get("type") == "failed"
         if self._queue is None:
             return
-        if message.get("type") == "done":
+        if message.get("type") == "done" and "artifact" in message:  # a trial's score has none
             artifact = Path(message.pop("artifact"))
             message["artifactBytes"] = artifact.read_bytes()
         self._queue.put(message)

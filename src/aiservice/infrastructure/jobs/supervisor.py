@@ -344,6 +344,11 @@ class JobSupervisor:
         if outcome["type"] == "failed":
             self._end(running, JobFailure(str(outcome.get("stage", "fit")), str(outcome.get("message", ""))))
             return
+        if job.training.automl_trial is not None:  # a study's trial: a score, no version (ADR 28)
+            folds = [float(f) for f in outcome.get("folds", [])]
+            scored = self._execution.score_trial(running.order, float(outcome["score"]), folds)
+            self._forget(job.id, "succeeded" if scored else "cancelled")
+            return
         try:
             with self._tracer.span("training.register", traceparent=running.span.traceparent()):
                 version = self._execution.succeed(

@@ -54,7 +54,12 @@ def run_job(request: dict[str, Any], sender: MessageSink) -> None:
     """Process target: one job, start to end; never raises (the parent learns everything by message)."""
     try:
         with cpu_threads(request.get("threads"), request["framework"]):
-            result = train_request(request, lambda message: sender.send(message))
+            if request["training"].get("automlTrial") is not None:  # an AutoML study's trial (ADR 28)
+                from aiservice.infrastructure.automl.trial import run_trial
+
+                result = run_trial(request, lambda message: sender.send(message))
+            else:
+                result = train_request(request, lambda message: sender.send(message))
         sender.send({"type": "done", **result})
     except TrainingError as exc:
         sender.send({"type": "failed", "stage": exc.stage, "message": exc.message[:2000]})

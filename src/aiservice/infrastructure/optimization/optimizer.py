@@ -19,7 +19,7 @@ import numpy as np
 
 from aiservice.application.optimization import OptimizationJob, OptimizationOutcome
 from aiservice.application.ports import LoadedModel, Prediction
-from aiservice.domain.errors import FieldError, InvalidInput
+from aiservice.domain.errors import DomainError, FieldError, InvalidInput
 from aiservice.domain.models import Framework
 from aiservice.infrastructure.runtimes.registry import FrameworkRegistry
 
@@ -43,6 +43,7 @@ class RuntimeOptimizer:
     def _optimize(self, job: OptimizationJob) -> OptimizationOutcome:
         source = self._runtimes.get(job.framework).load(job.source, job.spec)
         rows = np.asarray(job.rows, dtype=np.float32)
+        before = _score(_predict(source, rows), job)  # first: rows the source refuses are the caller's
         if job.framework == Framework.ONNX:
             artifact, configuration = _onnx(job, rows)
         else:
@@ -51,7 +52,6 @@ class RuntimeOptimizer:
             job.framework, artifact.name, configuration={**job.spec.configuration, **configuration}
         )
         result = self._runtimes.get(job.framework).load(artifact, spec)
-        before = _score(source.predict(rows), job)
         after = _score(result.predict(rows), job)
         metric = "accuracy" if job.task == "classification" else "rmse"
         drop = before - after if metric == "accuracy" else (after - before) / max(before, 1e-12)
@@ -76,6 +76,18 @@ class RuntimeOptimizer:
 
 
 # -- measuring ---------------------------------------------------------------------------------------
+
+
+def _predict(model: LoadedModel, rows: np.ndarray) -> Prediction:
+    """The source's predictions; rows it cannot take (a signature that does not say its width) are a
+    422 on the validation, not a failure of the service."""
+    try:
+        return model.predict(rows)
+    except DomainError:
+        raise
+    except Exception as exc:
+        why = f"the version cannot predict these rows ({_first_line(exc)})"
+        raise InvalidInput(f"{why}.", errors=[FieldError("body.validation", why)]) from exc
 
 
 def _score(prediction: Prediction, job: OptimizationJob) -> float:

@@ -166,7 +166,7 @@ def _quoted(names: tuple[str, ...]) -> str:
     return " and ".join(quoted) if len(quoted) < 3 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
-def _boundary(request: Request, form: UploadForm) -> bytes:
+def multipart_boundary(request: Request, form: UploadForm) -> bytes:
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise UnsupportedMediaType(
@@ -177,7 +177,7 @@ def _boundary(request: Request, form: UploadForm) -> bytes:
     return params[b"boundary"]
 
 
-def _metadata(raw: bytearray | None) -> VersionMetadata:
+def parse_version_metadata(raw: bytearray | None) -> VersionMetadata:
     if not raw:
         return VersionMetadata()
     try:
@@ -211,7 +211,7 @@ async def read_upload(
     """Read a whole multipart body: the fields into memory (bounded), the file part's bytes into the
     sink that ``sink_for`` returns, called in a worker thread once the file part has begun (with the
     fields sent before it). The caller aborts its sink if this raises."""
-    boundary = _boundary(request, form)
+    boundary = multipart_boundary(request, form)
     parts = FormParts(form)
     parser = MultipartParser(
         boundary,
@@ -264,11 +264,11 @@ async def receive_version(
     request: Request, versions: ModelVersions, caller: Principal, model: str
 ) -> ModelVersion:
     """Stream one version upload into the store and record it; on any failure nothing is kept."""
-    _boundary(request, VERSION_FORM)  # a wrong content type is refused before the model is looked up
+    multipart_boundary(request, VERSION_FORM)  # a wrong content type is refused before the model is looked up
     upload: VersionUpload = await run_in_threadpool(versions.start_upload, caller, model)
     try:
         parts, _ = await read_upload(request, VERSION_FORM, lambda _parts: upload)
-        metadata = _metadata(parts.fields.get("metadata"))
+        metadata = parse_version_metadata(parts.fields.get("metadata"))
     except BaseException:
         await run_in_threadpool(upload.abort)
         raise

@@ -13,9 +13,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from aiservice.application.automl import MAX_TRIALS, AutoMLRequest, AutoMLStudies, Study
+from aiservice.application.automl import MAX_PARALLEL, MAX_TRIALS, AutoMLRequest, AutoMLStudies, Study
 from aiservice.bootstrap import Container
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.event_streams import resume_after
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.routers.training import DatasetConfigIn
 from aiservice.interfaces.http.schemas import ApiModel
@@ -55,6 +56,13 @@ class AutoMLIn(ApiModel):
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     cv_folds: int = Field(default=3, ge=2, le=10, description="Cross-validation folds per trial")
+    parallel_trials: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PARALLEL,
+        description="Trials run at once, each a training job; default: as many as the job runner runs "
+        "(TRAINING_CONCURRENCY; Ray spreads them over the cluster)",
+    )
 
 
 class StudyOut(ApiModel):
@@ -66,7 +74,10 @@ class StudyOut(ApiModel):
     budget: dict[str, Any]
     algorithms: list[str]
     seed: int
-    trials: list[dict[str, Any]] = Field(description="Finished trials, in the order they ended")
+    parallel_trials: int | None = Field(description="Trials run at once, each a training job")
+    trials: list[dict[str, Any]] = Field(
+        description="Finished trials, in the order they ended; each names its training job (jobId)"
+    )
     leaderboard: list[dict[str, Any]] = Field(description="Complete trials, best first")
     best: dict[str, Any] | None
     result: dict[str, Any] | None = Field(
@@ -101,6 +112,7 @@ class StudyOut(ApiModel):
             budget={"maxTrials": request.get("maxTrials"), "timeoutSeconds": request.get("timeoutSeconds")},
             algorithms=list(request.get("algorithms") or []),
             seed=int(request.get("seed", 0)),
+            parallel_trials=request.get("parallelTrials"),
             trials=study.trials,
             leaderboard=board,
             best=(result or {}).get("best") or (board[0] if board else None),
@@ -143,6 +155,7 @@ def start_study(
             search_spaces=body.search_spaces,
             seed=body.seed,
             cv_folds=body.cv_folds,
+            parallel_trials=body.parallel_trials,
         ),
     )
     out = StudyOut.of(study)
@@ -158,11 +171,6 @@ def get_study(model: str, study: str, caller: CallerDep, c: ContainerDep) -> Stu
 @router.post("/models/{model}/automl/{study}/cancel", response_model=StudyOut)
 def cancel_study(model: str, study: str, caller: CallerDep, c: ContainerDep) -> StudyOut:
     return StudyOut.of(_studies(c).cancel(caller, model, study))
-
-
-def _after(last_event_id: str | None) -> int:
-    text = (last_event_id or "").strip()
-    return min(int(text), 100_000) if text.isascii() and text.isdigit() and len(text) < 10 else 0
 
 
 @router.get(
@@ -184,7 +192,7 @@ async def study_events(
     """Event ``n`` (1-based) is the n-th finished trial (``event: trial``, with the best so far); the
     stream ends with ``event: status`` once the study has ended (its id one past the last trial's)."""
     studies = _studies(c)
-    sent = _after(last_event_id)
+    sent = min(resume_after(last_event_id), MAX_TRIALS)  # a study has at most MAX_TRIALS trial events
     current = await run_in_threadpool(studies.get, caller, model, study)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[bytes]:

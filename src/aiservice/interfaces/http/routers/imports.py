@@ -10,7 +10,13 @@ from aiservice.application.imports import SOURCES, ImportUpload, ModelImports
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import VersionOut
-from aiservice.interfaces.http.uploads import UploadForm, _boundary, _metadata, openapi_body, read_upload
+from aiservice.interfaces.http.uploads import (
+    UploadForm,
+    multipart_boundary,
+    openapi_body,
+    parse_version_metadata,
+    read_upload,
+)
 
 router = APIRouter(prefix=API_PREFIX, tags=["versions"])
 
@@ -41,11 +47,11 @@ async def import_version(
     model: str, request: Request, caller: CallerDep, container: ContainerDep, response: Response
 ) -> VersionOut:
     imports: ModelImports = container.imports
-    _boundary(request, IMPORT_FORM)  # a wrong content type is refused before the model is looked up
+    multipart_boundary(request, IMPORT_FORM)  # a wrong content type is refused before the model is looked up
     staged: ImportUpload = await run_in_threadpool(imports.start, caller, model)
     try:
         parts, _ = await read_upload(request, IMPORT_FORM, lambda _parts: staged.upload)
-        metadata = _metadata(parts.fields.get("metadata"))
+        metadata = parse_version_metadata(parts.fields.get("metadata"))
     except BaseException:
         await run_in_threadpool(staged.upload.abort)
         raise

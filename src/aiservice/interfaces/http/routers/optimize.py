@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response, status
-from pydantic import Field
+from pydantic import Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from aiservice.application.optimization import OptimizationRequest
+from aiservice.application.optimization import (
+    DEFAULT_SAMPLE,
+    MAX_SAMPLE,
+    DatasetSample,
+    OptimizationRequest,
+)
 from aiservice.domain.errors import Unavailable
+from aiservice.domain.training import DatasetConfig, format_of
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep
 from aiservice.interfaces.http.paths import API_PREFIX, VersionNumber
 from aiservice.interfaces.http.schemas import ApiModel, VersionOut
@@ -21,11 +27,86 @@ MAX_WIDTH = 4_096
 Row = Annotated[list[float], Field(min_length=1, max_length=MAX_WIDTH)]
 
 
-class ValidationIn(ApiModel):
-    rows: list[Row] = Field(min_length=1, max_length=MAX_ROWS, description="Numeric feature rows")
-    labels: list[Any] = Field(
-        min_length=1, max_length=MAX_ROWS, description="The true class (or value) of each row"
+class SampleDatasetIn(ApiModel):
+    train_path: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="dataset://NAME (uploaded by this tenant), a path under DATASET_ROOTS, file://... or "
+        "s3://bucket/key: a csv or parquet file, or a folder of them",
     )
+    format: Literal["csv", "parquet"] | None = Field(
+        default=None, description="Without one, told from trainPath's extension or a folder's files"
+    )
+    target: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The label column (validation); chosen as for training when left out",
+    )
+    features: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_WIDTH,
+        description="The feature columns, in the order the model takes them; default the version's "
+        "input schema's, else every column but the target",
+    )
+
+    def to_domain(self) -> DatasetConfig:
+        return DatasetConfig(
+            train_path=self.train_path,
+            format=self.format or format_of(self.train_path) or "",
+            target=self.target,
+            features=self.features,
+        )
+
+
+class DatasetSampleIn(ApiModel):
+    dataset_config: SampleDatasetIn
+    sample: int = Field(
+        default=DEFAULT_SAMPLE,
+        ge=1,
+        le=MAX_SAMPLE,
+        description="Rows of a seeded uniform sample (every row when the dataset holds fewer)",
+    )
+
+    def to_domain(self) -> DatasetSample:
+        return DatasetSample(self.dataset_config.to_domain(), self.sample)
+
+
+class ValidationIn(ApiModel):
+    """Inline ``rows`` and ``labels``, or a ``datasetConfig`` (and ``sample``) to read them from."""
+
+    rows: list[Row] | None = Field(
+        default=None, min_length=1, max_length=MAX_ROWS, description="Numeric feature rows"
+    )
+    labels: list[Any] | None = Field(
+        default=None, min_length=1, max_length=MAX_ROWS, description="The true class (or value) of each row"
+    )
+    dataset_config: SampleDatasetIn | None = Field(
+        default=None, description="A dataset to sample the rows and labels from, instead of rows"
+    )
+    sample: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SAMPLE,
+        description=f"With datasetConfig: rows of a seeded uniform sample (default {DEFAULT_SAMPLE})",
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ValidationIn:
+        inline = self.rows is not None or self.labels is not None
+        if inline and (self.dataset_config is not None or self.sample is not None):
+            raise ValueError("send rows and labels, or a datasetConfig, not both")
+        if not inline and self.dataset_config is None:
+            raise ValueError("send rows and labels, or a datasetConfig to read them from")
+        if inline and (self.rows is None or self.labels is None):
+            raise ValueError("inline validation needs both rows and labels")
+        return self
+
+    def dataset(self) -> DatasetSample | None:
+        if self.dataset_config is None:
+            return None
+        return DatasetSample(self.dataset_config.to_domain(), self.sample or DEFAULT_SAMPLE)
 
 
 class OptimizeIn(ApiModel):
@@ -42,6 +123,11 @@ class OptimizeIn(ApiModel):
     calibration_rows: list[Row] | None = Field(
         default=None, min_length=1, max_length=MAX_ROWS, description="static quantization's sample"
     )
+    calibration: DatasetSampleIn | None = Field(
+        default=None,
+        description="static quantization's sample read from a dataset (features only), instead of "
+        "calibrationRows; with neither, the validation sample",
+    )
     validation: ValidationIn
     max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
     target_model: str | None = Field(
@@ -56,13 +142,15 @@ class OptimizeIn(ApiModel):
     def to_request(self) -> OptimizationRequest:
         return OptimizationRequest(
             method=self.method,
-            validation_rows=self.validation.rows,
-            validation_labels=self.validation.labels,
+            validation_rows=self.validation.rows or [],
+            validation_labels=self.validation.labels or [],
+            validation_dataset=self.validation.dataset(),
             max_accuracy_drop=self.max_accuracy_drop,
             mode=self.mode,
             form=self.form,
             sparsity=self.sparsity,
             calibration_rows=self.calibration_rows,
+            calibration_dataset=None if self.calibration is None else self.calibration.to_domain(),
             target_model=self.target_model,
             description=self.description,
             latency_calls=self.latency_calls,

@@ -28,6 +28,7 @@ from aiservice.domain.training import (
     format_of,
 )
 from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
+from aiservice.interfaces.http.event_streams import resume_after
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.schemas import ApiModel, PageOut
 
@@ -290,17 +291,6 @@ def cancel_job(job: str, caller: CallerDep, c: ContainerDep) -> JobOut:
     return JobOut.of(c.training.cancel(caller, job))
 
 
-_MAX_EVENT_NUMBER = 2**31 - 1  # event numbers are 32-bit in the database
-
-
-def _resume_after(last_event_id: str | None) -> int:
-    """The event number a reconnecting client saw last; anything but ASCII digits means from the start."""
-    text = (last_event_id or "").strip()
-    if not (text.isascii() and text.isdigit()):
-        return 0
-    return _MAX_EVENT_NUMBER if len(text) > 10 else min(int(text), _MAX_EVENT_NUMBER)  # int() caps digits
-
-
 @router.get(
     "/training-jobs/{job}/events",
     response_class=StreamingResponse,
@@ -319,7 +309,7 @@ async def job_events(
     """Each event has an ``id`` (its number in the job), an ``event`` (status or progress) and JSON
     ``data``. The stream ends after the job's final status event; reconnecting with ``Last-Event-ID``
     resumes after that event."""
-    after = _resume_after(last_event_id)
+    after = resume_after(last_event_id)
     jobs = c.training
     events, _ = await run_in_threadpool(jobs.events, caller, job, after)  # 404 before the stream starts
 
