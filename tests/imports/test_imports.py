@@ -176,6 +176,28 @@ def hf_safetensors(architecture: str = "AiserviceMLP") -> tuple[bytes, Callable[
 # -- helpers ---------------------------------------------------------------------------------------
 
 
+def mlflow_pytorch(scripted: bool = True) -> tuple[bytes, Callable[[np.ndarray], np.ndarray]]:
+    """``mlflow.pytorch.save_model`` of a scripted module (TorchScript in data/model.pth), or of the
+    eager module (``torch.save``: a pickle)."""
+    import torch
+
+    net, probabilities = torch_mlp()
+    buffer = io.BytesIO()
+    if scripted:
+        with warnings.catch_warnings():  # deprecated upstream, still what MLflow users log
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.script(net), buffer)
+    else:
+        torch.save(net, buffer)
+    spec = {"model_data": "data", "pytorch_version": str(torch.__version__)}  # MLflow writes it so
+    folder: dict[str, Any] = {
+        "MLmodel": mlmodel("pytorch", spec, "mlflow.pytorch", "data"),
+        "data/model.pth": buffer.getvalue(),
+        "data/pickle_module_info.txt": "mlflow.pytorch.pickle_module",
+    }
+    return zipped(folder), probabilities
+
+
 def declare(client: TestClient, auth: Auth, name: str, framework: str, **body: Any) -> None:
     create_model(
         client,
@@ -244,7 +266,8 @@ def no_versions(client: TestClient, auth: Auth, model: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("framework", "flavor"), [("onnx", "onnx"), ("xgboost", "xgboost"), ("sklearn", "sklearn")]
+    ("framework", "flavor"),
+    [("onnx", "onnx"), ("xgboost", "xgboost"), ("sklearn", "sklearn"), ("pytorch", "pytorch")],
 )
 def test_mlflow_flavors_import_and_predict_like_the_original(
     client: TestClient, auth: Auth, tmp_path: Path, framework: str, flavor: str
@@ -253,6 +276,7 @@ def test_mlflow_flavors_import_and_predict_like_the_original(
         "onnx": lambda: mlflow_onnx(),
         "xgboost": lambda: mlflow_xgboost(tmp_path),
         "sklearn": lambda: mlflow_sklearn_skops(),
+        "pytorch": lambda: mlflow_pytorch(),
     }[flavor]()
     declare(client, auth, "imported", framework, outputSchema={"classes": CLASSES})
     filename = "model.tar.gz" if flavor == "xgboost" else "model.zip"
@@ -319,6 +343,23 @@ def test_pickled_flavors_are_refused_and_nothing_is_kept(
     assert advice in problem["detail"]
     assert problem["errors"][0]["field"].startswith(f"MLmodel.flavors.{flavor}")
     no_versions(client, auth, "pickled")
+    assert stored_files(container.settings.data_dir / "artifacts") == []
+
+
+def test_an_eager_pytorch_module_is_refused_with_the_way_to_script_it(
+    client: TestClient, auth: Auth, container: Container
+) -> None:
+    """``mlflow.pytorch.save_model`` of an eager module pickles it whole (a zip, like TorchScript, but
+    without its code): refused before anything is stored."""
+    archive, _ = mlflow_pytorch(scripted=False)
+    declare(client, auth, "eager", "pytorch", outputSchema={"classes": CLASSES})
+    response = send(client, auth, "eager", archive, source="mlflow")
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["type"].endswith("/untrusted-artifact")
+    assert "torch.jit.script" in problem["detail"]
+    assert problem["errors"][0]["field"] == "MLmodel.flavors.pytorch"
+    no_versions(client, auth, "eager")
     assert stored_files(container.settings.data_dir / "artifacts") == []
 
 

@@ -2,9 +2,11 @@
 
 The ``MLmodel`` YAML names the flavors the model was saved with. We take, in this order, ``onnx``
 (``data``: the graph), ``xgboost`` (``data``: the booster's JSON or UBJSON file), ``sklearn`` saved
-with ``serialization_format: skops``; a flavor of the model's own framework comes first when there are
-several. A flavor whose files are pickles (``sklearn`` with pickle/cloudpickle, ``pytorch`` saved with
-``torch.save``) is refused, never loaded (ADR 0005), with the way to re-export it safely. The
+with ``serialization_format: skops``, ``pytorch`` whose ``data/model.pth`` is TorchScript (MLflow saves a
+scripted module with ``torch.jit.save``); a flavor of the model's own framework comes first when there
+are several. A flavor whose files are pickles (``sklearn`` with pickle/cloudpickle, ``pytorch`` of an
+eager module, saved with ``torch.save``) is refused, never loaded (ADR 0005), with the way to re-export
+it safely. The
 ``signature`` (MLflow's column or tensor specs) is mapped to our input/output schemas, handed to the
 use case (which gives them to a model that declares none, ADR 0031) and recorded in the version's
 lineage with the run id, model uuid and ``metadata``.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,12 +27,13 @@ from aiservice.domain.errors import FieldError, InvalidArtifact, UntrustedArtifa
 from aiservice.domain.models import JsonObject
 
 # flavor -> the framework whose runtime serves its files
-SUPPORTED = {"onnx": "onnx", "xgboost": "xgboost", "sklearn": "sklearn"}
-PRIORITY = ("onnx", "xgboost", "sklearn")
+SUPPORTED = {"onnx": "onnx", "xgboost": "xgboost", "sklearn": "sklearn", "pytorch": "pytorch"}
+PRIORITY = ("onnx", "xgboost", "sklearn", "pytorch")
 PICKLED = {
     "pytorch": (
         "saves the whole module with torch.save (a pickle)",
-        "log an ONNX flavor instead (torch.onnx.export, then mlflow.onnx.log_model), "
+        "log the scripted module instead (mlflow.pytorch.log_model(torch.jit.script(model), ...), which "
+        "MLflow saves as TorchScript), or an ONNX flavor (torch.onnx.export, then mlflow.onnx.log_model), "
         "or upload the state_dict with a declared architecture",
     ),
     "sklearn": (
@@ -47,12 +51,14 @@ def read(folder: Path, out: Path, framework: str) -> ImportedModel:
     flavors = document.get("flavors")
     if not isinstance(flavors, dict) or not flavors:
         raise _invalid("The MLmodel file names no flavors.", "MLmodel.flavors")
-    name = _choose(flavors, framework)
+    name = _choose(flavors, framework, folder)
     flavor = flavors[name]
     if not isinstance(flavor, dict):
         raise _invalid(f"The MLmodel's {name!r} flavor is not a mapping.", f"MLmodel.flavors.{name}")
     if name == "onnx":
         source, filename = _member(folder, flavor, "data", name), "model.onnx"
+    elif name == "pytorch":  # a scripted module, which MLflow saves as TorchScript (``_torchscript``)
+        source, filename = _torch_file(folder, flavor), "model.pt"
     elif name == "xgboost":
         source = _member(folder, flavor, "data", name)
         filename = "model.json" if source.read_bytes()[:1] == b"{" else "model.ubj"
@@ -94,16 +100,18 @@ def _mlmodel(folder: Path) -> dict[str, Any]:
     return document
 
 
-def _usable(name: str, flavor: Any) -> bool:
+def _usable(name: str, flavor: Any, folder: Path) -> bool:
     if name not in SUPPORTED:
         return False
     if name == "sklearn":
         return isinstance(flavor, dict) and flavor.get("serialization_format") == "skops"
+    if name == "pytorch":
+        return isinstance(flavor, dict) and _torchscript(folder, flavor)
     return True
 
 
-def _choose(flavors: dict[str, Any], framework: str) -> str:
-    usable = [n for n in PRIORITY if n in flavors and _usable(n, flavors[n])]
+def _choose(flavors: dict[str, Any], framework: str, folder: Path) -> str:
+    usable = [n for n in PRIORITY if n in flavors and _usable(n, flavors[n], folder)]
     if usable:
         own = [n for n in usable if SUPPORTED[n] == framework]
         return (own or usable)[0]
@@ -121,9 +129,46 @@ def _choose(flavors: dict[str, Any], framework: str) -> str:
     listed = ", ".join(sorted(flavors))
     raise _invalid(
         f"The MLmodel's flavors ({listed}) include none we can import; supported: onnx, xgboost, "
-        "sklearn (skops).",
+        "sklearn (skops), pytorch (TorchScript).",
         "MLmodel.flavors",
     )
+
+
+def _torch_file(folder: Path, flavor: dict[str, Any]) -> Path:
+    """``<model_data>/model.pth``, where ``mlflow.pytorch.save_model`` writes the module."""
+    data = _member_folder(folder, flavor)
+    path = data / "model.pth"
+    if not path.is_file():
+        raise _invalid(
+            "The pytorch flavor's data/model.pth is not in the archive.", "MLmodel.flavors.pytorch"
+        )
+    return path
+
+
+def _member_folder(folder: Path, flavor: dict[str, Any]) -> Path:
+    raw = flavor.get("model_data", "data")
+    relative = PurePosixPath(raw if isinstance(raw, str) and raw else "data")
+    if relative.is_absolute() or ".." in relative.parts:
+        raise _invalid(
+            f"The pytorch flavor's 'model_data' ({raw!r}) points outside the folder.",
+            "MLmodel.flavors.pytorch.model_data",
+        )
+    return folder.joinpath(*relative.parts)
+
+
+def _torchscript(folder: Path, flavor: dict[str, Any]) -> bool:
+    """Whether MLflow saved a scripted module (``torch.jit.save``: a zip with ``code/`` and
+    ``constants.pkl``) rather than pickling a whole module with ``torch.save`` (a zip without them).
+    Only the member names are read here; the torch runtime loads the archive in the inspector."""
+    try:
+        path = _torch_file(folder, flavor)
+    except InvalidArtifact:
+        return False
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        members = {n.split("/", 1)[1] for n in archive.namelist() if "/" in n}
+    return "constants.pkl" in members and any(m.startswith("code/") for m in members)
 
 
 def _member(folder: Path, flavor: dict[str, Any], key: str, name: str) -> Path:
@@ -162,7 +207,7 @@ def _lineage(name: str, flavor: dict[str, Any], document: dict[str, Any]) -> Jso
     ):
         if document.get(key) is not None:
             lineage[field] = str(document[key])
-    for key in ("onnx_version", "xgb_version", "sklearn_version", "model_class"):
+    for key in ("onnx_version", "xgb_version", "sklearn_version", "pytorch_version", "model_class"):
         if flavor.get(key) is not None:
             lineage[key] = str(flavor[key])
     if isinstance(document.get("metadata"), dict):
