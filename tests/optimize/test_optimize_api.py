@@ -265,3 +265,18 @@ def test_a_regressor_is_judged_by_its_rmse(client: TestClient, auth: Auth) -> No
     record = client.get(f"{API}/sugar-onnx/versions/1", headers=auth()).json()["lineage"]["optimization"]
     assert record["rmseAfter"] == pytest.approx(record["rmseBefore"], rel=0.01)
     assert record["accuracyDrop"] <= 0.01
+
+
+def test_static_int8_of_a_torch_mlps_onnx_form(client: TestClient, auth: Auth) -> None:
+    """``form: onnx`` quantises the torch model's ONNX compilation, registered in an ONNX model."""
+    torch_model(client, auth)
+    response = optimize(
+        client, auth, "net", method="quantization", mode="static", form="onnx", targetModel="net-int8"
+    )
+    assert response.status_code == 201, response.text
+    target = client.get(f"{API}/net-int8", headers=auth()).json()
+    assert target["framework"] == "onnx"
+    record = assert_measured(client.get(f"{API}/net-int8/versions/1", headers=auth()).json(), "quantization")
+    assert record["sourceForm"] == "onnx"
+    assert record["options"]["mode"] == "static"
+    assert_predicts_close(client, auth, ("net", 1), ("net-int8", 1), 0.1)
