@@ -2,11 +2,11 @@
 
 Policy: on the hot path, ``offer`` does a dictionary lookup (is the model's logging on, at which
 rate?), a hash of the request id (is this request in the sample?) and an append to a bounded in-memory
-queue; it touches no database and converts nothing. When the queue holds ``capacity`` rows the call is
-dropped and counted (``dropped``, ``on_dropped``), never waited for. A background task (``tick``, run
-every second by a ``PeriodicTask`` and woken when a batch is ready) turns queued calls into rows
-(JSON-safe inputs and outputs, one row per answered input) and writes them in batches, and reloads
-the enabled policies every ``refresh_s``; ``flush`` at shutdown writes what is left.
+queue (a ``BatchedWriter``); it touches no database and converts nothing. When the queue holds
+``capacity`` rows the call is dropped and counted (``dropped``, ``on_dropped``), never waited for. A
+background task (``tick``, run every second by a ``PeriodicTask`` and woken when a batch is ready) turns
+queued calls into rows (JSON-safe inputs and outputs, one row per answered input) and writes them in
+batches, and reloads the enabled policies every ``refresh_s``; ``flush`` at shutdown writes what is left.
 
 The policies a worker knows are those it loaded last, and the ones changed through it (at once): a
 change made through another worker process or replica is seen within ``refresh_s``.
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ import numpy as np
 import orjson
 
 from aiservice.application.audit import current_call
+from aiservice.application.batched_writes import BatchedWriter
 from aiservice.application.payload_logging.ports import PayloadLogStore
 from aiservice.application.ports import Prediction
 from aiservice.application.serving.inputs import ServingModel, labels_of
@@ -50,7 +49,7 @@ class _Call:
     at: float  # time.time() when answered
 
 
-class PayloadRecorder:
+class PayloadRecorder(BatchedWriter[_Call]):
     def __init__(
         self,
         store: PayloadLogStore,
@@ -62,21 +61,19 @@ class PayloadRecorder:
         on_dropped: Callable[[int], None] = lambda n: None,
         on_written: Callable[[int], None] = lambda n: None,
     ) -> None:
+        super().__init__(
+            self._write_calls,
+            what="payload log",
+            capacity=capacity,
+            batch_size=batch_size,
+            on_dropped=on_dropped,
+            on_written=on_written,
+        )
         self._store = store
-        self.capacity = capacity  # rows queued at most
-        self.batch_size = batch_size
         self.refresh_s = refresh_s
         self.max_field_bytes = max_field_bytes
-        self._on_dropped = on_dropped
-        self._on_written = on_written
         self._policies: dict[tuple[str, str], LoggingPolicy] = {}
-        self._queue: deque[_Call] = deque()
-        self._queued_rows = 0
-        self._flushing = threading.Lock()
         self._refreshed_at = -math.inf
-        self.dropped = 0
-        self.written = 0
-        self.wake: Callable[[], None] = lambda: None  # set to the flushing task's wake
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -97,19 +94,12 @@ class PayloadRecorder:
         request_id = call.request_id if call is not None and call.request_id else uuid.uuid4().hex
         if not sampled(request_id, policy.sample_rate):
             return
-        rows = len(positions)
-        if self._queued_rows + rows > self.capacity:
-            self.dropped += rows
-            self._on_dropped(rows)
-            return
-        self._queue.append(
+        self.put(
             _Call(
                 request_id, tenant_id, serving, inputs, positions, prediction, latency_ms, batch, time.time()
-            )
+            ),
+            len(positions),
         )
-        self._queued_rows += rows
-        if self._queued_rows >= self.batch_size:
-            self.wake()
 
     # -- policies --------------------------------------------------------------------------------
 
@@ -139,31 +129,10 @@ class PayloadRecorder:
         if time.monotonic() - self._refreshed_at >= self.refresh_s:
             self.refresh()
 
-    def flush(self) -> int:
-        """Write every queued call now; the rows written."""
-        written = 0
-        with self._flushing:
-            while self._queue:
-                calls: list[_Call] = []
-                rows = 0
-                while self._queue and rows < self.batch_size:
-                    call = self._queue.popleft()
-                    calls.append(call)
-                    rows += len(call.positions)
-                self._queued_rows -= rows
-                records = [record for call in calls for record in self._records(call)]
-                try:
-                    self._store.write(records)
-                except Exception:  # the database is away: these rows are lost, and counted as such
-                    log.warning("payload log: %d rows not written", len(records), exc_info=True)
-                    self.dropped += len(records)
-                    self._on_dropped(len(records))
-                    continue
-                written += len(records)
-        if written:
-            self.written += written
-            self._on_written(written)
-        return written
+    def _write_calls(self, calls: list[_Call]) -> int:
+        records = [record for call in calls for record in self._records(call)]
+        self._store.write(records)
+        return len(records)
 
     def _records(self, call: _Call) -> list[LoggedPrediction]:
         try:
