@@ -4,6 +4,7 @@ their answers (the routers' own ``*Out`` shapes) with Jinja2 templates; forms ar
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from aiservice.application.registry import NewModel
 from aiservice.domain.audit import AuditQuery
 from aiservice.domain.errors import DomainError, FieldError, InvalidInput
 from aiservice.domain.models import FRAMEWORK_NAME, Framework, Stage
+from aiservice.domain.pagination import Page
 from aiservice.domain.tenancy import Permission, Principal
 from aiservice.interfaces.http.deps import ContainerDep
 from aiservice.interfaces.http.routers import training as training_routes
@@ -102,6 +104,24 @@ def _wire(model: Any) -> dict[str, Any]:
     return dumped
 
 
+Cursor = Annotated[str | None, Query(max_length=1000)]
+
+
+def render_list(
+    request: Request,
+    name: str,
+    caller: Principal,
+    key: str,
+    page: Page[Any],
+    shape: Callable[[Any], Any],
+    **context: Any,
+) -> HTMLResponse:
+    """A list page: one page of a use case's answers in the API's own ``*Out`` shape, and the cursor
+    of the next page."""
+    context[key] = [_wire(shape(item)) for item in page.items]
+    return render(request, name, caller, next_cursor=page.next_cursor, **context)
+
+
 def _hx_redirect(location: str) -> Response:
     return Response(status_code=204, headers={"HX-Redirect": location})
 
@@ -155,7 +175,7 @@ def models_page(
     framework: Annotated[str | None, Query(max_length=20)] = None,
     category: Annotated[str | None, Query(max_length=100)] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Cursor = None,
 ) -> HTMLResponse:
     framework = framework or None
     if framework is not None and not FRAMEWORK_NAME.fullmatch(framework):
@@ -174,12 +194,13 @@ def models_page(
         ),
     )
     filters = {"q": q or "", "framework": framework or "", "category": category or "", "tag": tag or ""}
-    return render(
+    return render_list(
         request,
         "models.html",
         caller,
-        models=[_wire(ModelOut.of(m)) for m in page.items],
-        next_cursor=page.next_cursor,
+        "models",
+        page,
+        ModelOut.of,
         filters=filters,
         frameworks=KNOWN_FRAMEWORKS,
         feature_types=FEATURE_TYPES,
@@ -352,16 +373,10 @@ def jobs_page(
     request: Request,
     caller: UiCaller,
     c: ContainerDep,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Cursor = None,
 ) -> HTMLResponse:
     page = c.training.list_jobs(caller, None, None, PAGE, cursor or None)
-    return render(
-        request,
-        "jobs.html",
-        caller,
-        jobs=[_wire(JobOut.of(j)) for j in page.items],
-        next_cursor=page.next_cursor,
-    )
+    return render_list(request, "jobs.html", caller, "jobs", page, JobOut.of)
 
 
 @router.get("/jobs/{job}", response_class=HTMLResponse)
@@ -385,16 +400,10 @@ def deployments_page(
     request: Request,
     caller: UiCaller,
     c: ContainerDep,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Cursor = None,
 ) -> HTMLResponse:
     page = c.deployments.list(caller, DeploymentFilter(None, None, None, PAGE, cursor or None))
-    return render(
-        request,
-        "deployments.html",
-        caller,
-        deployments=[_wire(DeploymentOut.of(d)) for d in page.items],
-        next_cursor=page.next_cursor,
-    )
+    return render_list(request, "deployments.html", caller, "deployments", page, DeploymentOut.of)
 
 
 @router.get("/experiments", response_class=HTMLResponse)
@@ -402,16 +411,10 @@ def experiments_page(
     request: Request,
     caller: UiCaller,
     c: ContainerDep,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Cursor = None,
 ) -> HTMLResponse:
     page = c.experiments.experiments.list(caller, ExperimentFilter(None, None, None, PAGE, cursor or None))
-    return render(
-        request,
-        "experiments.html",
-        caller,
-        experiments=[_wire(ExperimentOut.of(e)) for e in page.items],
-        next_cursor=page.next_cursor,
-    )
+    return render_list(request, "experiments.html", caller, "experiments", page, ExperimentOut.of)
 
 
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
@@ -464,14 +467,7 @@ def audit_page(
     caller: UiCaller,
     c: ContainerDep,
     action: Annotated[str | None, Query(max_length=100)] = None,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Cursor = None,
 ) -> HTMLResponse:
     page = c.audit.search(caller, AuditQuery(action=action or None, limit=50, cursor=cursor or None))
-    return render(
-        request,
-        "audit.html",
-        caller,
-        records=[_wire(AuditRecordOut.of(r)) for r in page.items],
-        next_cursor=page.next_cursor,
-        action=action or "",
-    )
+    return render_list(request, "audit.html", caller, "records", page, AuditRecordOut.of, action=action or "")
