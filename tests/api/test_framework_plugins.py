@@ -3,8 +3,7 @@ gone since keeps reading but answers 503 runtime-unavailable."""
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoints, entry_points
-from typing import Any
+from importlib.metadata import EntryPoint, entry_points
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,10 +37,11 @@ def test_a_model_whose_plugin_has_gone_reads_but_answers_503(
     create_model(client, auth(), "churn")
     assert upload(client, auth(), "churn").status_code == 201
 
-    def without_sklearn(**selection: Any) -> EntryPoints:
-        return EntryPoints(e for e in entry_points(**selection) if e.name != "sklearn")
+    def without_sklearn() -> tuple[EntryPoint, ...]:
+        return tuple(e for e in entry_points(group=registry.GROUP) if e.name != "sklearn")
 
-    monkeypatch.setattr(registry, "entry_points", without_sklearn)  # the next start finds no sklearn
+    # the next start finds no sklearn (as if it were uninstalled before the service restarted)
+    monkeypatch.setattr(registry, "_installed_entry_points", without_sklearn)
     restarted = bootstrap(settings)
     try:
         with TestClient(create_app(restarted)) as after:

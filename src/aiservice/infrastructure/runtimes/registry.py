@@ -4,10 +4,11 @@ service uses (which train, compile, stream, preload, use a GPU) is a question pu
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from aiservice.application.frameworks import FrameworkCatalog
 from aiservice.application.ports import Runtime
@@ -32,7 +33,7 @@ class FrameworkRegistry:
         operator's limits, the ones uploads were checked against, so a load refuses no less and no
         more than the upload did."""
         found: list[FrameworkPlugin] = []
-        for entry in entry_points(group=GROUP):
+        for entry in _installed_entry_points():
             try:
                 plugin = entry.load()()
             except Exception:  # a broken plugin must not take the service down
@@ -91,3 +92,11 @@ class FrameworkRegistry:
 def installed() -> FrameworkRegistry:
     """The plugins of this process, found once: for lookups that load nothing (trainers, catalogs)."""
     return FrameworkRegistry.discover()
+
+
+@functools.cache
+def _installed_entry_points() -> tuple[EntryPoint, ...]:
+    """The ``aiservice.runtimes`` entry points of the installed packages, read once per process: reading
+    every distribution's metadata costs milliseconds, and what is installed does not change while the
+    service runs. Each ``discover`` still builds fresh plugin objects from them."""
+    return tuple(entry_points(group=GROUP))

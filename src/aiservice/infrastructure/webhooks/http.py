@@ -4,6 +4,7 @@ system resolver."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import httpx
@@ -19,10 +20,21 @@ class SocketHostResolver:
 
 class HttpxWebhookSender:
     """One connection pool for every webhook; no proxies from the environment (a proxy would resolve the
-    host itself, past the check), no redirects, and the receiver's body is never read."""
+    host itself, past the check), no redirects, and the receiver's body is never read. The pool is made
+    at the first delivery: loading the CA bundle costs tens of milliseconds a service with no webhook
+    never needs to spend."""
 
     def __init__(self, timeout_s: float) -> None:
-        self._client = httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False)
+        self._timeout_s = timeout_s
+        self._pool: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> httpx.Client:
+        with self._lock:
+            if self._pool is None:
+                self._pool = httpx.Client(timeout=self._timeout_s, follow_redirects=False, trust_env=False)
+            return self._pool
 
     def post(self, url: str, address: str, body: bytes, headers: dict[str, str]) -> WebhookResponse:
         started = time.perf_counter()
@@ -46,7 +58,10 @@ class HttpxWebhookSender:
         return WebhookResponse(response.status_code, None, _ms_since(started))
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
 
 
 def _ms_since(started: float) -> float:
