@@ -89,6 +89,7 @@ ENDPOINTS: list[Endpoint] = [
             "budget": {"maxTrials": 2},
         },
     ),
+    Endpoint("GET", "/models/{model}/automl"),
     Endpoint("GET", "/models/{model}/automl/{study}"),
     Endpoint("GET", "/models/{model}/automl/{study}/events"),
     Endpoint("POST", "/models/{model}/automl/{study}/cancel"),

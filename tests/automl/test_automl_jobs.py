@@ -295,3 +295,32 @@ def test_trials_run_as_jobs_on_ray(
         assert all(j["trainingConfig"]["automlTrial"]["studyId"] == study["id"] for j in jobs)
         assert overlapping([j for j in jobs if j["finishedAt"]])
         assert study["version"] == 1
+
+
+def test_a_models_studies_are_listed_newest_first_a_page_at_a_time(
+    client: TestClient, container: Container, auth: Auth
+) -> None:
+    headers = auth("editor")
+    create_model(client, headers, "cancer")
+    create_model(client, headers, "other")
+    data = write_cancer(container.settings.dataset_root_paths[0])
+    slow = study_body(data, algorithms=["random_forest"], budget={"maxTrials": 50})
+    ids = []
+    for _ in range(3):
+        started = client.post(f"{API}/models/cancer/automl", json=slow, headers=headers)
+        assert started.status_code == 202, started.text
+        ids.append(started.json()["id"])
+        client.post(f"{started.headers['location']}/cancel", headers=headers)
+    first = client.get(f"{API}/models/cancer/automl", params={"limit": 2}, headers=auth("viewer"))
+    assert first.status_code == 200, first.text
+    assert [s["id"] for s in first.json()["items"]] == ids[::-1][:2]
+    rest = client.get(
+        f"{API}/models/cancer/automl",
+        params={"limit": 2, "cursor": first.json()["nextCursor"]},
+        headers=headers,
+    ).json()
+    assert [s["id"] for s in rest["items"]] == ids[:1] and rest["nextCursor"] is None
+    assert client.get(f"{API}/models/other/automl", headers=headers).json()["items"] == []
+    assert (
+        client.get(f"{API}/models/cancer/automl", headers=auth("admin", tenant="globex")).status_code == 404
+    )

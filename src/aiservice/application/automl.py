@@ -32,6 +32,7 @@ from aiservice.application.versions import ModelVersions, VersionMetadata
 from aiservice.domain.errors import Conflict, FieldError, InvalidInput, NotFound, QuotaExceeded
 from aiservice.domain.events import AutoMLStudyEnded, AutoMLStudyStarted, DomainEvent
 from aiservice.domain.models import Model
+from aiservice.domain.pagination import Page
 from aiservice.domain.tenancy import Permission, Principal, Role
 from aiservice.domain.training import DatasetConfig, ResourceConfig, TrainingConfig
 
@@ -101,6 +102,10 @@ class StudyRepository(Protocol):
 
     def add(self, study: Study) -> None: ...
     def get(self, study_id: str, *, for_update: bool = False) -> Study | None: ...
+    def page(self, model_id: str, limit: int, cursor: str | None) -> Page[Study]:
+        """The model's studies, newest first."""
+        ...
+
     def start(self, study_id: str, at: datetime) -> bool:
         """queued -> running; False when the study is no longer queued (cancelled)."""
         ...
@@ -351,6 +356,14 @@ class AutoMLStudies:
                 f"No AutoML study {study_id!r} of model {model_ident!r}.", extra={"study": study_id}
             )
         return study
+
+    def list_studies(
+        self, principal: Principal, model_ident: str, limit: int, cursor: str | None
+    ) -> Page[Study]:
+        principal.require(Permission.MODEL_READ)
+        with self._uow(principal.tenant_id, writes=False) as uow:
+            model = find_model(uow, model_ident, principal)
+            return uow.automl_studies.page(model.id, limit, cursor)
 
     def cancel(self, principal: Principal, model_ident: str, study_id: str) -> Study:
         principal.require(Permission.TRAIN)

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from aiservice.application.automl import Study
+from aiservice.domain.pagination import Page
+from aiservice.infrastructure.db.keyset import newest_first
 from aiservice.infrastructure.db.tables import automl_studies as t
 
 _RUNNING = ("queued", "running")
@@ -43,25 +45,13 @@ class SqlAlchemyStudyRepository:
 
     def get(self, study_id: str, *, for_update: bool = False) -> Study | None:
         query = sa.select(t).where(t.c.tenant_id == self._tenant_id, t.c.id == study_id)
-        row = self._conn.execute(query.with_for_update() if for_update else query).first()
-        if row is None:
-            return None
-        return Study(
-            id=row.id,
-            tenant_id=row.tenant_id,
-            model_id=row.model_id,
-            status=row.status,
-            request=row.request,
-            trials=list(row.trials or []),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            result=row.result,
-            error=row.error,
-            version=row.version,
-            created_by=row.created_by,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-        )
+        row = self._conn.execute(query.with_for_update() if for_update else query).mappings().first()
+        return None if row is None else _study(row)
+
+    def page(self, model_id: str, limit: int, cursor: str | None) -> Page[Study]:
+        """The model's studies, newest first."""
+        query = sa.select(t).where(t.c.tenant_id == self._tenant_id, t.c.model_id == model_id)
+        return newest_first(self._conn, query, t.c.created_at, t.c.id, limit, cursor, _study)
 
     def _where(self, study_id: str, *statuses: str) -> Any:
         return sa.and_(t.c.tenant_id == self._tenant_id, t.c.id == study_id, t.c.status.in_(statuses))
@@ -113,6 +103,25 @@ class SqlAlchemyStudyRepository:
             )
         )
         return bool(done.rowcount)
+
+
+def _study(row: sa.RowMapping) -> Study:
+    return Study(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        model_id=row["model_id"],
+        status=row["status"],
+        request=row["request"],
+        trials=list(row["trials"] or []),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        result=row["result"],
+        error=row["error"],
+        version=row["version"],
+        created_by=row["created_by"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
 
 
 class SqlAlchemySilentStudies:

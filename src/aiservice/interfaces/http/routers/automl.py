@@ -15,11 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 from aiservice.application.automl import MAX_PARALLEL, MAX_TRIALS, AutoMLRequest, AutoMLStudies, Study
 from aiservice.bootstrap import Container
-from aiservice.interfaces.http.deps import CallerDep, ContainerDep
+from aiservice.interfaces.http.deps import CallerDep, ContainerDep, PageCursor, PageLimit
 from aiservice.interfaces.http.event_streams import resume_after
 from aiservice.interfaces.http.paths import API_PREFIX
 from aiservice.interfaces.http.routers.training import DatasetConfigIn
-from aiservice.interfaces.http.schemas import ApiModel
+from aiservice.interfaces.http.schemas import ApiModel, PageOut
 
 router = APIRouter(prefix=API_PREFIX, tags=["automl"])
 SSE_POLL_S = 0.25
@@ -161,6 +161,18 @@ def start_study(
     out = StudyOut.of(study)
     response.headers["Location"] = out.links["self"]
     return out
+
+
+@router.get(
+    "/models/{model}/automl",
+    response_model=PageOut[StudyOut],
+    summary="The model's AutoML studies, newest first",
+)
+def list_studies(
+    model: str, caller: CallerDep, c: ContainerDep, limit: PageLimit = 50, cursor: PageCursor = None
+) -> PageOut[StudyOut]:
+    page = _studies(c).list_studies(caller, model, limit, cursor)
+    return PageOut[StudyOut](items=[StudyOut.of(s) for s in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/models/{model}/automl/{study}", response_model=StudyOut)

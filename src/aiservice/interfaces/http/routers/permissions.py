@@ -89,6 +89,7 @@ ENDPOINT_RULES: tuple[Rule, ...] = (
     _rule("POST", f"{_V}/unload", P.VERSION_WRITE, P.PREDICT),
     _rule("POST", f"{_M}/train", P.TRAIN),
     _rule("POST", f"{_M}/automl", P.TRAIN),
+    _rule("GET", f"{_M}/automl", P.MODEL_READ),
     _rule("GET", f"{_M}/automl/{{study}}", P.MODEL_READ),
     _rule("GET", f"{_M}/automl/{{study}}/events", P.MODEL_READ),
     _rule("POST", f"{_M}/automl/{{study}}/cancel", P.TRAIN),
