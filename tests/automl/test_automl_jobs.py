@@ -324,3 +324,45 @@ def test_a_models_studies_are_listed_newest_first_a_page_at_a_time(
     assert (
         client.get(f"{API}/models/cancer/automl", headers=auth("admin", tenant="globex")).status_code == 404
     )
+
+
+def test_a_study_of_a_model_declaring_its_classes_answers_the_right_names(
+    client: TestClient, container: Container, auth: Auth
+) -> None:
+    """The declared order is not the sorted order a classifier fitted on names keeps: the study's
+    version must still answer each flower's own name."""
+    from sklearn.datasets import load_iris
+
+    headers = auth("editor")
+    root = container.settings.dataset_root_paths[0]
+    root.mkdir(parents=True, exist_ok=True)
+    iris = load_iris(as_frame=True)
+    frame = iris.frame.rename(columns=dict(zip(iris.feature_names, "abcd", strict=True)))
+    frame["target"] = [iris.target_names[t] for t in iris.target]
+    frame.to_csv(root / "iris.csv", index=False)
+    create_model(
+        client,
+        headers,
+        "iris",
+        inputSchema={"type": "tabular", "features": [{"name": n, "type": "number"} for n in "abcd"]},
+        outputSchema={"classes": ["virginica", "setosa", "versicolor"]},
+    )
+    body = {
+        "datasetConfig": {"trainPath": str(root / "iris.csv"), "format": "csv", "target": "target"},
+        "task": "classification",
+        "metric": "accuracy",
+        "algorithms": ["linear"],
+        "budget": {"maxTrials": 2},
+    }
+    started = client.post(f"{API}/models/iris/automl", json=body, headers=headers)
+    assert started.status_code == 202, started.text
+    study = wait_for(client, headers, started.headers["location"])
+    assert study["status"] == "succeeded", study["error"]
+    rows = frame.iloc[[0, 60, 120]]
+    answers = client.post(
+        f"{API}/models/iris/batch-predict",
+        json={"inputs": rows[list("abcd")].to_dict("records")},
+        headers=headers,
+    )
+    assert answers.status_code == 200, answers.text
+    assert [o["prediction"] for o in answers.json()["outputs"]] == ["setosa", "versicolor", "virginica"]

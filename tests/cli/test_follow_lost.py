@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aiservice.client import Client
-from aiservice.client import jobs as sdk_jobs
+from aiservice.client import _follow as sdk_follow
 from aiservice.interfaces.cli import client as cli_client
 from aiservice.interfaces.cli.main import app
 
@@ -55,7 +55,7 @@ def test_a_lost_event_stream_is_resumed_then_reported_as_unreachable(
         return made
 
     monkeypatch.setattr(cli_client, "Client", connected)
-    monkeypatch.setattr(sdk_jobs, "reconnect_delay", lambda failures: 0.0)
+    monkeypatch.setattr(sdk_follow, "reconnect_delay", lambda failures: 0.0)
     config = tmp_path / "train.yaml"
     config.write_text(json.dumps({"trainingConfig": {}, "datasetConfig": {}}))
 
@@ -67,4 +67,4 @@ def test_a_lost_event_stream_is_resumed_then_reported_as_unreachable(
     assert result.exit_code == 3, result.output
     assert result.stderr.startswith("error: cannot reach the aiservice API at http://svc.test ")
     assert result.stderr.count("\n") == 1
-    assert stream_calls == [None] + ["1"] * sdk_jobs.RECONNECTS  # each retry resumes after event 1
+    assert stream_calls == [None] + ["1"] * sdk_follow.RECONNECTS  # each retry resumes after event 1

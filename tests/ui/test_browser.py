@@ -266,3 +266,37 @@ def test_an_editor_does_not_see_the_audit_log_and_an_admin_does(
     records = page.locator("#audit").inner_text()
     assert "model.create" in records and "seeder" in records
     screenshot(page, "audit")
+
+
+def test_a_study_started_from_the_form_is_followed_until_its_leaderboard_and_chart_show(
+    page: Any, live: str, container: Container, api: Callable[..., httpx.Response], client: Any
+) -> None:
+    """``client`` starts the container's background work (the job runner), which runs the trials."""
+    seed_iris(api)
+    root = container.settings.dataset_root_paths[0]
+    root.mkdir(parents=True, exist_ok=True)
+    frame = load_iris(as_frame=True).frame
+    frame.columns = [*FEATURES, "species"]
+    frame.to_csv(root / "flowers.csv", index=False)
+
+    log_in(page, live, container, "editor")
+    page.goto(f"{live}/ui/models/iris")
+    assert "No AutoML studies yet." in page.locator("#automl").inner_text()
+    start = page.get_by_role("region", name="Start a study")
+    start.get_by_label("Dataset").fill(str(root / "flowers.csv"))
+    start.get_by_label("Target column").fill("species")
+    start.get_by_label("Max trials").fill("2")
+    start.get_by_role("button", name="Start study").click()
+    page.wait_for_url(re.compile(rf"{live}/ui/models/iris/automl/[0-9a-f-]{{36}}"))
+    # The page polls while the study runs, and stops once its status says it has ended.
+    page.locator("#study-status", has_text="succeeded").wait_for(timeout=90_000)
+    board = page.locator("#leaderboard")
+    assert board.locator("tbody tr").count() >= 1
+    assert board.get_by_role("link").first.get_attribute("href").startswith("/ui/jobs/")
+    assert page.locator("canvas[data-chart='trials-data']").get_attribute("data-drawn") == "1"
+    assert page.locator("#beats-baseline").is_visible()
+    assert page.get_by_role("button", name="Cancel study").count() == 0
+    screenshot(page, "automl-study")
+    page.get_by_role("link", name="v2").click()  # the version it registered, after the seeded one
+    page.wait_for_url(f"{live}/ui/models/iris#version-2")
+    assert page.get_by_role("link", name="Export v2 as onnx").is_visible()

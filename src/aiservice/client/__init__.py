@@ -13,8 +13,10 @@ when one of its models is uploaded), so it can be installed and used far from th
 
 from aiservice.client.aio import AsyncClient, AsyncTrainingJob
 from aiservice.client.errors import (
+    AccuracyDropError,
     AiServiceError,
     AuthenticationError,
+    AutoMLStudyError,
     BadRequestError,
     ConflictError,
     FieldIssue,
@@ -30,6 +32,7 @@ from aiservice.client.errors import (
     TrainingJobError,
     ValidationError,
 )
+from aiservice.client.studies import AsyncAutoMLStudy, AutoMLStudy
 from aiservice.client.sync import Client, TrainingJob
 from aiservice.client.types import (
     Alias,
@@ -42,16 +45,21 @@ from aiservice.client.types import (
     JobState,
     Model,
     Prediction,
+    StudyState,
     Version,
 )
 
 __all__ = [
+    "AccuracyDropError",
     "AiServiceError",
     "Alias",
     "Artifact",
+    "AsyncAutoMLStudy",
     "AsyncClient",
     "AsyncTrainingJob",
     "AuthenticationError",
+    "AutoMLStudy",
+    "AutoMLStudyError",
     "BadRequestError",
     "Client",
     "ConflictError",
@@ -73,6 +81,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "ServiceUnreachableError",
+    "StudyState",
     "TrainingJob",
     "TrainingJobError",
     "ValidationError",

@@ -18,6 +18,7 @@ from aiservice.client._core import Call, Reply, RetryPolicy, check
 from aiservice.client._http import DEFAULT_TIMEOUT, base_headers, note_retry, reply_of, transport_error
 from aiservice.client._progress import Bar
 from aiservice.client.aio_resources import (
+    AsyncAutoML,
     AsyncDatasets,
     AsyncDeployments,
     AsyncExperiments,
@@ -63,6 +64,7 @@ class AsyncClient:
         self.deployments = AsyncDeployments(self)
         self.experiments = AsyncExperiments(self)
         self.datasets = AsyncDatasets(self)
+        self.automl = AsyncAutoML(self)
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.url!r}, tenant={self.tenant!r})"

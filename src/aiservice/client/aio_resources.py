@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiservice.client import _lifecycle as lifecycle
 from aiservice.client import _ops as ops
 from aiservice.client._core import Reply, problem_of
 from aiservice.client._http import Digest
 from aiservice.client._progress import Bar
 from aiservice.client.jobs import AsyncTrainingJob
+from aiservice.client.studies import AsyncAutoMLStudy
 from aiservice.client.types import (
     Alias,
     Dataset,
@@ -20,6 +22,7 @@ from aiservice.client.types import (
     ExperimentResults,
     JobState,
     Model,
+    StudyState,
     Version,
 )
 
@@ -119,6 +122,21 @@ class AsyncModels(_AsyncResource):
         with Bar(upload.file_size, f"Uploading {upload.filename}", enabled=progress, bytes_=True) as bar:
             return await self._client._call(ops.upload_version(model, upload), bar)
 
+    async def import_model(
+        self,
+        model: str,
+        archive: str | Path | bytes,
+        *,
+        source: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        filename: str | None = None,
+        progress: bool = False,
+    ) -> Version:
+        """As ``Models.import_model``."""
+        upload = lifecycle.import_upload(archive, source, metadata, filename)
+        with Bar(upload.file_size, f"Uploading {upload.filename}", enabled=progress, bytes_=True) as bar:
+            return await self._client._call(lifecycle.import_model(model, upload), bar)
+
 
 class AsyncVersions(_AsyncResource):
     def list(self, model: str, *, page_size: int = ops.PAGE_SIZE) -> AsyncIterator[Version]:
@@ -165,6 +183,70 @@ class AsyncVersions(_AsyncResource):
 
     async def aliases(self, model: str) -> builtins.list[Alias]:
         return await self._client._call(ops.list_aliases(model))
+
+    async def optimize(
+        self,
+        model: str,
+        version: int,
+        method: str,
+        *,
+        rows: Any = None,
+        labels: Any = None,
+        dataset: Any = None,
+        target: str | None = None,
+        sample: int | None = None,
+        max_accuracy_drop: float | None = None,
+        mode: str | None = None,
+        form: str | None = None,
+        sparsity: float | None = None,
+        calibration_rows: Any = None,
+        target_model: str | None = None,
+        description: str | None = None,
+        latency_calls: int | None = None,
+    ) -> Version:
+        """As ``Versions.optimize``."""
+        body = lifecycle.optimize_body(
+            method,
+            rows,
+            labels,
+            dataset,
+            target,
+            sample,
+            {
+                "max_accuracy_drop": max_accuracy_drop,
+                "mode": mode,
+                "form": form,
+                "sparsity": sparsity,
+                "calibration_rows": calibration_rows,
+                "target_model": target_model,
+                "description": description,
+                "latency_calls": latency_calls,
+            },
+        )
+        return await self._client._call(lifecycle.optimize(model, version, body))
+
+    async def export(
+        self, model: str, version: int, format: str = "onnx", path: str | Path | None = None
+    ) -> Path:
+        """As ``Versions.export``: streamed to disk, checked against its SHA-256."""
+        client = self._client
+        call_path, params = lifecycle.export_path(model, version), {"format": lifecycle.check_format(format)}
+        async with client._http.stream("GET", call_path, params=params) as response:
+            if response.status_code >= 400:
+                raise problem_of(Reply(response.status_code, response.headers, await response.aread()))
+            fallback = f"{model}-v{version}-{format}.zip"
+            name = lifecycle.attachment_name(response.headers.get("content-disposition"), fallback)
+            staged = lifecycle.Staged(lifecycle.export_target(path, name))
+            try:
+                digest = Digest(response.headers.get("etag"))
+                async for chunk in response.aiter_bytes():
+                    digest.update(chunk)
+                    staged.write(chunk)
+                digest.verify()
+            except BaseException:
+                staged.discard()
+                raise
+            return staged.commit()
 
     async def delete_alias(self, model: str, alias: str) -> None:
         await self._client._call(ops.delete_alias(model, alias))
@@ -312,3 +394,49 @@ class AsyncDatasets(_AsyncResource):
 
     async def delete(self, name: str) -> None:
         await self._client._call(ops.delete_dataset(name))
+
+
+class AsyncAutoML(_AsyncResource):
+    """As ``AutoML``: ``await client.automl.start(...)`` gives an ``AsyncAutoMLStudy``."""
+
+    async def start(
+        self,
+        model: str,
+        dataset: Any,
+        *,
+        task: str,
+        metric: str,
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        format: str | None = None,
+        validation_split: float | None = None,
+        validation_path: str | None = None,
+        max_trials: int | None = None,
+        timeout_seconds: int | None = None,
+        algorithms: Sequence[str] | None = None,
+        search_spaces: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        cv_folds: int | None = None,
+        parallel_trials: int | None = None,
+    ) -> AsyncAutoMLStudy:
+        data = lifecycle.dataset_config(dataset, target, features, format, validation_split, validation_path)
+        options = {
+            "algorithms": algorithms,
+            "search_spaces": search_spaces,
+            "seed": seed,
+            "cv_folds": cv_folds,
+            "parallel_trials": parallel_trials,
+        }
+        body = lifecycle.study_body(data, task, metric, max_trials, timeout_seconds, options)
+        return AsyncAutoMLStudy(self._client, await self._client._call(lifecycle.start_study(model, body)))
+
+    def list(self, model: str, *, page_size: int = ops.PAGE_SIZE) -> AsyncIterator[AsyncAutoMLStudy]:
+        pager = lifecycle.list_studies(model, page_size)
+        client = self._client
+        return client._iterate(pager, lambda item: AsyncAutoMLStudy(client, StudyState.from_json(item)))
+
+    async def get(self, model: str, study: str) -> AsyncAutoMLStudy:
+        return AsyncAutoMLStudy(self._client, await self._client._call(lifecycle.get_study(model, study)))
+
+    async def cancel(self, model: str, study: str) -> AsyncAutoMLStudy:
+        return AsyncAutoMLStudy(self._client, await self._client._call(lifecycle.cancel_study(model, study)))

@@ -90,6 +90,16 @@ class ValidationError(ProblemError):
     """422: invalid input; ``errors`` names each offending field."""
 
 
+class AccuracyDropError(ValidationError):
+    """422 ``accuracy-drop-too-large``: an optimised version lost more than ``maxAccuracyDrop``; nothing was
+    registered. ``optimization`` holds the figures measured (accuracy before and after, sizes...)."""
+
+    @property
+    def optimization(self) -> dict[str, Any]:
+        figures = self.problem.get("optimization")
+        return dict(figures) if isinstance(figures, Mapping) else {}
+
+
 class RateLimitedError(ProblemError):
     """429: a rate limit or a quota; ``retry_after`` says when to try again (seconds), when known."""
 
@@ -116,6 +126,7 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
     429: RateLimitedError,
     503: ServiceUnavailableError,
 }
+_BY_CODE: dict[str, type[ProblemError]] = {"accuracy-drop-too-large": AccuracyDropError}
 
 
 class ServiceUnreachableError(AiServiceError, builtins.ConnectionError):
@@ -133,6 +144,14 @@ class RequestTimeoutError(AiServiceError, builtins.TimeoutError):
 
 class IntegrityError(AiServiceError):
     """A downloaded artifact does not match the digest the service names."""
+
+
+class AutoMLStudyError(AiServiceError):
+    """An AutoML study ended without registering a version (failed or cancelled)."""
+
+    def __init__(self, study_id: str, status: str, error: str | None) -> None:
+        self.study_id, self.status, self.error = study_id, status, error
+        super().__init__(f"AutoML study {study_id} {status}" + (f": {error}" if error else ""))
 
 
 class TrainingJobError(AiServiceError):
@@ -158,4 +177,8 @@ def parse_retry_after(value: str | None) -> float | None:
 def problem_error(status: int, headers: Mapping[str, str], problem: Mapping[str, Any]) -> ProblemError:
     """The exception for an error answer: by status, else a generic one (5xx as ``ServerError``)."""
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ProblemError)
+    code = str(problem.get("type", "")).rsplit("/", 1)[-1]
+    special = _BY_CODE.get(code)
+    if special is not None and issubclass(special, kind):  # a code's own class, under its status's
+        kind = special
     return kind(status, problem, headers)

@@ -8,11 +8,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiservice.client import _lifecycle as lifecycle
 from aiservice.client import _ops as ops
 from aiservice.client._core import Reply, problem_of
 from aiservice.client._http import Digest
 from aiservice.client._progress import Bar
 from aiservice.client.jobs import TrainingJob
+from aiservice.client.studies import AutoMLStudy
 from aiservice.client.types import (
     Alias,
     Dataset,
@@ -21,6 +23,7 @@ from aiservice.client.types import (
     ExperimentResults,
     JobState,
     Model,
+    StudyState,
     Version,
 )
 
@@ -123,6 +126,24 @@ class Models(_Resource):
         with Bar(upload.file_size, f"Uploading {upload.filename}", enabled=progress, bytes_=True) as bar:
             return self._client._call(ops.upload_version(model, upload), bar)
 
+    def import_model(
+        self,
+        model: str,
+        archive: str | Path | bytes,
+        *,
+        source: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        filename: str | None = None,
+        progress: bool = False,
+    ) -> Version:
+        """Import an MLflow model folder (``MLmodel``) or a Hugging Face-style one (``config.json``) as the
+        model's next version: a zip or tar.gz (path or bytes), or a folder, zipped here. ``source``
+        (``mlflow``, ``huggingface``) is told by the files when left out; ``metadata``: description,
+        metrics, params, source_run."""
+        upload = lifecycle.import_upload(archive, source, metadata, filename)
+        with Bar(upload.file_size, f"Uploading {upload.filename}", enabled=progress, bytes_=True) as bar:
+            return self._client._call(lifecycle.import_model(model, upload), bar)
+
 
 class Versions(_Resource):
     def list(self, model: str, *, page_size: int = ops.PAGE_SIZE) -> Iterator[Version]:
@@ -172,6 +193,74 @@ class Versions(_Resource):
 
     def aliases(self, model: str) -> builtins.list[Alias]:
         return self._client._call(ops.list_aliases(model))
+
+    def optimize(
+        self,
+        model: str,
+        version: int,
+        method: str,
+        *,
+        rows: Any = None,
+        labels: Any = None,
+        dataset: Any = None,
+        target: str | None = None,
+        sample: int | None = None,
+        max_accuracy_drop: float | None = None,
+        mode: str | None = None,
+        form: str | None = None,
+        sparsity: float | None = None,
+        calibration_rows: Any = None,
+        target_model: str | None = None,
+        description: str | None = None,
+        latency_calls: int | None = None,
+    ) -> Version:
+        """A ``quantization``, ``pruning`` or ``float16`` copy of a version, measured on validation ``rows``
+        and ``labels`` (or a sample of a ``dataset``: a path, URI or uploaded ``Dataset``, with its
+        ``target``) and registered as a new version, which is returned (an ONNX result of another
+        framework goes to ``target_model``, default ``<name>-onnx``). A result that loses more than
+        ``max_accuracy_drop`` raises ``AccuracyDropError`` (its ``optimization`` has the figures)."""
+        body = lifecycle.optimize_body(
+            method,
+            rows,
+            labels,
+            dataset,
+            target,
+            sample,
+            {
+                "max_accuracy_drop": max_accuracy_drop,
+                "mode": mode,
+                "form": form,
+                "sparsity": sparsity,
+                "calibration_rows": calibration_rows,
+                "target_model": target_model,
+                "description": description,
+                "latency_calls": latency_calls,
+            },
+        )
+        return self._client._call(lifecycle.optimize(model, version, body))
+
+    def export(self, model: str, version: int, format: str = "onnx", path: str | Path | None = None) -> Path:
+        """The version as an edge bundle (a zip: the model file, schema.json, README.md, run.py) in
+        ``format`` (onnx, torchscript, tflite), streamed to ``path`` (into it when a folder; default the
+        service's file name here), checked against its SHA-256; returns where it was written."""
+        client = self._client
+        call_path, params = lifecycle.export_path(model, version), {"format": lifecycle.check_format(format)}
+        with client._http.stream("GET", call_path, params=params) as response:
+            if response.status_code >= 400:
+                raise problem_of(Reply(response.status_code, response.headers, response.read()))
+            fallback = f"{model}-v{version}-{format}.zip"
+            name = lifecycle.attachment_name(response.headers.get("content-disposition"), fallback)
+            staged = lifecycle.Staged(lifecycle.export_target(path, name))
+            try:
+                digest = Digest(response.headers.get("etag"))
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    staged.write(chunk)
+                digest.verify()
+            except BaseException:
+                staged.discard()
+                raise
+            return staged.commit()
 
     def delete_alias(self, model: str, alias: str) -> None:
         self._client._call(ops.delete_alias(model, alias))
@@ -317,3 +406,56 @@ class Datasets(_Resource):
 
     def delete(self, name: str) -> None:
         self._client._call(ops.delete_dataset(name))
+
+
+class AutoML(_Resource):
+    """``client.automl``: a model's AutoML studies (each a handle: ``wait()``, ``stream()``, ``cancel()``)."""
+
+    def start(
+        self,
+        model: str,
+        dataset: Any,
+        *,
+        task: str,
+        metric: str,
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        format: str | None = None,
+        validation_split: float | None = None,
+        validation_path: str | None = None,
+        max_trials: int | None = None,
+        timeout_seconds: int | None = None,
+        algorithms: Sequence[str] | None = None,
+        search_spaces: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        cv_folds: int | None = None,
+        parallel_trials: int | None = None,
+    ) -> AutoMLStudy:
+        """Start a study on ``dataset`` (a path the service reads, ``dataset://name``, an uploaded
+        ``Dataset``, or the API's ``datasetConfig`` mapping) for a ``task`` (classification, regression)
+        scored by ``metric``, within ``max_trials`` and/or ``timeout_seconds``; its best trial is
+        registered as the model's next version."""
+        data = lifecycle.dataset_config(dataset, target, features, format, validation_split, validation_path)
+        options = {
+            "algorithms": algorithms,
+            "search_spaces": search_spaces,
+            "seed": seed,
+            "cv_folds": cv_folds,
+            "parallel_trials": parallel_trials,
+        }
+        body = lifecycle.study_body(data, task, metric, max_trials, timeout_seconds, options)
+        return AutoMLStudy(self._client, self._client._call(lifecycle.start_study(model, body)))
+
+    def list(self, model: str, *, page_size: int = ops.PAGE_SIZE) -> Iterator[AutoMLStudy]:
+        """The model's studies, newest first."""
+        pager = lifecycle.list_studies(model, page_size)
+        return self._client._iterate(
+            pager, lambda item: AutoMLStudy(self._client, StudyState.from_json(item))
+        )
+
+    def get(self, model: str, study: str) -> AutoMLStudy:
+        return AutoMLStudy(self._client, self._client._call(lifecycle.get_study(model, study)))
+
+    def cancel(self, model: str, study: str) -> AutoMLStudy:
+        """Cancels a queued or running study (its running trial jobs too); nothing is registered."""
+        return AutoMLStudy(self._client, self._client._call(lifecycle.cancel_study(model, study)))

@@ -18,7 +18,7 @@ from aiservice.client._core import Call, Reply, RetryPolicy, check
 from aiservice.client._http import DEFAULT_TIMEOUT, base_headers, note_retry, reply_of, transport_error
 from aiservice.client._progress import Bar
 from aiservice.client.jobs import TrainingJob
-from aiservice.client.resources import Datasets, Deployments, Experiments, Jobs, Models, Versions
+from aiservice.client.resources import AutoML, Datasets, Deployments, Experiments, Jobs, Models, Versions
 from aiservice.client.types import Dataset, Page, Prediction
 
 T = TypeVar("T")
@@ -56,6 +56,7 @@ class Client:
         self.deployments = Deployments(self)
         self.experiments = Experiments(self)
         self.datasets = Datasets(self)
+        self.automl = AutoML(self)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r}, tenant={self.tenant!r})"

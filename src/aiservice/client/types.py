@@ -324,3 +324,72 @@ class Page:
 
     items: list[dict[str, Any]]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """An AutoML study as the service last reported it: its trials, leaderboard (best first), the best
+    trial and, once it succeeded, the version that trial was registered as."""
+
+    id: str
+    model_id: str
+    status: str
+    task: str
+    metric: str
+    best: dict[str, Any] | None = None
+    version: int | None = None
+    beats_baseline: bool | None = None
+    error: str | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    leaderboard: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    result: dict[str, Any] | None = field(default=None, repr=False)
+    budget: dict[str, Any] = field(default_factory=dict, repr=False)
+    algorithms: tuple[str, ...] = field(default=(), repr=False)
+    created_at: datetime | None = field(default=None, repr=False)
+    finished_at: datetime | None = field(default=None, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def best_score(self) -> float | None:
+        """The best trial's cross-validation score (in ``metric``), when a trial completed."""
+        score = (self.best or {}).get("cvScore")
+        return float(score) if isinstance(score, int | float) else None
+
+    def summary(self) -> str:
+        """``status, N trials, best ALGORITHM METRIC=SCORE, version V``: what a repr shows."""
+        best = self.best or {}
+        shown = (
+            f"{best.get('algorithm')} {self.metric}={self.best_score:.4g}"
+            if self.best_score is not None
+            else None
+        )
+        return f"status={self.status!r}, trials={len(self.trials)}, best={shown!r}, version={self.version}"
+
+    def __repr__(self) -> str:
+        return f"StudyState(id={self.id!r}, {self.summary()})"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StudyState:
+        return cls(
+            id=str(data["id"]),
+            model_id=str(data["modelId"]),
+            status=str(data["status"]),
+            task=str(data.get("task", "")),
+            metric=str(data.get("metric", "")),
+            best=_dict(data["best"]) if data.get("best") else None,
+            version=data.get("version"),
+            beats_baseline=data.get("beatsBaseline"),
+            error=data.get("error"),
+            trials=list(data.get("trials") or ()),
+            leaderboard=list(data.get("leaderboard") or ()),
+            result=_dict(data["result"]) if data.get("result") else None,
+            budget=_dict(data.get("budget")),
+            algorithms=tuple(data.get("algorithms") or ()),
+            created_at=_time(data.get("createdAt")),
+            finished_at=_time(data.get("finishedAt")),
+            raw=dict(data),
+        )

@@ -296,14 +296,30 @@ def signature_mismatches(
                     f"shape {list(sample)} (the shape is one sample's, without the batch dimension)",
                 )
             )
-    if classes is not None and signature.classes is not None and len(classes) != len(signature.classes):
+    own = signature.classes
+    if classes is not None and own is not None and len(classes) != len(own):
         problems.append(
             FieldError(
                 "outputSchema.classes",
-                f"the schema names {len(classes)} classes, the model predicts {len(signature.classes)}",
+                f"the schema names {len(classes)} classes, the model predicts {len(own)}",
+            )
+        )
+    elif classes is not None and own is not None and names_its_classes(own) and set(classes) != set(own):
+        problems.append(
+            FieldError(
+                "outputSchema.classes",
+                f"the model predicts the labels {sorted(map(str, own))}, the schema declares "
+                f"{sorted(map(str, classes))}: declared classes rename a model's class positions only "
+                "when the model predicts numbers",
             )
         )
     return problems
+
+
+def names_its_classes(classes: tuple[Any, ...]) -> bool:
+    """Whether a model's own classes are names (text), which callers should see as they are, rather than
+    positions (0, 1, 2...) that declared classes rename."""
+    return any(isinstance(c, str) for c in classes)
 
 
 def _tabular_mismatches(schema: TabularSchema, columns: tuple[Column, ...] | None) -> list[FieldError]:

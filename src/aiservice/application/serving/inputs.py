@@ -19,6 +19,7 @@ from aiservice.domain.schemas import (
     TensorSchema,
     TextSchema,
     feature_vectors,
+    names_its_classes,
     parse_output_schema,
     tensor_input,
     text_input,
@@ -62,8 +63,15 @@ class ServingModel:
 
 def caller_labels(model: Model, version: ModelVersion, signature: Signature) -> tuple[Any, ...] | None:
     """The labels callers see, by the model's class position: outputSchema.classes, else a trained
-    version's configured classes (where its runtime knows indices only), else the model's own."""
+    version's configured classes (where its runtime knows indices only), else the model's own.
+
+    A model that names its classes itself (text labels, as a classifier fitted on a column of names
+    does) answers those names: declared classes that are the same names, in whatever order, are not a
+    renaming by position (``signature_mismatches`` refuses other names at upload)."""
     declared = parse_output_schema(model.output_schema)
+    own = signature.classes
+    if declared is not None and own is not None and names_its_classes(own) and set(own) == set(declared):
+        return own
     if declared is not None:
         return declared
     configured = version.serving_configuration(model).get("classes")

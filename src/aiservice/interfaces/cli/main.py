@@ -14,6 +14,7 @@ from aiservice import __version__
 from aiservice.domain.errors import DomainError
 from aiservice.domain.tenancy import Role
 from aiservice.interfaces.cli.audit import audit_app
+from aiservice.interfaces.cli.automl import automl_app, export, import_model, optimize
 from aiservice.interfaces.cli.exits import EPILOG, USAGE, fail
 from aiservice.interfaces.cli.keys import keys_app
 from aiservice.interfaces.cli.registry import (
@@ -52,6 +53,10 @@ app.command("predict")(predict)
 app.command("train")(train)
 app.command("deploy")(deploy)
 app.command("serve-model")(serve_model)
+app.add_typer(automl_app, name="automl")
+app.command("optimize")(optimize)
+app.command("export")(export)
+app.command("import")(import_model)
 
 
 def _with_epilog(typer_app: typer.Typer) -> None:

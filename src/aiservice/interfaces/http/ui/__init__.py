@@ -15,7 +15,7 @@ from aiservice.bootstrap import Container
 from aiservice.domain.errors import DomainError, FieldError
 from aiservice.interfaces.http.audit_context import note_problem
 from aiservice.interfaces.http.problems import status_of
-from aiservice.interfaces.http.ui import pages
+from aiservice.interfaces.http.ui import automl_pages, pages
 from aiservice.interfaces.http.ui.session import UI_PREFIX, CsrfRefused, LoginRequired
 
 __all__ = ["UI_PREFIX", "create_ui", "mount_ui"]
@@ -88,6 +88,7 @@ def create_ui(container: Container) -> FastAPI:
     ui = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     ui.state.container = container  # the routers' dependencies find the container here
     ui.include_router(pages.router)
+    ui.include_router(automl_pages.router)
     ui.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     ui.add_exception_handler(LoginRequired, _login_required)
     ui.add_exception_handler(CsrfRefused, _csrf_refused)

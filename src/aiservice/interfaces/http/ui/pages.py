@@ -25,6 +25,8 @@ from aiservice.domain.models import FRAMEWORK_NAME, Framework, Stage
 from aiservice.domain.pagination import Page
 from aiservice.domain.tenancy import Permission, Principal
 from aiservice.interfaces.http.deps import ContainerDep
+from aiservice.interfaces.http.paths import VersionNumber
+from aiservice.interfaces.http.routers import export as export_routes
 from aiservice.interfaces.http.routers import training as training_routes
 from aiservice.interfaces.http.routers.audit import AuditRecordOut
 from aiservice.interfaces.http.routers.deployments import DeploymentOut
@@ -62,8 +64,18 @@ SECTIONS = {
     "experiments": "experiments",
     "experiment": "experiments",
     "audit": "audit",
+    "automl_study": "models",
 }
 FEATURE_TYPES = ("number", "integer", "string", "boolean", "category")
+# The edge bundles each framework's versions export to (ADR 30), offered as links on its versions.
+EXPORT_FORMATS = {
+    "sklearn": ("onnx",),
+    "xgboost": ("onnx",),
+    "lightgbm": ("onnx",),
+    "onnx": ("onnx",),
+    "pytorch": ("onnx", "torchscript"),
+    "keras": ("tflite",),
+}
 
 
 def render(
@@ -285,6 +297,7 @@ def model_page(request: Request, model: str, caller: UiCaller, c: ContainerDep) 
         aliases=by_version,
         fields=_feature_fields(wired, latest),
         stages=[s.value for s in Stage],
+        export_formats=EXPORT_FORMATS.get(found.framework.value, ()),
         metrics_chart={
             "labels": [f"v{v['version']}" for v in reversed(versions)],
             "series": {name: [v["metrics"].get(name) for v in reversed(versions)] for name in metric_names},
@@ -309,6 +322,18 @@ def set_stage(
 ) -> Response:
     changed = c.versions.set_stage(caller, model, version, stage, False)
     return _hx_redirect(f"{UI_PREFIX}/models/{changed.model_id}")
+
+
+@router.get("/models/{model}/versions/{version}/export")
+async def export_version(
+    model: str,
+    version: VersionNumber,
+    caller: UiCaller,
+    c: ContainerDep,
+    format: Annotated[str, Query(max_length=20)] = "onnx",
+) -> Response:
+    """The API's edge bundle of the version, under ``/ui`` so that the cookie authenticates it."""
+    return await export_routes.export_version(model, version, caller, c, format, None)
 
 
 def _typed(field: dict[str, Any], raw: str) -> Any:
