@@ -115,6 +115,16 @@ def test_each_trial_is_a_training_job_and_trials_run_in_parallel(
             assert len(trial["folds"]) == 3  # the job reported each fold
     assert overlapping(jobs), [(j["startedAt"], j["finishedAt"]) for j in jobs]
 
+    def listed(**query: str) -> set[str]:
+        response = client.get(f"{API}/training-jobs", params=query, headers=headers)
+        assert response.status_code == 200, response.text
+        return {j["id"] for j in response.json()["items"]}
+
+    assert listed(automlStudy=study["id"]) == {j["id"] for j in jobs}
+    assert listed(modelId="cancer", kind="trial") == {j["id"] for j in jobs}
+    assert listed(modelId="cancer", kind="training") == set()
+    assert listed(automlStudy="another-study") == set()
+
     versions = client.get(f"{API}/models/cancer/versions", headers=headers).json()["items"]
     assert [v["version"] for v in versions] == [1]  # the study's best, not one per trial
     started_events = events(container, "AutoMLStudyStarted")

@@ -110,6 +110,10 @@ def test_a_study_streams_its_trials_and_registers_its_best_trial(sdk: Any, tmp_p
     assert isinstance(study.state, StudyState) and study.state.best_score is not None
     assert sdk.versions.get("iris", 1).raw["lineage"]["automlStudyId"] == study.id
     assert sdk.automl.get("iris", study.id).leaderboard[0]["cvScore"] == study.state.best_score
+    trial_jobs = {job.id for job in sdk.jobs.list(automl_study=study.id)}
+    assert trial_jobs == {t["jobId"] for t in study.state.trials}
+    assert {job.id for job in sdk.jobs.list(model="iris", kind="trial")} == trial_jobs
+    assert list(sdk.jobs.list(model="iris", kind="training")) == []
 
 
 def test_a_cancelled_study_is_listed_newest_first_and_raises_on_wait(sdk: Any, tmp_path: Path) -> None:

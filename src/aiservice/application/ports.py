@@ -21,7 +21,7 @@ from aiservice.domain.models import Alias, Framework, Model, ModelVersion, Stage
 from aiservice.domain.pagination import Page
 from aiservice.domain.signature import Signature
 from aiservice.domain.tenancy import Principal, Tenant
-from aiservice.domain.training import JobEvent, JobStatus, TrainingJob
+from aiservice.domain.training import JobEvent, JobKind, JobStatus, TrainingJob
 from aiservice.domain.webhooks import DeliveryStatus, Webhook, WebhookDelivery
 
 Clock = Callable[[], datetime]
@@ -116,8 +116,18 @@ class TrainingJobRepository(Protocol):
     def add(self, job: TrainingJob) -> None: ...
     def get(self, job_id: str, *, for_update: bool = False) -> TrainingJob | None: ...
     def page(
-        self, model_id: str | None, status: JobStatus | None, limit: int, cursor: str | None
-    ) -> Page[TrainingJob]: ...
+        self,
+        model_id: str | None,
+        status: JobStatus | None,
+        limit: int,
+        cursor: str | None,
+        *,
+        kind: JobKind | None = None,
+        study_id: str | None = None,
+    ) -> Page[TrainingJob]:
+        """Newest first; ``kind`` keeps training jobs or AutoML trials, ``study_id`` one study's trials."""
+        ...
+
     def save(self, job: TrainingJob) -> None: ...
     def unfinished(self) -> list[TrainingJob]:
         """The tenant's queued and running jobs."""

@@ -48,6 +48,7 @@ from aiservice.domain.training import (
     DatasetConfig,
     JobEvent,
     JobFailure,
+    JobKind,
     JobStatus,
     LabelMapping,
     ResourceConfig,
@@ -229,12 +230,8 @@ class TrainingJobs:
             for status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 cursor: str | None = None
                 while True:
-                    page = uow.jobs.page(model_id, status, 200, cursor)
-                    found |= {
-                        job.id
-                        for job in page.items
-                        if (job.training.automl_trial or {}).get("studyId") == study_id
-                    }
+                    page = uow.jobs.page(model_id, status, 200, cursor, study_id=study_id)
+                    found |= {job.id for job in page.items}
                     cursor = page.next_cursor
                     if cursor is None:
                         break
@@ -354,11 +351,16 @@ class TrainingJobs:
         status: JobStatus | None,
         limit: int,
         cursor: str | None,
+        *,
+        kind: JobKind | None = None,
+        study_id: str | None = None,
     ) -> Page[TrainingJob]:
+        """Newest first: every job, or only training jobs or only AutoML trials (``kind``), or one
+        study's trials (``study_id``)."""
         principal.require(Permission.MODEL_READ)
         with self._uow(principal.tenant_id, writes=False) as uow:
             model_id = find_model(uow, model_ident, principal).id if model_ident else None
-            return uow.jobs.page(model_id, status, limit, cursor)
+            return uow.jobs.page(model_id, status, limit, cursor, kind=kind, study_id=study_id)
 
     def cancel(self, principal: Principal, job_id: str) -> TrainingJob:
         """Queued jobs never start; a running one is stopped by its runner, which sees the status."""

@@ -196,9 +196,14 @@ def cancel_job(job: str) -> Call[JobState]:
 
 
 def list_jobs(
-    model: str | None, status: str | None, limit: int = PAGE_SIZE
+    model: str | None,
+    status: str | None,
+    limit: int = PAGE_SIZE,
+    kind: str | None = None,
+    automl_study: str | None = None,
 ) -> Callable[[str | None], Call[Page]]:
-    return paged("GET", api("training-jobs"), {"limit": limit, "modelId": model, "status": status})
+    query = {"limit": limit, "modelId": model, "status": status, "kind": kind, "automlStudy": automl_study}
+    return paged("GET", api("training-jobs"), query)
 
 
 def job_events_path(job: str) -> str:

@@ -254,9 +254,16 @@ class AsyncVersions(_AsyncResource):
 
 class AsyncJobs(_AsyncResource):
     def list(
-        self, *, model: str | None = None, status: str | None = None, page_size: int = ops.PAGE_SIZE
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        automl_study: str | None = None,
+        page_size: int = ops.PAGE_SIZE,
     ) -> AsyncIterator[AsyncTrainingJob]:
-        pager = ops.list_jobs(model, status, page_size)
+        """Newest first; ``kind``: "training" or "trial" (AutoML trials); ``automl_study``: its trials."""
+        pager = ops.list_jobs(model, status, page_size, kind, automl_study)
         client = self._client
         return client._iterate(pager, lambda item: AsyncTrainingJob(client, JobState.from_json(item)))
 

@@ -268,9 +268,16 @@ class Versions(_Resource):
 
 class Jobs(_Resource):
     def list(
-        self, *, model: str | None = None, status: str | None = None, page_size: int = ops.PAGE_SIZE
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        automl_study: str | None = None,
+        page_size: int = ops.PAGE_SIZE,
     ) -> Iterator[TrainingJob]:
-        pager = ops.list_jobs(model, status, page_size)
+        """Newest first; ``kind``: "training" or "trial" (AutoML trials); ``automl_study``: its trials."""
+        pager = ops.list_jobs(model, status, page_size, kind, automl_study)
         return self._client._iterate(pager, lambda item: TrainingJob(self._client, JobState.from_json(item)))
 
     def get(self, job: str) -> TrainingJob:

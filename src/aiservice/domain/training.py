@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from uuid import uuid4
 
 from aiservice.domain.models import JsonObject
@@ -326,6 +326,9 @@ class TrainingJob:
             return None
         elapsed = (now - self.started_at).total_seconds()
         return round(elapsed * (1 - self.progress) / self.progress, 1)
+
+
+JobKind = Literal["training", "trial"]  # a training job, or a trial of an AutoML study
 
 
 @dataclass(frozen=True)

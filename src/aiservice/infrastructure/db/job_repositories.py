@@ -13,6 +13,7 @@ from aiservice.domain.training import (
     DatasetConfig,
     JobEvent,
     JobFailure,
+    JobKind,
     JobStatus,
     ResourceConfig,
     TrainingConfig,
@@ -48,19 +49,34 @@ class SqlAlchemyTrainingJobRepository:
         return [_job(r) for r in self._conn.execute(stmt.order_by(training_jobs.c.created_at)).mappings()]
 
     def page(
-        self, model_id: str | None, status: JobStatus | None, limit: int, cursor: str | None
+        self,
+        model_id: str | None,
+        status: JobStatus | None,
+        limit: int,
+        cursor: str | None,
+        *,
+        kind: JobKind | None = None,
+        study_id: str | None = None,
     ) -> Page[TrainingJob]:
         stmt = sa.select(training_jobs).where(training_jobs.c.tenant_id == self._tenant)
         if model_id is not None:
             stmt = stmt.where(training_jobs.c.model_id == model_id)
         if status is not None:
             stmt = stmt.where(training_jobs.c.status == status.value)
+        study = training_jobs.c.automl_study_id
+        if kind == "training":
+            stmt = stmt.where(study.is_(None))
+        elif kind == "trial":
+            stmt = stmt.where(study.is_not(None))
+        if study_id is not None:
+            stmt = stmt.where(study == study_id)
         created, ident = training_jobs.c.created_at, training_jobs.c.id
         return newest_first(self._conn, stmt, created, ident, limit, cursor, _job)
 
     def save(self, job: TrainingJob) -> None:
         row = _job_row(job)
-        for key in ("tenant_id", "id", "model_id", "training", "dataset", "resources", "created_at"):
+        immutable = ("tenant_id", "id", "model_id", "training", "dataset", "resources", "created_at")
+        for key in (*immutable, "automl_study_id"):
             del row[key]
         self._conn.execute(
             training_jobs.update()
@@ -196,6 +212,7 @@ def _job_row(job: TrainingJob) -> dict[str, Any]:
         "runner_id": job.runner_id,
         "heartbeat_at": job.heartbeat_at,
         "traceparent": job.traceparent,
+        "automl_study_id": (job.training.automl_trial or {}).get("studyId"),
     }
 
 

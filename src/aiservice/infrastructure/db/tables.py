@@ -191,10 +191,13 @@ training_jobs = sa.Table(
     sa.Column("heartbeat_at", UtcDateTime(), nullable=True),
     sa.Column("last_event_seq", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("traceparent", sa.String(55), nullable=True),
+    # The AutoML study whose trial the job runs (migration 0019); NULL for a training job.
+    sa.Column("automl_study_id", sa.String(36), nullable=True),
     sa.ForeignKeyConstraint(
         ["tenant_id", "model_id"], ["models.tenant_id", "models.id"], name="fk_training_jobs_model"
     ),
     sa.Index("ix_training_jobs_tenant_created", "tenant_id", "created_at", "id"),
+    sa.Index("ix_training_jobs_tenant_study", "tenant_id", "automl_study_id"),
     # The runners' queue: oldest queued first, across tenants.
     sa.Index("ix_training_jobs_status_created", "status", "created_at"),
 )

@@ -274,10 +274,18 @@ def list_jobs(
         str | None, Query(alias="modelId", max_length=128, description="A model id or name")
     ] = None,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+    kind: Annotated[
+        Literal["training", "trial"] | None,
+        Query(description="training: jobs that train a version; trial: AutoML trials; default both"),
+    ] = None,
+    automl_study: Annotated[
+        str | None,
+        Query(alias="automlStudy", max_length=36, description="Only this AutoML study's trial jobs"),
+    ] = None,
     limit: PageLimit = 50,
     cursor: PageCursor = None,
 ) -> PageOut[JobOut]:
-    page = c.training.list_jobs(caller, model_id, job_status, limit, cursor)
+    page = c.training.list_jobs(caller, model_id, job_status, limit, cursor, kind=kind, study_id=automl_study)
     return PageOut[JobOut](items=[JobOut.of(j) for j in page.items], next_cursor=page.next_cursor)
 
 
