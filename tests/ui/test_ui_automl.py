@@ -123,6 +123,14 @@ def test_a_study_started_from_the_model_page_shows_its_result_leaderboard_and_ch
     assert f"{study['best']['cvScore']:.4g}" in row
     assert 'id="version-1"' in client.get("/ui/models/flowers").text  # where the version link lands
 
+    # The jobs page tells trials from training jobs, and links each trial to its study.
+    trials_only = client.get("/ui/jobs?kind=trial").text
+    assert all(f"/ui/jobs/{job}" in trials_only for job in jobs)
+    assert f'href="/ui/models/{study["modelId"]}/automl/{study_id}">(trial #' in trials_only
+    training_only = client.get("/ui/jobs?kind=training").text
+    assert not any(f"/ui/jobs/{job}" in training_only for job in jobs)
+    assert client.get("/ui/jobs?kind=other").status_code == 422
+
 
 def test_a_running_study_is_polled_and_cancelled_by_an_editor_but_not_by_a_viewer(
     login: Login, auth: Auth, iris_csv: Path

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Form, Query, Request
@@ -399,9 +399,11 @@ def jobs_page(
     caller: UiCaller,
     c: ContainerDep,
     cursor: Cursor = None,
+    kind: Annotated[Literal["training", "trial"] | None, Query()] = None,
 ) -> HTMLResponse:
-    page = c.training.list_jobs(caller, None, None, PAGE, cursor or None)
-    return render_list(request, "jobs.html", caller, "jobs", page, JobOut.of)
+    """Every job by default; ``kind`` keeps training jobs or AutoML trials."""
+    page = c.training.list_jobs(caller, None, None, PAGE, cursor or None, kind=kind)
+    return render_list(request, "jobs.html", caller, "jobs", page, JobOut.of, kind=kind or "")
 
 
 @router.get("/jobs/{job}", response_class=HTMLResponse)
