@@ -19,7 +19,7 @@ from aiservice.interfaces.http.audit_context import note_problem
 from aiservice.interfaces.http.deps import ContainerDep
 from aiservice.interfaces.http.problems import status_of
 from aiservice.interfaces.http.routers.automl import StudyOut
-from aiservice.interfaces.http.ui.pages import Cursor, _hx_redirect, _wire, render, render_list
+from aiservice.interfaces.http.ui.pages import Cursor, hx_redirect, render, render_list, wire
 from aiservice.interfaces.http.ui.session import UI_PREFIX, UiCaller
 
 router = APIRouter()
@@ -142,7 +142,7 @@ async def start_study(request: Request, model: str, caller: UiCaller, c: Contain
             model_name=model,
             **_form_context(values, exc),
         )
-    return _hx_redirect(_study_url(model, study.id))
+    return hx_redirect(_study_url(model, study.id))
 
 
 def _chart(study: dict[str, Any]) -> dict[str, Any] | None:
@@ -179,7 +179,7 @@ def _study_context(model: str, study: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/models/{model}/automl/{study}", response_class=HTMLResponse)
 def study_page(request: Request, model: str, study: str, caller: UiCaller, c: ContainerDep) -> HTMLResponse:
-    found = _wire(StudyOut.of(_studies(c).get(caller, model, study)))
+    found = wire(StudyOut.of(_studies(c).get(caller, model, study)))
     name = c.registry.get_model(caller, found["modelId"]).name
     return render(request, "automl_study.html", caller, **_study_context(name, found))
 
@@ -196,7 +196,7 @@ def study_fragment(
 ) -> Response:
     """The study's part of its page, polled by htmx while it runs: 204 (nothing to swap) while neither
     its status nor its trials changed since the page's copy."""
-    found = _wire(StudyOut.of(_studies(c).get(caller, model, study)))
+    found = wire(StudyOut.of(_studies(c).get(caller, model, study)))
     if found["status"] == status and len(found["trials"]) == trials:
         return Response(status_code=204)
     return render(request, "_automl_study.html", caller, **_study_context(model, found))
@@ -205,4 +205,4 @@ def study_fragment(
 @router.post("/models/{model}/automl/{study}/cancel", response_class=HTMLResponse)
 def cancel_study(model: str, study: str, caller: UiCaller, c: ContainerDep) -> Response:
     _studies(c).cancel(caller, model, study)
-    return _hx_redirect(_study_url(model, study))
+    return hx_redirect(_study_url(model, study))

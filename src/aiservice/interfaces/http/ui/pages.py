@@ -111,7 +111,7 @@ def to_json(value: Any) -> str:
 templates.env.filters["tojson_data"] = to_json
 
 
-def _wire(model: Any) -> dict[str, Any]:
+def wire(model: Any) -> dict[str, Any]:
     dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True)
     return dumped
 
@@ -130,11 +130,11 @@ def render_list(
 ) -> HTMLResponse:
     """A list page: one page of a use case's answers in the API's own ``*Out`` shape, and the cursor
     of the next page."""
-    context[key] = [_wire(shape(item)) for item in page.items]
+    context[key] = [wire(shape(item)) for item in page.items]
     return render(request, name, caller, next_cursor=page.next_cursor, **context)
 
 
-def _hx_redirect(location: str) -> Response:
+def hx_redirect(location: str) -> Response:
     return Response(status_code=204, headers={"HX-Redirect": location})
 
 
@@ -157,7 +157,7 @@ async def login(
         await check_credential(request, token, tenant.strip() or None)
     except DomainError as exc:  # a bad or expired token, another tenant: say why, keep no cookie
         return render(request, "_login_error.html", status_code=401, message=exc.detail)
-    response = _hx_redirect(f"{UI_PREFIX}/models")
+    response = hx_redirect(f"{UI_PREFIX}/models")
     keep_session(response, request, token, tenant.strip() or None)
     return response
 
@@ -165,7 +165,7 @@ async def login(
 @router.post("/logout")
 def logout(request: Request) -> Response:
     require_same_origin(request)
-    response = _hx_redirect(f"{UI_PREFIX}/login")
+    response = hx_redirect(f"{UI_PREFIX}/login")
     end_session(response, request)
     return response
 
@@ -259,7 +259,7 @@ def create_model(
             input_schema=_input_schema(features),
         ),
     )
-    return _hx_redirect(f"{UI_PREFIX}/models/{model.name}")
+    return hx_redirect(f"{UI_PREFIX}/models/{model.name}")
 
 
 def _feature_fields(model: dict[str, Any], version: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -281,8 +281,8 @@ def _feature_fields(model: dict[str, Any], version: dict[str, Any] | None) -> li
 @router.get("/models/{model}", response_class=HTMLResponse)
 def model_page(request: Request, model: str, caller: UiCaller, c: ContainerDep) -> HTMLResponse:
     found = c.registry.get_model(caller, model)
-    wired = _wire(ModelOut.of(found, c.versions.aliases(caller, found.id)))
-    versions = [_wire(VersionOut.of(v)) for v in c.versions.list_versions(caller, found.id, 100, None).items]
+    wired = wire(ModelOut.of(found, c.versions.aliases(caller, found.id)))
+    versions = [wire(VersionOut.of(v)) for v in c.versions.list_versions(caller, found.id, 100, None).items]
     versions.sort(key=lambda v: v["version"], reverse=True)
     metric_names = sorted({name for v in versions for name in v["metrics"]})
     by_version = dict(wired.get("aliases") or {})
@@ -309,7 +309,7 @@ def model_page(request: Request, model: str, caller: UiCaller, c: ContainerDep) 
 async def upload_version(request: Request, model: str, caller: UiCaller, c: ContainerDep) -> Response:
     """The form posts ``file`` and ``metadata`` as the API's upload does, read by the same streaming code."""
     version = await receive_version(request, c.versions, caller, model)
-    return _hx_redirect(f"{UI_PREFIX}/models/{version.model_id}")
+    return hx_redirect(f"{UI_PREFIX}/models/{version.model_id}")
 
 
 @router.post("/models/{model}/versions/{version}/stage", response_class=HTMLResponse)
@@ -321,7 +321,7 @@ def set_stage(
     stage: Annotated[Stage, Form()],
 ) -> Response:
     changed = c.versions.set_stage(caller, model, version, stage, False)
-    return _hx_redirect(f"{UI_PREFIX}/models/{changed.model_id}")
+    return hx_redirect(f"{UI_PREFIX}/models/{changed.model_id}")
 
 
 @router.get("/models/{model}/versions/{version}/export")
@@ -368,8 +368,8 @@ async def try_predict(request: Request, model: str, caller: UiCaller, c: Contain
     if version is not None or not found.input_schema:
         listed = await run_in_threadpool(c.versions.list_versions, caller, found.id, 100, None)
         chosen = [v for v in listed.items if version is None or v.version == version]
-        latest = _wire(VersionOut.of(max(chosen, key=lambda v: v.version))) if chosen else None
-    fields = _feature_fields(_wire(ModelOut.of(found)), latest)
+        latest = wire(VersionOut.of(max(chosen, key=lambda v: v.version))) if chosen else None
+    fields = _feature_fields(wire(ModelOut.of(found)), latest)
     if fields:
         payload: dict[str, Any] = {}
         for field in fields:
@@ -408,7 +408,7 @@ def jobs_page(
 
 @router.get("/jobs/{job}", response_class=HTMLResponse)
 def job_page(request: Request, job: str, caller: UiCaller, c: ContainerDep) -> HTMLResponse:
-    found = _wire(JobOut.of(c.training.get(caller, job)))
+    found = wire(JobOut.of(c.training.get(caller, job)))
     model = c.registry.get_model(caller, found["modelId"])
     return render(request, "job.html", caller, job=found, model_name=model.name)
 
@@ -446,7 +446,7 @@ def experiments_page(
 
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
 def experiment_page(request: Request, experiment_id: str, caller: UiCaller, c: ContainerDep) -> HTMLResponse:
-    experiment = _wire(ExperimentOut.of(c.experiments.experiments.get(caller, experiment_id)))
+    experiment = wire(ExperimentOut.of(c.experiments.experiments.get(caller, experiment_id)))
     results = c.experiments.experiments.results(caller, experiment_id).to_dict()
     model = c.registry.get_model(caller, experiment["modelId"])
     arms = results.get("arms") or []
@@ -474,7 +474,7 @@ def experiment_page(request: Request, experiment_id: str, caller: UiCaller, c: C
 def drift_page(request: Request, model: str, caller: UiCaller, c: ContainerDep) -> HTMLResponse:
     found = c.registry.get_model(caller, model)
     _, page = c.monitoring.monitor.reports(caller, found.id, None, 20, None)
-    reports = [_wire(DriftReportOut.of(r)) for r in page.items]
+    reports = [wire(DriftReportOut.of(r)) for r in page.items]
     latest = reports[0] if reports else None
     chart = None
     if latest is not None:
@@ -483,9 +483,7 @@ def drift_page(request: Request, model: str, caller: UiCaller, c: ContainerDep) 
             "labels": [f.get("name") or f.get("feature") for f in features],
             "series": {"PSI": [f.get("score") for f in features]},
         }
-    return render(
-        request, "drift.html", caller, model=_wire(ModelOut.of(found)), reports=reports, chart=chart
-    )
+    return render(request, "drift.html", caller, model=wire(ModelOut.of(found)), reports=reports, chart=chart)
 
 
 @router.get("/audit", response_class=HTMLResponse)
