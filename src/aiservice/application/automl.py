@@ -512,7 +512,9 @@ class AutoMLStudies:
             if self._closing.is_set():  # the service is stopping: the study ends here, its jobs too
                 error = "the service stopped before the study ended; start it again"
                 self._end(tenant_id, study_id, "failed", error=error)
-        if self._closing.is_set() or outcome is None:
+        if self._closing.is_set():  # ended above, its trials with it
+            return
+        if outcome is None:  # cancelled: a trial submitted as the cancel landed may still be queued
             self._stop_trials(study)
             return
         current = self._study(tenant_id, study_id)

@@ -194,14 +194,17 @@ class OptunaSearch:
         running: dict[str, _Pending] = {}
         unsent: _Pending | None = None  # asked of the sampler, refused by the quota for now
         asked = 0
+
+        def budget_left() -> bool:
+            trials_left = plan.max_trials is None or asked < plan.max_trials
+            return trials_left and (deadline is None or time.monotonic() < deadline)
+
         while True:
             if stopped():
                 for job_id in running:
                     trials.stop(job_id)
                 return None
-            room = (plan.max_trials is None or asked < plan.max_trials) and (
-                deadline is None or time.monotonic() < deadline
-            )
+            room = budget_left()
             while len(running) < plan.parallel and (unsent is not None or room):
                 if unsent is None:
                     trial = study.ask()
@@ -213,15 +216,13 @@ class OptunaSearch:
                 if sent is None:  # the quota has no room: again after the next look
                     break
                 running[sent], unsent = unsent, None
-                room = (plan.max_trials is None or asked < plan.max_trials) and (
-                    deadline is None or time.monotonic() < deadline
-                )
+                room = budget_left()
             if not running and unsent is None and not room:
                 break  # the budget is spent and every trial has ended
             time.sleep(POLL_S)
             for job_id in list(running):
                 pending = running[job_id]
-                record = self._look(study, pending, job_id, trials, greater_is_better)
+                record = self._look(study, pending, job_id, trials)
                 if record is None:
                     continue
                 del running[job_id]
@@ -246,9 +247,7 @@ class OptunaSearch:
             return self._refit_best(plan, study.best_trial, spaces, train, held_out, len(study.trials))
 
     @staticmethod
-    def _look(
-        study: Any, pending: _Pending, job_id: str, trials: TrialJobs, greater_is_better: bool
-    ) -> dict[str, Any] | None:
+    def _look(study: Any, pending: _Pending, job_id: str, trials: TrialJobs) -> dict[str, Any] | None:
         """Relay a trial job's new fold reports to the pruner; its record once it has ended (or been
         pruned here), else None."""
         import optuna
@@ -300,7 +299,7 @@ class OptunaSearch:
 
         algorithm = best.params["algorithm"]
         params = _params_of(best.params, algorithm, spaces[algorithm])
-        estimator = _estimator(algorithm, plan.task, params, plan.seed).fit(train.X, train.y)
+        estimator = trial_estimator(algorithm, plan.task, params, plan.seed).fit(train.X, train.y)
         baseline = _baseline(plan.task, plan.seed).fit(train.X, train.y)
         ours = _held_out_value(estimator, plan, held_out)
         theirs = _held_out_value(baseline, plan, held_out)
@@ -380,7 +379,7 @@ def _estimator_class(algorithm: str, task: str) -> type:
     return sklearn_estimator_class(ALGORITHMS[algorithm][task][0])
 
 
-def _estimator(algorithm: str, task: str, params: dict[str, Any], seed: int) -> Any:
+def trial_estimator(algorithm: str, task: str, params: dict[str, Any], seed: int) -> Any:
     """The trial's estimator; linear models and MLPs behind a standard scaler (they need scaled inputs)."""
     estimator = _bare_estimator(algorithm, task, params, seed)
     if algorithm not in SCALED:
@@ -433,10 +432,10 @@ def _held_out_value(estimator: Any, plan: SearchPlan, held_out: Table) -> float:
 
     scorer_name, greater_is_better = METRICS[plan.task][plan.metric]
     value = float(get_scorer(scorer_name)(estimator, held_out.X, held_out.y))
-    return _shown(value, greater_is_better)
+    return shown(value, greater_is_better)
 
 
-def _shown(score: float, greater_is_better: bool) -> float:
+def shown(score: float, greater_is_better: bool) -> float:
     """A scorer's value as the metric reads (rmse positive, not negated), rounded for JSON."""
     return round(score if greater_is_better else -score, 6)
 
@@ -567,13 +566,3 @@ def _space_problems(algorithm: str, task: str, spaces: dict[str, Any], where: st
             named = next((n for n in sample if f"'{n}'" in line or f"'{VIRTUAL.get(n, n)}'" in line), None)
             return [FieldError(f"{where}.{named}" if named else where, line)]
     return []
-
-
-def estimator(algorithm: str, task: str, params: dict[str, Any], seed: int) -> Any:
-    """A trial's estimator, as its training job builds it (``trial.run_trial``)."""
-    return _estimator(algorithm, task, params, seed)
-
-
-def shown(score: float, greater_is_better: bool) -> float:
-    """A scorer's value as the metric reads (rmse positive, not negated), rounded for JSON."""
-    return _shown(score, greater_is_better)

@@ -15,7 +15,7 @@ import numpy as np
 
 from aiservice.domain.training import DatasetConfig
 from aiservice.infrastructure.automl.data import study_data, study_folds
-from aiservice.infrastructure.automl.search import METRICS, estimator, shown
+from aiservice.infrastructure.automl.search import METRICS, shown, trial_estimator
 
 
 def run_trial(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def run_trial(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -
     dataset = DatasetConfig.from_json(request["dataset"])
     train, _ = study_data(dataset, task, seed, lambda uri: options.get(uri, {}))
     folds = study_folds(train.y, task, int(trial.get("cvFolds", 3)), seed)
-    model = estimator(training["algorithm"], task, training.get("params", {}), seed)
+    model = trial_estimator(training["algorithm"], task, training.get("params", {}), seed)
     scorer_name, greater_is_better = METRICS[task][metric]
     scorer = get_scorer(scorer_name)
     scores: list[float] = []
